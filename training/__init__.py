@@ -1,0 +1,1 @@
+"""Offline training: labels, datasets, honest splits, two-phase fine-tuning, evaluation, registry."""
