@@ -17,7 +17,7 @@ from kidneyct.settings import Settings
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
     "db": "kidneyct.db_cli:db",
-    "kafka": "storage.kafka_cli:kafka",
+    "kafka": "kidneyct.kafka_cli:kafka",
     "listen": "ingest.cli:listen",
     "worker": "classifier.cli:worker",
     "serve": "kidneyct.serve:serve",
@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dataset": "training.cli:dataset",
     "train": "training.cli:train",
     "models": "training.cli:models",
-    "synth": "training.synth_cli:synth",
+    "synth": "training.synth.cli:synth",
     "demo": "kidneyct.demo:demo",
 }
 
