@@ -60,7 +60,9 @@ class PatientDataRedactor:
     def _is_patient_key(self, key: object) -> bool:
         return isinstance(key, str) and _normalise(key) in self._keys
 
-    def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         for key in [k for k in event_dict if self._is_patient_key(k)]:
             event_dict[key] = REDACTED
         for key, value in list(event_dict.items()):
@@ -79,7 +81,9 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", redact_accessio
         PatientDataRedactor(redact_accession=redact_accession),
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
@@ -92,4 +96,8 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", redact_accessio
     )
     # Libraries (pynetdicom, kafka-python, alembic) log through the standard library: keep them
     # quieter than ours, and route them to stderr too.
-    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(numeric_level, logging.WARNING),
+        stream=sys.stderr,
+        format="%(name)s %(levelname)s %(message)s",
+    )

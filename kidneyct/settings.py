@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     )
 
     # --- archive ---------------------------------------------------------------------------
-    archive_dir: Path | None = Field(None, description="Where received instances are kept; default `<data_dir>/archive`.")
+    archive_dir: Path | None = Field(
+        None, description="Where received instances are kept; default `<data_dir>/archive`."
+    )
     max_instance_bytes: int = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
 
     # --- kafka -----------------------------------------------------------------------------
@@ -49,8 +51,12 @@ class Settings(BaseSettings):
     kafka_publish_timeout_s: float = Field(10.0, description="Longest wait for the broker's acknowledgement.")
     topic_instances: str = Field("kidneyct.instances", description="Topic of received-instance events.")
     topic_results: str = Field("kidneyct.results", description="Topic of prediction and study results.")
-    topic_dead_letter: str = Field("kidneyct.dead-letter", description="Topic of events that cannot be processed.")
-    consumer_group: str = Field("kidneyct-classifier", description="Consumer group of the classifier workers.")
+    topic_dead_letter: str = Field(
+        "kidneyct.dead-letter", description="Topic of events that cannot be processed."
+    )
+    consumer_group: str = Field(
+        "kidneyct-classifier", description="Consumer group of the classifier workers."
+    )
 
     # --- DICOM listener --------------------------------------------------------------------
     ae_title: str = Field("KIDNEYCT", description="Our AE title; associations calling another are rejected.")
@@ -80,11 +86,19 @@ class Settings(BaseSettings):
     mixed_precision: bool = Field(False, description="Run inference in mixed float16.")
     window_center: float = Field(40.0, description="Default window centre (HU) for training from DICOM.")
     window_width: float = Field(400.0, description="Default window width (HU) for training from DICOM.")
-    model_dir: Path | None = Field(None, description="Where model artifacts are kept; default `<data_dir>/models`.")
-    model_poll_s: float = Field(5.0, description="How often a worker checks for a newly active model version.")
-    study_abnormal_min_slices: int = Field(2, description="k: slices an abnormal class needs for the study label.")
+    model_dir: Path | None = Field(
+        None, description="Where model artifacts are kept; default `<data_dir>/models`."
+    )
+    model_poll_s: float = Field(
+        5.0, description="How often a worker checks for a newly active model version."
+    )
+    study_abnormal_min_slices: int = Field(
+        2, description="k: slices an abnormal class needs for the study label."
+    )
     study_abnormal_min_probability: float = Field(0.5, description="t: probability those slices need.")
-    study_stable_age_s: float = Field(60.0, description="A study is complete this long after its last instance.")
+    study_stable_age_s: float = Field(
+        60.0, description="A study is complete this long after its last instance."
+    )
 
     # --- trainer ---------------------------------------------------------------------------
     image_size: int = Field(224, description="Training input size (pixels, square).")

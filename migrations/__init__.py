@@ -14,7 +14,7 @@ def alembic_config(database_url: str) -> Config:
     """An Alembic configuration for `database_url`, independent of the working directory."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
-    config.set_main_option("version_locations", str(SCRIPT_LOCATION / "versions"))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
     # Passed as an attribute, not an ini option, so a password never goes through ConfigParser's interpolation.
     config.attributes["database_url"] = database_url

@@ -241,7 +241,9 @@ class QueueMessage(Base):
     __tablename__ = "queue_messages"
     __table_args__ = (Index("ix_queue_messages_topic_id", "topic", "id"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
     value: Mapped[bytes] = mapped_column(LargeBinary)

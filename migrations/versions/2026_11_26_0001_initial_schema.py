@@ -141,14 +141,22 @@ def upgrade() -> None:
         _ts("created_at"),
         _label_check("predictions"),
         sa.ForeignKeyConstraint(
-            ["instance_id"], ["instances.id"], name=op.f("fk_predictions_instance_id_instances"), ondelete="CASCADE"
+            ["instance_id"],
+            ["instances.id"],
+            name=op.f("fk_predictions_instance_id_instances"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["model_version_id"], ["model_versions.id"], name=op.f("fk_predictions_model_version_id_model_versions")
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_predictions_model_version_id_model_versions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_predictions")),
         sa.UniqueConstraint(
-            "instance_id", "frame", "model_version_id", name=op.f("uq_predictions_instance_id_frame_model_version_id")
+            "instance_id",
+            "frame",
+            "model_version_id",
+            name=op.f("uq_predictions_instance_id_frame_model_version_id"),
         ),
     )
     op.create_index(
@@ -174,7 +182,10 @@ def upgrade() -> None:
         _ts("updated_at"),
         _label_check("study_predictions"),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name=op.f("fk_study_predictions_study_id_studies"), ondelete="CASCADE"
+            ["study_id"],
+            ["studies.id"],
+            name=op.f("fk_study_predictions_study_id_studies"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["model_version_id"],
@@ -222,7 +233,9 @@ def upgrade() -> None:
     op.create_index("ix_labels_created_at", "labels", ["created_at"])
     op.create_table(
         "queue_messages",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
         sa.Column("topic", sa.String(255), nullable=False),
         sa.Column("key", sa.LargeBinary(), nullable=True),
         sa.Column("value", sa.LargeBinary(), nullable=False),

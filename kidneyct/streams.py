@@ -1,0 +1,44 @@
+"""Chooses the event stream from the settings: Kafka when a bootstrap is configured, else the
+embedded database queue. Both honour the same `Publisher`/`Consumer` contract."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from kidneyct.settings import Settings
+from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer
+from storage.stream import Consumer, Publisher
+
+# In one process (`kidneyct serve`), the embedded publisher wakes the embedded consumer at once.
+_EMBEDDED_DOORBELL = threading.Condition()
+
+
+def kafka_connection(settings: Settings, *, client_id: str = "kidneyct") -> KafkaConnection:
+    if not settings.kafka_bootstrap:
+        raise ValueError("KIDNEYCT_KAFKA_BOOTSTRAP is not set")
+    return KafkaConnection(
+        bootstrap=settings.kafka_bootstrap,
+        security_protocol=settings.kafka_security_protocol,
+        client_id=client_id,
+    )
+
+
+def make_publisher(settings: Settings, session_factory: sessionmaker[Session]) -> Publisher:
+    if settings.uses_kafka:
+        return KafkaPublisher(kafka_connection(settings), publish_timeout_s=settings.kafka_publish_timeout_s)
+    return DatabaseQueuePublisher(session_factory, doorbell=_EMBEDDED_DOORBELL)
+
+
+def make_consumer(
+    settings: Settings, session_factory: sessionmaker[Session], *, group_id: str, topics: list[str]
+) -> Consumer:
+    if settings.uses_kafka:
+        return KafkaStreamConsumer(
+            kafka_connection(settings, client_id=group_id), group_id=group_id, topics=topics
+        )
+    return DatabaseQueueConsumer(
+        session_factory, group_id=group_id, topics=topics, doorbell=_EMBEDDED_DOORBELL
+    )

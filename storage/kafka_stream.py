@@ -1,0 +1,167 @@
+"""Kafka behind the stream contract: an acknowledged, idempotent publisher and a manual-commit consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTopicPartition
+
+from storage.stream import Record, StreamUnavailable, TopicPartition
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and how to talk to them (TLS/SASL options pass straight to kafka-python)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    client_id: str = "kidneyct"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            **self.extra,
+        }
+
+
+class KafkaPublisher:
+    """Publishes one event and waits for `acks=all`; any failure raises `StreamUnavailable`.
+
+    The producer is created on first use and dropped after a failure, so a publisher outlives a
+    broker outage: the next publish after the broker is back connects afresh.
+    """
+
+    def __init__(
+        self, connection: KafkaConnection, *, publish_timeout_s: float = 10.0, linger_ms: int = 1
+    ) -> None:
+        self._connection = connection
+        self._timeout_s = publish_timeout_s
+        self._linger_ms = linger_ms
+        self._producer: KafkaProducer | None = None
+
+    def _ensure_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            timeout_ms = int(self._timeout_s * 1000)
+            self._producer = KafkaProducer(
+                **self._connection.options(),
+                acks="all",
+                enable_idempotence=True,
+                max_in_flight_requests_per_connection=5,
+                linger_ms=self._linger_ms,
+                request_timeout_ms=timeout_ms,
+                delivery_timeout_ms=timeout_ms + self._linger_ms + 1000,
+                max_block_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
+            )
+        return self._producer
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        try:
+            producer = self._ensure_producer()
+            producer.send(topic, key=key, value=value).get(timeout=self._timeout_s)
+        except (KafkaError, OSError) as exc:
+            self._discard_producer()
+            raise StreamUnavailable(f"kafka did not acknowledge: {type(exc).__name__}: {exc}") from exc
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - best effort on an already failed producer
+                log.warning("kafka_producer_close_failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=self._timeout_s)
+            finally:
+                self._producer.close(timeout=self._timeout_s)
+                self._producer = None
+
+
+class KafkaStreamConsumer:
+    """A consumer-group member with manual offset commits. Not thread-safe: one per thread."""
+
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        *,
+        group_id: str,
+        topics: list[str],
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 30_000,
+    ) -> None:
+        self._consumer = KafkaConsumer(
+            *topics,
+            **connection.options(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
+        )
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise StreamUnavailable(f"kafka poll failed: {exc}") from exc
+        records = [
+            Record(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value)
+            for partition_records in batches.values()
+            for r in partition_records
+        ]
+        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        return records
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(
+                {
+                    KafkaTopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+                    for tp, offset in offsets.items()
+                }
+            )
+        except KafkaError as exc:
+            raise StreamUnavailable(f"kafka offset commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def ensure_topics(
+    connection: KafkaConnection, topics: list[str], *, partitions: int, replication_factor: int
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = KafkaAdminClient(**connection.options())
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        created: list[str] = []
+        for name in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: the goal is reached
+        return created
+    finally:
+        admin.close()
