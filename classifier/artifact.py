@@ -1,0 +1,164 @@
+"""A trained model on disk: a weights file plus a JSON model card.
+
+Loading always rebuilds the architecture with `build_model` and loads the weights into it (the
+seed's "functional API reconstruction"): no serialized graph is trusted, so a Keras upgrade or a
+backend change cannot break an artifact. A card whose classes, input size or weights hash do not
+match is refused with an `ArtifactError` that says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from classifier.errors import ArtifactError
+from classifier.model import build_model
+from classifier.preprocess import KIDNEY_WINDOW, PREPROCESSING_DESCRIPTION, PREPROCESSING_ID, Window
+from storage.models import CLASS_NAMES
+
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.weights.h5"  # Keras 3 requires the `.weights.h5` suffix
+CARD_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    version: str
+    classes: list[str]
+    image_size: int
+    window: dict[str, float]
+    preprocessing: dict[str, Any]
+    backend: str
+    keras_version: str
+    manifest_hash: str | None
+    metrics: dict[str, Any]
+    weights_file: str
+    weights_sha256: str
+    dropout: float = 0.4
+    created_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    @property
+    def window_obj(self) -> Window:
+        return Window(center=float(self.window["center"]), width=float(self.window["width"]))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
+        names = {f.name for f in fields(cls)}
+        required = {"version", "classes", "image_size", "window", "weights_sha256", "weights_file"}
+        missing = required - data.keys()
+        if missing:
+            raise ArtifactError(f"model card lacks {sorted(missing)}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs.setdefault("preprocessing", {})
+        kwargs.setdefault("backend", "unknown")
+        kwargs.setdefault("keras_version", "unknown")
+        kwargs.setdefault("manifest_hash", None)
+        kwargs.setdefault("metrics", {})
+        return cls(**kwargs)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mapping[str, Any]) -> ModelCard:
+    """Write `model`'s weights and its card into `directory`; return the card.
+
+    `card_fields` must give `version`; it may give `window` (a `Window` or dict), `manifest_hash`,
+    `metrics`, `dropout` and `extra`. Classes, input size, backend and hashes are filled in here.
+    """
+    if "version" not in card_fields:
+        raise ValueError("card_fields must give a version")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / WEIGHTS_FILE
+    model.save_weights(weights_path)
+    window = card_fields.get("window", KIDNEY_WINDOW)
+    window_dict = window.as_dict() if isinstance(window, Window) else dict(window)
+    n_classes = int(model.output_shape[-1])
+    if n_classes != len(CLASS_NAMES):
+        raise ArtifactError(f"model has {n_classes} outputs, expected {len(CLASS_NAMES)} ({CLASS_NAMES})")
+    card = ModelCard(
+        version=str(card_fields["version"]),
+        classes=list(CLASS_NAMES),
+        image_size=int(model.input_shape[1]),
+        window=window_dict,
+        preprocessing={"id": PREPROCESSING_ID, "description": PREPROCESSING_DESCRIPTION},
+        backend=keras.backend.backend(),
+        keras_version=keras.__version__,
+        manifest_hash=card_fields.get("manifest_hash"),
+        metrics=dict(card_fields.get("metrics", {})),
+        weights_file=WEIGHTS_FILE,
+        weights_sha256=sha256_file(weights_path),
+        dropout=float(card_fields.get("dropout", 0.4)),
+        created_at=str(card_fields.get("created_at") or dt.datetime.now(dt.UTC).isoformat()),
+        extra=dict(card_fields.get("extra", {})),
+    )
+    # Write the card last and atomically: a directory with a card is a complete artifact.
+    tmp = directory / (CARD_FILE + ".tmp")
+    tmp.write_text(card.to_json())
+    tmp.replace(directory / CARD_FILE)
+    return card
+
+
+def read_card(directory: str | Path) -> ModelCard:
+    path = Path(directory) / CARD_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no model card at {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"model card {path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"model card {path} is not a JSON object")
+    return ModelCard.from_dict(data)
+
+
+def load_artifact(
+    directory: str | Path,
+    *,
+    expected_image_size: int | None = None,
+    expected_sha256: str | None = None,
+) -> tuple[keras.Model, ModelCard]:
+    """Rebuild the architecture from code and load the artifact's weights into it.
+
+    Refuses (ArtifactError) a card with other classes than `CLASS_NAMES`, another input size than
+    `expected_image_size`, or weights whose sha256 differs from the card's or `expected_sha256`
+    (the hash registered in the database).
+    """
+    directory = Path(directory)
+    card = read_card(directory)
+    if list(card.classes) != list(CLASS_NAMES):
+        raise ArtifactError(f"model card classes {card.classes} do not match {list(CLASS_NAMES)}")
+    if expected_image_size is not None and card.image_size != expected_image_size:
+        raise ArtifactError(f"model card input size {card.image_size} does not match {expected_image_size}")
+    weights_path = directory / card.weights_file
+    if not weights_path.is_file():
+        raise ArtifactError(f"weights file {weights_path} is missing")
+    actual = sha256_file(weights_path)
+    if actual != card.weights_sha256:
+        raise ArtifactError(f"weights sha256 {actual} does not match the card's {card.weights_sha256}")
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise ArtifactError(f"weights sha256 {actual} does not match the registered {expected_sha256}")
+    model = build_model(image_size=card.image_size, weights=None, dropout=card.dropout)
+    try:
+        model.load_weights(weights_path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ArtifactError(f"weights {weights_path} do not fit the architecture: {exc}") from exc
+    return model, card

@@ -1,0 +1,62 @@
+"""The classifier's failures, split by what the worker does about them.
+
+- `PoisonError`: this one event can never succeed (missing file, undecodable pixels, not CT).
+  The worker records the reason, sends the event to the dead-letter topic and commits past it.
+- `RecoverableError`: the world is broken for a while (database down). The worker stops
+  consuming, retries with backoff, commits nothing and loses nothing.
+- `ArtifactError` / `NoActiveModel`: configuration problems that stop the worker with a clear message.
+"""
+
+from __future__ import annotations
+
+
+class ClassifierError(Exception):
+    """Base of the classifier's own errors."""
+
+
+class PoisonError(ClassifierError):
+    """This event can never be processed. `state` is what the instance row becomes."""
+
+    state: str = "failed"
+
+    @property
+    def reason(self) -> str:
+        return f"{type(self).__name__}: {self}"
+
+
+class InvalidEventError(PoisonError):
+    """The message is not a valid instance event (no instance row can be marked)."""
+
+
+class ArchiveFileMissing(PoisonError):
+    """The archived file named by the event does not exist or cannot be read."""
+
+
+class ArchiveFileChanged(PoisonError):
+    """The archived file's sha256 differs from the event's: it was changed or damaged after archiving."""
+
+
+class DecodeError(PoisonError, ValueError):
+    """The file is not DICOM or its pixels cannot be decoded into a grayscale image."""
+
+
+class NotClassifiable(PoisonError):
+    """A valid instance this model does not classify (e.g. modality not CT): skipped, not failed."""
+
+    state = "skipped"
+
+
+class RecoverableError(ClassifierError):
+    """A temporary failure outside this event: retry later without committing anything."""
+
+
+class DatabaseUnavailable(RecoverableError):
+    """The database cannot be reached or the transaction failed for operational reasons."""
+
+
+class ArtifactError(ClassifierError):
+    """A model artifact is missing, damaged or does not match what it claims to be."""
+
+
+class NoActiveModel(ClassifierError):
+    """No model version is marked active in the database."""

@@ -1,0 +1,98 @@
+"""The rebuilt ResNet50 classifier (Keras 3 Functional API, backend-agnostic).
+
+The graph takes raw pixels in [0, 255] as float (H, W, 3) and does ResNet50's own input
+normalisation itself, so training and serving cannot drift apart. Only `keras` and `keras.ops`
+are used here: the same code runs under TensorFlow, JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import keras
+from keras import layers, ops
+
+from storage.models import CLASS_NAMES
+
+BASE_NAME = "resnet50"
+# The last convolutional block's output inside the base: what Grad-CAM differentiates against.
+LAST_CONV_LAYER = "conv5_block3_out"
+PREPROCESS_NAME = "resnet50_preprocess"
+HEAD_LAYERS = ("avg_pool", "dense_512", "dropout", "predictions")
+# ImageNet channel means of ResNet50's "caffe" preprocessing, in BGR order.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+MIN_IMAGE_SIZE = 32  # ResNet50 downsamples 32x; smaller inputs leave nothing to pool.
+
+Phase = Literal[1, 2]
+
+
+@keras.saving.register_keras_serializable(package="kidneyct")
+class ResNet50Preprocess(layers.Layer):
+    """`keras.applications.resnet50.preprocess_input` ("caffe" mode) as a graph layer: RGB->BGR, minus means."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def call(self, inputs: Any) -> Any:
+        bgr = ops.flip(inputs, axis=-1)
+        mean = ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=bgr.dtype)
+        return bgr - mean
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+
+def build_model(
+    image_size: int = 224,
+    weights: str | None = None,
+    dropout: float = 0.4,
+    num_classes: int = len(CLASS_NAMES),
+) -> keras.Model:
+    """ResNet50 (no top) -> global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax).
+
+    `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
+    The output layer is always float32 so that mixed precision keeps probabilities exact enough.
+    """
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
+    x = ResNet50Preprocess(name=PREPROCESS_NAME)(inputs)
+    base = keras.applications.ResNet50(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
+    )
+    # training=False keeps BatchNorm in inference mode even when the base is later unfrozen.
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name=HEAD_LAYERS[0])(x)
+    x = layers.Dense(512, activation="relu", name=HEAD_LAYERS[1])(x)
+    x = layers.Dropout(dropout, name=HEAD_LAYERS[2])(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[3])(x)
+    return keras.Model(inputs, outputs, name="kidneyct_resnet50")
+
+
+def get_base(model: keras.Model) -> keras.Model:
+    """The nested ResNet50 base of a model built by `build_model`."""
+    base: keras.Model = model.get_layer(BASE_NAME)
+    return base
+
+
+def set_trainable_for_phase(model: keras.Model, phase: Phase, unfreeze_from: str = "conv5_") -> None:
+    """Freeze for fine-tuning phase 1 (head only) or 2 (head + base layers from `unfreeze_from` on).
+
+    BatchNormalization layers stay frozen in phase 2: their statistics come from pre-training and
+    small fine-tuning batches would only add noise. Recompile the model after calling this.
+    """
+    base = get_base(model)
+    if phase == 1:
+        base.trainable = False
+    elif phase == 2:
+        base.trainable = True
+        names = [layer.name for layer in base.layers]
+        start = next((i for i, name in enumerate(names) if name.startswith(unfreeze_from)), None)
+        if start is None:
+            raise ValueError(f"no layer of the base starts with {unfreeze_from!r}")
+        for i, layer in enumerate(base.layers):
+            layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
+    else:
+        raise ValueError(f"phase must be 1 or 2, got {phase!r}")
+    for name in HEAD_LAYERS:
+        model.get_layer(name).trainable = True
