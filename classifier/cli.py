@@ -1,0 +1,89 @@
+"""`kidneyct worker`: wire settings, database, stream and model into a `Worker` and run it.
+
+The device is pinned before Keras is imported (see `classifier.device`), which is why everything
+that imports Keras is imported inside the command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+import click
+import structlog
+
+from classifier.device import DeviceError, parse_device, pin_device
+from kidneyct.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@click.command()
+@click.option("--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: KIDNEYCT_BATCH_SIZE.")
+@click.option(
+    "--mixed-precision/--no-mixed-precision", default=None, help="Default: KIDNEYCT_MIXED_PRECISION."
+)
+@click.pass_obj
+def worker(
+    settings: Settings, device: str | None, batch_size: int | None, mixed_precision: bool | None
+) -> None:
+    """Run a classifier worker: one process per device, in the consumer group of the settings."""
+    try:
+        chosen = parse_device(device or settings.device)
+        pin_device(chosen, os.environ)
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from exc
+
+    import keras
+
+    from classifier.batching import BatchPolicy
+    from classifier.errors import NoActiveModel
+    from classifier.study_rule import StudyRule
+    from classifier.worker import Worker, WorkerConfig
+    from kidneyct.database import make_database
+    from kidneyct.streams import make_consumer, make_publisher
+
+    if mixed_precision if mixed_precision is not None else settings.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    sessions = make_database(settings)
+    config = WorkerConfig(
+        archive_dir=settings.resolved_archive_dir(),
+        topic_results=settings.topic_results,
+        topic_dead_letter=settings.topic_dead_letter,
+        batch=BatchPolicy(
+            max_size=batch_size or settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000
+        ),
+        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
+        stable_age_s=settings.study_stable_age_s,
+        decode_workers=settings.decode_workers,
+        model_poll_s=settings.model_poll_s,
+    )
+    consumer = make_consumer(
+        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
+    )
+    publisher = make_publisher(settings, sessions)
+    runner = Worker(consumer=consumer, publisher=publisher, session_factory=sessions, config=config)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker_stopping", signal=signal.Signals(signum).name)
+        runner.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        runner.start()
+        log.info(
+            "worker_started",
+            device=str(chosen),
+            backend=keras.backend.backend(),
+            batch_size=config.batch.max_size,
+            mixed_precision=keras.mixed_precision.global_policy().name,
+        )
+        runner.run()
+    except NoActiveModel as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        consumer.close()
+        publisher.close()

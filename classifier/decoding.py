@@ -1,0 +1,152 @@
+"""One stream record -> one decoded instance (tensors + what the database needs) or a poison verdict.
+
+Runs in the worker's decode threads. Everything that can be wrong with one event is turned into
+a `PoisonError` here, so the worker never crashes on bad input and never blocks the partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from classifier.errors import (
+    ArchiveFileChanged,
+    ArchiveFileMissing,
+    DecodeError,
+    InvalidEventError,
+    NotClassifiable,
+    PoisonError,
+)
+from classifier.preprocess import Window, dicom_to_frames, to_model_input
+from storage.events import InstanceEvent, InvalidEvent
+from storage.models import UID_LENGTH
+from storage.stream import Record
+
+CLASSIFIED_MODALITIES = frozenset({"CT"})
+AE_TITLE_LENGTH = 16
+ACCESSION_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """What the active model expects: decoded tensors are only valid for the same preprocessing."""
+
+    image_size: int
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedInstance:
+    record: Record
+    event: InstanceEvent
+    accession_number: str | None
+    modality: str | None
+    tensors: np.ndarray  # float32 [frames, S, S, 3]
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonInstance:
+    record: Record
+    event: InstanceEvent | None  # None when the message itself is not a valid event
+    error: PoisonError
+
+
+Outcome = DecodedInstance | PoisonInstance
+
+
+def parse_event(record: Record) -> InstanceEvent:
+    """The record's instance event; invalid JSON, schema or field values raise `InvalidEventError`."""
+    try:
+        event = InstanceEvent.from_json(record.value)
+    except InvalidEvent as exc:
+        raise InvalidEventError(str(exc)) from exc
+    for name in ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid"):
+        value = getattr(event, name)
+        if not isinstance(value, str) or not 0 < len(value) <= UID_LENGTH:
+            raise InvalidEventError(f"{name} is not a UID of at most {UID_LENGTH} characters")
+    if not isinstance(event.archive_uri, str) or not event.archive_uri:
+        raise InvalidEventError("archive_uri is empty")
+    if event.calling_ae is not None and len(event.calling_ae) > AE_TITLE_LENGTH:
+        raise InvalidEventError("calling_ae is longer than an AE title")
+    if not isinstance(event.number_of_frames, int) or event.number_of_frames < 1:
+        raise InvalidEventError("number_of_frames must be a positive integer")
+    if not isinstance(event.size_bytes, int) or event.size_bytes < 0:
+        raise InvalidEventError("size_bytes must be a non-negative integer")
+    received_at(event)
+    return event
+
+
+def received_at(event: InstanceEvent) -> dt.datetime:
+    """The event's receipt time as an aware UTC datetime (a naive one is taken as UTC)."""
+    try:
+        value = dt.datetime.fromisoformat(event.received_at)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError(f"received_at is not an ISO 8601 time: {event.received_at!r}") from exc
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def archive_path(archive_uri: str, archive_dir: Path) -> Path:
+    """A `file://` URI or a path; relative paths are relative to the archive folder."""
+    if archive_uri.startswith("file:"):
+        return Path(unquote(urlparse(archive_uri).path))
+    path = Path(archive_uri)
+    return path if path.is_absolute() else archive_dir / path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _accession(ds: Dataset) -> str | None:
+    value = str(ds.get("AccessionNumber", "") or "").strip()
+    # A value longer than its VR allows is malformed; storing nothing beats storing a truncation.
+    return value if 0 < len(value) <= ACCESSION_LENGTH else None
+
+
+def read_archived(event: InstanceEvent, archive_dir: Path) -> Dataset:
+    """The archived dataset, after checking it is the file the event announced."""
+    path = archive_path(event.archive_uri, archive_dir)
+    try:
+        actual = _sha256(path)
+    except OSError as exc:
+        raise ArchiveFileMissing(f"archived file cannot be read: {type(exc).__name__}") from exc
+    if actual != event.sha256:
+        raise ArchiveFileChanged("archived file's sha256 differs from the event's")
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for damaged files; all mean "not decodable"
+        raise DecodeError(f"not a readable DICOM file: {type(exc).__name__}") from exc
+    if str(ds.get("SOPInstanceUID", "")) != event.sop_instance_uid:
+        raise ArchiveFileChanged("archived file holds another SOP Instance UID than the event")
+    return ds
+
+
+def decode_record(record: Record, preprocessing: Preprocessing, archive_dir: Path) -> Outcome:
+    """Decode one record into model tensors, or say why it can never be processed."""
+    event: InstanceEvent | None = None
+    try:
+        event = parse_event(record)
+        ds = read_archived(event, archive_dir)
+        modality = str(ds.get("Modality", "") or "") or None
+        if modality not in CLASSIFIED_MODALITIES:
+            raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")
+        frames = dicom_to_frames(ds, preprocessing.window)
+        tensors = to_model_input(frames, preprocessing.image_size)
+        return DecodedInstance(record, event, _accession(ds), modality, tensors, preprocessing)
+    except PoisonError as exc:
+        return PoisonInstance(record, event, exc)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # Malformed attributes surface as these from deep inside pydicom/numpy: this file's fault.
+        return PoisonInstance(record, event, DecodeError(f"{type(exc).__name__}: {exc}"))

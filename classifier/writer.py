@@ -1,0 +1,131 @@
+"""One batch into the database: rows for every instance, predictions, and recomputed study results.
+
+Called inside one transaction that the worker commits; every statement is idempotent, so a
+re-delivered batch changes nothing and a crash before the commit leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from classifier.decoding import DecodedInstance, PoisonInstance, received_at
+from classifier.study_rule import StudyRule, study_label
+from storage.events import InstanceEvent
+from storage.models import CLASS_NAMES
+from storage.results import (
+    InstanceRow,
+    PredictionRow,
+    SeriesRow,
+    StudyAggregate,
+    StudyRow,
+    insert_predictions,
+    study_aggregates,
+    study_ids_of_instances,
+    upsert_instances,
+    upsert_series,
+    upsert_studies,
+    upsert_study_prediction,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """A decoded instance and its probabilities, one row per frame."""
+
+    instance: DecodedInstance
+    probabilities: np.ndarray  # [frames, classes]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWritten:
+    new_prediction_rows: int
+    studies_recomputed: list[tuple[StudyAggregate, str]]  # (aggregate, label)
+
+
+def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frames: int) -> InstanceRow:
+    return InstanceRow(
+        sop_instance_uid=event.sop_instance_uid,
+        series_instance_uid=event.series_instance_uid,
+        sop_class_uid=event.sop_class_uid,
+        transfer_syntax_uid=event.transfer_syntax_uid,
+        archive_uri=event.archive_uri,
+        sha256=event.sha256,
+        size_bytes=event.size_bytes,
+        calling_ae=event.calling_ae,
+        instance_number=event.instance_number if isinstance(event.instance_number, int) else None,
+        number_of_frames=frames,
+        received_at=received_at(event),
+        state=state,
+        state_reason=reason,
+    )
+
+
+def write_batch(
+    session: Session,
+    *,
+    predicted: Sequence[Predicted],
+    poisoned: Sequence[PoisonInstance],
+    model_version_id: int,
+    rule: StudyRule,
+    now: dt.datetime,
+) -> BatchWritten:
+    """Write one batch (no commit). Poison with a valid event marks its instance failed/skipped."""
+    studies: list[StudyRow] = []
+    series: list[SeriesRow] = []
+    instances: list[InstanceRow] = []
+    predictions: list[PredictionRow] = []
+    # Poison first: within one batch, a processed delivery of the same instance wins.
+    for poison in poisoned:
+        e = poison.event
+        if e is None:
+            continue  # not an event at all: nothing to mark, the dead letter keeps it
+        studies.append(StudyRow(e.study_instance_uid, None, received_at(e)))
+        series.append(SeriesRow(e.series_instance_uid, e.study_instance_uid, e.modality))
+        frames = e.number_of_frames
+        instances.append(
+            _instance_row(e, state=poison.error.state, reason=poison.error.reason, frames=frames)
+        )
+
+    for p in predicted:
+        e = p.instance.event
+        studies.append(StudyRow(e.study_instance_uid, p.instance.accession_number, received_at(e)))
+        series.append(SeriesRow(e.series_instance_uid, e.study_instance_uid, p.instance.modality))
+        instances.append(_instance_row(e, state="processed", reason=None, frames=len(p.probabilities)))
+        for frame, probs in enumerate(p.probabilities):
+            label = CLASS_NAMES[int(np.argmax(probs))]
+            predictions.append(
+                PredictionRow(e.sop_instance_uid, frame, label, tuple(float(v) for v in probs))
+            )
+
+    study_ids = upsert_studies(session, studies=studies)
+    series_ids = upsert_series(session, series=series, study_ids=study_ids)
+    instance_ids = upsert_instances(session, instances=instances, series_ids=series_ids, now=now)
+    new_instance_ids = insert_predictions(
+        session,
+        predictions=predictions,
+        instance_ids=instance_ids,
+        model_version_id=model_version_id,
+        now=now,
+    )
+    # Only studies that gained predictions change (and re-open); a pure replay leaves them alone.
+    changed = study_ids_of_instances(session, instance_ids=new_instance_ids)
+    recomputed = []
+    for aggregate in study_aggregates(
+        session, study_ids=changed, model_version_id=model_version_id, min_probability=rule.min_probability
+    ):
+        label = study_label(aggregate.n_confident, rule)
+        upsert_study_prediction(
+            session, aggregate=aggregate, model_version_id=model_version_id, label=label, now=now
+        )
+        recomputed.append((aggregate, label))
+    new_rows = sum(
+        len(p.probabilities)
+        for p in predicted
+        if instance_ids[p.instance.event.sop_instance_uid] in new_instance_ids
+    )
+    return BatchWritten(new_prediction_rows=new_rows, studies_recomputed=recomputed)
