@@ -1,0 +1,48 @@
+"""The `kidneyct` console command: one entry point that lists every subcommand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from kidneyct.cli import HELP, SUBCOMMANDS, cli
+
+
+def _console_script() -> str:
+    # The console script installed beside this interpreter (pip install -e .).
+    return str(Path(sys.executable).parent / "kidneyct")
+
+
+def test_console_script_help_lists_every_subcommand() -> None:
+    """`kidneyct --help` (the installed script) lists all subcommands."""
+    result = subprocess.run(
+        [_console_script(), "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.split("Commands:")[1]
+    listed = [line.split()[0] for line in commands.strip().splitlines()]
+    assert listed == sorted(SUBCOMMANDS)
+    assert "Create or migrate the database schema." in commands
+
+
+def test_every_subcommand_has_help_text() -> None:
+    """Each subcommand has a one-line description in the help."""
+    assert set(HELP) == set(SUBCOMMANDS)
+
+
+def test_unknown_subcommand_is_an_error() -> None:
+    """An unknown subcommand exits non-zero with a usage error."""
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output
+
+
+def test_db_subcommand_help() -> None:
+    """`kidneyct db --help` lists upgrade, downgrade and current."""
+    result = CliRunner().invoke(cli, ["db", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("upgrade", "downgrade", "current"):
+        assert name in result.output

@@ -1,0 +1,110 @@
+"""Logging: patient-identifying DICOM attributes never reach the rendered log output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from kidneyct.log import REDACTED, PatientDataRedactor, configure_logging
+
+PATIENT = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "PID-998877",
+    "PatientBirthDate": "19700101",
+    "OtherPatientIDs": "OTHER-4455",
+    "PatientAddress": "12 Elm Street",
+}
+SECRETS = list(PATIENT.values())
+
+
+def _json_lines(err: str) -> list[dict]:
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def test_top_level_patient_attributes_are_redacted_in_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """PatientName, PatientID, PatientBirthDate, OtherPatientIDs, PatientAddress never appear in JSON logs."""
+    configure_logging(fmt="json", level="info")
+    structlog.get_logger("test").info("instance_archived", sop_instance_uid="1.2.3", **PATIENT)
+    err = capsys.readouterr().err
+    for secret in SECRETS:
+        assert secret not in err
+    (event,) = _json_lines(err)
+    assert event["event"] == "instance_archived"
+    assert event["sop_instance_uid"] == "1.2.3"
+    assert all(event[key] == REDACTED for key in PATIENT)
+
+
+def test_nested_and_snake_case_patient_attributes_are_removed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Patient attributes inside dicts and lists, and in snake_case, are removed too."""
+    configure_logging(fmt="json", level="info")
+    structlog.get_logger("test").warning(
+        "instance_rejected",
+        dataset={"Modality": "CT", **PATIENT, "nested": [{"patient_id": "PID-998877", "Rows": 512}]},
+        patient_name="Doe^Jane",
+    )
+    err = capsys.readouterr().err
+    for secret in SECRETS:
+        assert secret not in err
+    (event,) = _json_lines(err)
+    assert event["dataset"] == {"Modality": "CT", "nested": [{"Rows": 512}]}
+    assert event["patient_name"] == REDACTED
+
+
+def test_accession_number_is_kept_unless_configured(capsys: pytest.CaptureFixture[str]) -> None:
+    """AccessionNumber stays by default and is removed with redact_accession."""
+    configure_logging(fmt="json", level="info")
+    structlog.get_logger("test").info("study_completed", AccessionNumber="ACC-123")
+    assert "ACC-123" in capsys.readouterr().err
+
+    configure_logging(fmt="json", level="info", redact_accession=True)
+    structlog.get_logger("test").info(
+        "study_completed", AccessionNumber="ACC-123", extra={"AccessionNumber": "ACC-9"}
+    )
+    err = capsys.readouterr().err
+    assert "ACC-123" not in err
+    assert "ACC-9" not in err
+
+
+def test_console_format_is_redacted_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The readable terminal format goes through the same redaction."""
+    configure_logging(fmt="console", level="info")
+    structlog.get_logger("test").info("instance_archived", **PATIENT)
+    err = capsys.readouterr().err
+    assert "instance_archived" in err
+    for secret in SECRETS:
+        assert secret not in err
+
+
+def test_context_variables_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Patient data bound with bound_contextvars is removed as well."""
+    configure_logging(fmt="json", level="info")
+    with structlog.contextvars.bound_contextvars(PatientID="PID-998877", association="7"):
+        structlog.get_logger("test").info("association_accepted")
+    err = capsys.readouterr().err
+    assert "PID-998877" not in err
+    (event,) = _json_lines(err)
+    assert event["association"] == "7"
+
+
+def test_level_filters_lower_events(capsys: pytest.CaptureFixture[str]) -> None:
+    """Events below the configured level are not written."""
+    configure_logging(fmt="json", level="warning")
+    log = structlog.get_logger("test")
+    log.info("not_written")
+    log.warning("written")
+    assert [e["event"] for e in _json_lines(capsys.readouterr().err)] == ["written"]
+
+
+def test_redactor_leaves_other_events_unchanged() -> None:
+    """Events without patient data pass through untouched."""
+    event = {"event": "batch_predicted", "n": 3, "tags": {"Modality": "CT"}, "uids": ["1.2", "1.3"]}
+    assert PatientDataRedactor()(None, "info", dict(event)) == event
+
+
+def test_capture_logs_works_after_configure_logging() -> None:
+    """Tests can assert log events with capture_logs (the conftest resets structlog per test)."""
+    with structlog.testing.capture_logs() as logs:
+        structlog.get_logger("test").info("something_happened", n=1)
+    assert logs == [{"event": "something_happened", "n": 1, "log_level": "info"}]
