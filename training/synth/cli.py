@@ -1,0 +1,91 @@
+"""`kidneyct synth`: write synthetic kidney-CT studies as DICOM, with their truth in `truth.csv`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kidneyct.settings import Settings
+from storage.models import CLASS_NAMES
+from training.synth.dicom_writer import TRANSFER_SYNTAXES
+from training.synth.generate import generate
+from training.synth.montage import save_montage
+from training.synth.truth import TRUTH_FILE
+
+
+def _classes(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in CLASS_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"expected a comma-separated subset of {', '.join(CLASS_NAMES)}; got {value!r}"
+        )
+    return names
+
+
+@click.command("synth")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--studies", type=click.IntRange(min=1), default=4, show_default=True, help="Number of studies."
+)
+@click.option("--slices", type=click.IntRange(min=1), default=24, show_default=True, help="Slices per study.")
+@click.option(
+    "--classes",
+    default=",".join(CLASS_NAMES),
+    show_default=True,
+    help="Comma-separated classes; studies cycle through them in order.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the anatomy, lesions and noise."
+)
+@click.option(
+    "--size", type=click.IntRange(min=16, max=1024), default=512, show_default=True, help="Rows and columns."
+)
+@click.option(
+    "--transfer-syntax",
+    type=click.Choice(sorted(TRANSFER_SYNTAXES)),
+    default="explicit",
+    show_default=True,
+    help="explicit: uncompressed; rle: RLE Lossless; j2k: JPEG 2000 Lossless.",
+)
+@click.option("--enhanced", is_flag=True, help="Write each study as one Enhanced CT multi-frame instance.")
+@click.option(
+    "--montage", type=click.Path(dir_okay=False, path_type=Path), help="Also save a PNG montage here."
+)
+@click.pass_obj
+def synth(
+    settings: Settings,
+    out: Path,
+    studies: int,
+    slices: int,
+    classes: str,
+    seed: int,
+    size: int,
+    transfer_syntax: str,
+    enhanced: bool,
+    montage: Path | None,
+) -> None:
+    """Write synthetic kidney-CT studies (a phantom: it exercises the system, it is not clinical data)."""
+    names = _classes(classes)
+
+    def progress(done: int, total: int, study_class: str) -> None:
+        click.echo(f"study {done}/{total} ({study_class}) written", err=True)
+
+    rows = generate(
+        out,
+        studies=studies,
+        slices=slices,
+        classes=names,
+        seed=seed,
+        size=size,
+        transfer_syntax=TRANSFER_SYNTAXES[transfer_syntax],
+        enhanced=enhanced,
+        progress=progress,
+    )
+    click.echo(
+        f"{len({r.sop_instance_uid for r in rows})} instances of {studies} studies in {out}; truth in {out / TRUTH_FILE}"
+    )
+    if montage is not None:
+        save_montage(montage, seed=seed)
+        click.echo(f"montage in {montage}")

@@ -1,0 +1,54 @@
+"""A PNG montage of windowed synthetic slices, a row per class, to eyeball the phantom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from storage.models import CLASS_NAMES
+from training.synth.generate import study_seed
+from training.synth.phantom import make_phantom, render_slice
+
+WINDOW = (40.0, 400.0)  # abdomen soft-tissue window (centre, width), HU
+
+
+def window(hu: np.ndarray, center: float = WINDOW[0], width: float = WINDOW[1]) -> np.ndarray:
+    """HU to 8-bit grey through a linear window."""
+    lo = center - width / 2
+    return (np.clip((hu - lo) / width, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _pick(n: int, visible: list[int], per_row: int) -> list[int]:
+    """Slices to show: spread over the lesion when there is one, else over the study."""
+    pool = visible or list(range(n // 4, n - n // 4))
+    return [pool[round(i * (len(pool) - 1) / max(per_row - 1, 1))] for i in range(per_row)]
+
+
+def montage(*, seed: int, size: int = 256, per_row: int = 4, slices: int = 24) -> Image.Image:
+    rows = []
+    for number, cls in enumerate(CLASS_NAMES, start=1):
+        phantom = make_phantom(study_class=cls, seed=study_seed(seed, number), n_slices=slices)
+        lesion = phantom.lesion
+        visible = []
+        if lesion is not None:
+            visible = [
+                i
+                for i, z in enumerate(phantom.z_positions)
+                if abs(z - lesion.shape.center[2]) < lesion.shape.radii[2]
+            ]
+        picked = _pick(slices, visible, per_row)
+        tiles = [window(render_slice(phantom, phantom.z_positions[i], size, i)[0]) for i in picked]
+        rows.append(np.concatenate(tiles, axis=1))
+    image = Image.fromarray(np.concatenate(rows, axis=0))
+    draw = ImageDraw.Draw(image)
+    for r, cls in enumerate(CLASS_NAMES):
+        draw.text((6, r * size + 6), cls, fill=255)
+    draw.text((6, image.height - 16), "synthetic phantom, window 40/400", fill=200)
+    return image
+
+
+def save_montage(path: Path, *, seed: int, size: int = 256) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    montage(seed=seed, size=size).save(path)
