@@ -1,0 +1,152 @@
+"""Building the application entity: what it accepts (SOP classes and transfer syntaxes), its limits
+and timeouts, and the optional TLS context."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage, EnhancedCTImageStorage, Verification
+
+from storage.archive import is_valid_uid
+
+log = structlog.get_logger(__name__)
+
+CT_SOP_CLASSES: tuple[str, ...] = (CTImageStorage, EnhancedCTImageStorage)
+
+# Every transfer syntax the classifier can decode later (pydicom + pylibjpeg plugins); datasets
+# are stored as received, so accepting one we could not decode would only defer the failure.
+ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+
+
+def parse_sop_classes(text: str) -> list[str]:
+    """The `extra_storage_sop_classes` setting as UIDs; raises ValueError naming a bad one."""
+    uids = [part.strip() for part in text.split(",") if part.strip()]
+    for uid in uids:
+        if not is_valid_uid(uid):
+            raise ValueError(f"extra storage SOP class {uid!r} is not a valid UID")
+    return uids
+
+
+@dataclass(frozen=True)
+class AEOptions:
+    ae_title: str
+    extra_sop_classes: tuple[str, ...] = ()
+    max_associations: int = 16
+    max_pdu_size: int = 0
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+
+
+def enable_chunked_receive() -> None:
+    """Write each received C-STORE dataset to a temporary file instead of memory.
+
+    pynetdicom keeps this switch module-global; the listener turns it on before it serves, so a
+    1 GB multi-frame instance costs disk, not memory (the handler gets `event.dataset_path`).
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def build_ae(options: AEOptions) -> AE:
+    """An AE that answers C-ECHO and accepts C-STORE of CT, Enhanced CT and the extra classes."""
+    ae = AE(ae_title=options.ae_title)
+    ae.maximum_associations = options.max_associations
+    ae.maximum_pdu_size = options.max_pdu_size
+    ae.acse_timeout = options.acse_timeout_s
+    ae.dimse_timeout = options.dimse_timeout_s
+    ae.network_timeout = options.network_timeout_s
+    # Defence in depth: `handle_requested` rejects a wrong called AE first, with a log line.
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    for sop_class in dict.fromkeys((*CT_SOP_CLASSES, *options.extra_sop_classes)):
+        ae.add_supported_context(UID(sop_class), list(ACCEPTED_TRANSFER_SYNTAXES))
+    return ae
+
+
+class ServerTLSContext(ssl.SSLContext):
+    """A server TLS context that bounds the handshake and logs a failed one.
+
+    pynetdicom wraps each accepted socket in its accept loop, where a failed handshake is
+    silently dropped and a silent client would block the loop: the timeout and the log fix both.
+    """
+
+    handshake_timeout_s: float = 10.0
+    on_handshake_failure: Callable[[str], None] | None = None
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        if not kwargs.get("server_side", False):
+            return super().wrap_socket(sock, *args, **kwargs)
+        previous_timeout = sock.gettimeout()
+        sock.settimeout(self.handshake_timeout_s)
+        try:
+            wrapped = super().wrap_socket(sock, *args, **kwargs)
+        except OSError as exc:  # ssl.SSLError and socket timeouts are OSErrors
+            peer = _peer_address(sock)
+            log.warning(
+                "association_rejected",
+                reason="tls_handshake_failed",
+                peer_address=peer,
+                error=type(exc).__name__,
+            )
+            if self.on_handshake_failure is not None:
+                self.on_handshake_failure(peer)
+            sock.close()
+            raise
+        wrapped.settimeout(previous_timeout)
+        return wrapped
+
+
+def make_tls_context(
+    *, cert: Path, key: Path, ca: Path | None, handshake_timeout_s: float = 10.0
+) -> ServerTLSContext:
+    """TLS 1.2+ with our certificate; with `ca`, clients must present a certificate it signed."""
+    context = ServerTLSContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.handshake_timeout_s = handshake_timeout_s
+    return context
+
+
+def _peer_address(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "unknown"

@@ -1,0 +1,94 @@
+"""Wiring of the listener from the settings, and its run until a stop is requested.
+
+`kidneyct listen` (and `kidneyct serve`) call these; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from ingest.access import AccessPolicy
+from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_context, parse_sop_classes
+from ingest.handlers import store_handlers
+from ingest.ingestor import Ingestor
+from ingest.listener import Listener
+from ingest.metrics import IngestMetrics, MetricsServer
+from kidneyct.settings import Settings
+from storage.archive import Archive
+from storage.stream import Publisher
+
+log = structlog.get_logger(__name__)
+
+
+def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestMetrics) -> Listener:
+    """A listener configured by `settings`; raises ValueError for a setting that cannot work."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ValueError("TLS needs both KIDNEYCT_TLS_CERT and KIDNEYCT_TLS_KEY")
+    if settings.tls_ca is not None and settings.tls_cert is None:
+        raise ValueError("KIDNEYCT_TLS_CA requires TLS (KIDNEYCT_TLS_CERT and KIDNEYCT_TLS_KEY)")
+    policy = AccessPolicy.from_setting(
+        ae_title=settings.ae_title, allowed_calling_aes=settings.allowed_calling_aes
+    )
+    options = AEOptions(
+        ae_title=settings.ae_title,
+        extra_sop_classes=tuple(parse_sop_classes(settings.extra_storage_sop_classes)),
+        max_associations=settings.max_associations,
+        max_pdu_size=settings.max_pdu_size,
+        acse_timeout_s=settings.acse_timeout_s,
+        dimse_timeout_s=settings.dimse_timeout_s,
+        network_timeout_s=settings.network_timeout_s,
+    )
+    archive_dir = settings.resolved_archive_dir()
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    ingestor = Ingestor(
+        archive=Archive(archive_dir),
+        publisher=publisher,
+        topic=settings.topic_instances,
+        metrics=metrics,
+        max_instance_bytes=settings.max_instance_bytes,
+    )
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = make_tls_context(
+            cert=settings.tls_cert,
+            key=settings.tls_key,
+            ca=settings.tls_ca,
+            handshake_timeout_s=settings.acse_timeout_s,
+        )
+        tls.on_handshake_failure = lambda _peer: metrics.associations.labels(
+            outcome="tls_handshake_failed"
+        ).inc()
+    enable_chunked_receive()
+    return Listener(
+        ae=build_ae(options),
+        host=settings.dicom_host,
+        port=settings.dicom_port,
+        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics),
+        ssl_context=tls,
+    )
+
+
+def run_until_stopped(
+    listener: Listener,
+    *,
+    publisher: Publisher,
+    stop: threading.Event,
+    grace_s: float,
+    metrics_server: MetricsServer | None = None,
+) -> None:
+    """Serve until `stop` is set, then drain associations, flush the publisher and clean up."""
+    listener.start()
+    # A timed wait keeps the main thread responsive to signals on every platform.
+    while not stop.wait(1.0):
+        pass
+    log.info("shutdown_requested", in_flight=listener.active_associations())
+    listener.stop(grace_s=grace_s)
+    try:
+        publisher.close()
+    except Exception:  # noqa: BLE001 - every publish already waited for its acknowledgement
+        log.exception("publisher_close_failed")
+    if metrics_server is not None:
+        metrics_server.close()
+    log.info("listener_exited")

@@ -1,0 +1,46 @@
+"""`kidneyct listen`: run the DICOM C-STORE listener until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+from prometheus_client import CollectorRegistry
+
+from ingest.app import build_listener, run_until_stopped
+from ingest.metrics import IngestMetrics, serve_metrics
+from kidneyct.database import make_database
+from kidneyct.settings import Settings
+from kidneyct.streams import make_publisher
+
+
+@click.command("listen")
+@click.pass_obj
+def listen(settings: Settings) -> None:
+    """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
+    metrics = IngestMetrics(CollectorRegistry())
+    publisher = make_publisher(settings, make_database(settings))
+    try:
+        listener = build_listener(settings, publisher=publisher, metrics=metrics)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    metrics_server = None
+    if settings.metrics_port > 0:
+        metrics_server = serve_metrics(metrics.registry, host=settings.dicom_host, port=settings.metrics_port)
+
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run_until_stopped(
+        listener,
+        publisher=publisher,
+        stop=stop,
+        grace_s=settings.shutdown_grace_s,
+        metrics_server=metrics_server,
+    )

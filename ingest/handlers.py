@@ -1,0 +1,111 @@
+"""pynetdicom event handlers. Collaborators are bound as handler arguments
+(`evt_handlers=[(evt.EVT_C_STORE, handle_store, [ingestor])]`), never taken from globals.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import structlog
+from pynetdicom import evt
+from pynetdicom.events import Event
+
+from ingest.access import AccessPolicy
+from ingest.ingestor import Ingestor, ReceivedInstance
+from ingest.metrics import IngestMetrics
+
+log = structlog.get_logger(__name__)
+
+
+def _association_context(event: Event) -> dict[str, object]:
+    assoc = event.assoc
+    return {
+        "association_id": assoc.native_id,
+        "calling_ae": assoc.requestor.ae_title,
+        "peer_address": assoc.requestor.address,
+    }
+
+
+def handle_store(event: Event, ingestor: Ingestor) -> int:
+    """EVT_C_STORE: archive, publish, then answer (see `Ingestor.ingest`)."""
+    request = event.request
+    context = event.context
+    # With chunked receive (always on in the listener) the dataset is a file on disk already.
+    path = event.dataset_path
+    if path is not None:
+        source: Path | io.BytesIO = Path(path)
+        size = Path(path).stat().st_size
+    else:
+        encoded = event.encoded_dataset(include_meta=True)
+        source, size = io.BytesIO(encoded), len(encoded)
+    received = ReceivedInstance(
+        source=source,
+        size_bytes=size,
+        requested_sop_class=str(request.AffectedSOPClassUID),
+        requested_sop_instance=str(request.AffectedSOPInstanceUID),
+        transfer_syntax_uid=str(context.transfer_syntax),
+        calling_ae=event.assoc.requestor.ae_title or None,
+    )
+    with structlog.contextvars.bound_contextvars(
+        **_association_context(event), sop_instance_uid=received.requested_sop_instance
+    ):
+        return ingestor.ingest(received)
+
+
+def handle_requested(event: Event, policy: AccessPolicy, metrics: IngestMetrics) -> None:
+    """EVT_REQUESTED: reject a caller the access policy does not admit, before negotiation."""
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    called = str(primitive.called_ae_title if primitive is not None else "")
+    calling = str(primitive.calling_ae_title if primitive is not None else "")
+    address = assoc.requestor.address
+    denial = policy.check(called_ae=called, calling_ae=calling, address=address)
+    if denial is None:
+        return
+    metrics.associations.labels(outcome=denial.value).inc()
+    log.warning(
+        "association_rejected",
+        reason=denial.value,
+        called_ae=called,
+        calling_ae=calling,
+        peer_address=address,
+    )
+    # Permanent rejection by the service user (PS3.8 7.1.1.9); pynetdicom skips negotiation after it.
+    assoc.acse.send_reject(0x01, 0x01, denial.diagnostic)
+    # As pynetdicom does for its own rejections: wait until the peer got it and closed the connection.
+    assoc.kill()
+
+
+def handle_established(event: Event, metrics: IngestMetrics) -> None:
+    metrics.associations.labels(outcome="accepted").inc()
+    contexts = [cx.abstract_syntax for cx in event.assoc.accepted_contexts]
+    log.info("association_established", **_association_context(event), accepted_contexts=len(contexts))
+
+
+def handle_released(event: Event) -> None:
+    log.info("association_released", **_association_context(event))
+
+
+def handle_aborted(event: Event) -> None:
+    log.warning("association_aborted", **_association_context(event))
+
+
+def handle_rejected(event: Event, metrics: IngestMetrics) -> None:
+    """EVT_REJECTED from pynetdicom's own checks (for example too many associations)."""
+    primitive = event.assoc.acceptor.primitive
+    diagnostic = getattr(primitive, "diagnostic", None)
+    log.warning("association_rejected", reason=f"diagnostic_{diagnostic}", **_association_context(event))
+
+
+def store_handlers(
+    *, ingestor: Ingestor, policy: AccessPolicy, metrics: IngestMetrics
+) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
+    """The handlers the listener binds, with their collaborators."""
+    return [
+        (evt.EVT_REQUESTED, handle_requested, [policy, metrics]),
+        (evt.EVT_ESTABLISHED, handle_established, [metrics]),
+        (evt.EVT_RELEASED, handle_released),
+        (evt.EVT_ABORTED, handle_aborted),
+        (evt.EVT_C_STORE, handle_store, [ingestor]),
+    ]

@@ -1,0 +1,151 @@
+"""What happens to one received instance, in order: check it, archive it durably, publish its
+event and wait for the acknowledgement; only then is the answer success.
+
+This knows nothing of pynetdicom: `handlers.py` turns a C-STORE event into a `ReceivedInstance`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from ingest import statuses
+from ingest.metrics import IngestMetrics
+from ingest.statuses import Failure
+from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
+from storage.archive import Archive, ArchivedFile, ArchiveError
+from storage.events import InstanceEvent
+from storage.stream import Publisher, StreamUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedInstance:
+    """A C-STORE dataset as received: a file in DICOM File Format (chunked receive) or a stream."""
+
+    source: Path | BinaryIO
+    size_bytes: int
+    requested_sop_class: str
+    requested_sop_instance: str
+    transfer_syntax_uid: str
+    calling_ae: str | None
+
+
+class Ingestor:
+    def __init__(
+        self,
+        *,
+        archive: Archive,
+        publisher: Publisher,
+        topic: str,
+        metrics: IngestMetrics,
+        max_instance_bytes: int,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._archive = archive
+        self._publisher = publisher
+        self._topic = topic
+        self._metrics = metrics
+        self._max_bytes = max_instance_bytes
+        self._clock = clock
+
+    def ingest(self, received: ReceivedInstance) -> int:
+        """Store one instance; returns the DICOM status to answer. Never raises."""
+        started = time.perf_counter()
+        received_at = self._clock()
+        self._metrics.instances_received.inc()
+        self._metrics.received_bytes.inc(received.size_bytes)
+        try:
+            header = self._check(received)
+            archived = self._store(received, header)
+            self._publish(self._event(received, header, archived, received_at))
+        except InvalidInstance as exc:
+            return self._reject(exc.failure, exc.detail)
+        except ArchiveError as exc:
+            return self._reject(Failure.ARCHIVE_FAILED, str(exc))
+        except StreamUnavailable as exc:
+            return self._reject(Failure.PUBLISH_FAILED, str(exc))
+        except Exception:  # noqa: BLE001 - a bug must be answered with a failure, never success
+            log.exception("instance_ingest_crashed")
+            return self._reject(Failure.INTERNAL_ERROR, "unexpected error")
+        finally:
+            self._metrics.store_seconds.observe(time.perf_counter() - started)
+        self._metrics.instances_stored.inc()
+        log.info(
+            "instance_stored",
+            study_instance_uid=header.study_instance_uid,
+            modality=header.modality,
+            size_bytes=archived.size_bytes,
+            sha256=archived.sha256,
+        )
+        return statuses.SUCCESS
+
+    def _check(self, received: ReceivedInstance) -> InstanceHeader:
+        if received.size_bytes > self._max_bytes:
+            raise InvalidInstance(
+                Failure.TOO_LARGE, f"{received.size_bytes} bytes exceed the limit of {self._max_bytes}"
+            )
+        ds = read_header(received.source)
+        return validate(
+            ds,
+            requested_sop_class=received.requested_sop_class,
+            requested_sop_instance=received.requested_sop_instance,
+        )
+
+    def _store(self, received: ReceivedInstance, header: InstanceHeader) -> ArchivedFile:
+        uids = {
+            "study_uid": header.study_instance_uid,
+            "series_uid": header.series_instance_uid,
+            "sop_uid": header.sop_instance_uid,
+        }
+        with self._metrics.archive_seconds.time():
+            if isinstance(received.source, Path):
+                return self._archive.store_file(received.source, **uids)
+            received.source.seek(0)  # read_header read part of the stream
+            return self._archive.store_stream(received.source, **uids)
+
+    def _publish(self, event: InstanceEvent) -> None:
+        with self._metrics.publish_seconds.time():
+            self._publisher.publish(self._topic, event.key, event.to_json())
+
+    @staticmethod
+    def _event(
+        received: ReceivedInstance, header: InstanceHeader, archived: ArchivedFile, received_at: dt.datetime
+    ) -> InstanceEvent:
+        return InstanceEvent(
+            study_instance_uid=header.study_instance_uid,
+            series_instance_uid=header.series_instance_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            sop_class_uid=header.sop_class_uid,
+            transfer_syntax_uid=received.transfer_syntax_uid,
+            modality=header.modality,
+            archive_uri=archived.uri,
+            sha256=archived.sha256,
+            size_bytes=archived.size_bytes,
+            calling_ae=received.calling_ae,
+            received_at=received_at.isoformat(),
+            instance_number=header.instance_number,
+            number_of_frames=header.number_of_frames,
+        )
+
+    def _reject(self, failure: Failure, detail: str) -> int:
+        status = statuses.STATUS_FOR_FAILURE[failure]
+        self._metrics.instances_rejected.labels(reason=failure.value).inc()
+        # Our own faults are errors (someone must act); a bad dataset is the sender's problem.
+        level = log.error if failure in _OUR_FAULTS else log.warning
+        level("instance_rejected", reason=failure.value, detail=detail, status=f"0x{status:04X}")
+        return status
+
+
+_OUR_FAULTS = frozenset({Failure.ARCHIVE_FAILED, Failure.PUBLISH_FAILED, Failure.INTERNAL_ERROR})

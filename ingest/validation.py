@@ -1,0 +1,108 @@
+"""Checks a received dataset before anything is stored: the UIDs the archive path and the event
+are built from must be present and valid, and the dataset must be what the request said it is.
+
+Only the header is parsed (`stop_before_pixels`), so checking a 1 GB multi-frame instance reads
+a few kilobytes. Messages name attributes, never their values: a hostile value stays out of logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from ingest.statuses import Failure
+from storage.archive import is_valid_uid
+
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+# Elements larger than this are not read while checking (there should be none before pixels).
+_DEFER_BYTES = 64 * 1024
+
+
+class InvalidInstance(Exception):
+    """A dataset that can never be stored as it is; `failure` picks the DICOM status."""
+
+    def __init__(self, failure: Failure, detail: str) -> None:
+        super().__init__(detail)
+        self.failure = failure
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str | None
+    instance_number: int | None
+    number_of_frames: int
+
+
+def read_header(source: Path | BinaryIO) -> Dataset:
+    """The dataset up to its pixel data; `InvalidInstance(UNDECODABLE)` when it cannot be parsed."""
+    try:
+        ds = dcmread(source, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
+        raise InvalidInstance(
+            Failure.UNDECODABLE, f"dataset cannot be decoded: {type(exc).__name__}"
+        ) from exc
+    return ds
+
+
+def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: str) -> InstanceHeader:
+    """The header of a dataset fit to archive, or `InvalidInstance` saying what is wrong."""
+    values = {keyword: _text(_get(ds, keyword)) for keyword in REQUIRED_UIDS}
+    missing = [keyword for keyword, value in values.items() if not value]
+    if missing:
+        raise InvalidInstance(Failure.MISSING_UID, f"missing {', '.join(missing)}")
+    invalid = [keyword for keyword, value in values.items() if not is_valid_uid(value)]
+    if invalid:
+        raise InvalidInstance(Failure.INVALID_UID, f"invalid UID syntax in {', '.join(invalid)}")
+    if values["SOPClassUID"] != requested_sop_class:
+        raise InvalidInstance(
+            Failure.SOP_CLASS_MISMATCH, "SOPClassUID of the dataset differs from the request's"
+        )
+    if values["SOPInstanceUID"] != requested_sop_instance:
+        raise InvalidInstance(
+            Failure.SOP_INSTANCE_MISMATCH, "SOPInstanceUID of the dataset differs from the request's"
+        )
+    return InstanceHeader(
+        sop_class_uid=values["SOPClassUID"],
+        sop_instance_uid=values["SOPInstanceUID"],
+        study_instance_uid=values["StudyInstanceUID"],
+        series_instance_uid=values["SeriesInstanceUID"],
+        modality=_text(_get(ds, "Modality")) or None,
+        instance_number=_integer(_get(ds, "InstanceNumber")),
+        number_of_frames=max(_integer(_get(ds, "NumberOfFrames")) or 1, 1),
+    )
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """One element's value; pydicom converts values lazily, so a corrupt one fails only here."""
+    try:
+        return ds.get(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
+        raise InvalidInstance(
+            Failure.UNDECODABLE, f"{keyword} cannot be decoded: {type(exc).__name__}"
+        ) from exc
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    # UI values may carry a trailing NUL pad on the wire; pydicom strips it, be safe anyway.
+    return str(value).strip().rstrip("\x00")
+
+
+def _integer(value: Any) -> int | None:
+    """An IS value as int; a missing or malformed one is None (it is informative, not required)."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

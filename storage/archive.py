@@ -1,0 +1,165 @@
+"""The instance archive: one DICOM file per SOP instance at `<root>/<study>/<series>/<sop>.dcm`.
+
+A stored file is durable when `store` returns: it is written to a temporary file in the target
+directory, fsynced, renamed over the final name (atomic on POSIX), and the directory is fsynced,
+so a crash leaves either the old file, the new one, or nothing, never a torn file. Paths are built
+only from strictly valid DICOM UIDs, so no sender-controlled string can leave the archive root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+# PS3.5 9.1: components of digits without leading zeros, dot-separated, at most 64 characters.
+_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID_MAX_LENGTH = 64
+_CHUNK_BYTES = 1 << 20
+_TEMP_PREFIX = ".incoming-"
+
+
+class ArchiveError(Exception):
+    """The archive could not store a file (disk full, not writable, ...): retry later."""
+
+
+def is_valid_uid(value: str) -> bool:
+    """True when `value` is a syntactically valid DICOM UID (and therefore a safe path component)."""
+    return len(value) <= _UID_MAX_LENGTH and _UID_PATTERN.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedFile:
+    path: Path
+    sha256: str
+    size_bytes: int
+
+    @property
+    def uri(self) -> str:
+        return self.path.resolve().as_uri()
+
+
+class Archive:
+    """Durable, atomic storage of received instances under `root`.
+
+    `link_sources=True` lets `store_file` hard-link a source on the same file system instead of
+    copying it (the received temporary file becomes the archived file without a second write).
+    """
+
+    def __init__(self, root: Path, *, link_sources: bool = True) -> None:
+        self.root = root
+        self._link_sources = link_sources
+
+    def path_for(self, *, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
+            if not is_valid_uid(uid):
+                raise ValueError(f"{name} UID is not a valid DICOM UID")
+        return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
+
+    def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
+        """Archive the file at `source` (left in place) as the given instance."""
+        final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        try:
+            self._make_dirs(final.parent)
+            temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            with _removed_on_failure(temp):
+                if self._link_sources and _try_link(source, temp):
+                    digest, size = _hash_and_sync(temp)
+                else:
+                    with source.open("rb") as src:
+                        digest, size = _copy_and_sync(src, temp)
+                os.replace(temp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
+        return ArchivedFile(path=final, sha256=digest, size_bytes=size)
+
+    def store_stream(
+        self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
+    ) -> ArchivedFile:
+        """Archive what `source` yields (read in chunks, never whole) as the given instance."""
+        final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        try:
+            self._make_dirs(final.parent)
+            temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            with _removed_on_failure(temp):
+                digest, size = _copy_and_sync(source, temp)
+                os.replace(temp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
+        return ArchivedFile(path=final, sha256=digest, size_bytes=size)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create missing directories, fsyncing each parent so the new entries survive a crash."""
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # another association created it first; its creator syncs the parent
+            _fsync_dir(path.parent)
+
+
+def _try_link(source: Path, target: Path) -> bool:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        # Another file system, or one without hard links: fall back to copying.
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
+
+
+def _hash_and_sync(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        os.fsync(f.fileno())
+    return digest.hexdigest(), size
+
+
+def _copy_and_sync(source: BinaryIO, target: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with target.open("xb") as out:
+        for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temp: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise

@@ -1,0 +1,150 @@
+"""The durable, atomic instance archive (storage/archive.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from pathlib import Path
+
+import pytest
+
+from storage.archive import Archive, ArchiveError, is_valid_uid
+
+STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+
+
+def _source(tmp_path: Path, content: bytes = b"DICOM-ish bytes" * 1000) -> Path:
+    path = tmp_path / "incoming.dcm"
+    path.write_bytes(content)
+    return path
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".incoming-")]
+
+
+def test_store_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None:
+    """The file lands at <root>/<study>/<series>/<sop>.dcm with its sha256 and size."""
+    source = _source(tmp_path)
+    archived = Archive(tmp_path / "archive").store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert archived.path == tmp_path / "archive" / STUDY / SERIES / f"{SOP}.dcm"
+    assert archived.path.read_bytes() == source.read_bytes()
+    assert archived.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert archived.size_bytes == source.stat().st_size
+    assert archived.uri == archived.path.resolve().as_uri()
+    assert _leftovers(tmp_path / "archive") == []
+
+
+def test_store_file_hard_links_on_the_same_file_system(tmp_path: Path) -> None:
+    """With linking on, the archived file is the received file (no second write)."""
+    source = _source(tmp_path)
+    archived = Archive(tmp_path / "archive").store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert archived.path.stat().st_ino == source.stat().st_ino
+    source.unlink()  # pynetdicom deletes its temporary file after the handler
+    assert archived.path.read_bytes().startswith(b"DICOM-ish")
+
+
+def test_store_file_copies_when_linking_is_off(tmp_path: Path) -> None:
+    """The copy path yields an independent file with the same bytes and hash."""
+    source = _source(tmp_path)
+    archive = Archive(tmp_path / "archive", link_sources=False)
+    archived = archive.store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert archived.path.stat().st_ino != source.stat().st_ino
+    assert archived.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_store_stream_reads_a_stream(tmp_path: Path) -> None:
+    """A stream is archived in chunks with its hash."""
+    content = bytes(range(256)) * 10_000  # larger than one chunk
+    archived = Archive(tmp_path).store_stream(io.BytesIO(content), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert archived.path.read_bytes() == content
+    assert archived.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_resent_instance_replaces_the_same_path(tmp_path: Path) -> None:
+    """Storing the same SOP instance again overwrites the one file atomically."""
+    archive = Archive(tmp_path / "archive")
+    first = archive.store_stream(io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    second = archive.store_stream(io.BytesIO(b"second"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert first.path == second.path
+    assert second.path.read_bytes() == b"second"
+    assert len(list((tmp_path / "archive").rglob("*.dcm"))) == 1
+
+
+@pytest.mark.parametrize(
+    "uids",
+    [
+        {"study_uid": "../../etc", "series_uid": SERIES, "sop_uid": SOP},
+        {"study_uid": STUDY, "series_uid": "1.2/../3", "sop_uid": SOP},
+        {"study_uid": STUDY, "series_uid": SERIES, "sop_uid": ""},
+        {"study_uid": STUDY, "series_uid": SERIES, "sop_uid": "1." + "1" * 64},
+        {"study_uid": STUDY, "series_uid": SERIES, "sop_uid": "1.02.3"},
+    ],
+)
+def test_invalid_uid_is_refused_and_nothing_written(tmp_path: Path, uids: dict[str, str]) -> None:
+    """Only valid UIDs become path components: traversal and junk raise before any write."""
+    with pytest.raises(ValueError, match="not a valid DICOM UID"):
+        Archive(tmp_path / "archive").store_stream(io.BytesIO(b"x"), **uids)
+    assert not (tmp_path / "archive").exists()
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_uid_syntax() -> None:
+    """PS3.5 9.1 UID syntax: digits and dots, no leading zeros, at most 64 characters."""
+    assert is_valid_uid("1.2.840.10008.5.1.4.1.1.2")
+    assert is_valid_uid("0.1")
+    assert not is_valid_uid("1..2")
+    assert not is_valid_uid("1.2.")
+    assert not is_valid_uid("1.2a")
+    assert not is_valid_uid("1." + "2" * 63)
+
+
+def test_archive_root_that_is_a_file_raises_archive_error(tmp_path: Path) -> None:
+    """A broken archive location is an ArchiveError (a retryable failure), not a crash."""
+    root = tmp_path / "archive"
+    root.write_bytes(b"not a directory")
+    with pytest.raises(ArchiveError):
+        Archive(root).store_stream(io.BytesIO(b"x"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+
+
+class _FailingStream(io.RawIOBase):
+    """Yields one chunk, then fails like a disk read error."""
+
+    def __init__(self) -> None:
+        self._sent = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._sent:
+            raise OSError(5, "Input/output error")
+        self._sent = True
+        return b"partial"
+
+
+def test_failed_write_leaves_neither_temp_nor_final_file(tmp_path: Path) -> None:
+    """A write that fails midway removes its temporary file and never creates the final name."""
+    archive = Archive(tmp_path / "archive")
+    with pytest.raises(ArchiveError):
+        archive.store_stream(_FailingStream(), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)  # type: ignore[arg-type]
+    assert not archive.path_for(study_uid=STUDY, series_uid=SERIES, sop_uid=SOP).exists()
+    assert _leftovers(tmp_path / "archive") == []
+
+
+def test_concurrent_stores_into_one_series(tmp_path: Path) -> None:
+    """Parallel associations writing one new series all succeed (directory creation races)."""
+    archive = Archive(tmp_path / "archive")
+    errors: list[BaseException] = []
+
+    def store(i: int) -> None:
+        try:
+            archive.store_stream(io.BytesIO(b"%d" % i), study_uid=STUDY, series_uid=SERIES, sop_uid=f"{SOP}.{i}")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(1, 17)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(list((tmp_path / "archive" / STUDY / SERIES).glob("*.dcm"))) == 16
