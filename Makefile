@@ -1,0 +1,56 @@
+# The two commands of the README:
+#   make demo   run the whole loop (listener, queue, worker, SQL results) on the embedded default
+#   make test   run the test suite against a real Kafka and a real PostgreSQL
+# Both work on a fresh Debian 12 machine as root and are quick when everything is installed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VENV_PYTHON := $(VENV)/bin/python
+# Touched after a successful install: pip runs again only when pyproject.toml is newer.
+INSTALLED := $(VENV)/.kidneyct-installed
+KAFKA_LIBS_DIR := $(or $(KIDNEYCT_SERVICES_DIR),.services)/kafka-3.9.1/libs
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv debian-packages kafka-jars services-start services-stop lint
+
+demo: $(INSTALLED)
+	$(VENV)/bin/kidneyct demo
+
+test: debian-packages $(INSTALLED) kafka-jars
+	@# pytest exits 5 when it selects no test (e.g. a -k filter): not a failure of the code.
+	bash tests/services/with-services.sh $(VENV_PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest selected no tests"; status=0; fi; \
+	exit $$status
+
+venv: $(INSTALLED)
+
+$(VENV_PYTHON):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "kidneyct needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install -q -e '.[dev]'
+	touch $@
+
+debian-packages:
+	bash tests/services/debian-packages.sh
+
+kafka-jars:
+	bash tests/services/kafka.sh fetch
+
+# For development: keep the services up between test runs (make test then leaves them running).
+services-start: debian-packages kafka-jars
+	bash tests/services/kafka.sh start
+	bash tests/services/postgres.sh start
+	@echo "export KIDNEYCT_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$${KIDNEYCT_KAFKA_PORT:-19092}"
+	@echo "export KIDNEYCT_TEST_DATABASE_URL=$$(bash tests/services/postgres.sh url)"
+
+services-stop:
+	bash tests/services/kafka.sh stop
+	bash tests/services/postgres.sh stop
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
