@@ -1,0 +1,33 @@
+# The kidneyct image for docker-compose.yml. EXTRAS=cpu (tensorflow-cpu) or EXTRAS=gpu
+# (TensorFlow with its CUDA libraries; the host needs the NVIDIA container toolkit).
+FROM python:3.11-slim
+
+ARG EXTRAS=cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Dependencies first, so a code change does not reinstall TensorFlow.
+COPY pyproject.toml README.md ./
+RUN mkdir -p kidneyct storage ingest classifier training migrations \
+    && pip install --no-compile ".[${EXTRAS}]" && pip uninstall -y kidneyct
+COPY kidneyct ./kidneyct
+COPY storage ./storage
+COPY ingest ./ingest
+COPY classifier ./classifier
+COPY training ./training
+COPY migrations ./migrations
+RUN pip install --no-deps ".[${EXTRAS}]"
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/kidneyct kidneyct \
+    && mkdir -p /var/lib/kidneyct/archive /var/lib/kidneyct/models /var/lib/kidneyct/runs \
+    && chown -R kidneyct /var/lib/kidneyct
+USER kidneyct
+ENV KIDNEYCT_DATA_DIR=/var/lib/kidneyct
+VOLUME ["/var/lib/kidneyct"]
+EXPOSE 11112 9100
+
+ENTRYPOINT ["kidneyct"]
+CMD ["--help"]
