@@ -1,0 +1,171 @@
+"""`kidneyct serve`: the C-STORE listener and classifier worker(s) in one process.
+
+Without `KIDNEYCT_KAFKA_BOOTSTRAP` it runs on the embedded default: SQLite in the data folder (its
+schema is created or upgraded at start), the durable database queue and a local archive. With
+Kafka and a PostgreSQL URL it runs the very same components against them. Nothing is lost across a
+crash: the listener answers success only after the archive and the event are durable, and the
+worker commits its position only after the database commit, so a restart replays what was pending.
+
+The listener accepts instances even before a model is active; the worker then waits for one
+(`kidneyct models promote`) and works through the backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+import structlog
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifier.device import DeviceError, parse_device, pin_device
+from kidneyct.settings import Settings
+
+if TYPE_CHECKING:
+    from classifier.worker import Worker
+    from storage.stream import Consumer, Publisher
+
+log = structlog.get_logger(__name__)
+
+
+@click.command("serve")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Classifier workers (threads) in this process; more than one needs Kafka.",
+)
+@click.pass_obj
+def serve(settings: Settings, workers: int) -> None:
+    """Run the DICOM listener and the classifier worker(s) together."""
+    if workers > 1 and not settings.uses_kafka:
+        raise click.BadParameter(
+            "the embedded queue serves one consumer per group: use --workers 1 or configure Kafka",
+            param_hint="--workers",
+        )
+    try:
+        pin_device(parse_device(settings.device), os.environ)
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
+
+    from ingest.app import build_listener, run_until_stopped
+    from ingest.metrics import IngestMetrics, serve_metrics
+    from kidneyct.database import make_database
+    from kidneyct.streams import make_publisher
+
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite"):
+        # The embedded default creates what it needs; a shared PostgreSQL is migrated by `kidneyct db upgrade`.
+        import migrations
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrations.upgrade(url)
+    sessions = make_database(settings)
+    metrics = IngestMetrics(CollectorRegistry())
+    listener_publisher = make_publisher(settings, sessions)
+    try:
+        listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    metrics_server = None
+    if settings.metrics_port > 0:
+        metrics_server = serve_metrics(metrics.registry, host=settings.dicom_host, port=settings.metrics_port)
+
+    built = [_build_worker(settings, sessions) for _ in range(workers)]
+    runners = [runner for runner, _ in built]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("serve_stopping", signal=signal.Signals(signum).name)
+        stop.set()
+        for runner in runners:
+            runner.request_stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    threads = [
+        threading.Thread(
+            target=_run_worker,
+            args=(runner, stop, settings.model_poll_s, failures),
+            name=f"worker-{i}",
+            daemon=True,
+        )
+        for i, runner in enumerate(runners)
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
+    run_until_stopped(
+        listener,
+        publisher=listener_publisher,
+        stop=stop,
+        grace_s=settings.shutdown_grace_s,
+        metrics_server=metrics_server,
+    )
+    for runner in runners:
+        runner.request_stop()
+    for thread in threads:
+        thread.join()
+    for _, streams in built:
+        for stream in streams:
+            stream.close()
+    log.info("serve_stopped")
+    if failures:
+        raise click.ClickException(f"a worker failed: {failures[0]!r}")
+
+
+def _build_worker(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> tuple[Worker, tuple[Consumer, Publisher]]:
+    """A worker wired like `kidneyct worker`'s, with its own consumer and publisher (closed by the caller)."""
+    from classifier.batching import BatchPolicy
+    from classifier.study_rule import StudyRule
+    from classifier.worker import Worker, WorkerConfig
+    from kidneyct.streams import make_consumer, make_publisher
+
+    config = WorkerConfig(
+        archive_dir=settings.resolved_archive_dir(),
+        topic_results=settings.topic_results,
+        topic_dead_letter=settings.topic_dead_letter,
+        batch=BatchPolicy(max_size=settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000),
+        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
+        stable_age_s=settings.study_stable_age_s,
+        decode_workers=settings.decode_workers,
+        model_poll_s=settings.model_poll_s,
+    )
+    consumer = make_consumer(
+        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
+    )
+    publisher = make_publisher(settings, sessions)
+    runner = Worker(consumer=consumer, publisher=publisher, session_factory=sessions, config=config)
+    return runner, (consumer, publisher)
+
+
+def _run_worker(runner: Worker, stop: threading.Event, poll_s: float, failures: list[BaseException]) -> None:
+    """Wait for an active model, then consume until stopped; a crash stops the whole process."""
+    from classifier.errors import NoActiveModel
+
+    waiting = False
+    try:
+        while not stop.is_set():
+            try:
+                runner.start()
+            except NoActiveModel as exc:
+                if not waiting:
+                    log.warning("waiting_for_active_model", reason=str(exc), poll_s=poll_s)
+                    waiting = True
+                stop.wait(poll_s)
+                continue
+            runner.run()
+            return
+    except BaseException as exc:  # noqa: BLE001 - reported, then the process stops with an error
+        log.exception("worker_failed")
+        failures.append(exc)
+        stop.set()
