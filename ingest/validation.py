@@ -57,6 +57,9 @@ def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: s
     """The header of a dataset fit to archive, or `InvalidInstance` saying what is wrong."""
     values = {keyword: _text(_get(ds, keyword)) for keyword in REQUIRED_UIDS}
     missing = [keyword for keyword, value in values.items() if not value]
+    if len(missing) == len(REQUIRED_UIDS):
+        # pydicom reads junk leniently (one bogus element); a dataset with none of them is no dataset.
+        raise InvalidInstance(Failure.UNDECODABLE, "no DICOM dataset: none of the required UIDs found")
     if missing:
         raise InvalidInstance(Failure.MISSING_UID, f"missing {', '.join(missing)}")
     invalid = [keyword for keyword, value in values.items() if not is_valid_uid(value)]

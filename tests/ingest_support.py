@@ -113,3 +113,136 @@ def send_files(
         return results
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A throw-away CA that signs a server (127.0.0.1) and a client certificate, via `openssl`."""
+    import subprocess
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kidneyct-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN=kidneyct-test-{name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        extra = ["-extfile", "server.ext"] if name == "server" else []
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.pem",
+            *extra,
+        )
+    return Certificates(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+
+
+def client_tls_args(certs: Certificates, *, with_client_cert: bool = True) -> tuple[Any, str]:
+    """pynetdicom `tls_args` for a client that trusts our CA (and presents its certificate)."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs.ca))
+    if with_client_cert:
+        context.load_cert_chain(certfile=certs.client_cert, keyfile=certs.client_key)
+    return context, "127.0.0.1"
+
+
+def write_variant(source: Path, target: Path, **changes: Any) -> Path:
+    """A copy of `source` with dataset attributes changed (None deletes); file meta keeps the originals."""
+    ds = dcmread(source)
+    original_meta = (ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    # The C-STORE request is built from the file meta: keep it saying what the original said.
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = original_meta
+    ds.preamble = b"\x00" * 128
+    ds.save_as(target, enforce_file_format=False)  # True would re-derive the meta from the dataset
+    written = dcmread(target, stop_before_pixels=True).file_meta
+    assert (written.MediaStorageSOPClassUID, written.MediaStorageSOPInstanceUID) == original_meta
+    return target
+
+
+def synthetic_ct(path: Path, *, study_uid: str, series_uid: str, number: int, size: int = 16) -> Path:
+    """A small, valid CT Image Storage file with fresh SOP Instance UID."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "CT"
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "PAT-0001"
+    ds.InstanceNumber = number
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.PixelData = (np.arange(size * size, dtype=np.int16) % 2000).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

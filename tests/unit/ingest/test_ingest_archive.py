@@ -27,7 +27,9 @@ def _leftovers(root: Path) -> list[Path]:
 def test_store_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None:
     """The file lands at <root>/<study>/<series>/<sop>.dcm with its sha256 and size."""
     source = _source(tmp_path)
-    archived = Archive(tmp_path / "archive").store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    archived = Archive(tmp_path / "archive").store_file(
+        source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    )
     assert archived.path == tmp_path / "archive" / STUDY / SERIES / f"{SOP}.dcm"
     assert archived.path.read_bytes() == source.read_bytes()
     assert archived.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
@@ -39,7 +41,9 @@ def test_store_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None
 def test_store_file_hard_links_on_the_same_file_system(tmp_path: Path) -> None:
     """With linking on, the archived file is the received file (no second write)."""
     source = _source(tmp_path)
-    archived = Archive(tmp_path / "archive").store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    archived = Archive(tmp_path / "archive").store_file(
+        source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    )
     assert archived.path.stat().st_ino == source.stat().st_ino
     source.unlink()  # pynetdicom deletes its temporary file after the handler
     assert archived.path.read_bytes().startswith(b"DICOM-ish")
@@ -57,7 +61,9 @@ def test_store_file_copies_when_linking_is_off(tmp_path: Path) -> None:
 def test_store_stream_reads_a_stream(tmp_path: Path) -> None:
     """A stream is archived in chunks with its hash."""
     content = bytes(range(256)) * 10_000  # larger than one chunk
-    archived = Archive(tmp_path).store_stream(io.BytesIO(content), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    archived = Archive(tmp_path).store_stream(
+        io.BytesIO(content), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    )
     assert archived.path.read_bytes() == content
     assert archived.sha256 == hashlib.sha256(content).hexdigest()
 
@@ -137,7 +143,9 @@ def test_concurrent_stores_into_one_series(tmp_path: Path) -> None:
 
     def store(i: int) -> None:
         try:
-            archive.store_stream(io.BytesIO(b"%d" % i), study_uid=STUDY, series_uid=SERIES, sop_uid=f"{SOP}.{i}")
+            archive.store_stream(
+                io.BytesIO(b"%d" % i), study_uid=STUDY, series_uid=SERIES, sop_uid=f"{SOP}.{i}"
+            )
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
