@@ -92,7 +92,7 @@ def write_instance(
         study_instance_uid=study,
         series_instance_uid=series,
         sop_instance_uid=sop,
-        sop_class_uid=str(ds.SOPClassUID),
+        sop_class_uid=str(ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID),
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
         modality=str(ds.get("Modality")),
         archive_uri=path.as_uri(),

@@ -1,0 +1,286 @@
+"""The worker loop on the embedded SQLite database with an in-memory stream (integration tests
+run the same against real Kafka and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from classifier_kit import (
+    T0,
+    MemoryConsumer,
+    MemoryPublisher,
+    make_tiny_artifact,
+    register,
+    wait_for,
+    write_instance,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from structlog.testing import capture_logs
+
+import migrations
+from classifier.artifact import load_artifact
+from classifier.batching import BatchPolicy
+from classifier.errors import NoActiveModel
+from classifier.serving import ServingModel, artifact_directory
+from classifier.study_rule import StudyRule
+from classifier.worker import Worker, WorkerConfig
+from storage.db import make_engine, make_session_factory
+from storage.model_versions import activate_model_version
+from storage.models import Instance, ModelVersion, Prediction, Study, StudyPrediction
+from storage.stream import TopicPartition
+
+RESULTS, DLQ = "results", "dead-letter"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    root = tmp_path_factory.mktemp("models")
+    return {v: make_tiny_artifact(root / v, v, seed) for v, seed in (("v1", 1), ("v2", 2))}
+
+
+@pytest.fixture(scope="module")
+def loader() -> Callable[[ModelVersion], ServingModel]:
+    """Loads each artifact once per module (through the real load_artifact) to keep tests fast."""
+    cache: dict[str, tuple[object, object]] = {}
+
+    def load(row: ModelVersion) -> ServingModel:
+        if row.artifact_uri not in cache:
+            cache[row.artifact_uri] = load_artifact(
+                artifact_directory(row.artifact_uri), expected_sha256=row.sha256
+            )
+        model, card = cache[row.artifact_uri]
+        return ServingModel(row.id, row.version, model, card)  # type: ignore[arg-type]
+
+    return load
+
+
+@pytest.fixture
+def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    migrations.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+class Harness:
+    def __init__(self, sessions: sessionmaker[Session], loader, archive: Path, **overrides: object) -> None:
+        self.sessions = sessions
+        self.consumer = MemoryConsumer()
+        self.publisher = MemoryPublisher()
+        self.archive = archive
+        self.now = T0 + dt.timedelta(seconds=1)
+        settings: dict[str, object] = {
+            "archive_dir": archive,
+            "topic_results": RESULTS,
+            "topic_dead_letter": DLQ,
+            "batch": BatchPolicy(max_size=4, max_wait_s=0.02, idle_wait_s=0.05),
+            "rule": StudyRule(min_slices=1, min_probability=0.0),
+            "stable_age_s": 60.0,
+            "model_poll_s": 0.0,
+            "sweep_interval_s": 3600.0,
+            "retry_initial_s": 0.05,
+        }
+        settings.update(overrides)
+        self.worker = Worker(
+            consumer=self.consumer,
+            publisher=self.publisher,
+            session_factory=sessions,
+            config=WorkerConfig(**settings),  # type: ignore[arg-type]
+            load_model=loader,
+            utcnow=lambda: self.now,
+        )
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.worker.start()
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.worker.request_stop()
+        assert self.thread is not None
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+    def committed(self) -> int:
+        return self.consumer.committed.get(TopicPartition(self.consumer.topic, 0), 0)
+
+    def count(self, model: type) -> int:
+        with self.sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.fixture
+def harness(sessions, loader, artifacts, tmp_path: Path) -> Iterator[Harness]:
+    for version, active in (("v1", True), ("v2", False)):
+        directory, sha = artifacts[version]
+        register(sessions, version=version, directory=directory, sha256=sha, active=active)
+    h = Harness(sessions, loader, tmp_path / "archive")
+    yield h
+    if h.thread is not None and h.thread.is_alive():
+        h.stop()
+
+
+def test_events_become_instances_predictions_and_results(harness: Harness) -> None:
+    """Six CT events: six processed instances, six predictions, six results, all offsets committed."""
+    study = "1.2.3.4"
+    events = [write_instance(harness.archive, study=study, accession="ACC9") for _ in range(6)]
+    harness.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 6)
+    harness.stop()
+    assert harness.count(Prediction) == 6
+    with harness.sessions() as s:
+        assert set(s.scalars(select(Instance.state))) == {"processed"}
+        assert s.scalars(select(Study.accession_number)).one() == "ACC9"
+        sp = s.scalars(select(StudyPrediction)).one()
+        assert sp.n_instances == 6 and sp.n_cyst + sp.n_normal + sp.n_stone + sp.n_tumor == 6
+    results = [json.loads(v) for v in harness.publisher.on(RESULTS)]
+    assert sorted(r["sop_instance_uid"] for r in results) == sorted(e.sop_instance_uid for e in events)
+    assert all("ACC9" not in v.decode() for v in harness.publisher.on(RESULTS))
+
+
+def test_redelivered_events_make_no_second_row(harness: Harness) -> None:
+    """Delivering the same events twice leaves exactly the rows of one delivery."""
+    events = [write_instance(harness.archive) for _ in range(5)]
+    for e in events:
+        harness.consumer.append(e.to_json())
+    harness.start()
+    wait_for(lambda: harness.committed() == 5)
+    with harness.sessions() as s:
+        before = sorted(s.execute(select(Prediction.instance_id, Prediction.frame, Prediction.p_cyst)).all())
+    for e in events:  # the broker re-delivers every event
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 10)
+    harness.stop()
+    with harness.sessions() as s:
+        after = sorted(s.execute(select(Prediction.instance_id, Prediction.frame, Prediction.p_cyst)).all())
+    assert after == before and len(after) == 5
+    assert harness.count(Instance) == 5
+
+
+def test_poison_goes_to_dead_letter_and_the_next_event_is_processed(harness: Harness) -> None:
+    """Garbage, a missing file and an MR are recorded and dead-lettered; the CT after them is processed."""
+    missing = write_instance(harness.archive)
+    Path(missing.archive_uri.removeprefix("file://")).unlink()
+    mr = write_instance(harness.archive, source="MR_small.dcm")
+    good = write_instance(harness.archive)
+    with capture_logs() as logs:
+        harness.start()
+        for value in (b"not json", missing.to_json(), mr.to_json(), good.to_json()):
+            harness.consumer.append(value)
+        wait_for(lambda: harness.committed() == 4)
+        harness.stop()
+    with harness.sessions() as s:
+        states = dict(s.execute(select(Instance.sop_instance_uid, Instance.state)).all())
+        reasons = dict(s.execute(select(Instance.sop_instance_uid, Instance.state_reason)).all())
+    assert states == {
+        missing.sop_instance_uid: "failed",
+        mr.sop_instance_uid: "skipped",
+        good.sop_instance_uid: "processed",
+    }
+    assert "ArchiveFileMissing" in reasons[missing.sop_instance_uid]
+    assert "NotClassifiable" in reasons[mr.sop_instance_uid]
+    dead = [json.loads(v) for v in harness.publisher.on(DLQ)]
+    assert [d["source"]["offset"] for d in dead] == [0, 1, 2]
+    assert "InvalidEventError" in dead[0]["reason"]
+    assert harness.count(Prediction) == 1
+    assert sum(1 for entry in logs if entry["event"] == "instance_poisoned") == 3
+
+
+def test_multiframe_instance_gives_one_row_per_frame(harness: Harness) -> None:
+    """The two-frame enhanced CT gives predictions for frames 0 and 1."""
+    event = write_instance(harness.archive, source="eCT_Supplemental.dcm")
+    harness.consumer.append(event.to_json())
+    harness.start()
+    wait_for(lambda: harness.committed() == 1)
+    harness.stop()
+    with harness.sessions() as s:
+        assert sorted(s.scalars(select(Prediction.frame))) == [0, 1]
+        assert s.scalars(select(Instance.number_of_frames)).one() == 2
+    assert len(json.loads(harness.publisher.on(RESULTS)[0])["frames"]) == 2
+
+
+def test_worker_refuses_to_start_without_an_active_model(sessions, loader, tmp_path: Path) -> None:
+    """No active model version: a clear NoActiveModel naming what to do."""
+    h = Harness(sessions, loader, tmp_path)
+    with pytest.raises(NoActiveModel, match="models promote"):
+        h.worker.start()
+
+
+def test_model_switch_between_batches(harness: Harness) -> None:
+    """After v2 becomes active, the next batch is predicted by v2; no event gets both versions."""
+    first = [write_instance(harness.archive) for _ in range(3)]
+    harness.start()
+    for e in first:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 3)
+    with harness.sessions.begin() as s:
+        activate_model_version(s, version="v2", now=T0)
+    wait_for(lambda: harness.worker.serving.version == "v2")
+    second = [write_instance(harness.archive) for _ in range(3)]
+    for e in second:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 6)
+    harness.stop()
+    with harness.sessions() as s:
+        rows = s.execute(
+            select(Instance.sop_instance_uid, ModelVersion.version)
+            .join(Prediction, Prediction.instance_id == Instance.id)
+            .join(ModelVersion, Prediction.model_version_id == ModelVersion.id)
+        ).all()
+    by_uid = dict(rows)
+    assert len(rows) == 6
+    assert {by_uid[e.sop_instance_uid] for e in first} == {"v1"}
+    assert {by_uid[e.sop_instance_uid] for e in second} == {"v2"}
+
+
+def test_stop_finishes_the_batch_in_hand(harness: Harness) -> None:
+    """A stop request returns only after every record already polled is written and committed."""
+    for _ in range(8):
+        harness.consumer.append(write_instance(harness.archive).to_json())
+    harness.start()
+    wait_for(lambda: harness.consumer.position > 0, interval_s=0.001)
+    harness.stop()
+    assert harness.committed() == harness.consumer.position
+    assert harness.count(Prediction) == harness.committed()
+
+
+def test_study_completes_after_stable_age_and_late_instance_reopens(harness: Harness) -> None:
+    """Complete after 60 s of quiet, announced; a late instance re-opens and recomputes it."""
+    study = "1.2.3.99"
+    for _ in range(2):
+        harness.consumer.append(write_instance(harness.archive, study=study, received_at=T0).to_json())
+    harness.start()
+    wait_for(lambda: harness.committed() == 2)
+    harness.now = T0 + dt.timedelta(seconds=30)
+    assert harness.worker.sweep_completed_studies() == 0
+    harness.now = T0 + dt.timedelta(seconds=62)
+    assert harness.worker.sweep_completed_studies() == 1
+    with harness.sessions() as s:
+        sp = s.scalars(select(StudyPrediction)).one()
+        assert sp.complete and sp.n_instances == 2
+    done = [json.loads(v) for v in harness.publisher.on(RESULTS) if b"study_complete" in v]
+    assert len(done) == 1 and done[0]["study_instance_uid"] == study and done[0]["n_instances"] == 2
+
+    harness.now = T0 + dt.timedelta(seconds=100)
+    late = write_instance(harness.archive, study=study, received_at=T0 + dt.timedelta(seconds=99))
+    harness.consumer.append(late.to_json())
+    wait_for(lambda: harness.committed() == 3)
+    with harness.sessions() as s:
+        sp = s.scalars(select(StudyPrediction)).one()
+        assert not sp.complete and sp.n_instances == 3
+    harness.now = T0 + dt.timedelta(seconds=158)
+    assert harness.worker.sweep_completed_studies() == 0  # 59 s after the late one
+    harness.now = T0 + dt.timedelta(seconds=161)
+    assert harness.worker.sweep_completed_studies() == 1
+    harness.stop()
+    done = [json.loads(v) for v in harness.publisher.on(RESULTS) if b"study_complete" in v]
+    assert [d["n_instances"] for d in done] == [2, 3]
