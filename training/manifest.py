@@ -39,6 +39,7 @@ class Manifest:
     grouping: dict[str, Any]
     items: list[ManifestItem]
     dropped_duplicates: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable items and why
     format: int = MANIFEST_FORMAT
 
     def to_json(self) -> dict[str, Any]:

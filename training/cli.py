@@ -1,0 +1,292 @@
+"""`kidneyct label`, `kidneyct dataset`, `kidneyct train` and `kidneyct models`: wiring only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from kidneyct.settings import Settings
+from storage.db import make_engine, make_session_factory
+from storage.models import CLASS_NAMES
+
+log = structlog.get_logger(__name__)
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    return make_session_factory(make_engine(settings.resolved_database_url()))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@click.command()
+@click.option("--instance", "instance_uid", help="SOP Instance UID to label.")
+@click.option("--study", "study_uid", help="Study Instance UID to label (every instance of the study).")
+@click.option("--class", "label", help=f"One of {', '.join(CLASS_NAMES)} (case-insensitive).")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read many labels.",
+)
+@click.option("--source", default="manual", show_default=True, help="Where the label comes from.")
+@click.option("--annotator", default=None, help="Who gave the label.")
+@click.pass_obj
+def label(
+    settings: Settings,
+    instance_uid: str | None,
+    study_uid: str | None,
+    label: str | None,
+    csv_path: Path | None,
+    source: str,
+    annotator: str | None,
+) -> None:
+    """Record a ground-truth label for an instance or a study, or many from a CSV file."""
+    from storage.labels import add_label
+    from training.label_input import LabelInputError, make_row, read_csv
+
+    try:
+        if csv_path is not None:
+            if instance_uid or study_uid or label:
+                raise LabelInputError("give either --csv or --instance/--study with --class, not both")
+            rows = read_csv(csv_path, default_source=source, default_annotator=annotator)
+        else:
+            rows = [
+                make_row(
+                    label=label or "",
+                    source=source,
+                    annotator=annotator,
+                    instance=instance_uid,
+                    study=study_uid,
+                    where="label",
+                )
+            ]
+    except LabelInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    now = _now()
+    with _sessions(settings).begin() as session:  # all rows or none
+        for row in rows:
+            add_label(
+                session,
+                label=row.label,
+                source=row.source,
+                annotator=row.annotator,
+                sop_instance_uid=row.sop_instance_uid,
+                study_instance_uid=row.study_instance_uid,
+                now=now,
+            )
+    log.info("labels_recorded", count=len(rows))
+    click.echo(f"recorded {len(rows)} label(s)")
+
+
+@click.group()
+def dataset() -> None:
+    """Register labelled image folders as training data."""
+
+
+@dataset.command("import-folder")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--source", default=None, help="Source name recorded with each image (default: folder:<name>).")
+@click.pass_obj
+def import_folder_command(settings: Settings, root: Path, source: str | None) -> None:
+    """Register ROOT/{Cyst,Normal,Stone,Tumor}/*.jpg in place (nothing is copied)."""
+    from training.importer import ImportFolderError, import_folder
+
+    try:
+        with _sessions(settings).begin() as session:
+            summary = import_folder(
+                session,
+                root=root,
+                classes=CLASS_NAMES,
+                source=source or f"folder:{root.resolve().name}",
+                now=_now(),
+            )
+    except ImportFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    per_class = ", ".join(f"{c} {n}" for c, n in sorted(summary.per_class.items()))
+    click.echo(
+        f"{summary.created} new, {summary.updated} changed, {summary.unchanged} unchanged ({per_class})"
+    )
+    for entry in summary.ignored:
+        click.echo(f"ignored: {entry}", err=True)
+
+
+@click.command()
+@click.option(
+    "--weights", default="imagenet", show_default=True, help="imagenet | none | weights file | artifact dir."
+)
+@click.option(
+    "--image-size", type=click.IntRange(min=32), default=None, help="Input size (default: settings)."
+)
+@click.option("--epochs-phase1", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--epochs-phase2", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--lr-phase1", type=float, default=1e-3, show_default=True)
+@click.option("--lr-phase2", type=float, default=1e-5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True, help="Early stopping.")
+@click.option(
+    "--unfreeze-from", default="conv5_", show_default=True, help="Phase 2 trains base layers from here on."
+)
+@click.option("--val-fraction", type=float, default=0.15, show_default=True)
+@click.option("--test-fraction", type=float, default=0.15, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--min-new-labels",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Do nothing unless this many labels/images arrived since the last model version.",
+)
+@click.option(
+    "--random-split/--no-random-split",
+    default=True,
+    show_default=True,
+    help="Also train on a random image-level split for comparison.",
+)
+@click.option("--no-augment", is_flag=True, help="Turn off shift/rotation/intensity augmentation.")
+@click.option("--phash-max-distance", type=int, default=4, show_default=True)
+@click.option("--chain-min-correlation", type=float, default=0.9, show_default=True)
+@click.pass_obj
+def train(
+    settings: Settings,
+    weights: str,
+    image_size: int | None,
+    epochs_phase1: int,
+    epochs_phase2: int,
+    lr_phase1: float,
+    lr_phase2: float,
+    batch_size: int,
+    patience: int,
+    unfreeze_from: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    min_new_labels: int,
+    random_split: bool,
+    no_augment: bool,
+    phash_max_distance: int,
+    chain_min_correlation: float,
+) -> None:
+    """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
+    from classifier.preprocess import Window
+    from training.data import AugmentConfig
+    from training.dedup import GroupingParams
+    from training.fit import FitConfig
+    from training.registry import (
+        make_version,
+        new_labels_since_last_version,
+        register_candidate,
+        training_due,
+    )
+    from training.run import TrainingError, TrainOptions, run_training
+    from training.split import SplitFractions
+
+    sessions = _sessions(settings)
+    with sessions() as session:
+        new = new_labels_since_last_version(session)
+    if not training_due(new_labels=new, min_new_labels=min_new_labels):
+        log.info("training_skipped", new_labels=new, min_new_labels=min_new_labels)
+        click.echo(
+            f"{new} new label(s) since the last model version, fewer than {min_new_labels}: nothing to do"
+        )
+        return
+    try:
+        fractions = SplitFractions(
+            train=1.0 - val_fraction - test_fraction, val=val_fraction, test=test_fraction
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    options = TrainOptions(
+        image_size=image_size or settings.image_size,
+        weights=weights,
+        fit=FitConfig(
+            epochs_phase1=epochs_phase1,
+            epochs_phase2=epochs_phase2,
+            lr_phase1=lr_phase1,
+            lr_phase2=lr_phase2,
+            batch_size=batch_size,
+            patience=patience,
+            unfreeze_from=unfreeze_from,
+            verbose=1 if sys.stderr.isatty() else 2,
+        ),
+        seed=seed,
+        fractions=fractions,
+        grouping=GroupingParams(
+            phash_max_distance=phash_max_distance, chain_min_correlation=chain_min_correlation
+        ),
+        window=Window(settings.window_center, settings.window_width),
+        augment=None if no_augment else AugmentConfig(),
+        compare_random=random_split,
+    )
+    started = _now()
+    version = make_version(started)
+    try:
+        run = run_training(
+            sessions,
+            options=options,
+            version=version,
+            run_dir=settings.resolved_train_dir() / version,
+            model_dir=settings.resolved_model_dir(),
+        )
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with sessions.begin() as session:
+        register_candidate(session, run=run, now=_now())
+    log.info("model_version_registered", version=version, status="candidate")
+    g = run.grouped.test_metrics
+    line = f"registered candidate {version}: grouped-split macro-F1 {g['macro_f1']:.3f}, accuracy {g['accuracy']:.3f}"
+    if run.random is not None:
+        line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
+    click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
+
+
+@click.group()
+def models() -> None:
+    """List and promote model versions."""
+
+
+@models.command("list")
+@click.pass_obj
+def list_command(settings: Settings) -> None:
+    """Show every model version with its status and grouped-split macro-F1."""
+    from storage.model_versions import list_model_versions
+
+    with _sessions(settings)() as session:
+        versions = list_model_versions(session)
+    if not versions:
+        click.echo("no model versions")
+        return
+    click.echo(f"{'VERSION':<20} {'STATUS':<10} {'CREATED':<20} {'MACRO-F1':>8}  {'MANIFEST':<12} NOTE")
+    for v in versions:
+        f1 = ((v.metrics or {}).get("grouped_test") or {}).get("macro_f1")
+        click.echo(
+            f"{v.version:<20} {v.status:<10} {v.created_at:%Y-%m-%d %H:%M:%S} "
+            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
+        )
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option(
+    "--force", is_flag=True, help="Promote even if it scores lower than the active model (recorded)."
+)
+@click.pass_obj
+def promote_command(settings: Settings, version: str, force: bool) -> None:
+    """Make VERSION active if its macro-F1 on its evaluation set is at least the active model's on that set."""
+    from classifier.errors import ArtifactError
+    from training.promotion import PromotionError, promote
+
+    try:
+        with _sessions(settings).begin() as session:
+            decision = promote(session, version=version, force=force, now=_now())
+    except (PromotionError, ArtifactError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(decision.reason)
+    if not decision.promote:
+        raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")

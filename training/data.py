@@ -1,0 +1,106 @@
+"""The training input pipeline: a `keras.utils.PyDataset` over in-memory images, with light CT augmentation.
+
+Backend-agnostic: numpy plus keras layers, so the same pipeline feeds TensorFlow on a CPU here and
+JAX or PyTorch on a GPU. Images are kept as one channel (float32 in [0, 255], exactly what
+`classifier.preprocess.to_model_input` produced) and replicated to the model's three channels per
+batch, which keeps the memory of a 224x224 set at a third.
+
+Augmentation suits CT slices: small shifts and rotations with a black (air) fill, and a small global
+intensity jitter (contrast about the mean, brightness). No flips (left and right kidney are not
+interchangeable in a report) and no colour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    shift: float = 0.05  # fraction of the image size
+    rotation: float = 10.0  # degrees, either way
+    contrast: float = 0.1  # multiply by 1 +- this, about the image mean
+    brightness: float = 10.0  # add +- this many grey levels
+
+
+class Augmenter:
+    """Seeded geometric (keras layers) and intensity (numpy) jitter of [N, S, S, 1] batches in [0, 255]."""
+
+    def __init__(self, config: AugmentConfig, *, seed: int) -> None:
+        self.config = config
+        self._rng = np.random.default_rng(seed)
+        self._geometric = keras.Sequential(
+            [
+                keras.layers.RandomTranslation(
+                    config.shift, config.shift, fill_mode="constant", fill_value=0.0, seed=seed
+                ),
+                keras.layers.RandomRotation(
+                    config.rotation / 360.0, fill_mode="constant", fill_value=0.0, seed=seed + 1
+                ),
+            ],
+            name="ct_augmentation",
+        )
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        moved = keras.ops.convert_to_numpy(self._geometric(batch, training=True)).astype(np.float32)
+        n = len(moved)
+        gain = self._rng.uniform(1 - self.config.contrast, 1 + self.config.contrast, (n, 1, 1, 1))
+        offset = self._rng.uniform(-self.config.brightness, self.config.brightness, (n, 1, 1, 1))
+        mean = moved.mean(axis=(1, 2, 3), keepdims=True)
+        jittered = (moved - mean) * gain.astype(np.float32) + mean + offset.astype(np.float32)
+        return np.clip(jittered, 0.0, 255.0)
+
+
+def to_three_channels(images: np.ndarray) -> np.ndarray:
+    """[N, S, S, 1] -> [N, S, S, 3], the grey level repeated (what `to_model_input` gives)."""
+    return np.repeat(images, 3, axis=-1)
+
+
+class ImageSequence(keras.utils.PyDataset):
+    """Batches of (images, one-hot labels), reshuffled every epoch from a seed; augmented if asked."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        num_classes: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        augmenter: Augmenter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if images.ndim != 4 or images.shape[-1] != 1:
+            raise ValueError(f"images must be [N, S, S, 1], got {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError("images and labels must have the same length")
+        if len(images) == 0:
+            raise ValueError("no images to iterate over")
+        self.images = images
+        self.one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augmenter = augmenter
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(images)) if shuffle else np.arange(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = self.images[rows]
+        if self.augmenter is not None:
+            batch = self.augmenter(batch)
+        return to_three_channels(batch), self.one_hot[rows]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.images))

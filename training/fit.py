@@ -1,0 +1,169 @@
+"""Two-phase fine-tuning of the classifier's ResNet50: the head first, then the last block at a low rate.
+
+Phase 1 freezes the base and trains the new head; phase 2 unfreezes the base from `unfreeze_from`
+on (default the conv5 block; BatchNorm stays frozen, see `classifier.model`) and trains at a very low
+learning rate so the pre-trained features are adjusted, not destroyed. Both phases use categorical
+cross-entropy, class weights for imbalance, early stopping on validation loss (restoring the best
+weights) and a best-weights checkpoint per phase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import structlog
+
+from classifier.model import set_trainable_for_phase
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FitConfig:
+    epochs_phase1: int = 5
+    epochs_phase2: int = 5
+    lr_phase1: float = 1e-3
+    lr_phase2: float = 1e-5
+    batch_size: int = 32
+    patience: int = 3
+    unfreeze_from: str = "conv5_"
+    verbose: int = 2  # keras: 1 progress bar, 2 one line per epoch
+
+
+@dataclass
+class PhaseResult:
+    phase: int
+    epochs_run: int
+    history: dict[str, list[float]]
+    seconds: float
+    images_per_second: float
+    checkpoint: str | None
+
+
+@dataclass
+class FitResult:
+    phases: list[PhaseResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            f"phase{p.phase}": {
+                "epochs_run": p.epochs_run,
+                "history": p.history,
+                "seconds": p.seconds,
+                "images_per_second": p.images_per_second,
+            }
+            for p in self.phases
+        }
+
+
+def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced weights n / (k * n_c), so every class contributes equally to the loss; absent classes get 1."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    total, present = float(counts.sum()), int((counts > 0).sum())
+    return {c: (total / (present * counts[c]) if counts[c] else 1.0) for c in range(num_classes)}
+
+
+def _callbacks(monitor: str, patience: int, checkpoint: Path | None) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+    ]
+    if checkpoint is not None:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(checkpoint), monitor=monitor, save_best_only=True, save_weights_only=True
+            )
+        )
+    return callbacks
+
+
+def _run_phase(
+    model: keras.Model,
+    phase: int,
+    *,
+    train: keras.utils.PyDataset,
+    val: keras.utils.PyDataset | None,
+    epochs: int,
+    learning_rate: float,
+    weights: dict[int, float],
+    config: FitConfig,
+    checkpoint_dir: Path | None,
+) -> PhaseResult:
+    set_trainable_for_phase(model, phase, unfreeze_from=config.unfreeze_from)  # type: ignore[arg-type]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    monitor = "val_loss" if val is not None else "loss"
+    checkpoint = checkpoint_dir / f"phase{phase}.best.weights.h5" if checkpoint_dir is not None else None
+    n_images = len(getattr(train, "images", ())) or 0
+    log.info(
+        "training_phase_started", phase=phase, epochs=epochs, learning_rate=learning_rate, images=n_images
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        train,
+        validation_data=val,
+        epochs=epochs,
+        class_weight=weights,
+        callbacks=_callbacks(monitor, config.patience, checkpoint),
+        verbose=config.verbose,
+    )
+    seconds = time.perf_counter() - started
+    epochs_run = len(history.history.get("loss", []))
+    result = PhaseResult(
+        phase=phase,
+        epochs_run=epochs_run,
+        history={k: [float(v) for v in values] for k, values in history.history.items()},
+        seconds=seconds,
+        # Training images per second of wall time, validation included: what a user waits for.
+        images_per_second=(n_images * epochs_run / seconds) if seconds > 0 else 0.0,
+        checkpoint=str(checkpoint) if checkpoint is not None and checkpoint.exists() else None,
+    )
+    log.info(
+        "training_phase_finished",
+        phase=phase,
+        epochs_run=epochs_run,
+        seconds=round(seconds, 1),
+        images_per_second=round(result.images_per_second, 1),
+    )
+    return result
+
+
+def fit_two_phase(
+    model: keras.Model,
+    *,
+    train: keras.utils.PyDataset,
+    train_labels: Sequence[int] | np.ndarray,
+    val: keras.utils.PyDataset | None,
+    num_classes: int,
+    config: FitConfig,
+    checkpoint_dir: Path | None = None,
+) -> FitResult:
+    """Phase 1 (head only), then phase 2 (head + last block) unless `epochs_phase2` is 0."""
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    weights = class_weights(train_labels, num_classes)
+    result = FitResult()
+    common: dict[str, Any] = {
+        "train": train,
+        "val": val,
+        "weights": weights,
+        "config": config,
+        "checkpoint_dir": checkpoint_dir,
+    }
+    if config.epochs_phase1 > 0:
+        result.phases.append(
+            _run_phase(model, 1, epochs=config.epochs_phase1, learning_rate=config.lr_phase1, **common)
+        )
+    if config.epochs_phase2 > 0:
+        result.phases.append(
+            _run_phase(model, 2, epochs=config.epochs_phase2, learning_rate=config.lr_phase2, **common)
+        )
+    return result

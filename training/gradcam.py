@@ -1,0 +1,79 @@
+"""Grad-CAM heat maps for the classifier, backend-agnostic.
+
+Grad-CAM weighs the last convolutional feature maps A_k by the spatial mean of d(logit_c)/dA_k.
+Our head is global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax), so that
+gradient has a closed form: with p = mean(A), z = W1 p + b1, it is (W1 (relu'(z) * W2[:, c])) / (h w),
+the same at every position. We therefore need only the feature maps (one `predict` of the base,
+run by whichever backend Keras uses) and the head's weights as numpy arrays: no GradientTape, no
+jax.grad, no autograd, and exactly the Grad-CAM of the paper (dropout is off at inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from PIL import Image
+
+from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class GradCam:
+    heatmaps: np.ndarray  # [N, S, S] in [0, 1], upsampled to the input size
+    logits: np.ndarray  # [N, classes], the head's pre-softmax scores
+    class_index: np.ndarray  # [N], the class each map explains
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """Input pixels -> the base's last feature maps, sharing the model's layers and weights."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
+    x = model.get_layer(PREPROCESS_NAME)(inputs)
+    x = model.get_layer(BASE_NAME)(x, training=False)
+    return keras.Model(inputs, x, name="gradcam_features")
+
+
+def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    dense, out = model.get_layer(HEAD_LAYERS[1]), model.get_layer(HEAD_LAYERS[3])
+    w1, b1 = (keras.ops.convert_to_numpy(v).astype(np.float64) for v in dense.weights)
+    w2, b2 = (keras.ops.convert_to_numpy(v).astype(np.float64) for v in out.weights)
+    return w1, b1, w2, b2
+
+
+def head_logits(features: np.ndarray, weights: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, hidden pre-activation) of the head for feature maps [N, h, w, K]."""
+    w1, b1, w2, b2 = weights
+    pooled = features.astype(np.float64).mean(axis=(1, 2))
+    z = pooled @ w1 + b1
+    return np.maximum(z, 0.0) @ w2 + b2, z
+
+
+def logit_gradient(
+    features: np.ndarray, weights: tuple[np.ndarray, ...], class_index: np.ndarray
+) -> np.ndarray:
+    """d(logit_c)/dA at each position, [N, K] (the same at every position, so not repeated)."""
+    w1, _, w2, _ = weights
+    _, z = head_logits(features, weights)
+    h, w = features.shape[1:3]
+    upstream = (z > 0) * w2[:, class_index].T  # [N, 512]
+    return (upstream @ w1.T) / float(h * w)
+
+
+def grad_cam(model: keras.Model, images: np.ndarray, class_index: np.ndarray | None = None) -> GradCam:
+    """Heat maps of `images` ([N, S, S, 3] model input) for `class_index` (default: the predicted class)."""
+    features = np.asarray(feature_model(model).predict(images, verbose=0), dtype=np.float64)
+    weights = head_weights(model)
+    logits, _ = head_logits(features, weights)
+    chosen = logits.argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)
+    alpha = logit_gradient(features, weights, chosen)  # [N, K]
+    cams = np.maximum(np.einsum("nhwk,nk->nhw", features, alpha), 0.0)
+    size = images.shape[1]
+    maps = np.empty((len(images), size, size), dtype=np.float32)
+    for i, cam in enumerate(cams):
+        peak = cam.max()
+        scaled = (cam / peak if peak > 0 else cam).astype(np.float32)
+        maps[i] = np.asarray(
+            Image.fromarray(scaled, mode="F").resize((size, size), Image.Resampling.BILINEAR)
+        )
+    return GradCam(heatmaps=np.clip(maps, 0.0, 1.0), logits=logits, class_index=chosen)

@@ -1,0 +1,107 @@
+"""The report's PNG figures, drawn with matplotlib's Agg backend (no display needed).
+
+Each function draws one figure into one file and closes it, so a long training run does not
+accumulate open figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: the trainer runs on headless machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def class_histogram(
+    counts: Mapping[str, Mapping[str, int]], classes: Sequence[str], path: Path, title: str
+) -> None:
+    """Bars of images per class, one bar colour per split (`counts[split][class]`)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(classes))
+    width = 0.8 / max(1, len(counts))
+    for i, (split, per_class) in enumerate(counts.items()):
+        values = [per_class.get(c, 0) for c in classes]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=split)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str) -> None:
+    """The confusion matrix with counts in each cell; rows are the truth."""
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = m.max() if m.size else 0
+    for (r, c), value in np.ndenumerate(m):
+        ax.text(c, r, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def learning_curves(phases: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch of both phases on one axis, the phase boundary marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    offset = 0
+    for name, phase in phases.items():
+        history = phase["history"]
+        epochs = np.arange(1, len(history.get("loss", [])) + 1) + offset
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = history.get(prefix + metric)
+                if values:
+                    ax.plot(
+                        epochs, values, style, marker="o", ms=3, label=f"{name} {prefix or 'train_'}{metric}"
+                    )
+        offset += len(epochs)
+        for ax in axes:
+            ax.axvline(offset + 0.5, color="grey", lw=0.5)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch (both phases)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def gradcam_grid(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    captions: Sequence[str],
+    path: Path,
+    title: str,
+    columns: int = 4,
+) -> None:
+    """Each image in grey with its heat map overlaid (jet, semi-transparent) and a caption."""
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, heat, caption in zip(axes.flat, images, heatmaps, captions, strict=False):
+        ax.imshow(image[..., 0] if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=255)
+        ax.imshow(heat, cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
