@@ -47,6 +47,7 @@ class Process:
             args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
         self.events: list[dict[str, Any]] = []
+        self._seen_at: dict[str, float] = {}  # event name -> time.monotonic() when first read
         self._lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -61,6 +62,7 @@ class Process:
             except json.JSONDecodeError:
                 continue
             if isinstance(event, dict):
+                self._seen_at.setdefault(str(event.get("event")), time.monotonic())
                 self.events.append(event)
 
     def wait_event(self, name: str, *, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -72,6 +74,10 @@ class Process:
             return next((e for e in self.events if e.get("event") == name), None)
 
         return wait_for(found, timeout_s=timeout_s, what=f"log event {name} (log: {self.log_path})")
+
+    def seen_at(self, name: str) -> float:
+        """time.monotonic() when the log event `name` was first read."""
+        return self._seen_at[name]
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -129,3 +135,50 @@ def predicted_sops(url: str) -> dict[str, int]:
     """SOP Instance UID -> number of prediction rows (all frames, all model versions)."""
     rows = query(url, "SELECT sop_instance_uid, COUNT(*) FROM instance_results GROUP BY sop_instance_uid")
     return {uid: n for uid, n in rows}
+
+
+def dcmtk_tool(name: str) -> str | None:
+    """The DCMTK program `name` on PATH, skipping same-named tools of other packages (pynetdicom's storescu)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / name
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        result = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, check=False)
+        if "dcmtk" in (result.stdout + result.stderr).lower():
+            return str(candidate)
+    return None
+
+
+def kafka_postgres_env(
+    data_dir: Path,
+    *,
+    bootstrap: str,
+    database_url: str,
+    unique_name: Callable[[str], str],
+    **settings: object,
+) -> dict[str, str]:
+    """Settings for kidneyct subprocesses on a real Kafka and PostgreSQL, with topics and group of this test."""
+    return kidneyct_env(
+        data_dir,
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_instances=unique_name("instances"),
+        topic_results=unique_name("results"),
+        topic_dead_letter=unique_name("dead-letter"),
+        consumer_group=unique_name("classifier"),
+        kafka_partitions=2,
+        **settings,
+    )
+
+
+def run_kidneyct(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a short kidneyct command to completion; fail with its output when it fails."""
+    result = subprocess.run([*KIDNEYCT, *args], env=dict(env), capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"kidneyct {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def completed_studies(url: str) -> dict[str, tuple[int, str]]:
+    """Study Instance UID -> (n_instances, label) of complete study results."""
+    rows = query(url, "SELECT study_instance_uid, n_instances, label, complete FROM study_results")
+    return {uid: (n, label) for uid, n, label, complete in rows if complete}
