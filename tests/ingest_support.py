@@ -246,3 +246,47 @@ def synthetic_ct(path: Path, *, study_uid: str, series_uid: str, number: int, si
     ds.PixelData = (np.arange(size * size, dtype=np.int16) % 2000).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def kafka_publisher(bootstrap: str, *, timeout_s: float = 10.0) -> Publisher:
+    from storage.kafka_stream import KafkaConnection, KafkaPublisher
+
+    return KafkaPublisher(
+        KafkaConnection(bootstrap=bootstrap, client_id="ingest-test"), publish_timeout_s=timeout_s
+    )
+
+
+def create_topic(bootstrap: str, topic: str, *, partitions: int = 4) -> None:
+    from storage.kafka_stream import KafkaConnection, ensure_topics
+
+    ensure_topics(KafkaConnection(bootstrap=bootstrap), [topic], partitions=partitions, replication_factor=1)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, expected: int, timeout_s: float = 30.0, settle_s: float = 1.5
+) -> list[Any]:
+    """Every record on `topic`: polls until `expected` arrived, then `settle_s` longer for extras."""
+    import time
+
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        settle = time.monotonic() + settle_s
+        while time.monotonic() < settle:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
