@@ -6,6 +6,7 @@ import re
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka_process import ping
 from sqlalchemy import create_engine, inspect, text
 
 
@@ -99,3 +100,16 @@ def test_database_url_is_empty(database_url) -> None:
         assert inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_private_kafka_crash_keeps_acknowledged_records_and_spares_the_shared_broker(
+    private_kafka, kafka_bootstrap, unique_name
+) -> None:
+    """kill() crashes only the private broker; after start() its acknowledged records are back."""
+    topic = unique_name("crash")
+    _produce(private_kafka.bootstrap, topic, [b"acknowledged"])
+    private_kafka.kill()
+    assert not ping(private_kafka.bootstrap, timeout_s=2.0)
+    assert ping(kafka_bootstrap, timeout_s=10.0)
+    private_kafka.start()
+    assert _read_all(private_kafka.bootstrap, topic, 1) == [b"acknowledged"]

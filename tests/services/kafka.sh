@@ -42,7 +42,7 @@ fetch() {
     say "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
     rm -rf "$LIBS"
     mkdir -p "$LIBS"
-    mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$LIBS" -DincludeScope=runtime
     ls "$LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null
     touch "$LIBS/.complete"

@@ -128,6 +128,8 @@ class KafkaProcess:
             "-Xms64m",
             f"-Xmx{self.heap}",
             "-XX:+UseSerialGC",
+            # C1 only: a short-lived test broker starts about a third faster on 2 cores.
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}",
             f"-Dkafka.logs.dir={self.work_dir}",
