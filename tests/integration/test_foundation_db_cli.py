@@ -59,11 +59,14 @@ def test_db_upgrade_downgrade_on_the_configured_database(database_url: str, tmp_
 
 
 def test_db_upgrade_reports_an_unreachable_database(tmp_path: Path) -> None:
-    """An unreachable database makes `kidneyct db upgrade` exit non-zero without creating anything."""
+    """An unreachable database is a one-line error (no traceback, no password) and a non-zero exit."""
     env = {
-        "KIDNEYCT_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2",
+        "KIDNEYCT_DATABASE_URL": "postgresql+psycopg://nobody:s3cret-pw@127.0.0.1:1/none?connect_timeout=2",
         "KIDNEYCT_DATA_DIR": str(tmp_path / "data"),
     }
     result = _kidneyct("db", "upgrade", env=env)
-    assert result.returncode != 0
+    assert result.returncode == 1
+    assert "Error: cannot reach the database" in result.stderr
     assert "127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stderr
