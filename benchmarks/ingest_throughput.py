@@ -1,0 +1,235 @@
+"""C-STORE throughput of `kidneyct listen` against a bare pynetdicom SCP that only writes files.
+
+Both servers run as their own process; this process is the sender. 500 synthetic 512x512 int16 CT
+slices (~0.5 MB each) go over one association and over four parallel associations, to each server
+in the same run, and the script prints instances/s, p50/p99 ms per C-STORE and the ratio.
+
+    python benchmarks/ingest_throughput.py --kafka 127.0.0.1:19092     # against a real broker
+    python benchmarks/ingest_throughput.py                              # embedded SQLite queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config, evt
+
+AE_TITLE = "KIDNEYCT"
+
+
+def make_slices(directory: Path, count: int, size: int = 512) -> list[Path]:
+    rng = np.random.default_rng(0)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for i in range(count):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality, ds.InstanceNumber = "CT", i + 1
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = rng.integers(-1000, 2000, size * size, dtype=np.int16).tobytes()
+        path = directory / f"{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+# --- the baseline: a bare SCP that writes what it receives --------------------------------------
+
+
+def run_bare_scp(out_dir: Path) -> None:
+    """Serve until killed; prints the bound port on stdout."""
+    _config.STORE_RECV_CHUNKED_DATASET = False
+
+    def handle_store(event: evt.Event) -> int:
+        path = out_dir / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        with path.open("wb") as f:
+            f.write(event.encoded_dataset())
+        return 0x0000
+
+    ae = AE(ae_title=AE_TITLE)
+    ae.maximum_associations = 16
+    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    print(server.server_address[1], flush=True)
+    threading.Event().wait()
+
+
+def start_bare(work: Path) -> tuple[subprocess.Popen[str], int]:
+    out = work / "bare-out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--bare-scp", str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_kidneyct(work: Path, kafka: str | None, metrics_port: int) -> tuple[subprocess.Popen[str], int]:
+    log_path = work / "listen.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIDNEYCT_")}
+    env.update(
+        KIDNEYCT_DATA_DIR=str(work / "data"),
+        KIDNEYCT_ARCHIVE_DIR=str(work / "archive"),
+        KIDNEYCT_DICOM_HOST="127.0.0.1",
+        KIDNEYCT_DICOM_PORT="0",
+        KIDNEYCT_LOG_FORMAT="json",
+        KIDNEYCT_METRICS_PORT=str(metrics_port),
+        KIDNEYCT_TOPIC_INSTANCES=f"bench-{generate_uid()[-12:]}",
+    )
+    if kafka:
+        env["KIDNEYCT_KAFKA_BOOTSTRAP"] = kafka
+    else:
+        (work / "data").mkdir()
+        subprocess.run([Path(sys.executable).with_name("kidneyct"), "db", "upgrade"], env=env, check=True)
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [Path(sys.executable).with_name("kidneyct"), "listen"], env=env, stderr=log, text=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in log_path.read_text().splitlines():
+            if '"listener_started"' in line:
+                return proc, int(json.loads(line)["port"])
+        time.sleep(0.1)
+    raise RuntimeError(f"listener did not start:\n{log_path.read_text()[-2000:]}")
+
+
+def stage_means(run_dir: Path) -> str:
+    """Mean archive-write and publish time per instance, from the listener's Prometheus metrics."""
+    text = (run_dir / "metrics.txt").read_text() if (run_dir / "metrics.txt").exists() else ""
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        values[name] = float(value) if value and not name.startswith("#") else 0.0
+    out = []
+    for stage in ("archive_write", "publish", "store"):
+        count = values.get(f"kidneyct_ingest_{stage}_seconds_count", 0.0)
+        total = values.get(f"kidneyct_ingest_{stage}_seconds_sum", 0.0)
+        out.append(f"{stage} {1000 * total / count:.1f} ms" if count else f"{stage} n/a")
+    return ", ".join(out)
+
+
+# --- the sender ---------------------------------------------------------------------------------
+
+
+def send(port: int, paths: list[Path], latencies: list[float]) -> None:
+    ae = AE(ae_title="BENCHSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    for path in paths:
+        started = time.perf_counter()
+        status = assoc.send_c_store(path)
+        latencies.append(time.perf_counter() - started)
+        assert status and status.Status == 0x0000, status
+    assoc.release()
+
+
+def measure(port: int, paths: list[Path], associations: int) -> dict[str, float]:
+    parts = [paths[i::associations] for i in range(associations)]
+    latencies: list[float] = []
+    threads = [threading.Thread(target=send, args=(port, part, latencies)) for part in parts]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert len(latencies) == len(paths), "a sender failed"
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "per_s": len(paths) / elapsed,
+        "p50": statistics.median(ms),
+        "p99": ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kafka", help="bootstrap of a real broker (else the embedded SQLite queue)")
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--bare-scp", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_scp:
+        run_bare_scp(args.bare_scp)
+        return
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the files' bytes; the sender costs the same for both
+    with tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp:
+        work = Path(tmp)
+        (work / "slices").mkdir()
+        paths = make_slices(work / "slices", args.count)
+        mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
+        print(
+            f"{len(paths)} CT slices 512x512 int16, {mb:.2f} MB each; cpus={os.cpu_count()}; "
+            f"stream={'kafka ' + args.kafka if args.kafka else 'embedded sqlite queue'}"
+        )
+        rows = []
+        for associations in (1, 4):
+            results = {}
+            for name in ("bare", "kidneyct"):
+                run_dir = work / f"{name}-{associations}"
+                run_dir.mkdir()
+                metrics_port = free_port()
+                proc, port = (
+                    start_bare(run_dir)
+                    if name == "bare"
+                    else start_kidneyct(run_dir, args.kafka, metrics_port)
+                )
+                try:
+                    measure(port, paths[: min(20, len(paths))], 1)  # warm up (imports, broker connection)
+                    results[name] = measure(port, paths, associations)
+                    if name == "kidneyct":
+                        with urllib.request.urlopen(
+                            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
+                        ) as r:
+                            (run_dir / "metrics.txt").write_bytes(r.read())
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
+                if name == "kidneyct":
+                    print(
+                        f"  kidneyct, {associations} association(s), mean per instance: {stage_means(run_dir)}"
+                    )
+            rows.append((associations, results["bare"], results["kidneyct"]))
+        print(
+            f"{'assocs':>6} | {'bare inst/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'kidneyct inst/s':>15} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+        )
+        for associations, bare, ours in rows:
+            print(
+                f"{associations:>6} | {bare['per_s']:>11.1f} {bare['p50']:>7.1f} {bare['p99']:>7.1f} | "
+                f"{ours['per_s']:>15.1f} {ours['p50']:>7.1f} {ours['p99']:>7.1f} | {ours['per_s'] / bare['per_s']:>5.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
