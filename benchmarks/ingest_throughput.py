@@ -141,8 +141,9 @@ def stage_means(run_dir: Path) -> str:
 # --- the sender ---------------------------------------------------------------------------------
 
 
-def send(port: int, paths: list[Path], latencies: list[float]) -> None:
+def send(port: int, paths: list[Path], latencies: list[float], failures: list[str]) -> None:
     ae = AE(ae_title="BENCHSCU")
+    ae.dimse_timeout = 120
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
     assert assoc.is_established
@@ -150,14 +151,16 @@ def send(port: int, paths: list[Path], latencies: list[float]) -> None:
         started = time.perf_counter()
         status = assoc.send_c_store(path)
         latencies.append(time.perf_counter() - started)
-        assert status and status.Status == 0x0000, status
+        if not status or status.Status != 0x0000:
+            failures.append(f"0x{status.Status:04X}" if status else "no response")
     assoc.release()
 
 
 def measure(port: int, paths: list[Path], associations: int) -> dict[str, float]:
     parts = [paths[i::associations] for i in range(associations)]
     latencies: list[float] = []
-    threads = [threading.Thread(target=send, args=(port, part, latencies)) for part in parts]
+    failures: list[str] = []
+    threads = [threading.Thread(target=send, args=(port, part, latencies, failures)) for part in parts]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -165,6 +168,8 @@ def measure(port: int, paths: list[Path], associations: int) -> dict[str, float]
         t.join()
     elapsed = time.perf_counter() - started
     assert len(latencies) == len(paths), "a sender failed"
+    if failures:
+        print(f"  {len(failures)} C-STORE failures: {sorted(set(failures))}")
     ms = sorted(x * 1000 for x in latencies)
     return {
         "per_s": len(paths) / elapsed,
@@ -215,6 +220,10 @@ def main() -> None:
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
+                    log = run_dir / "listen.log"
+                    if log.exists() and '"instance_rejected"' in log.read_text():
+                        rejected = [ln for ln in log.read_text().splitlines() if "instance_rejected" in ln]
+                        print(f"  kidneyct rejected {len(rejected)}: {rejected[0][:300]}")
                 if name == "kidneyct":
                     print(
                         f"  kidneyct, {associations} association(s), mean per instance: {stage_means(run_dir)}"
