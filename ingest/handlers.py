@@ -91,11 +91,17 @@ def handle_aborted(event: Event) -> None:
     log.warning("association_aborted", **_association_context(event))
 
 
+# pynetdicom's own rejections (PS3.8 7.1.1.9): (source, diagnostic) -> reason.
+_PYNETDICOM_REJECTIONS = {(0x03, 0x02): "too_many_associations", (0x01, 0x07): "called_ae_unknown"}
+
+
 def handle_rejected(event: Event, metrics: IngestMetrics) -> None:
-    """EVT_REJECTED from pynetdicom's own checks (for example too many associations)."""
+    """EVT_REJECTED: pynetdicom rejected the association itself (for example too many at once)."""
     primitive = event.assoc.acceptor.primitive
-    diagnostic = getattr(primitive, "diagnostic", None)
-    log.warning("association_rejected", reason=f"diagnostic_{diagnostic}", **_association_context(event))
+    key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
+    reason = _PYNETDICOM_REJECTIONS.get(key, f"source_{key[0]}_diagnostic_{key[1]}")  # type: ignore[call-overload]
+    metrics.associations.labels(outcome=reason).inc()
+    log.warning("association_rejected", reason=reason, **_association_context(event))
 
 
 def store_handlers(
@@ -105,6 +111,7 @@ def store_handlers(
     return [
         (evt.EVT_REQUESTED, handle_requested, [policy, metrics]),
         (evt.EVT_ESTABLISHED, handle_established, [metrics]),
+        (evt.EVT_REJECTED, handle_rejected, [metrics]),
         (evt.EVT_RELEASED, handle_released),
         (evt.EVT_ABORTED, handle_aborted),
         (evt.EVT_C_STORE, handle_store, [ingestor]),

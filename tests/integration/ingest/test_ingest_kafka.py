@@ -233,6 +233,7 @@ def test_bad_input_publishes_nothing_and_listener_keeps_serving(
     assert [p.name for p in (tmp_path / "archive").rglob("*.dcm")] == [f"{dcmread(good).SOPInstanceUID}.dcm"]
 
 
+@pytest.mark.slow
 def test_broker_outage_answers_failure_and_recovers_by_itself(
     tmp_path: Path, private_kafka, unique_name
 ) -> None:

@@ -395,3 +395,29 @@ def test_per_association_and_instance_log_events(tmp_path: Path) -> None:
         and stored["sop_instance_uid"] == _events(publisher)[0].sop_instance_uid
     )
     assert "Doe^Jane" not in json.dumps(logs, default=str) and "PAT-0001" not in json.dumps(logs, default=str)
+
+
+def test_too_many_associations_is_rejected_and_logged(tmp_path: Path) -> None:
+    """Beyond max_associations a new association is rejected (logged, counted); the open one still works."""
+    with running_listener(listener_settings(tmp_path / "archive", max_associations=1), MemoryPublisher()) as (
+        listener,
+        metrics,
+    ):
+        ae = AE(ae_title="FIRST")
+        ae.add_requested_context(Verification)
+        first = ae.associate(LOCALHOST, listener.port, ae_title=OUR_AE)
+        assert first.is_established
+        with capture_logs() as logs:
+            second = ae.associate(LOCALHOST, listener.port, ae_title=OUR_AE)
+        assert second.is_rejected
+        assert [e["reason"] for e in logs if e["event"] == "association_rejected"] == [
+            "too_many_associations"
+        ]
+        assert (
+            metrics.registry.get_sample_value(
+                "kidneyct_ingest_associations_total", {"outcome": "too_many_associations"}
+            )
+            == 1
+        )
+        assert first.send_c_echo().Status == 0x0000
+        first.release()
