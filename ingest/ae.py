@@ -14,7 +14,9 @@ import structlog
 from pydicom.uid import (
     JPEG2000,
     UID,
+    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
+    EnhancedCTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -27,12 +29,12 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import CTImageStorage, EnhancedCTImageStorage, Verification
 
 from storage.archive import is_valid_uid
 
 log = structlog.get_logger(__name__)
 
+VERIFICATION = UID("1.2.840.10008.1.1")  # C-ECHO
 CT_SOP_CLASSES: tuple[str, ...] = (CTImageStorage, EnhancedCTImageStorage)
 
 # Every transfer syntax the classifier can decode later (pydicom + pylibjpeg plugins); datasets
@@ -92,7 +94,7 @@ def build_ae(options: AEOptions) -> AE:
     ae.network_timeout = options.network_timeout_s
     # Defence in depth: `handle_requested` rejects a wrong called AE first, with a log line.
     ae.require_called_aet = True
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     for sop_class in dict.fromkeys((*CT_SOP_CLASSES, *options.extra_sop_classes)):
         ae.add_supported_context(UID(sop_class), list(ACCEPTED_TRANSFER_SYNTAXES))
     return ae

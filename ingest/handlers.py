@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any, cast
 
 import structlog
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from ingest.access import AccessPolicy
@@ -29,7 +31,7 @@ def _association_context(event: Event) -> dict[str, object]:
 
 def handle_store(event: Event, ingestor: Ingestor) -> int:
     """EVT_C_STORE: archive, publish, then answer (see `Ingestor.ingest`)."""
-    request = event.request
+    request = cast(C_STORE, event.request)
     context = event.context
     # With chunked receive (always on in the listener) the dataset is a file on disk already.
     path = event.dataset_path
@@ -92,14 +94,17 @@ def handle_aborted(event: Event) -> None:
 
 
 # pynetdicom's own rejections (PS3.8 7.1.1.9): (source, diagnostic) -> reason.
-_PYNETDICOM_REJECTIONS = {(0x03, 0x02): "too_many_associations", (0x01, 0x07): "called_ae_unknown"}
+_PYNETDICOM_REJECTIONS: dict[tuple[Any, Any], str] = {
+    (0x03, 0x02): "too_many_associations",
+    (0x01, 0x07): "called_ae_unknown",
+}
 
 
 def handle_rejected(event: Event, metrics: IngestMetrics) -> None:
     """EVT_REJECTED: pynetdicom rejected the association itself (for example too many at once)."""
     primitive = event.assoc.acceptor.primitive
     key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
-    reason = _PYNETDICOM_REJECTIONS.get(key, f"source_{key[0]}_diagnostic_{key[1]}")  # type: ignore[call-overload]
+    reason = _PYNETDICOM_REJECTIONS.get(key, f"source_{key[0]}_diagnostic_{key[1]}")
     metrics.associations.labels(outcome=reason).inc()
     log.warning("association_rejected", reason=reason, **_association_context(event))
 
