@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,8 @@ class KafkaPublisher:
     """Publishes one event and waits for `acks=all`; any failure raises `StreamUnavailable`.
 
     The producer is created on first use and dropped after a failure, so a publisher outlives a
-    broker outage: the next publish after the broker is back connects afresh.
+    broker outage: the next publish after the broker is back connects afresh. Thread-safe: the
+    listener publishes from one thread per association, all through one producer.
     """
 
     def __init__(
@@ -50,46 +52,56 @@ class KafkaPublisher:
         self._timeout_s = publish_timeout_s
         self._linger_ms = linger_ms
         self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
 
     def _ensure_producer(self) -> KafkaProducer:
-        if self._producer is None:
-            timeout_ms = int(self._timeout_s * 1000)
-            self._producer = KafkaProducer(
-                **self._connection.options(),
-                acks="all",
-                enable_idempotence=True,
-                max_in_flight_requests_per_connection=5,
-                linger_ms=self._linger_ms,
-                request_timeout_ms=timeout_ms,
-                delivery_timeout_ms=timeout_ms + self._linger_ms + 1000,
-                max_block_ms=timeout_ms,
-                bootstrap_timeout_ms=timeout_ms,
-            )
-        return self._producer
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._new_producer()
+            return self._producer
+
+    def _new_producer(self) -> KafkaProducer:
+        timeout_ms = int(self._timeout_s * 1000)
+        return KafkaProducer(
+            **self._connection.options(),
+            acks="all",
+            enable_idempotence=True,
+            max_in_flight_requests_per_connection=5,
+            linger_ms=self._linger_ms,
+            request_timeout_ms=timeout_ms,
+            delivery_timeout_ms=timeout_ms + self._linger_ms + 1000,
+            max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        producer: KafkaProducer | None = None
         try:
             producer = self._ensure_producer()
             producer.send(topic, key=key, value=value).get(timeout=self._timeout_s)
         except (KafkaError, OSError) as exc:
-            self._discard_producer()
+            self._discard_producer(producer)
             raise StreamUnavailable(f"kafka did not acknowledge: {type(exc).__name__}: {exc}") from exc
 
-    def _discard_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:  # noqa: BLE001 - best effort on an already failed producer
-                log.warning("kafka_producer_close_failed", exc_info=True)
+    def _discard_producer(self, failed: KafkaProducer | None) -> None:
+        with self._lock:
+            # Another thread may already have replaced the failed producer: keep the new one.
+            if failed is None or self._producer is not failed:
+                return
+            self._producer = None
+        try:
+            failed.close(timeout=0)
+        except Exception:  # noqa: BLE001 - best effort on an already failed producer
+            log.warning("kafka_producer_close_failed", exc_info=True)
 
     def close(self) -> None:
-        if self._producer is not None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
             try:
-                self._producer.flush(timeout=self._timeout_s)
+                producer.flush(timeout=self._timeout_s)
             finally:
-                self._producer.close(timeout=self._timeout_s)
-                self._producer = None
+                producer.close(timeout=self._timeout_s)
 
 
 class KafkaStreamConsumer:

@@ -162,3 +162,34 @@ def test_embedded_publisher_raises_when_the_database_is_gone(tmp_path) -> None:
         connection.exec_driver_sql("DROP TABLE queue_messages")
     with pytest.raises(StreamUnavailable):
         DatabaseQueuePublisher(make_session_factory(engine)).publish("t", b"k", b"v")
+
+
+def test_kafka_publisher_shares_one_producer_across_threads(kafka_bootstrap: str, unique_name) -> None:
+    """Parallel associations publish through one producer: every event is acknowledged and delivered once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    connection = KafkaConnection(bootstrap=kafka_bootstrap)
+    topic = unique_name("threads")
+    ensure_topics(connection, [topic], partitions=2, replication_factor=1)
+    created: list[object] = []
+
+    class CountingPublisher(KafkaPublisher):
+        def _new_producer(self):  # noqa: ANN202 - records each producer made
+            created.append(producer := super()._new_producer())
+            return producer
+
+    publisher = CountingPublisher(connection, publish_timeout_s=10)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(lambda i: publisher.publish(topic, str(i % 4).encode(), str(i).encode()), range(64))
+            )
+    finally:
+        publisher.close()
+    consumer = KafkaStreamConsumer(connection, group_id=unique_name("g"), topics=[topic])
+    try:
+        values = sorted(int(r.value) for r in poll_until(consumer, 64))
+    finally:
+        consumer.close()
+    assert values == list(range(64))
+    assert len(created) == 1
