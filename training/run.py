@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from training.trainset import TrainingSet, build_training_set, collect_sources
 log = structlog.get_logger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+PREDICTIONS_FILE = "test_predictions.json"
 
 
 class TrainingError(Exception):
@@ -210,6 +212,16 @@ def _gradcam_examples(
     return {"images": ts.images[chosen], "heatmaps": cam.heatmaps, "captions": captions}
 
 
+def _write_predictions(path: Path, ts: TrainingSet, outcome: SplitOutcome) -> None:
+    """The grouped model's test probabilities per item: for audits, and to check the worker reproduces them."""
+    items = ts.manifest.items
+    rows = [
+        {"key": items[i].key, "label": items[i].label, "probabilities": [float(p) for p in probs]}
+        for i, probs in zip(outcome.test_indices.tolist(), outcome.test_probabilities, strict=True)
+    ]
+    path.write_text(json.dumps({"classes": ts.manifest.classes, "items": rows}, indent=1) + "\n")
+
+
 def summary_metrics(outcome: SplitOutcome) -> dict[str, Any]:
     m = outcome.test_metrics
     return {
@@ -295,6 +307,7 @@ def run_training(
             f"the saved artifact predicts differently from the trained model (max diff {reload_diff})"
         )
 
+    _write_predictions(run_dir / PREDICTIONS_FILE, ts, grouped)
     report = write_report(
         run_dir,
         version=version,

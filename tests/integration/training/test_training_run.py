@@ -1,0 +1,337 @@
+"""One real training run on small generated data (32 px, a few epochs), then its artifacts, manifest, worker reload and promotion.
+
+The run goes through `kidneyct train` against a real (SQLite) database holding imported JPG folders and
+labelled DICOM instances; tracing ResNet50 dominates its time, so every test here shares that one run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+import migrations
+from classifier.artifact import load_artifact, save_artifact
+from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, image_file_to_model_input, to_model_input
+from kidneyct.cli import cli
+from storage.db import make_engine, make_session_factory
+from storage.labels import add_label
+from storage.model_versions import get_active_model_version, get_model_version, register_model_version
+from storage.models import CLASS_NAMES, Instance, Series, Study
+from training.manifest import Manifest
+from training.promotion import promote
+from training.registry import new_labels_since_last_version, training_due
+
+pytestmark = pytest.mark.slow
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def write_kaggle_folder(
+    root: Path, *, scans_per_class: int = 5, slices_per_scan: int = 5, size: int = 64
+) -> None:
+    """`root/<Class>/<Class>- (N).jpg`: per class a few 'scans' of slowly drifting slices, classes by brightness."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for c, name in enumerate(CLASS_NAMES):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        n = 1
+        for _ in range(scans_per_class):
+            ry, rx = rng.uniform(0.25, 0.45), rng.uniform(0.2, 0.45)
+            cy, cx = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6)
+            blobs, radii, levels = (
+                rng.uniform(0.2, 0.8, (4, 2)),
+                rng.uniform(0.04, 0.12, 4),
+                rng.uniform(-60, 60, 4),
+            )
+            texture = rng.normal(0, 15, (size, size))
+            for k in range(slices_per_scan):
+                img = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1) * (50.0 + 40 * c)
+                for (by, bx), r, level in zip(blobs, radii, levels, strict=True):
+                    img += (((yy - by - 0.01 * k) ** 2 + (xx - bx) ** 2) < r**2) * level
+                img = np.clip(img + texture + rng.normal(0, 1.5, (size, size)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{name}- ({n}).jpg", quality=95)
+                n += 1
+    # An exact duplicate under another ID, as the Kaggle data has.
+    shutil.copyfile(root / "Cyst" / "Cyst- (3).jpg", root / "Cyst" / "Cyst- (99).jpg")
+
+
+def archive_dicom_study(
+    session: Any, archive: Path, *, slices: int, shift: int, missing: int = 0
+) -> tuple[str, list[str]]:
+    """Archive `slices` real CT instances of one new study (pydicom's CT_small, each shifted so no two share
+    pixels), plus `missing` instance rows whose files do not exist."""
+    study_uid, series_uid = generate_uid(), generate_uid()
+    study = Study(study_instance_uid=study_uid, first_received_at=NOW, last_received_at=NOW)
+    series = Series(series_instance_uid=series_uid, study=study, modality="CT")
+    session.add_all([study, series])
+    uids = []
+    for i in range(slices + missing):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = i + 1
+        pixels = ds.pixel_array
+        ds.PixelData = np.roll(pixels, shift + 2 * i, axis=1).astype(pixels.dtype).tobytes()
+        path = archive / f"{ds.SOPInstanceUID}.dcm"
+        if i < slices:
+            ds.save_as(path, enforce_file_format=True)
+        uids.append(ds.SOPInstanceUID)
+        session.add(
+            Instance(
+                sop_instance_uid=ds.SOPInstanceUID,
+                series=series,
+                sop_class_uid=ds.SOPClassUID,
+                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                archive_uri=path.resolve().as_uri(),
+                sha256="0" * 64,
+                size_bytes=1,
+                number_of_frames=1,
+                received_at=NOW,
+                state="processed",
+                updated_at=NOW,
+            )
+        )
+    session.flush()
+    return study_uid, uids
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Import a folder, label two DICOM studies (one with a missing file), and run `kidneyct train` once."""
+    root = tmp_path_factory.mktemp("training-run")
+    data_dir, images, archive = root / "data", root / "kaggle", root / "archive"
+    data_dir.mkdir()
+    archive.mkdir()
+    write_kaggle_folder(images)
+    url = f"sqlite:///{data_dir / 'kidneyct.db'}"
+    migrations.upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    with sessions.begin() as session:
+        tumor_study, _ = archive_dicom_study(session, archive, slices=3, shift=0)
+        stone_study, stone_uids = archive_dicom_study(session, archive, slices=2, shift=40, missing=1)
+        add_label(session, study_instance_uid=tumor_study, label="Tumor", source="test", now=NOW)
+        add_label(session, study_instance_uid=stone_study, label="Stone", source="test", now=NOW)
+    env = {"KIDNEYCT_DATA_DIR": str(data_dir), "KIDNEYCT_DATABASE_URL": url, "KIDNEYCT_LOG_FORMAT": "json"}
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["dataset", "import-folder", str(images)], env=env)
+    assert imported.exit_code == 0, imported.output
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs-phase1",
+            "2",
+            "--epochs-phase2",
+            "1",
+            "--batch-size",
+            "16",
+            "--seed",
+            "7",
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    with sessions() as session:
+        (version,) = [v.version for v in session.query(__import__("storage.models").models.ModelVersion)]
+    yield {
+        "url": url,
+        "env": env,
+        "sessions": sessions,
+        "version": version,
+        "run_dir": data_dir / "runs" / version,
+        "artifact_dir": data_dir / "models" / version,
+        "output": result.output,
+        "missing_uid": stone_uids[-1],
+        "runner": runner,
+    }
+
+
+def test_run_writes_every_artifact_and_registers_a_candidate(trained: dict[str, Any]) -> None:
+    """Report, figures, manifest, predictions, checkpoints and the weights+card exist; the DB row is a candidate."""
+    run_dir, artifact_dir = trained["run_dir"], trained["artifact_dir"]
+    for name in (
+        "report.json",
+        "report.md",
+        "manifest.json",
+        "test_predictions.json",
+        "class_histogram.png",
+        "confusion_grouped.png",
+        "confusion_random.png",
+        "learning_curves_grouped.png",
+        "learning_curves_random.png",
+        "gradcam.png",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert list((run_dir / "checkpoints" / "grouped").glob("phase1*.weights.h5"))
+    assert list((run_dir / "checkpoints" / "grouped").glob("phase2*.weights.h5"))
+    card = json.loads((artifact_dir / "model_card.json").read_text())
+    manifest_hash = Manifest.read(run_dir / "manifest.json").hash()
+    assert card["manifest_hash"] == manifest_hash
+    with trained["sessions"]() as session:
+        row = get_model_version(session, version=trained["version"])
+        assert row is not None and row.status == "candidate"
+        assert row.manifest_hash == manifest_hash and row.sha256 == card["weights_sha256"]
+        assert row.metrics["grouped_test"]["macro_f1"] == pytest.approx(
+            json.loads((run_dir / "report.json").read_text())["grouped"]["test"]["macro_f1"]
+        )
+
+
+def test_report_gives_grouped_and_random_metrics_side_by_side(trained: dict[str, Any]) -> None:
+    """report.json has both splits' test metrics and both phases' histories; report.md tabulates them."""
+    report = json.loads((trained["run_dir"] / "report.json").read_text())
+    for split in ("grouped", "random"):
+        test = report[split]["test"]
+        assert set(test["per_class"]) == set(CLASS_NAMES)
+        assert len(test["confusion_matrix"]) == 4 and sum(map(sum, test["confusion_matrix"])) == test["n"]
+        assert set(report[split]["training"]) == {"phase1", "phase2"}
+        assert len(report[split]["training"]["phase1"]["history"]["val_loss"]) >= 1
+    markdown = (trained["run_dir"] / "report.md").read_text()
+    assert "| macro-F1 |" in markdown and "random image-level split" in markdown and "gradcam.png" in markdown
+
+
+def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any]) -> None:
+    """No group straddles splits; the duplicate copy is dropped; the unreadable DICOM is listed as skipped."""
+    manifest = Manifest.read(trained["run_dir"] / "manifest.json")
+    split_of_group: dict[str, str] = {}
+    for item in manifest.items:
+        assert split_of_group.setdefault(item.group, item.split) == item.split
+    assert {d["key"].rsplit("/", 1)[-1] for d in manifest.dropped_duplicates} == {"Cyst- (99).jpg"}
+    assert not any(i.key.endswith("Cyst- (99).jpg") for i in manifest.items)
+    dicom = [i for i in manifest.items if i.source == "dicom"]
+    assert len(dicom) == 5 and len({i.group for i in dicom}) == 2  # two studies, one group each
+    assert [s["key"] for s in manifest.skipped] == [f"dicom:{trained['missing_uid']}#0"]
+    assert "file missing" in manifest.skipped[0]["reason"]
+    assert {i.split for i in manifest.items} == {"train", "val", "test"}
+
+
+def test_worker_path_reproduces_the_trainers_probabilities(trained: dict[str, Any]) -> None:
+    """The artifact loaded as the worker loads it predicts the trainer's test probabilities from the files."""
+    model, card = load_artifact(trained["artifact_dir"], expected_image_size=32)
+    manifest = Manifest.read(trained["artifact_dir"] / "manifest.json")
+    by_key = {i.key: i for i in manifest.items}
+    recorded = json.loads((trained["run_dir"] / "test_predictions.json").read_text())["items"]
+    assert recorded
+    inputs = []
+    for row in recorded:
+        item = by_key[row["key"]]
+        if item.source == "dicom":
+            inputs.append(
+                to_model_input(dicom_to_frames(item.path, card.window_obj), card.image_size)[item.frame or 0]
+            )
+        else:
+            inputs.append(image_file_to_model_input(item.path, card.image_size)[0])
+    predicted = np.asarray(model.predict(np.stack(inputs), verbose=0))
+    np.testing.assert_allclose(predicted, [r["probabilities"] for r in recorded], atol=1e-5)
+    assert card.window == KIDNEY_WINDOW.as_dict()
+
+
+def _derived_candidate(trained: dict[str, Any], name: str, head: str) -> str:
+    """Register a copy of the trained model with a rewritten output layer: 'zero' (constant) or 'oracle'."""
+    model, card = load_artifact(trained["artifact_dir"])
+    manifest = Manifest.read(trained["artifact_dir"] / "manifest.json")
+    out = model.get_layer("predictions")
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in out.weights)
+    if head == "zero":  # uniform probabilities: always the first class, macro-F1 at most 0.1 on balanced data
+        kernel, bias = np.zeros_like(kernel), np.zeros_like(bias)
+    else:  # least squares from the hidden layer to the test labels: perfect on the evaluation set
+        items = manifest.items_in("test")
+        inputs = np.stack(
+            [
+                image_file_to_model_input(i.path, 32)[0]
+                if i.source == "image"
+                else to_model_input(dicom_to_frames(i.path), 32)[i.frame or 0]
+                for i in items
+            ]
+        )
+        hidden = keras.Model(model.input, model.get_layer("dense_512").output).predict(inputs, verbose=0)
+        targets = 20.0 * (np.eye(4)[[CLASS_NAMES.index(i.label) for i in items]] - 0.5)
+        solution, *_ = np.linalg.lstsq(np.c_[hidden, np.ones(len(hidden))], targets, rcond=None)
+        kernel, bias = solution[:-1].astype(np.float32), solution[-1].astype(np.float32)
+    out.set_weights([kernel, bias])
+    directory = trained["artifact_dir"].parent / name
+    new_card = save_artifact(
+        model,
+        directory,
+        {"version": name, "manifest_hash": card.manifest_hash, "extra": {"manifest_file": "manifest.json"}},
+    )
+    shutil.copyfile(trained["artifact_dir"] / "manifest.json", directory / "manifest.json")
+    with trained["sessions"].begin() as session:
+        register_model_version(
+            session,
+            version=name,
+            artifact_uri=directory.resolve().as_uri(),
+            sha256=new_card.weights_sha256,
+            card=json.loads(new_card.to_json()),
+            metrics={},
+            manifest_hash=card.manifest_hash,
+            now=dt.datetime.now(dt.UTC),
+        )
+    return name
+
+
+def test_promotion_accepts_better_refuses_worse_and_records_force(trained: dict[str, Any]) -> None:
+    """First promotion with no active model; a perfect candidate is promoted; a worse one is refused unless forced."""
+    sessions, runner, env = trained["sessions"], trained["runner"], trained["env"]
+    oracle = _derived_candidate(trained, "oracle", "oracle")
+    constant = _derived_candidate(trained, "constant", "zero")
+
+    first = runner.invoke(cli, ["models", "promote", trained["version"]], env=env)
+    assert first.exit_code == 0, first.output
+    assert "no active model" in first.output
+
+    with sessions.begin() as session:
+        better = promote(session, version=oracle, force=False, now=dt.datetime.now(dt.UTC))
+    assert better.promote and not better.forced
+
+    refused = runner.invoke(cli, ["models", "promote", constant], env=env)
+    assert refused.exit_code != 0 and "refused" in refused.output
+    with sessions() as session:
+        assert get_active_model_version(session).version == oracle  # type: ignore[union-attr]
+        assert get_model_version(session, version=constant).promotion_note.startswith("refused")  # type: ignore[union-attr]
+
+    forced = runner.invoke(cli, ["models", "promote", constant, "--force"], env=env)
+    assert forced.exit_code == 0, forced.output
+    with sessions() as session:
+        active = get_active_model_version(session)
+        assert (
+            active is not None and active.version == constant and active.promotion_note.startswith("FORCED")
+        )
+        assert get_model_version(session, version=oracle).status == "retired"  # type: ignore[union-attr]
+
+    listing = runner.invoke(cli, ["models", "list"], env=env)
+    assert listing.exit_code == 0 and constant in listing.output and "FORCED" in listing.output
+
+
+def test_min_new_labels_waits_for_enough_new_labels(trained: dict[str, Any]) -> None:
+    """`train --min-new-labels 1` does nothing right after a run; one new label makes training due."""
+    result = trained["runner"].invoke(cli, ["train", "--min-new-labels", "1"], env=trained["env"])
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    with trained["sessions"].begin() as session:
+        add_label(
+            session,
+            sop_instance_uid=generate_uid(),
+            label="Normal",
+            source="test",
+            now=dt.datetime.now(dt.UTC),
+        )
+    with trained["sessions"]() as session:
+        new = new_labels_since_last_version(session)
+    assert new == 1 and training_due(new_labels=new, min_new_labels=1)
