@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -152,6 +153,9 @@ def import_folder_command(settings: Settings, root: Path, source: str | None) ->
 @click.option("--no-augment", is_flag=True, help="Turn off shift/rotation/intensity augmentation.")
 @click.option("--phash-max-distance", type=int, default=4, show_default=True)
 @click.option("--chain-min-correlation", type=float, default=0.9, show_default=True)
+@click.option(
+    "--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE when it names a GPU)."
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -172,8 +176,18 @@ def train(
     no_augment: bool,
     phash_max_distance: int,
     chain_min_correlation: float,
+    device: str | None,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
+    from classifier.device import DeviceError, parse_device, pin_device
+
+    chosen = device or settings.device
+    # The default `cpu` is not pinned: a trainer with no device configured may use whatever it finds.
+    if device is not None or chosen != "cpu":
+        try:
+            pin_device(parse_device(chosen), os.environ)  # before Keras is imported below
+        except DeviceError as exc:
+            raise click.BadParameter(str(exc), param_hint="--device") from exc
     from classifier.preprocess import Window
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
