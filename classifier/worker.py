@@ -36,12 +36,13 @@ from classifier.writer import Predicted, write_batch
 from storage.model_versions import get_active_model_version
 from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
 from storage.results import PROBABILITY_COLUMNS, incomplete_studies, mark_study_complete
-from storage.stream import Consumer, Publisher, Record, StreamUnavailable, next_offsets
+from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 RECOVERABLE = (SQLAlchemyError, StreamUnavailable)
+MAX_COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ class Worker:
         self._serving: ServingModel | None = None
         self._next_model_check = 0.0
         self._next_sweep = 0.0
-        self.batches_done = 0  # for tests and benchmarks: batches fully committed
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_failures = 0
+        self.batches_done = 0  # for tests and benchmarks: batches fully written
 
     # --- control --------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -138,8 +141,10 @@ class Worker:
                 if pending is not None:
                     self._finish(pending)
                 pending = incoming
-                if pending is None and self._stop.is_set():
-                    break
+                if pending is None:
+                    self._commit_offsets()  # idle: retry a commit that failed
+                    if self._stop.is_set():
+                        break
                 self._maybe_sweep()
                 self._maybe_switch_model()
         except Abandoned:
@@ -216,11 +221,9 @@ class Worker:
         new_rows = self._retry("write_batch", write)
         write_s = self._clock() - started
         self._retry("publish_results", lambda: self._publish(serving, predicted, poisoned))
-        try:
-            self._consumer.commit(next_offsets(batch.records))
-        except StreamUnavailable as exc:
-            # The rows are in the database: a replay of these records writes nothing new.
-            log.warning("offset_commit_failed", error=str(exc))
+        for tp, offset in next_offsets(batch.records).items():
+            self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, 0))
+        self._commit_offsets()
         self.batches_done += 1
         log.info(
             "batch_processed",
@@ -232,6 +235,24 @@ class Worker:
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
+
+    def _commit_offsets(self) -> None:
+        """Commit what is written; a failed commit is retried with the next one (or when idle)."""
+        if not self._uncommitted:
+            return
+        try:
+            self._consumer.commit(dict(self._uncommitted))
+        except StreamUnavailable as exc:
+            # The rows are in the database: at worst a replay of these records writes nothing new.
+            self._commit_failures += 1
+            log.warning("offset_commit_failed", error=str(exc), attempt=self._commit_failures)
+            if self._commit_failures >= MAX_COMMIT_ATTEMPTS:
+                # Most likely a rebalance moved the partitions away; their new owner replays them.
+                self._uncommitted.clear()
+                self._commit_failures = 0
+            return
+        self._uncommitted.clear()
+        self._commit_failures = 0
 
     def _predict(self, serving: ServingModel, decoded: list[DecodedInstance]) -> list[Predicted]:
         if not decoded:

@@ -105,7 +105,7 @@ def write_instance(
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, interval_s: float = 0.05) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float = 180.0, interval_s: float = 0.05) -> None:
     """Poll `condition` until it holds; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
