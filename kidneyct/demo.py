@@ -209,7 +209,10 @@ def demo(
                 min_new_labels=0,
                 random_split=False,
                 no_augment=True,
-                phash_max_distance=4,
+                # Every synthetic study is an independent draw and the study key already keeps its
+                # slices together; perceptual-hash links between look-alike phantoms would merge
+                # studies into a few groups and leave the grouped split without a test part.
+                phash_max_distance=-1,
                 chain_min_correlation=0.9,
             )
             version = _newest_candidate(sessions)
