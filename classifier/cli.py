@@ -41,7 +41,7 @@ def worker(
     from classifier.batching import BatchPolicy
     from classifier.errors import NoActiveModel
     from classifier.study_rule import StudyRule
-    from classifier.worker import Worker, WorkerConfig
+    from classifier.worker import Abandoned, Worker, WorkerConfig
     from kidneyct.database import make_database
     from kidneyct.streams import make_consumer, make_publisher
 
@@ -84,6 +84,8 @@ def worker(
         runner.run()
     except NoActiveModel as exc:
         raise click.ClickException(str(exc)) from exc
+    except Abandoned:
+        log.info("worker_stopped_before_start")  # stopped while the database was unreachable
     finally:
         consumer.close()
         publisher.close()

@@ -121,16 +121,19 @@ def dicom_to_hu(source: str | PathLike[str] | Dataset) -> tuple[np.ndarray, np.n
     """Hounsfield units as float32 [frames, rows, columns] and the padding mask (or None)."""
     ds = read_dataset(source)
     stored = _stored_pixels(ds)
+    return _hu_from_stored(ds, stored), padding_mask(ds, stored)
+
+
+def _hu_from_stored(ds: Dataset, stored: np.ndarray) -> np.ndarray:
     if "ModalityLUTSequence" in ds:
         # A lookup table rather than a linear rescale: rare for CT, but let pydicom apply it.
         from pydicom.pixels import apply_modality_lut
 
-        hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-    else:
-        hu = stored.astype(np.float32)
-        for i, (slope, intercept) in enumerate(rescale_parameters(ds, stored.shape[0])):
-            hu[i] = hu[i] * np.float32(slope) + np.float32(intercept)
-    return hu, padding_mask(ds, stored)
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    hu = stored.astype(np.float32)
+    for i, (slope, intercept) in enumerate(rescale_parameters(ds, stored.shape[0])):
+        hu[i] = hu[i] * np.float32(slope) + np.float32(intercept)
+    return hu
 
 
 def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
@@ -140,11 +143,31 @@ def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
+def _window_integer_pixels(
+    stored: np.ndarray, params: list[tuple[float, float]], window: Window
+) -> np.ndarray:
+    """Rescale + window of integer stored values through a lookup table: the same float32 arithmetic
+    as `apply_window(dicom_to_hu(...))`, done once per distinct stored value instead of per pixel."""
+    out = np.empty(stored.shape, dtype=np.uint8)
+    for pair in set(params):
+        idx = [i for i, p in enumerate(params) if p == pair]
+        part = stored[idx]
+        low, high = int(part.min()), int(part.max())
+        values = np.arange(low, high + 1, dtype=np.float32) * np.float32(pair[0]) + np.float32(pair[1])
+        lut = apply_window(values, window)
+        out[idx] = lut[part.astype(np.int64) - low]
+    return out
+
+
 def dicom_to_frames(source: str | PathLike[str] | Dataset, window: Window = KIDNEY_WINDOW) -> np.ndarray:
     """Windowed 8-bit frames [frames, rows, columns] of a grayscale DICOM instance."""
     ds = read_dataset(source)
-    hu, mask = dicom_to_hu(ds)
-    frames = apply_window(hu, window)
+    stored = _stored_pixels(ds)
+    if "ModalityLUTSequence" not in ds and np.issubdtype(stored.dtype, np.integer):
+        frames = _window_integer_pixels(stored, rescale_parameters(ds, stored.shape[0]), window)
+    else:
+        frames = apply_window(_hu_from_stored(ds, stored), window)
+    mask = padding_mask(ds, stored)
     if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
         frames = np.uint8(255) - frames
     if mask is not None:
@@ -165,7 +188,7 @@ def pad_to_square(frame: np.ndarray) -> np.ndarray:
 
 
 def _resize(frame: np.ndarray, image_size: int) -> np.ndarray:
-    square = pad_to_square(np.asarray(frame, dtype=np.float32))
+    square = pad_to_square(np.asarray(frame)).astype(np.float32, copy=False)
     if square.shape[0] == image_size:
         return square
     # Float ("F") mode: no second 8-bit rounding; PIL's bilinear widens its support when shrinking.

@@ -182,6 +182,10 @@ class Worker:
 
     # --- one batch ---------------------------------------------------------------------------
     def _finish(self, batch: _Batch) -> None:
+        with structlog.contextvars.bound_contextvars(model_version=self.serving.version):
+            self._finish_batch(batch)
+
+    def _finish_batch(self, batch: _Batch) -> None:
         serving = self.serving
         outcomes = [f.result() for f in batch.futures]
         decoded: list[DecodedInstance] = []
@@ -227,7 +231,6 @@ class Worker:
         self.batches_done += 1
         log.info(
             "batch_processed",
-            model_version=serving.version,
             events=len(batch.records),
             frames=sum(len(p.probabilities) for p in predicted),
             poisoned=len(poisoned),

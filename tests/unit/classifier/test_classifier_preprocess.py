@@ -160,3 +160,21 @@ def test_window_must_have_positive_width() -> None:
     """A zero-width window is a configuration error."""
     with pytest.raises(ValueError):
         Window(40, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "window"),
+    [
+        ("693_UNCR.dcm", KIDNEY_WINDOW),
+        ("CT_small.dcm", Window(300, 1500)),
+        ("eCT_Supplemental.dcm", KIDNEY_WINDOW),
+    ],
+)
+def test_lookup_table_path_equals_per_pixel_arithmetic(name: str, window: Window) -> None:
+    """The fast integer lookup table gives exactly the per-pixel HU + window result."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    hu, mask = dicom_to_hu(ds)
+    expected = apply_window(hu, window)
+    if mask is not None:
+        expected[mask] = 0
+    np.testing.assert_array_equal(dicom_to_frames(ds, window), expected)
