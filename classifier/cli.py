@@ -39,7 +39,7 @@ def worker(
     import keras
 
     from classifier.batching import BatchPolicy
-    from classifier.errors import NoActiveModel
+    from classifier.errors import ArtifactError, NoActiveModel
     from classifier.study_rule import StudyRule
     from classifier.worker import Abandoned, Worker, WorkerConfig
     from kidneyct.database import make_database
@@ -82,7 +82,7 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except NoActiveModel as exc:
+    except (NoActiveModel, ArtifactError) as exc:
         raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable
