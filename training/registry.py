@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ def register_candidate(session: Session, *, run: TrainedRun, now: dt.datetime) -
         version=run.version,
         artifact_uri=run.artifact_dir.resolve().as_uri(),
         sha256=run.card.weights_sha256,
-        card=dict(run.card.__dict__),
+        card=dataclasses.asdict(run.card),
         metrics=run.card.metrics,
         manifest_hash=run.manifest_hash,
         now=now,

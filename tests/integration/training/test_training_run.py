@@ -28,7 +28,12 @@ from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, image_file_to_
 from kidneyct.cli import cli
 from storage.db import make_engine, make_session_factory
 from storage.labels import add_label
-from storage.model_versions import get_active_model_version, get_model_version, register_model_version
+from storage.model_versions import (
+    get_active_model_version,
+    get_model_version,
+    list_model_versions,
+    register_model_version,
+)
 from storage.models import CLASS_NAMES, Instance, Series, Study
 from training.manifest import Manifest
 from training.promotion import promote
@@ -150,7 +155,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     )
     assert result.exit_code == 0, result.output
     with sessions() as session:
-        (version,) = [v.version for v in session.query(__import__("storage.models").models.ModelVersion)]
+        (version,) = [v.version for v in list_model_versions(session)]
     yield {
         "url": url,
         "env": env,
