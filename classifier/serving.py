@@ -35,6 +35,13 @@ class ServingModel:
         ]
         return np.concatenate(parts)
 
+    def warm_up(self) -> None:
+        """Trace the predict function for two batch sizes now: Keras' TensorFlow backend then relaxes
+        the batch dimension, so no batch size pays for tracing (seconds on a CPU) while serving."""
+        size = self.card.image_size
+        for n in (1, 2):
+            self.model.predict_on_batch(np.zeros((n, size, size, 3), dtype=np.float32))
+
 
 def artifact_directory(artifact_uri: str) -> Path:
     """A model version's artifact folder from its `file://` URI or path."""
@@ -46,4 +53,6 @@ def artifact_directory(artifact_uri: str) -> Path:
 def load_serving_model(row: ModelVersion) -> ServingModel:
     """Rebuild and load `row`'s artifact; the weights must hash to what the registry recorded."""
     model, card = load_artifact(artifact_directory(row.artifact_uri), expected_sha256=row.sha256)
-    return ServingModel(model_version_id=row.id, version=row.version, model=model, card=card)
+    serving = ServingModel(model_version_id=row.id, version=row.version, model=model, card=card)
+    serving.warm_up()
+    return serving

@@ -35,7 +35,7 @@ from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
 from storage.model_versions import get_active_model_version
 from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
-from storage.results import PROBABILITY_COLUMNS, incomplete_studies, mark_study_complete
+from storage.results import PROBABILITY_COLUMNS, IncompleteStudy, incomplete_studies, mark_study_complete
 from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
 
 log = structlog.get_logger(__name__)
@@ -329,11 +329,16 @@ class Worker:
             log.warning("study_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     def sweep_completed_studies(self) -> int:
-        """Mark stable studies complete and announce them (announce first: at-least-once)."""
+        """Mark stable studies complete and announce them.
+
+        Three short steps, so that no database transaction is open while publishing (on the
+        embedded default the publisher writes to the same SQLite file): read the candidates,
+        announce them (at-least-once), then mark each complete unless it was re-opened meanwhile.
+        """
         now = self._utcnow()
         stable_age_s = self._config.stable_age_s
-        done = 0
-        with self._sessions.begin() as session:
+        announcements: list[tuple[IncompleteStudy, bytes, str, str]] = []
+        with self._sessions() as session:
             for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, stable_age_s)):
                 if not is_complete(
                     last_received_at=candidate.last_received_at,
@@ -358,17 +363,26 @@ class Worker:
                     n_instances=row.n_instances,
                     completed_at=now,
                 )
-                self._publisher.publish(
-                    self._config.topic_results, candidate.study_instance_uid.encode(), value
+                announcements.append((candidate, value, version.version, row.label))
+        for candidate, value, _, _ in announcements:
+            self._publisher.publish(self._config.topic_results, candidate.study_instance_uid.encode(), value)
+        done = 0
+        with self._sessions.begin() as session:
+            for candidate, _, version_name, label in announcements:
+                marked = mark_study_complete(
+                    session,
+                    study_prediction_id=candidate.study_prediction_id,
+                    expected_updated_at=candidate.updated_at,
+                    now=now,
                 )
-                mark_study_complete(session, study_prediction_id=candidate.study_prediction_id, now=now)
-                log.info(
-                    "study_completed",
-                    study_instance_uid=candidate.study_instance_uid,
-                    model_version=version.version,
-                    label=row.label,
-                )
-                done += 1
+                if marked:
+                    done += 1
+                    log.info(
+                        "study_completed",
+                        study_instance_uid=candidate.study_instance_uid,
+                        model_version=version_name,
+                        label=label,
+                    )
         return done
 
     # --- retries -----------------------------------------------------------------------------

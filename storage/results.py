@@ -139,7 +139,9 @@ def upsert_studies(session: Session, *, studies: Sequence[StudyRow]) -> dict[str
     return {uid: id_ for uid, id_ in session.execute(stmt)}
 
 
-def upsert_series(session: Session, *, series: Sequence[SeriesRow], study_ids: dict[str, int]) -> dict[str, int]:
+def upsert_series(
+    session: Session, *, series: Sequence[SeriesRow], study_ids: dict[str, int]
+) -> dict[str, int]:
     """Insert or update series; returns their ids by Series Instance UID."""
     if not series:
         return {}
@@ -352,15 +354,18 @@ def incomplete_studies(session: Session, *, cutoff: dt.datetime) -> list[Incompl
     return [IncompleteStudy(*row) for row in session.execute(stmt)]
 
 
-def mark_study_complete(session: Session, *, study_prediction_id: int, now: dt.datetime) -> StudyPrediction:
-    """Mark one study result complete (only if still open) and return it."""
-    session.execute(
+def mark_study_complete(
+    session: Session, *, study_prediction_id: int, expected_updated_at: dt.datetime, now: dt.datetime
+) -> bool:
+    """Mark one study result complete if it is still open and unchanged since `expected_updated_at`
+    (a recompute in between re-opened it); returns whether it was marked."""
+    result = session.execute(
         update(StudyPrediction)
-        .where(StudyPrediction.id == study_prediction_id, StudyPrediction.complete.is_(False))
+        .where(
+            StudyPrediction.id == study_prediction_id,
+            StudyPrediction.complete.is_(False),
+            StudyPrediction.updated_at == expected_updated_at,
+        )
         .values(complete=True, completed_at=now)
     )
-    row = session.get(StudyPrediction, study_prediction_id, populate_existing=True)
-    if row is None:
-        raise LookupError(f"no study prediction {study_prediction_id}")
-    return row
-
+    return bool(result.rowcount)

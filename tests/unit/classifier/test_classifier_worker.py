@@ -31,8 +31,10 @@ from classifier.serving import ServingModel, artifact_directory
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from storage.db import make_engine, make_session_factory
+from storage.db_queue import DatabaseQueuePublisher
 from storage.model_versions import activate_model_version
-from storage.models import Instance, ModelVersion, Prediction, Study, StudyPrediction
+from storage.models import Instance, ModelVersion, Prediction, QueueMessage, Study, StudyPrediction
+from storage.results import incomplete_studies, mark_study_complete
 from storage.stream import TopicPartition
 
 RESULTS, DLQ = "results", "dead-letter"
@@ -284,3 +286,46 @@ def test_study_completes_after_stable_age_and_late_instance_reopens(harness: Har
     harness.stop()
     done = [json.loads(v) for v in harness.publisher.on(RESULTS) if b"study_complete" in v]
     assert [d["n_instances"] for d in done] == [2, 3]
+
+
+def test_sweep_on_the_embedded_queue_announces_without_lock_fights(
+    sessions, loader, artifacts, tmp_path
+) -> None:
+    """With the SQLite queue as results publisher, a sweep announces and marks the study complete
+    (no transaction of the sweep is open while it publishes into the same file)."""
+    directory, sha = artifacts["v1"]
+    register(sessions, version="v1", directory=directory, sha256=sha, active=True)
+    h = Harness(sessions, loader, tmp_path / "archive")
+    queue = DatabaseQueuePublisher(sessions)
+    h.worker._publisher = queue  # the embedded default's results publisher, on the same SQLite file
+    for study in ("1.2.3.5", "1.2.3.6"):  # two: a write for the first must not block publishing the second
+        h.consumer.append(write_instance(h.archive, study=study, received_at=T0).to_json())
+    h.start()
+    wait_for(lambda: h.committed() == 2)
+    h.now = T0 + dt.timedelta(seconds=61)
+    assert h.worker.sweep_completed_studies() == 2
+    h.stop()
+    with sessions() as s:
+        assert list(s.scalars(select(StudyPrediction.complete))) == [True, True]
+        values = list(s.scalars(select(QueueMessage.value).where(QueueMessage.topic == RESULTS)))
+    assert sorted(json.loads(v)["type"] for v in values) == ["instance_result"] * 2 + ["study_complete"] * 2
+
+
+def test_a_study_reopened_after_the_sweep_read_it_is_not_marked(harness: Harness) -> None:
+    """Marking checks the result is unchanged since it was read; a recompute in between wins."""
+    harness.consumer.append(write_instance(harness.archive, received_at=T0).to_json())
+    harness.start()
+    wait_for(lambda: harness.committed() == 1)
+    harness.stop()
+    with harness.sessions.begin() as s:
+        candidate = incomplete_studies(s, cutoff=T0 + dt.timedelta(seconds=5))[0]
+        stale = candidate.updated_at - dt.timedelta(seconds=1)
+        assert not mark_study_complete(
+            s, study_prediction_id=candidate.study_prediction_id, expected_updated_at=stale, now=T0
+        )
+        assert mark_study_complete(
+            s,
+            study_prediction_id=candidate.study_prediction_id,
+            expected_updated_at=candidate.updated_at,
+            now=T0,
+        )
