@@ -37,34 +37,25 @@ def worker(
         raise click.BadParameter(str(exc), param_hint="--device") from exc
 
     import keras
+    from prometheus_client import CollectorRegistry
 
-    from classifier.batching import BatchPolicy
     from classifier.errors import ArtifactError, NoActiveModel
-    from classifier.study_rule import StudyRule
-    from classifier.worker import Abandoned, Worker, WorkerConfig
+    from classifier.metrics import WorkerMetrics
+    from classifier.wiring import build_worker
+    from classifier.worker import Abandoned
     from kidneyct.database import make_database
-    from kidneyct.streams import make_consumer, make_publisher
+    from kidneyct.metrics import serve_metrics
 
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    sessions = make_database(settings)
-    config = WorkerConfig(
-        archive_dir=settings.resolved_archive_dir(),
-        topic_results=settings.topic_results,
-        topic_dead_letter=settings.topic_dead_letter,
-        batch=BatchPolicy(
-            max_size=batch_size or settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000
-        ),
-        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
-        stable_age_s=settings.study_stable_age_s,
-        decode_workers=settings.decode_workers,
-        model_poll_s=settings.model_poll_s,
-    )
-    consumer = make_consumer(
-        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
-    )
-    publisher = make_publisher(settings, sessions)
-    runner = Worker(consumer=consumer, publisher=publisher, session_factory=sessions, config=config)
+    metrics = WorkerMetrics(CollectorRegistry())
+    wired = build_worker(settings, make_database(settings), metrics=metrics, batch_size=batch_size)
+    runner = wired.worker
+    metrics_server = None
+    if settings.metrics_port > 0:
+        metrics_server = serve_metrics(
+            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+        )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("worker_stopping", signal=signal.Signals(signum).name)
@@ -78,7 +69,7 @@ def worker(
             "worker_started",
             device=str(chosen),
             backend=keras.backend.backend(),
-            batch_size=config.batch.max_size,
+            batch_size=batch_size or settings.batch_size,
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
@@ -87,5 +78,6 @@ def worker(
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable
     finally:
-        consumer.close()
-        publisher.close()
+        wired.close()
+        if metrics_server is not None:
+            metrics_server.close()

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 import structlog
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +31,7 @@ from classifier import messages
 from classifier.batching import BatchPolicy, next_poll
 from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record
 from classifier.errors import ArtifactError, NoActiveModel
+from classifier.metrics import WorkerMetrics
 from classifier.serving import ServingModel, load_serving_model
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
@@ -82,6 +84,7 @@ class Worker:
         publisher: Publisher,
         session_factory: sessionmaker[Session],
         config: WorkerConfig,
+        metrics: WorkerMetrics | None = None,
         load_model: Callable[[ModelVersion], ServingModel] = load_serving_model,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], dt.datetime] = _utcnow,
@@ -90,6 +93,7 @@ class Worker:
         self._publisher = publisher
         self._sessions = session_factory
         self._config = config
+        self._metrics = metrics or WorkerMetrics(CollectorRegistry())
         self._load_model = load_model
         self._clock = clock
         self._utcnow = utcnow
@@ -122,6 +126,7 @@ class Worker:
                 "(`kidneyct models promote VERSION`)"
             )
         self._serving = self._load_model(row)
+        self._metrics.model_switches.inc()
         self._next_model_check = self._clock() + self._config.model_poll_s
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
@@ -229,6 +234,7 @@ class Worker:
             self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, 0))
         self._commit_offsets()
         self.batches_done += 1
+        self._record_batch(predicted, poisoned, predict_s=predict_s, write_s=write_s)
         log.info(
             "batch_processed",
             events=len(batch.records),
@@ -238,6 +244,18 @@ class Worker:
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
+
+    def _record_batch(
+        self, predicted: list[Predicted], poisoned: list[PoisonInstance], *, predict_s: float, write_s: float
+    ) -> None:
+        m = self._metrics
+        m.events.inc(len(predicted) + len(poisoned))
+        m.frames_predicted.inc(sum(len(p.probabilities) for p in predicted))
+        for p in poisoned:
+            m.instances_poisoned.labels(state=p.error.state).inc()
+        if predicted:
+            m.predict_seconds.observe(predict_s)
+        m.write_seconds.observe(write_s)
 
     def _commit_offsets(self) -> None:
         """Commit what is written; a failed commit is retried with the next one (or when idle)."""
@@ -316,6 +334,7 @@ class Worker:
         except ArtifactError as exc:
             log.error("model_switch_refused", model_version=row.version, error=str(exc))
             return
+        self._metrics.model_switches.inc()
         log.info("model_switched", previous=current.version, model_version=row.version)
 
     def _maybe_sweep(self) -> None:
@@ -383,6 +402,7 @@ class Worker:
                         model_version=version_name,
                         label=label,
                     )
+        self._metrics.studies_completed.inc(done)
         return done
 
     # --- retries -----------------------------------------------------------------------------
@@ -395,6 +415,7 @@ class Worker:
             try:
                 result = action()
             except RECOVERABLE as exc:
+                self._metrics.dependency_retries.labels(action=what).inc()
                 log.warning(
                     "dependency_unavailable",
                     action=what,

@@ -14,7 +14,8 @@ from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_cont
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
-from ingest.metrics import IngestMetrics, MetricsServer
+from ingest.metrics import IngestMetrics
+from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from storage.archive import Archive
 from storage.stream import Publisher

@@ -10,8 +10,9 @@ import click
 from prometheus_client import CollectorRegistry
 
 from ingest.app import build_listener, run_until_stopped
-from ingest.metrics import IngestMetrics, serve_metrics
+from ingest.metrics import IngestMetrics
 from kidneyct.database import make_database
+from kidneyct.metrics import serve_metrics
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 
@@ -28,7 +29,7 @@ def listen(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(metrics.registry, host=settings.dicom_host, port=settings.metrics_port)
+        metrics_server = serve_metrics(metrics.registry, host=settings.metrics_host, port=settings.metrics_port)
 
     stop = threading.Event()
 

@@ -3,10 +3,7 @@ time), so tests and several listeners in one process do not collide."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # C-STORE handling takes milliseconds to seconds (fsync, broker acknowledgement).
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -60,22 +57,3 @@ class IngestMetrics:
             "Associations established and not yet ended.",
             registry=registry,
         )
-
-
-@dataclass
-class MetricsServer:
-    server: WSGIServer
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> MetricsServer:
-    """Expose `registry` at http://host:port/metrics (port 0 picks a free one)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return MetricsServer(server)

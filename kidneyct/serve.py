@@ -21,14 +21,12 @@ from typing import TYPE_CHECKING
 import click
 import structlog
 from prometheus_client import CollectorRegistry
-from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.device import DeviceError, parse_device, pin_device
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
     from classifier.worker import Worker
-    from storage.stream import Consumer, Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +52,12 @@ def serve(settings: Settings, workers: int) -> None:
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
 
+    from classifier.metrics import WorkerMetrics
+    from classifier.wiring import build_worker
     from ingest.app import build_listener, run_until_stopped
-    from ingest.metrics import IngestMetrics, serve_metrics
+    from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database
+    from kidneyct.metrics import serve_metrics
     from kidneyct.streams import make_publisher
 
     url = settings.resolved_database_url()
@@ -67,7 +68,8 @@ def serve(settings: Settings, workers: int) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrations.upgrade(url)
     sessions = make_database(settings)
-    metrics = IngestMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
     listener_publisher = make_publisher(settings, sessions)
     try:
         listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
@@ -75,10 +77,11 @@ def serve(settings: Settings, workers: int) -> None:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(metrics.registry, host=settings.dicom_host, port=settings.metrics_port)
+        metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
 
-    built = [_build_worker(settings, sessions) for _ in range(workers)]
-    runners = [runner for runner, _ in built]
+    worker_metrics = WorkerMetrics(registry)
+    wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+    runners = [w.worker for w in wired]
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -113,39 +116,11 @@ def serve(settings: Settings, workers: int) -> None:
         runner.request_stop()
     for thread in threads:
         thread.join()
-    for _, streams in built:
-        for stream in streams:
-            stream.close()
+    for w in wired:
+        w.close()
     log.info("serve_stopped")
     if failures:
         raise click.ClickException(f"a worker failed: {failures[0]!r}")
-
-
-def _build_worker(
-    settings: Settings, sessions: sessionmaker[Session]
-) -> tuple[Worker, tuple[Consumer, Publisher]]:
-    """A worker wired like `kidneyct worker`'s, with its own consumer and publisher (closed by the caller)."""
-    from classifier.batching import BatchPolicy
-    from classifier.study_rule import StudyRule
-    from classifier.worker import Worker, WorkerConfig
-    from kidneyct.streams import make_consumer, make_publisher
-
-    config = WorkerConfig(
-        archive_dir=settings.resolved_archive_dir(),
-        topic_results=settings.topic_results,
-        topic_dead_letter=settings.topic_dead_letter,
-        batch=BatchPolicy(max_size=settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000),
-        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
-        stable_age_s=settings.study_stable_age_s,
-        decode_workers=settings.decode_workers,
-        model_poll_s=settings.model_poll_s,
-    )
-    consumer = make_consumer(
-        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
-    )
-    publisher = make_publisher(settings, sessions)
-    runner = Worker(consumer=consumer, publisher=publisher, session_factory=sessions, config=config)
-    return runner, (consumer, publisher)
 
 
 def _run_worker(runner: Worker, stop: threading.Event, poll_s: float, failures: list[BaseException]) -> None:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
         False, description="Also remove AccessionNumber from log events (it can identify a patient)."
     )
     metrics_port: int = Field(0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
+    metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint binds.")
 
     # --- database --------------------------------------------------------------------------
     database_url: SecretStr | None = Field(

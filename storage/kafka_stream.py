@@ -126,6 +126,13 @@ class KafkaStreamConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
         )
+        # A blocking metadata fetch: without it a new group member can join before it knows a just-created
+        # topic, get no partitions, and idle until the next metadata refresh (kafka-python #2377).
+        try:
+            self._consumer.topics()
+        except KafkaError as exc:
+            self._consumer.close(autocommit=False)
+            raise StreamUnavailable(f"kafka metadata fetch failed: {exc}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         try:

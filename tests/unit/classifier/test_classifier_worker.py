@@ -19,6 +19,7 @@ from classifier_kit import (
     wait_for,
     write_instance,
 )
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
@@ -27,6 +28,7 @@ import migrations
 from classifier.artifact import load_artifact
 from classifier.batching import BatchPolicy
 from classifier.errors import NoActiveModel
+from classifier.metrics import WorkerMetrics
 from classifier.serving import ServingModel, artifact_directory
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
@@ -89,11 +91,13 @@ class Harness:
             "retry_initial_s": 0.05,
         }
         settings.update(overrides)
+        self.metrics = WorkerMetrics(CollectorRegistry())
         self.worker = Worker(
             consumer=self.consumer,
             publisher=self.publisher,
             session_factory=sessions,
             config=WorkerConfig(**settings),  # type: ignore[arg-type]
+            metrics=self.metrics,
             load_model=loader,
             utcnow=lambda: self.now,
         )
@@ -195,6 +199,22 @@ def test_poison_goes_to_dead_letter_and_the_next_event_is_processed(harness: Har
     assert "InvalidEventError" in dead[0]["reason"]
     assert harness.count(Prediction) == 1
     assert sum(1 for entry in logs if entry["event"] == "instance_poisoned") == 3
+
+
+def test_metrics_count_events_frames_and_poison(harness: Harness) -> None:
+    """The Prometheus counters follow what the worker wrote: events, frames, poisoned by state."""
+    good = [write_instance(harness.archive) for _ in range(3)]
+    harness.start()
+    for value in (b"not json", *(e.to_json() for e in good)):
+        harness.consumer.append(value)
+    wait_for(lambda: harness.committed() == 4)
+    harness.stop()
+    registry = harness.metrics.registry
+    assert registry.get_sample_value("kidneyct_worker_events_total") == 4
+    assert registry.get_sample_value("kidneyct_worker_frames_predicted_total") == 3
+    assert registry.get_sample_value("kidneyct_worker_instances_poisoned_total", {"state": "failed"}) == 1
+    assert registry.get_sample_value("kidneyct_worker_model_loads_total") == 1
+    assert (registry.get_sample_value("kidneyct_worker_predict_seconds_count") or 0) >= 1
 
 
 def test_multiframe_instance_gives_one_row_per_frame(harness: Harness) -> None:

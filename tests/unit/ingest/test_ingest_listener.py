@@ -32,7 +32,7 @@ from pynetdicom.sop_class import Verification
 from structlog.testing import capture_logs
 
 from ingest import statuses
-from ingest.metrics import serve_metrics
+from kidneyct.metrics import serve_metrics
 from storage.events import InstanceEvent
 from storage.stream import StreamUnavailable
 

@@ -1,0 +1,49 @@
+"""Prometheus metrics of a classifier worker, on a registry it is given."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# A batch takes from milliseconds (a few slices on a GPU) to tens of seconds (224 px on a CPU).
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "kidneyct_worker_events", "Instance events written (predicted or poisoned).", registry=registry
+        )
+        self.frames_predicted = Counter(
+            "kidneyct_worker_frames_predicted", "Frames (slices) run through the model.", registry=registry
+        )
+        self.instances_poisoned = Counter(
+            "kidneyct_worker_instances_poisoned",
+            "Events that cannot be processed, by resulting instance state.",
+            ["state"],
+            registry=registry,
+        )
+        self.predict_seconds = Histogram(
+            "kidneyct_worker_predict_seconds",
+            "Model inference of one batch.",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.write_seconds = Histogram(
+            "kidneyct_worker_write_seconds",
+            "Database transaction of one batch.",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.studies_completed = Counter(
+            "kidneyct_worker_studies_completed", "Studies marked complete and announced.", registry=registry
+        )
+        self.dependency_retries = Counter(
+            "kidneyct_worker_dependency_retries",
+            "Retries while the database or the stream was unavailable.",
+            ["action"],
+            registry=registry,
+        )
+        self.model_switches = Counter(
+            "kidneyct_worker_model_loads", "Model versions loaded (start and switches).", registry=registry
+        )

@@ -1,0 +1,65 @@
+"""Builds a `Worker` from the settings: shared by `kidneyct worker` and `kidneyct serve` so the two
+cannot wire a worker differently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifier.batching import BatchPolicy
+from classifier.metrics import WorkerMetrics
+from classifier.study_rule import StudyRule
+from classifier.worker import Worker, WorkerConfig
+from kidneyct.settings import Settings
+from kidneyct.streams import make_consumer, make_publisher
+from storage.stream import Consumer, Publisher
+
+
+@dataclass
+class WiredWorker:
+    worker: Worker
+    consumer: Consumer
+    publisher: Publisher
+
+    def close(self) -> None:
+        """Release the stream clients (after `worker.run` returned)."""
+        self.consumer.close()
+        self.publisher.close()
+
+
+def worker_config(settings: Settings, *, batch_size: int | None = None) -> WorkerConfig:
+    return WorkerConfig(
+        archive_dir=settings.resolved_archive_dir(),
+        topic_results=settings.topic_results,
+        topic_dead_letter=settings.topic_dead_letter,
+        batch=BatchPolicy(
+            max_size=batch_size or settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000
+        ),
+        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
+        stable_age_s=settings.study_stable_age_s,
+        decode_workers=settings.decode_workers,
+        model_poll_s=settings.model_poll_s,
+    )
+
+
+def build_worker(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    metrics: WorkerMetrics,
+    batch_size: int | None = None,
+) -> WiredWorker:
+    """A worker in the consumer group of the settings, with its own consumer and publisher."""
+    consumer = make_consumer(
+        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
+    )
+    publisher = make_publisher(settings, sessions)
+    worker = Worker(
+        consumer=consumer,
+        publisher=publisher,
+        session_factory=sessions,
+        config=worker_config(settings, batch_size=batch_size),
+        metrics=metrics,
+    )
+    return WiredWorker(worker, consumer, publisher)
