@@ -349,3 +349,27 @@ def test_a_study_reopened_after_the_sweep_read_it_is_not_marked(harness: Harness
             expected_updated_at=candidate.updated_at,
             now=T0,
         )
+
+
+def test_event_whose_file_is_missing_is_failed_and_the_senders_retry_is_processed(harness: Harness) -> None:
+    """Ingest answered failure after the event went out (file gone): failed; the retry's event: processed."""
+    event = write_instance(harness.archive)
+    archived = Path(event.archive_uri.removeprefix("file://"))
+    kept = archived.with_suffix(".kept")
+    archived.rename(kept)  # as after a crash before the archive's directory fsync
+    harness.start()
+    harness.consumer.append(event.to_json())
+    wait_for(lambda: harness.committed() == 1)
+    with harness.sessions() as s:
+        assert (
+            s.scalar(select(Instance.state).where(Instance.sop_instance_uid == event.sop_instance_uid))
+            == "failed"
+        )
+    kept.rename(archived)  # the sender's retry archives the instance again and re-publishes
+    harness.consumer.append(event.to_json())
+    wait_for(lambda: harness.committed() == 2)
+    harness.stop()
+    with harness.sessions() as s:
+        state = s.scalar(select(Instance.state).where(Instance.sop_instance_uid == event.sop_instance_uid))
+    assert state == "processed"
+    assert harness.count(Prediction) == 1
