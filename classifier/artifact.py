@@ -42,6 +42,9 @@ class ModelCard:
     weights_file: str
     weights_sha256: str
     dropout: float = 0.4
+    # The graph mode of `build_model` (see there): a rebuild must use the same one, so that training
+    # continued from this artifact treats BatchNorm as the original run did. Old cards: fine-tuning.
+    from_scratch: bool = False
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
@@ -81,7 +84,7 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     """Write `model`'s weights and its card into `directory`; return the card.
 
     `card_fields` must give `version`; it may give `window` (a `Window` or dict), `manifest_hash`,
-    `metrics`, `dropout` and `extra`. Classes, input size, backend and hashes are filled in here.
+    `metrics`, `dropout`, `from_scratch` (how `build_model` built it) and `extra`. Classes, input size, backend and hashes are filled in here.
     """
     if "version" not in card_fields:
         raise ValueError("card_fields must give a version")
@@ -107,6 +110,7 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
         weights_file=WEIGHTS_FILE,
         weights_sha256=sha256_file(weights_path),
         dropout=float(card_fields.get("dropout", 0.4)),
+        from_scratch=bool(card_fields.get("from_scratch", False)),
         created_at=str(card_fields.get("created_at") or dt.datetime.now(dt.UTC).isoformat()),
         extra=dict(card_fields.get("extra", {})),
     )
@@ -156,7 +160,9 @@ def load_artifact(
         raise ArtifactError(f"weights sha256 {actual} does not match the card's {card.weights_sha256}")
     if expected_sha256 is not None and actual != expected_sha256:
         raise ArtifactError(f"weights sha256 {actual} does not match the registered {expected_sha256}")
-    model = build_model(image_size=card.image_size, weights=None, dropout=card.dropout)
+    model = build_model(
+        image_size=card.image_size, weights=None, dropout=card.dropout, from_scratch=card.from_scratch
+    )
     try:
         model.load_weights(weights_path)
     except (ValueError, KeyError, OSError) as exc:

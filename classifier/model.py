@@ -22,6 +22,9 @@ HEAD_LAYERS = ("avg_pool", "dense_512", "dropout", "predictions")
 # ImageNet channel means of ResNet50's "caffe" preprocessing, in BGR order.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MIN_IMAGE_SIZE = 32  # ResNet50 downsamples 32x; smaller inputs leave nothing to pool.
+# BatchNorm momentum of a from-scratch base: Keras' 0.99 needs hundreds of steps before the moving
+# statistics (used at inference) catch up with the batch statistics; a short CPU run has far fewer.
+FROM_SCRATCH_BN_MOMENTUM = 0.9
 
 Phase = Literal[1, 2]
 
@@ -47,10 +50,21 @@ def build_model(
     weights: str | None = None,
     dropout: float = 0.4,
     num_classes: int = len(CLASS_NAMES),
+    *,
+    from_scratch: bool = False,
 ) -> keras.Model:
     """ResNet50 (no top) -> global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax).
 
     `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
+    `from_scratch=False` (fine-tuning pre-trained weights) keeps the pre-trained BatchNorm statistics:
+    the base is called with `training=False`, and, because Keras 3's functional models pass the outer
+    call's `training` down over it during `fit`, `set_trainable_for_phase` also keeps every BatchNorm
+    layer non-trainable (a non-trainable Keras 3 BatchNorm always runs in inference mode).
+    `from_scratch=True` (random starting weights) calls the base plainly and sets BatchNorm momentum to
+    0.9; trained with `set_trainable_for_phase(..., from_scratch=True)`, BatchNorm normalises with
+    batch statistics and updates its moving statistics, which is what lets a random network learn at
+    all. Both graphs hold the same weights and predict identically; the mode matters for training, and
+    the model card records it so that a rebuild (`load_artifact`) matches.
     The output layer is always float32 so that mixed precision keeps probabilities exact enough.
     """
     if image_size < MIN_IMAGE_SIZE:
@@ -60,8 +74,15 @@ def build_model(
     base = keras.applications.ResNet50(
         include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
     )
-    # training=False keeps BatchNorm in inference mode even when the base is later unfrozen.
-    x = base(x, training=False)
+    if from_scratch:
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = FROM_SCRATCH_BN_MOMENTUM
+        x = base(x)
+    else:
+        # Intent: BatchNorm in inference mode. Keras 3 overrides this with fit's training=True, so the
+        # frozen BatchNorm layers of `set_trainable_for_phase` are what actually guarantee it.
+        x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name=HEAD_LAYERS[0])(x)
     x = layers.Dense(512, activation="relu", name=HEAD_LAYERS[1])(x)
     x = layers.Dropout(dropout, name=HEAD_LAYERS[2])(x)
@@ -75,14 +96,22 @@ def get_base(model: keras.Model) -> keras.Model:
     return base
 
 
-def set_trainable_for_phase(model: keras.Model, phase: Phase, unfreeze_from: str = "conv5_") -> None:
+def set_trainable_for_phase(
+    model: keras.Model, phase: Phase, unfreeze_from: str = "conv5_", *, from_scratch: bool = False
+) -> None:
     """Freeze for fine-tuning phase 1 (head only) or 2 (head + base layers from `unfreeze_from` on).
 
     BatchNormalization layers stay frozen in phase 2: their statistics come from pre-training and
-    small fine-tuning batches would only add noise. Recompile the model after calling this.
+    small fine-tuning batches would only add noise. With `from_scratch` (a model built with
+    `from_scratch=True`), phase 1 trains every layer, BatchNorm included: a random base has no
+    features worth freezing. Recompile the model after calling this.
     """
     base = get_base(model)
-    if phase == 1:
+    if phase == 1 and from_scratch:
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = True
+    elif phase == 1:
         base.trainable = False
     elif phase == 2:
         base.trainable = True

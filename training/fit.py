@@ -5,6 +5,11 @@ on (default the conv5 block; BatchNorm stays frozen, see `classifier.model`) and
 learning rate so the pre-trained features are adjusted, not destroyed. Both phases use categorical
 cross-entropy, class weights for imbalance, early stopping on validation loss (restoring the best
 weights) and a best-weights checkpoint per phase.
+
+From random weights (`from_scratch`) two-phase fine-tuning has nothing to protect: phase 1 trains the
+whole network, BatchNorm included, at phase 1's rate, and phase 2 is skipped (logged with the reason),
+since freezing all but conv5 of a network that was just trained end to end only repeats a subset of
+phase 1 at a rate too low to matter.
 """
 
 from __future__ import annotations
@@ -93,8 +98,14 @@ def _run_phase(
     weights: dict[int, float],
     config: FitConfig,
     checkpoint_dir: Path | None,
+    from_scratch: bool,
 ) -> PhaseResult:
-    set_trainable_for_phase(model, phase, unfreeze_from=config.unfreeze_from)  # type: ignore[arg-type]
+    set_trainable_for_phase(
+        model,
+        phase,  # type: ignore[arg-type]
+        unfreeze_from=config.unfreeze_from,
+        from_scratch=from_scratch,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
@@ -104,7 +115,12 @@ def _run_phase(
     checkpoint = checkpoint_dir / f"phase{phase}.best.weights.h5" if checkpoint_dir is not None else None
     n_images = len(getattr(train, "images", ())) or 0
     log.info(
-        "training_phase_started", phase=phase, epochs=epochs, learning_rate=learning_rate, images=n_images
+        "training_phase_started",
+        phase=phase,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        images=n_images,
+        from_scratch=from_scratch,
     )
     started = time.perf_counter()
     history = model.fit(
@@ -145,8 +161,13 @@ def fit_two_phase(
     num_classes: int,
     config: FitConfig,
     checkpoint_dir: Path | None = None,
+    from_scratch: bool = False,
 ) -> FitResult:
-    """Phase 1 (head only), then phase 2 (head + last block) unless `epochs_phase2` is 0."""
+    """Phase 1 (head only), then phase 2 (head + last block) unless `epochs_phase2` is 0.
+
+    With `from_scratch` (a model built with `build_model(from_scratch=True)`), phase 1 trains every
+    layer and phase 2 is skipped.
+    """
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     weights = class_weights(train_labels, num_classes)
@@ -157,12 +178,19 @@ def fit_two_phase(
         "weights": weights,
         "config": config,
         "checkpoint_dir": checkpoint_dir,
+        "from_scratch": from_scratch,
     }
     if config.epochs_phase1 > 0:
         result.phases.append(
             _run_phase(model, 1, epochs=config.epochs_phase1, learning_rate=config.lr_phase1, **common)
         )
-    if config.epochs_phase2 > 0:
+    if config.epochs_phase2 > 0 and from_scratch:
+        log.info(
+            "training_phase_skipped",
+            phase=2,
+            reason="from scratch: phase 1 trained every layer; no pre-trained features to fine-tune",
+        )
+    elif config.epochs_phase2 > 0:
         result.phases.append(
             _run_phase(model, 2, epochs=config.epochs_phase2, learning_rate=config.lr_phase2, **common)
         )

@@ -32,6 +32,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "val": outcome.val_metrics,
         "nearest_neighbour_test": outcome.nearest_neighbour_metrics,
         "training": outcome.fit.to_json(),
+        "from_scratch": outcome.from_scratch,
     }
 
 
@@ -48,7 +49,13 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Manifest `{report['manifest_hash']}`: {report['dataset']['items']} images in "
         f"{report['dataset']['groups']} near-duplicate groups; {report['dataset']['duplicates_dropped']} exact "
         f"duplicates dropped, {report['dataset']['skipped']} unreadable items skipped. Image size "
-        f"{report['config']['image_size']} px, initial weights `{report['config']['weights']}`, seed "
+        f"{report['config']['image_size']} px, initial weights `{report['config']['weights']}`"
+        + (
+            " (from scratch: phase 1 trains every layer, BatchNorm included; phase 2 skipped)"
+            if g.get("from_scratch")
+            else ""
+        )
+        + f", seed "
         f"{report['config']['seed']}, Keras {report['environment']['keras']} on {report['environment']['backend']}.",
         "",
         "The grouped split keeps every group of near-duplicates (a DICOM study; a chain of consecutive, highly "

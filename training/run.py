@@ -65,6 +65,7 @@ class SplitOutcome:
     test_indices: np.ndarray
     test_probabilities: np.ndarray
     counts: dict[str, dict[str, int]]
+    from_scratch: bool = False  # trained end to end from random weights (see `training.fit`)
 
 
 @dataclass
@@ -80,13 +81,14 @@ class TrainedRun:
     report: dict[str, Any]
 
 
-def make_model(image_size: int, weights: str) -> keras.Model:
-    """The classifier's model with the starting weights `--weights` asked for, or a clear TrainingError."""
+def make_model(image_size: int, weights: str) -> tuple[keras.Model, bool]:
+    """The classifier's model with the starting weights `--weights` asked for, and whether it trains
+    from scratch (random weights, or an artifact that was trained so); or a clear TrainingError."""
     if weights == "none":
-        return build_model(image_size=image_size, weights=None)
+        return build_model(image_size=image_size, weights=None, from_scratch=True), True
     if weights == "imagenet":
         try:
-            return build_model(image_size=image_size, weights="imagenet")
+            return build_model(image_size=image_size, weights="imagenet"), False
         except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL failures
             raise TrainingError(
                 "--weights imagenet downloads ResNet50's ImageNet weights and needs the internet; the download "
@@ -103,10 +105,10 @@ def make_model(image_size: int, weights: str) -> keras.Model:
             raise TrainingError(
                 f"--weights {path} was trained at {card.image_size} px, not --image-size {image_size}"
             )
-        return model
+        return model, card.from_scratch
     if path.is_file():
         try:
-            return build_model(image_size=image_size, weights=str(path))
+            return build_model(image_size=image_size, weights=str(path)), False
         except (ValueError, OSError) as exc:
             raise TrainingError(f"--weights {path} are not ResNet50 base weights: {exc}") from exc
     raise TrainingError(
@@ -136,7 +138,7 @@ def _train_and_evaluate(
         )
     k = len(ts.manifest.classes)
     keras.utils.set_random_seed(options.seed)  # the same initial weights for both splits
-    model = make_model(options.image_size, options.weights)
+    model, from_scratch = make_model(options.image_size, options.weights)
     bs = options.fit.batch_size
     train = ImageSequence(
         ts.images[train_idx],
@@ -163,6 +165,7 @@ def _train_and_evaluate(
         num_classes=k,
         config=options.fit,
         checkpoint_dir=checkpoint_dir / name,
+        from_scratch=from_scratch,
     )
     test_probs = np.asarray(model.predict(to_three_channels(ts.images[test_idx]), batch_size=bs, verbose=0))
     val_metrics = None
@@ -181,6 +184,7 @@ def _train_and_evaluate(
         test_indices=test_idx,
         test_probabilities=test_probs,
         counts=_counts(ts, random=random),
+        from_scratch=from_scratch,
     )
     log.info(
         "training_split_evaluated",
@@ -285,6 +289,7 @@ def run_training(
             "window": options.window,
             "manifest_hash": manifest_hash,
             "metrics": metrics,
+            "from_scratch": grouped.from_scratch,
             "extra": {
                 "manifest_file": MANIFEST_FILE,
                 "run_dir": str(run_dir.resolve()),
