@@ -28,7 +28,7 @@ import click
 import structlog
 from sqlalchemy import text
 
-from classifier.device import DeviceError, parse_device, pin_device
+from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
 from kidneyct.settings import Settings
 from storage.models import CLASS_NAMES
 
@@ -99,6 +99,7 @@ def demo(
     seed: int,
 ) -> None:
     """Run the whole loop on synthetic data: synthesize, send, label, train, promote, classify, query."""
+    prefer_onednn(os.environ)  # fast CPU training and inference kernels; before Keras is imported
     try:
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:

@@ -179,8 +179,9 @@ def train(
     device: str | None,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
-    from classifier.device import DeviceError, parse_device, pin_device
+    from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
 
+    prefer_onednn(os.environ)  # ~4x faster training steps on CPU; before Keras is imported below
     chosen = device or settings.device
     # The default `cpu` is not pinned: a trainer with no device configured may use whatever it finds.
     if device is not None or chosen != "cpu":

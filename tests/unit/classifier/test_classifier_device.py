@@ -39,3 +39,18 @@ def test_pinning_after_keras_import_is_refused() -> None:
     with pytest.raises(DeviceError, match="before importing"):
         pin_device(Device("gpu", 0), env)
     assert env == {}
+
+
+def test_prefer_onednn_sets_a_default_and_respects_an_explicit_choice() -> None:
+    """oneDNN is asked for unless the environment already says otherwise; the answer says if it can apply."""
+    import sys
+
+    from classifier.device import prefer_onednn
+
+    env: dict[str, str] = {}
+    applies = prefer_onednn(env)
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert applies == ("tensorflow" not in sys.modules)
+    explicit = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    prefer_onednn(explicit)
+    assert explicit == {"TF_ENABLE_ONEDNN_OPTS": "0"}
