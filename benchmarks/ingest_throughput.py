@@ -59,7 +59,7 @@ def make_slices(directory: Path, count: int, size: int = 512) -> list[Path]:
 # --- the baseline: a bare SCP that writes what it receives --------------------------------------
 
 
-def run_bare_scp(out_dir: Path) -> None:
+def run_bare_scp(out_dir: Path, max_pdu: int) -> None:
     """Serve until killed; prints the bound port on stdout."""
     _config.STORE_RECV_CHUNKED_DATASET = False
 
@@ -71,17 +71,20 @@ def run_bare_scp(out_dir: Path) -> None:
 
     ae = AE(ae_title=AE_TITLE)
     ae.maximum_associations = 16
+    ae.maximum_pdu_size = max_pdu
     ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
     print(server.server_address[1], flush=True)
     threading.Event().wait()
 
 
-def start_bare(work: Path) -> tuple[subprocess.Popen[str], int]:
+def start_bare(work: Path, max_pdu: int) -> tuple[subprocess.Popen[str], int]:
     out = work / "bare-out"
     out.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--bare-scp", str(out)], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--bare-scp", str(out), "--bare-max-pdu", str(max_pdu)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -123,6 +126,24 @@ def start_kidneyct(work: Path, kafka: str | None, metrics_port: int) -> tuple[su
     raise RuntimeError(f"listener did not start:\n{log_path.read_text()[-2000:]}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kafka_broker_pid() -> int | None:
+    """The local Kafka broker's process, to count its CPU too (None when it is not on this machine)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+            except OSError:
+                continue
+    return None
+
+
 def stage_means(run_dir: Path) -> str:
     """Mean archive-write and publish time per instance, from the listener's Prometheus metrics."""
     text = (run_dir / "metrics.txt").read_text() if (run_dir / "metrics.txt").exists() else ""
@@ -146,35 +167,54 @@ def send(port: int, paths: list[Path], latencies: list[float], failures: list[st
     ae.dimse_timeout = 120
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
-    assert assoc.is_established
-    for path in paths:
-        started = time.perf_counter()
-        status = assoc.send_c_store(path)
-        latencies.append(time.perf_counter() - started)
-        if not status or status.Status != 0x0000:
-            failures.append(f"0x{status.Status:04X}" if status else "no response")
-    assoc.release()
+    if not assoc.is_established:
+        failures.append("association not established")
+        return
+    try:
+        for path in paths:
+            started = time.perf_counter()
+            status = assoc.send_c_store(path)
+            latencies.append(time.perf_counter() - started)
+            if not status or status.Status != 0x0000:
+                failures.append(f"0x{status.Status:04X}" if status else "no response")
+    except Exception as exc:  # noqa: BLE001 - report what broke the sender instead of a bare thread trace
+        failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        assoc.release()
 
 
-def measure(port: int, paths: list[Path], associations: int) -> dict[str, float]:
+def measure(
+    port: int,
+    paths: list[Path],
+    associations: int,
+    *,
+    server_pid: int | None = None,
+    broker_pid: int | None = None,
+) -> dict[str, float]:
     parts = [paths[i::associations] for i in range(associations)]
     latencies: list[float] = []
     failures: list[str] = []
     threads = [threading.Thread(target=send, args=(port, part, latencies, failures)) for part in parts]
+    pids = {"server": server_pid, "broker": broker_pid}
+    cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
+    sender_before = sum(os.times()[:2])
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    assert len(latencies) == len(paths), "a sender failed"
+    cpu_ms = {f"{k}_cpu_ms": 1000 * (cpu_seconds(pids[k]) - v) / len(paths) for k, v in cpu_before.items()}  # type: ignore[arg-type]
+    cpu_ms["sender_cpu_ms"] = 1000 * (sum(os.times()[:2]) - sender_before) / len(paths)
     if failures:
         print(f"  {len(failures)} C-STORE failures: {sorted(set(failures))}")
+    assert len(latencies) == len(paths), f"a sender failed after {len(latencies)} of {len(paths)}"
     ms = sorted(x * 1000 for x in latencies)
     return {
         "per_s": len(paths) / elapsed,
         "p50": statistics.median(ms),
         "p99": ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))],
+        **cpu_ms,
     }
 
 
@@ -182,10 +222,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kafka", help="bootstrap of a real broker (else the embedded SQLite queue)")
     parser.add_argument("--count", type=int, default=500)
+    parser.add_argument(
+        "--bare-max-pdu",
+        type=int,
+        default=16382,
+        help="the bare SCP's maximum PDU (pynetdicom's default 16382; 0 = unlimited, as the listener)",
+    )
     parser.add_argument("--bare-scp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_scp:
-        run_bare_scp(args.bare_scp)
+        run_bare_scp(args.bare_scp, args.bare_max_pdu)
         return
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the files' bytes; the sender costs the same for both
     with tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp:
@@ -195,6 +241,8 @@ def main() -> None:
         mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
         print(
             f"{len(paths)} CT slices 512x512 int16, {mb:.2f} MB each; cpus={os.cpu_count()}; "
+            f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+            f"bare SCP max PDU {args.bare_max_pdu}; "
             f"stream={'kafka ' + args.kafka if args.kafka else 'embedded sqlite queue'}"
         )
         rows = []
@@ -205,13 +253,14 @@ def main() -> None:
                 run_dir.mkdir()
                 metrics_port = free_port()
                 proc, port = (
-                    start_bare(run_dir)
+                    start_bare(run_dir, args.bare_max_pdu)
                     if name == "bare"
                     else start_kidneyct(run_dir, args.kafka, metrics_port)
                 )
                 try:
                     measure(port, paths[: min(20, len(paths))], 1)  # warm up (imports, broker connection)
-                    results[name] = measure(port, paths, associations)
+                    broker = kafka_broker_pid() if args.kafka and name == "kidneyct" else None
+                    results[name] = measure(port, paths, associations, server_pid=proc.pid, broker_pid=broker)
                     if name == "kidneyct":
                         with urllib.request.urlopen(
                             f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
@@ -238,6 +287,14 @@ def main() -> None:
                 f"{associations:>6} | {bare['per_s']:>11.1f} {bare['p50']:>7.1f} {bare['p99']:>7.1f} | "
                 f"{ours['per_s']:>15.1f} {ours['p50']:>7.1f} {ours['p99']:>7.1f} | {ours['per_s'] / bare['per_s']:>5.2f}"
             )
+        print("CPU ms per instance (server process, Kafka broker, this sender):")
+        for associations, bare, ours in rows:
+            broker = f", broker {ours['broker_cpu_ms']:.2f}" if "broker_cpu_ms" in ours else ""
+            print(
+                f"{associations:>6} | bare: server {bare['server_cpu_ms']:.2f}, sender {bare['sender_cpu_ms']:.2f}"
+                f" | kidneyct: server {ours['server_cpu_ms']:.2f}{broker}, sender {ours['sender_cpu_ms']:.2f}"
+            )
+        print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
