@@ -223,12 +223,19 @@ def demo(
 
             click.get_current_context().invoke(promote_command, version=version, force=False)
 
-        from kidneyct.serve import _build_worker, _run_worker
+        from prometheus_client import CollectorRegistry
 
-        runner, streams = _build_worker(cfg, sessions)
+        from classifier.metrics import WorkerMetrics
+        from classifier.wiring import build_worker
+        from kidneyct.serve import run_worker_when_model_active
+
+        wired = build_worker(cfg, sessions, metrics=WorkerMetrics(CollectorRegistry()))
+        runner = wired.worker
         stop = threading.Event()
         failures: list[BaseException] = []
-        thread = threading.Thread(target=_run_worker, args=(runner, stop, 1.0, failures), daemon=True)
+        thread = threading.Thread(
+            target=run_worker_when_model_active, args=(runner, stop, 1.0, failures), daemon=True
+        )
         thread.start()
         try:
             with steps.step("worker started; sending the test part and waiting for its study results"):
@@ -247,8 +254,7 @@ def demo(
             stop.set()
             runner.request_stop()
             thread.join()
-            for stream in streams:
-                stream.close()
+            wired.close()
     finally:
         listener.stop(grace_s=5.0)
         publisher.close()

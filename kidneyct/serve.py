@@ -95,7 +95,7 @@ def serve(settings: Settings, workers: int) -> None:
     signal.signal(signal.SIGINT, request_stop)
     threads = [
         threading.Thread(
-            target=_run_worker,
+            target=run_worker_when_model_active,
             args=(runner, stop, settings.model_poll_s, failures),
             name=f"worker-{i}",
             daemon=True,
@@ -123,7 +123,9 @@ def serve(settings: Settings, workers: int) -> None:
         raise click.ClickException(f"a worker failed: {failures[0]!r}")
 
 
-def _run_worker(runner: Worker, stop: threading.Event, poll_s: float, failures: list[BaseException]) -> None:
+def run_worker_when_model_active(
+    runner: Worker, stop: threading.Event, poll_s: float, failures: list[BaseException]
+) -> None:
     """Wait for an active model, then consume until stopped; a crash stops the whole process."""
     from classifier.errors import NoActiveModel
 
