@@ -9,13 +9,16 @@ weights) and a best-weights checkpoint per phase.
 From random weights (`from_scratch`) two-phase fine-tuning has nothing to protect: phase 1 trains the
 whole network, BatchNorm included, at phase 1's rate, and phase 2 is skipped (logged with the reason),
 since freezing all but conv5 of a network that was just trained end to end only repeats a subset of
-phase 1 at a rate too low to matter.
+phase 1 at a rate too low to matter. A from-scratch network's weights move fast, so its BatchNorm
+moving statistics (an average over past steps, under older weights) lag behind, and inference (and
+the validation loss that early stopping watches) would see the wrong statistics; before every
+validation and at the end, they are re-estimated under the current weights ("precise BN").
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +77,62 @@ def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int) -> dict[
     return {c: (total / (present * counts[c]) if counts[c] else 1.0) for c in range(num_classes)}
 
 
-def _callbacks(monitor: str, patience: int, checkpoint: Path | None) -> list[keras.callbacks.Callback]:
+RECALIBRATION_BATCHES = 10
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer, nested models (the ResNet50 base) included."""
+    out: list[keras.layers.Layer] = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(_all_layers(layer))
+    return out
+
+
+def recalibrate_batchnorm(model: keras.Model, batches: Iterable[np.ndarray]) -> int:
+    """Set every BatchNorm's moving statistics to the mean of its batch statistics over `batches`.
+
+    Forward passes in training mode with momentum (k-1)/k at the k-th batch give the running average
+    (the first batch's momentum is 0: old statistics are forgotten). Plain forward calls, no
+    optimizer: any backend. Returns the number of batches used.
+    """
+    norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    used = 0
+    try:
+        for used, x in enumerate(batches, start=1):
+            for layer in norms:
+                layer.momentum = (used - 1) / used
+            model(x, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    return used
+
+
+class BatchNormRecalibration(keras.callbacks.Callback):
+    """Precise BN before each validation pass and at the end of training (after best weights are restored)."""
+
+    def __init__(self, train: keras.utils.PyDataset, batches: int = RECALIBRATION_BATCHES) -> None:
+        super().__init__()
+        self.train = train
+        self.batches = batches
+
+    def _recalibrate(self) -> None:
+        n = min(self.batches, len(self.train))  # type: ignore[arg-type]
+        recalibrate_batchnorm(self.model, (self.train[i][0] for i in range(n)))
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._recalibrate()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._recalibrate()
+
+
+def _callbacks(
+    monitor: str, patience: int, checkpoint: Path | None, recalibrate: keras.utils.PyDataset | None
+) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
     ]
@@ -84,6 +142,9 @@ def _callbacks(monitor: str, patience: int, checkpoint: Path | None) -> list[ker
                 str(checkpoint), monitor=monitor, save_best_only=True, save_weights_only=True
             )
         )
+    if recalibrate is not None:
+        # Last, so that at the end it runs after EarlyStopping has restored the best weights.
+        callbacks.append(BatchNormRecalibration(recalibrate))
     return callbacks
 
 
@@ -128,7 +189,7 @@ def _run_phase(
         validation_data=val,
         epochs=epochs,
         class_weight=weights,
-        callbacks=_callbacks(monitor, config.patience, checkpoint),
+        callbacks=_callbacks(monitor, config.patience, checkpoint, train if from_scratch else None),
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ import pytest
 from classifier.artifact import load_artifact, save_artifact
 from classifier.model import FROM_SCRATCH_BN_MOMENTUM, build_model, get_base, set_trainable_for_phase
 from training.data import ImageSequence, to_three_channels
-from training.fit import FitConfig, fit_two_phase
+from training.fit import FitConfig, fit_two_phase, recalibrate_batchnorm
 
 SIZE = 32
 BN_LAYER = "conv1_bn"  # the first BatchNorm of the base: every input reaches it
@@ -126,3 +126,25 @@ def test_from_scratch_learns_separable_shapes(tmp_path: Path) -> None:
     # Inference uses moving statistics; they must have followed the batches, even deep in the base.
     variance_after = np.array(keras.ops.convert_to_numpy(deep_bn.moving_variance))
     assert np.abs(variance_after - variance_before).max() > 0.1
+
+
+def test_recalibrate_batchnorm_sets_the_mean_batch_statistics() -> None:
+    """Precise BN: moving mean/variance become the average of the batches' statistics, in nested models too."""
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(name="bn")], name="inner")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, 2.0, (16, 3)).astype("float32") for loc in (1.0, 5.0, -3.0)]
+    bn = inner.get_layer("bn")
+    assert recalibrate_batchnorm(model, iter(batches)) == 3
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_mean),
+        np.mean([b.mean(axis=0) for b in batches], axis=0),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_variance),
+        np.mean([b.var(axis=0) for b in batches], axis=0),
+        rtol=1e-4,
+    )
+    assert bn.momentum == 0.99  # restored
