@@ -186,8 +186,10 @@ def test_run_writes_every_artifact_and_registers_a_candidate(trained: dict[str, 
     ):
         assert (run_dir / name).stat().st_size > 0, name
     assert list((run_dir / "checkpoints" / "grouped").glob("phase1*.weights.h5"))
-    assert list((run_dir / "checkpoints" / "grouped").glob("phase2*.weights.h5"))
+    # --weights none trains from scratch: every layer in phase 1, phase 2 skipped.
+    assert not list((run_dir / "checkpoints" / "grouped").glob("phase2*.weights.h5"))
     card = json.loads((artifact_dir / "model_card.json").read_text())
+    assert card["from_scratch"] is True
     manifest_hash = Manifest.read(run_dir / "manifest.json").hash()
     assert card["manifest_hash"] == manifest_hash
     with trained["sessions"]() as session:
@@ -200,16 +202,17 @@ def test_run_writes_every_artifact_and_registers_a_candidate(trained: dict[str, 
 
 
 def test_report_gives_grouped_and_random_metrics_side_by_side(trained: dict[str, Any]) -> None:
-    """report.json has both splits' test metrics and both phases' histories; report.md tabulates them."""
+    """report.json has both splits' test metrics and phase 1's history (from scratch); report.md tabulates them."""
     report = json.loads((trained["run_dir"] / "report.json").read_text())
     for split in ("grouped", "random"):
         test = report[split]["test"]
         assert set(test["per_class"]) == set(CLASS_NAMES)
         assert len(test["confusion_matrix"]) == 4 and sum(map(sum, test["confusion_matrix"])) == test["n"]
-        assert set(report[split]["training"]) == {"phase1", "phase2"}
+        assert set(report[split]["training"]) == {"phase1"} and report[split]["from_scratch"] is True
         assert len(report[split]["training"]["phase1"]["history"]["val_loss"]) >= 1
     markdown = (trained["run_dir"] / "report.md").read_text()
     assert "| macro-F1 |" in markdown and "random image-level split" in markdown and "gradcam.png" in markdown
+    assert "from scratch" in markdown
 
 
 def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any]) -> None:
