@@ -36,7 +36,7 @@ class AssociationRefused(Exception):
     """The listener did not accept the association."""
 
 
-def _contexts(paths: Sequence[Path]) -> list[tuple[str, str]]:
+def presentation_contexts(paths: Sequence[Path]) -> list[tuple[str, str]]:
     pairs = []
     for path in paths:
         meta = dcmread(path, stop_before_pixels=True).file_meta
@@ -57,7 +57,7 @@ def send_files(
     """C-STORE `paths` in order over one association; a result per file, NO_STATUS after an abort."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    for sop_class, syntax in _contexts(paths):
+    for sop_class, syntax in presentation_contexts(paths):
         ae.add_requested_context(sop_class, [syntax])
     previous = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True

@@ -19,7 +19,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
+from classifier.artifact import load_artifact
+from classifier.serving import ServingModel, artifact_directory
 from storage.events import InstanceEvent
+from storage.models import ModelVersion
 from storage.stream import Record, TopicPartition
 
 TINY_SIZE = 32
@@ -164,3 +167,18 @@ class MemoryPublisher:
 
     def close(self) -> None:
         pass
+
+
+def caching_loader() -> Callable[[ModelVersion], ServingModel]:
+    """A worker `load_model` that loads each artifact once through the real load_artifact (tracing costs seconds)."""
+    cache: dict[str, tuple[object, object]] = {}
+
+    def load(row: ModelVersion) -> ServingModel:
+        if row.artifact_uri not in cache:
+            cache[row.artifact_uri] = load_artifact(
+                artifact_directory(row.artifact_uri), expected_sha256=row.sha256
+            )
+        model, card = cache[row.artifact_uri]
+        return ServingModel(row.id, row.version, model, card)  # type: ignore[arg-type]
+
+    return load

@@ -18,6 +18,7 @@ from pynetdicom.dsutils import split_dataset
 from ingest.app import build_listener
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
+from kidneyct.scu import presentation_contexts
 from kidneyct.settings import Settings
 from storage.stream import Publisher
 
@@ -79,11 +80,8 @@ def dataset_bytes(path: Path) -> bytes:
 
 
 def file_contexts(paths: Sequence[Path]) -> list[tuple[str, str]]:
-    pairs = []
-    for path in paths:
-        meta = dcmread(path, stop_before_pixels=True).file_meta
-        pairs.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
-    return list(dict.fromkeys(pairs))
+    """The (SOP class, transfer syntax) pairs to propose for `paths`, as the demo's sender does."""
+    return presentation_contexts(paths)
 
 
 def send_files(

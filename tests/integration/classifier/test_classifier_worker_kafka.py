@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from classifier_kit import T0, make_tiny_artifact, register, wait_for, write_instance
+from classifier_kit import T0, caching_loader, make_tiny_artifact, register, wait_for, write_instance
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import CoordinatorNotAvailableError
 from sqlalchemy import create_engine, func, select, text
@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 import migrations
-from classifier.artifact import load_artifact
 from classifier.batching import BatchPolicy
-from classifier.serving import ServingModel, artifact_directory
+from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from storage.db import make_engine, make_session_factory
@@ -63,18 +62,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, 
 
 @pytest.fixture(scope="module")
 def loader() -> Callable[[ModelVersion], ServingModel]:
-    """Each artifact loaded once per module through the real load_artifact (tracing costs seconds)."""
-    cache: dict[str, tuple[object, object]] = {}
-
-    def load(row: ModelVersion) -> ServingModel:
-        if row.artifact_uri not in cache:
-            cache[row.artifact_uri] = load_artifact(
-                artifact_directory(row.artifact_uri), expected_sha256=row.sha256
-            )
-        model, card = cache[row.artifact_uri]
-        return ServingModel(row.id, row.version, model, card)  # type: ignore[arg-type]
-
-    return load
+    """Each artifact loaded once per module."""
+    return caching_loader()
 
 
 @dataclass

@@ -14,6 +14,7 @@ from classifier_kit import (
     T0,
     MemoryConsumer,
     MemoryPublisher,
+    caching_loader,
     make_tiny_artifact,
     register,
     wait_for,
@@ -25,11 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 import migrations
-from classifier.artifact import load_artifact
 from classifier.batching import BatchPolicy
 from classifier.errors import NoActiveModel
 from classifier.metrics import WorkerMetrics
-from classifier.serving import ServingModel, artifact_directory
+from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from storage.db import make_engine, make_session_factory
@@ -50,18 +50,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, 
 
 @pytest.fixture(scope="module")
 def loader() -> Callable[[ModelVersion], ServingModel]:
-    """Loads each artifact once per module (through the real load_artifact) to keep tests fast."""
-    cache: dict[str, tuple[object, object]] = {}
-
-    def load(row: ModelVersion) -> ServingModel:
-        if row.artifact_uri not in cache:
-            cache[row.artifact_uri] = load_artifact(
-                artifact_directory(row.artifact_uri), expected_sha256=row.sha256
-            )
-        model, card = cache[row.artifact_uri]
-        return ServingModel(row.id, row.version, model, card)  # type: ignore[arg-type]
-
-    return load
+    """Each artifact loaded once per module."""
+    return caching_loader()
 
 
 @pytest.fixture
