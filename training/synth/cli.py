@@ -11,6 +11,7 @@ from storage.models import CLASS_NAMES
 from training.synth.dicom_writer import TRANSFER_SYNTAXES
 from training.synth.generate import generate
 from training.synth.montage import save_montage
+from training.synth.phantom import PROTOCOLS
 from training.synth.truth import TRUTH_FILE
 
 
@@ -49,6 +50,21 @@ def _classes(value: str) -> list[str]:
     show_default=True,
     help="explicit: uncompressed; rle: RLE Lossless; j2k: JPEG 2000 Lossless.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(sorted(PROTOCOLS)),
+    default="abdomen",
+    show_default=True,
+    help="abdomen: 360 mm field of view over 160 mm; kidney: a targeted reconstruction of thin slices "
+    "through the kidneys (lesions show larger and on more slices).",
+)
+@click.option(
+    "--lesion-scale",
+    type=click.FloatRange(min=0.5, max=3.0),
+    default=1.0,
+    show_default=True,
+    help="Multiply every lesion's size (1: typical findings; larger: the big end of what is seen).",
+)
 @click.option("--enhanced", is_flag=True, help="Write each study as one Enhanced CT multi-frame instance.")
 @click.option(
     "--montage", type=click.Path(dir_okay=False, path_type=Path), help="Also save a PNG montage here."
@@ -63,6 +79,8 @@ def synth(
     seed: int,
     size: int,
     transfer_syntax: str,
+    protocol: str,
+    lesion_scale: float,
     enhanced: bool,
     montage: Path | None,
 ) -> None:
@@ -81,11 +99,13 @@ def synth(
         size=size,
         transfer_syntax=TRANSFER_SYNTAXES[transfer_syntax],
         enhanced=enhanced,
+        protocol=PROTOCOLS[protocol],
+        lesion_scale=lesion_scale,
         progress=progress,
     )
     click.echo(
         f"{len({r.sop_instance_uid for r in rows})} instances of {studies} studies in {out}; truth in {out / TRUTH_FILE}"
     )
     if montage is not None:
-        save_montage(montage, seed=seed)
+        save_montage(montage, seed=seed, protocol=PROTOCOLS[protocol])
         click.echo(f"montage in {montage}")

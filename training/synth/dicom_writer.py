@@ -70,12 +70,20 @@ class Geometry:
     pixel_spacing_mm: float
     slice_thickness_mm: float
     z_positions: tuple[float, ...]
+    center_xy: tuple[float, float] = (0.0, 0.0)  # patient x, y at the image centre (the isocentre or a target)
+
+    @property
+    def reconstruction_diameter_mm(self) -> float:
+        return self.size * self.pixel_spacing_mm
 
     @property
     def origin_xy(self) -> tuple[float, float]:
-        """Patient x, y of the centre of the top-left pixel (the image is centred on the isocentre)."""
-        half = self.size * self.pixel_spacing_mm / 2
-        return -half + self.pixel_spacing_mm / 2, -half + self.pixel_spacing_mm / 2
+        """Patient x, y of the centre of the top-left pixel."""
+        half = self.reconstruction_diameter_mm / 2
+        return (
+            self.center_xy[0] - half + self.pixel_spacing_mm / 2,
+            self.center_xy[1] - half + self.pixel_spacing_mm / 2,
+        )
 
 
 def hu_to_stored(hu: np.ndarray) -> np.ndarray:
@@ -149,6 +157,7 @@ def ct_slice(hu: np.ndarray, *, ident: StudyIdentity, geometry: Geometry, index:
     ds.SliceLocation = f"{z:.4f}"
     ds.SliceThickness = f"{geometry.slice_thickness_mm:.4f}"
     ds.PixelSpacing = [f"{geometry.pixel_spacing_mm:.6f}"] * 2
+    ds.ReconstructionDiameter = f"{geometry.reconstruction_diameter_mm:.4f}"
     ds.KVP = 120
     ds.XRayTubeCurrent = 200
     ds.ConvolutionKernel = "STANDARD"
@@ -265,7 +274,7 @@ def enhanced_ct(volume_hu: np.ndarray, *, ident: StudyIdentity, geometry: Geomet
                             ReconstructionAlgorithm="FILTER_BACK_PROJ",
                             ConvolutionKernel="STANDARD",
                             ConvolutionKernelGroup="SOFT_TISSUE",
-                            ReconstructionDiameter=geometry.size * geometry.pixel_spacing_mm,
+                            ReconstructionDiameter=geometry.reconstruction_diameter_mm,
                             ReconstructionPixelSpacing=[geometry.pixel_spacing_mm] * 2,
                             ReconstructionAngle=360.0,
                             ImageFilter="NONE",
@@ -334,7 +343,7 @@ def enhanced_ct(volume_hu: np.ndarray, *, ident: StudyIdentity, geometry: Geomet
                     [
                         _item(
                             TablePosition=geometry.z_positions[i],
-                            ReconstructionTargetCenterPatient=[0.0, 0.0, geometry.z_positions[i]],
+                            ReconstructionTargetCenterPatient=[*geometry.center_xy, geometry.z_positions[i]],
                             DataCollectionCenterPatient=[0.0, 0.0, geometry.z_positions[i]],
                         )
                     ]

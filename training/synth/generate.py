@@ -11,7 +11,7 @@ import structlog
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from training.synth.dicom_writer import Geometry, StudyIdentity, ct_slice, enhanced_ct, save
-from training.synth.phantom import COVERAGE_MM, FIELD_OF_VIEW_MM, make_phantom, render_study
+from training.synth.phantom import ABDOMEN, ScanProtocol, make_phantom, render_study
 from training.synth.truth import TRUTH_FILE, TruthRow, write_truth
 
 log = structlog.get_logger(__name__)
@@ -35,15 +35,21 @@ def write_study(
     size: int,
     transfer_syntax: UID = ExplicitVRLittleEndian,
     enhanced: bool = False,
+    protocol: ScanProtocol = ABDOMEN,
+    lesion_scale: float = 1.0,
 ) -> list[TruthRow]:
     """Write study `number` under `out/study-NNNN/` and return its truth rows (paths relative to `out`)."""
     s = study_seed(seed, number)
-    phantom = make_phantom(study_class=study_class, seed=s, n_slices=slices)
+    phantom = make_phantom(
+        study_class=study_class, seed=s, n_slices=slices, protocol=protocol, lesion_scale=lesion_scale
+    )
     volume, classes = render_study(phantom, size)
     ident = StudyIdentity.new(
         number=number, seed=seed, acquired_at=FIRST_STUDY_AT + dt.timedelta(hours=number)
     )
-    geometry = Geometry(size, FIELD_OF_VIEW_MM / size, COVERAGE_MM / slices, phantom.z_positions)
+    geometry = Geometry(
+        size, phantom.fov_mm / size, phantom.slice_spacing_mm, phantom.z_positions, phantom.center_xy
+    )
     folder = f"study-{number:04d}"
     rows = []
     if enhanced:
@@ -85,6 +91,8 @@ def generate(
     size: int,
     transfer_syntax: UID = ExplicitVRLittleEndian,
     enhanced: bool = False,
+    protocol: ScanProtocol = ABDOMEN,
+    lesion_scale: float = 1.0,
     first_number: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[TruthRow]:
@@ -105,6 +113,8 @@ def generate(
             size=size,
             transfer_syntax=transfer_syntax,
             enhanced=enhanced,
+            protocol=protocol,
+            lesion_scale=lesion_scale,
         )
         log.debug("synthetic_study_written", number=number, study_class=study_class, slices=slices)
         if progress is not None:

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from storage.models import CLASS_NAMES
 from training.synth.generate import study_seed
-from training.synth.phantom import make_phantom, render_slice
+from training.synth.phantom import ABDOMEN, ScanProtocol, make_phantom, render_slice
 
 WINDOW = (40.0, 400.0)  # abdomen soft-tissue window (centre, width), HU
 
@@ -26,10 +26,14 @@ def _pick(n: int, visible: list[int], per_row: int) -> list[int]:
     return [pool[round(i * (len(pool) - 1) / max(per_row - 1, 1))] for i in range(per_row)]
 
 
-def montage(*, seed: int, size: int = 256, per_row: int = 4, slices: int = 24) -> Image.Image:
+def montage(
+    *, seed: int, size: int = 256, per_row: int = 4, slices: int = 24, protocol: ScanProtocol = ABDOMEN
+) -> Image.Image:
     rows = []
     for number, cls in enumerate(CLASS_NAMES, start=1):
-        phantom = make_phantom(study_class=cls, seed=study_seed(seed, number), n_slices=slices)
+        phantom = make_phantom(
+            study_class=cls, seed=study_seed(seed, number), n_slices=slices, protocol=protocol
+        )
         lesion = phantom.lesion
         visible = []
         if lesion is not None:
@@ -45,10 +49,10 @@ def montage(*, seed: int, size: int = 256, per_row: int = 4, slices: int = 24) -
     draw = ImageDraw.Draw(image)
     for r, cls in enumerate(CLASS_NAMES):
         draw.text((6, r * size + 6), cls, fill=255)
-    draw.text((6, image.height - 16), "synthetic phantom, window 40/400", fill=200)
+    draw.text((6, image.height - 16), f"synthetic phantom, {protocol.name} protocol, window 40/400", fill=200)
     return image
 
 
-def save_montage(path: Path, *, seed: int, size: int = 256) -> None:
+def save_montage(path: Path, *, seed: int, size: int = 256, protocol: ScanProtocol = ABDOMEN) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    montage(seed=seed, size=size).save(path)
+    montage(seed=seed, size=size, protocol=protocol).save(path)

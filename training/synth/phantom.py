@@ -22,6 +22,31 @@ AIR_HU = -1000.0
 
 
 @dataclass(frozen=True, slots=True)
+class ScanProtocol:
+    """Where a study's slices are: the display field of view and the cranio-caudal coverage.
+
+    `abdomen`: the whole abdomen at the isocentre, `COVERAGE_MM` split evenly over the slices, in
+    the corticomedullary phase (bright cortex, darker medullary pyramids).
+    `kidney`: a renal-mass protocol: a targeted reconstruction (smaller field of view centred on the
+    kidneys) of thin slices through the kidneys' middle, in the nephrographic phase, where the
+    medulla has enhanced like the cortex and masses stand out against homogeneous parenchyma.
+    Lesions show larger, on more slices and with more contrast, so a small model input sees them.
+    """
+
+    name: str
+    fov_mm: float
+    targeted: bool
+    coverage_mm: float | None = None  # abdomen: fixed extent; kidney: slices x spacing
+    spacing_mm: float | None = None
+    nephrographic: bool = False
+
+
+ABDOMEN = ScanProtocol("abdomen", FIELD_OF_VIEW_MM, targeted=False, coverage_mm=COVERAGE_MM)
+KIDNEY = ScanProtocol("kidney", 200.0, targeted=True, spacing_mm=3.0, nephrographic=True)
+PROTOCOLS = {p.name: p for p in (ABDOMEN, KIDNEY)}
+
+
+@dataclass(frozen=True, slots=True)
 class Ellipsoid:
     """An ellipsoid rotated by `angle` (radians) about the z axis."""
 
@@ -99,14 +124,30 @@ class Phantom:
     mesentery: Waves
     lesion: Lesion | None = None
     slice_z: tuple[float, ...] = field(default=())
+    slice_spacing_mm: float = COVERAGE_MM
+    fov_mm: float = FIELD_OF_VIEW_MM
+    center_xy: tuple[float, float] = (0.0, 0.0)  # patient x, y at the image centre
 
     @property
     def z_positions(self) -> tuple[float, ...]:
         return self.slice_z
 
 
-def make_phantom(*, study_class: str, seed: int, n_slices: int) -> Phantom:
-    """Draw a study's anatomy and lesion; slices are spaced evenly over `COVERAGE_MM`, top first."""
+def make_phantom(
+    *,
+    study_class: str,
+    seed: int,
+    n_slices: int,
+    protocol: ScanProtocol = ABDOMEN,
+    lesion_scale: float = 1.0,
+) -> Phantom:
+    """Draw a study's anatomy and lesion, and place its slices (top first) as `protocol` says.
+
+    `lesion_scale` multiplies every lesion's radii (1: the sizes below, typical of findings; larger:
+    the big end of what radiologists see, for a model that must learn from little data quickly).
+    """
+    if lesion_scale <= 0:
+        raise ValueError(f"lesion_scale must be positive, got {lesion_scale}")
     if study_class not in CLASS_NAMES:
         raise ValueError(f"unknown class {study_class!r}; expected one of {CLASS_NAMES}")
     if n_slices < 1:
@@ -114,8 +155,6 @@ def make_phantom(*, study_class: str, seed: int, n_slices: int) -> Phantom:
     rng = np.random.default_rng(seed)
     u = rng.uniform
     z_top = round(float(u(-120, -60)), 1)
-    step = COVERAGE_MM / n_slices
-    slice_z = tuple(round(z_top - (i + 0.5) * step, 3) for i in range(n_slices))
     bx, by = u(-6, 6), u(-12, 8)
     body = Ellipsoid((bx, by, 0.0), (u(145, 172), u(105, 125), 1e9))
     spine_y = by + body.radii[1] * u(0.42, 0.5)
@@ -158,6 +197,19 @@ def make_phantom(*, study_class: str, seed: int, n_slices: int) -> Phantom:
         for side in (-1, 1)
         for a in np.deg2rad(90 + side * np.linspace(35, 80, int(rng.integers(3, 6))) + u(-4, 4))
     )
+    if protocol.nephrographic:
+        kidneys = [replace(k, medulla_hu=k.cortex_hu) for k in kidneys]
+    if protocol.targeted:
+        # Centred between the kidneys, a little anterior to the spine; the slab at their mid-height.
+        center_xy = (0.0, round(spine_y - 15.0, 3))
+        z_mid = (kidneys[0].shape.center[2] + kidneys[1].shape.center[2]) / 2
+        step = float(protocol.spacing_mm or 3.0)
+        first = z_mid + step * (n_slices - 1) / 2
+        slice_z = tuple(round(first - i * step, 3) for i in range(n_slices))
+    else:
+        center_xy = (0.0, 0.0)
+        step = float(protocol.coverage_mm or COVERAGE_MM) / n_slices
+        slice_z = tuple(round(z_top - (i + 0.5) * step, 3) for i in range(n_slices))
     phantom = Phantom(
         study_class=study_class,
         seed=seed,
@@ -181,10 +233,13 @@ def make_phantom(*, study_class: str, seed: int, n_slices: int) -> Phantom:
         liver_hu=u(95, 120),
         mesentery=Waves(k=rng.normal(size=(16, 3)) * (2 * np.pi / 45.0), phase=rng.uniform(0, 2 * np.pi, 16)),
         slice_z=slice_z,
+        slice_spacing_mm=step,
+        fov_mm=protocol.fov_mm,
+        center_xy=center_xy,
     )
     if study_class == "Normal":
         return phantom
-    lesion = _make_lesion(study_class, phantom, rng, slice_z)
+    lesion = _make_lesion(study_class, phantom, rng, slice_z, lesion_scale)
     return replace(phantom, lesion=lesion)
 
 
@@ -205,21 +260,23 @@ def _kidney_point(kidney: Kidney, rng: np.random.Generator, rho: float, medial: 
     return np.array(kidney.shape.center) + world
 
 
-def _make_lesion(kind: str, phantom: Phantom, rng: np.random.Generator, slice_z: tuple[float, ...]) -> Lesion:
+def _make_lesion(
+    kind: str, phantom: Phantom, rng: np.random.Generator, slice_z: tuple[float, ...], scale: float
+) -> Lesion:
     u = rng.uniform
     kidney = phantom.kidneys[int(rng.integers(0, 2))]
     if kind == "Cyst":
-        r = u(7, 22)
+        r = u(7, 22) * scale
         x, y, z = _kidney_point(kidney, rng, u(0.55, 0.95), medial=0.0)
         return Lesion(kind, Ellipsoid((x, y, _snap(z, slice_z)), (r, r, r)), hu=u(0, 20))
     if kind == "Stone":
         # In the renal pelvis or a calyx: the medial part of the sinus.
-        r = u(1.5, 5.0)
+        r = u(1.5, 5.0) * scale
         x, y, z = _kidney_point(kidney, rng, u(0.1, 0.45), medial=2.5)
         return Lesion(
             kind, Ellipsoid((x, y, _snap(z, slice_z)), (r, r * u(0.7, 1.0), r * u(0.7, 1.0))), hu=u(400, 1500)
         )
-    r = u(15, 32)
+    r = u(15, 32) * scale
     x, y, z = _kidney_point(kidney, rng, u(0.5, 0.85), medial=-0.5)
     center = (x, y, _snap(z, slice_z))
     texture = Waves(
@@ -250,26 +307,35 @@ def _make_lesion(kind: str, phantom: Phantom, rng: np.random.Generator, slice_z:
 class _Canvas:
     """One slice being painted: HU values, pixel-centre coordinates and the soft-edge width."""
 
-    def __init__(self, size: int, z: float) -> None:
-        self.spacing = FIELD_OF_VIEW_MM / size
-        self.axis = (np.arange(size, dtype=np.float32) + 0.5) * self.spacing - FIELD_OF_VIEW_MM / 2
-        self.x, self.y = np.meshgrid(self.axis, self.axis)  # rows are y (anterior at the top), columns x
+    def __init__(
+        self,
+        size: int,
+        z: float,
+        fov_mm: float = FIELD_OF_VIEW_MM,
+        center_xy: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        self.spacing = fov_mm / size
+        self.x0 = center_xy[0] - fov_mm / 2  # patient x, y of the top-left pixel's outer corner
+        self.y0 = center_xy[1] - fov_mm / 2
+        offsets = (np.arange(size, dtype=np.float32) + 0.5) * self.spacing
+        # rows are y (anterior at the top), columns x
+        self.x, self.y = np.meshgrid(offsets + np.float32(self.x0), offsets + np.float32(self.y0))
         self.z = z
         self.hu = np.full((size, size), AIR_HU, dtype=np.float32)
 
     def around(self, e: Ellipsoid, margin: float = 0.0) -> _Canvas:
         """A view of the pixels near an ellipsoid: painting it paints this canvas (for speed)."""
         reach = max(e.radii[0], e.radii[1]) + margin + 2.0 * self.spacing
-        half = FIELD_OF_VIEW_MM / 2
+        n_rows, n_cols = self.hu.shape
 
-        def span(c: float) -> slice:
-            lo = int(np.floor((c - reach + half) / self.spacing))
-            hi = int(np.ceil((c + reach + half) / self.spacing)) + 1
-            return slice(max(lo, 0), max(min(hi, len(self.axis)), 0))
+        def span(c: float, origin: float, n: int) -> slice:
+            lo = int(np.floor((c - reach - origin) / self.spacing))
+            hi = int(np.ceil((c + reach - origin) / self.spacing)) + 1
+            return slice(max(lo, 0), max(min(hi, n), 0))
 
-        rows, cols = span(e.center[1]), span(e.center[0])
+        rows, cols = span(e.center[1], self.y0, n_rows), span(e.center[0], self.x0, n_cols)
         sub = object.__new__(_Canvas)
-        sub.spacing, sub.axis, sub.z = self.spacing, self.axis, self.z
+        sub.spacing, sub.x0, sub.y0, sub.z = self.spacing, self.x0, self.y0, self.z
         sub.x, sub.y, sub.hu = self.x[rows, cols], self.y[rows, cols], self.hu[rows, cols]
         return sub
 
@@ -310,7 +376,7 @@ class _Canvas:
 
 def render_slice(phantom: Phantom, z: float, size: int, noise_seed: int) -> tuple[np.ndarray, bool]:
     """The slice at `z` in HU (float32, size x size) and whether the lesion shows on it."""
-    cv = _Canvas(size, z)
+    cv = _Canvas(size, z, phantom.fov_mm, phantom.center_xy)
     _body(cv, phantom)
     _spine(cv, phantom)
     _organs(cv, phantom)
