@@ -13,6 +13,7 @@ interchangeable in a report) and no colour.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,12 @@ def to_three_channels(images: np.ndarray) -> np.ndarray:
 
 
 class ImageSequence(keras.utils.PyDataset):
-    """Batches of (images, one-hot labels), reshuffled every epoch from a seed; augmented if asked."""
+    """Batches of (images, one-hot labels), reshuffled every epoch from a seed; augmented if asked.
+
+    With `class_weight`, batches are (images, one-hot labels, per-image weights): a validation set
+    whose weighted accuracy is class-balanced, so that early stopping does not prefer a model that
+    predicts the majority class.
+    """
 
     def __init__(
         self,
@@ -74,6 +80,7 @@ class ImageSequence(keras.utils.PyDataset):
         shuffle: bool,
         seed: int,
         augmenter: Augmenter | None = None,
+        class_weight: Mapping[int, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +92,11 @@ class ImageSequence(keras.utils.PyDataset):
             raise ValueError("no images to iterate over")
         self.images = images
         self.one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+        self.sample_weight = (
+            None
+            if class_weight is None
+            else np.array([class_weight[int(c)] for c in labels], dtype=np.float32)
+        )
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augmenter = augmenter
@@ -94,12 +106,14 @@ class ImageSequence(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = self.images[rows]
         if self.augmenter is not None:
             batch = self.augmenter(batch)
-        return to_three_channels(batch), self.one_hot[rows]
+        if self.sample_weight is None:
+            return to_three_channels(batch), self.one_hot[rows]
+        return to_three_channels(batch), self.one_hot[rows], self.sample_weight[rows]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

@@ -78,6 +78,7 @@ def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int) -> dict[
 
 
 RECALIBRATION_BATCHES = 10
+BALANCED_ACCURACY = "balanced_accuracy"
 
 
 def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -133,13 +134,16 @@ class BatchNormRecalibration(keras.callbacks.Callback):
 def _callbacks(
     monitor: str, patience: int, checkpoint: Path | None, recalibrate: keras.utils.PyDataset | None
 ) -> list[keras.callbacks.Callback]:
+    mode = "max" if monitor.endswith("accuracy") else "min"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True
+        )
     ]
     if checkpoint is not None:
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
-                str(checkpoint), monitor=monitor, save_best_only=True, save_weights_only=True
+                str(checkpoint), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
             )
         )
     if recalibrate is not None:
@@ -171,8 +175,13 @@ def _run_phase(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        # Accuracy under the class-balanced sample weights: the mean recall over classes.
+        weighted_metrics=[keras.metrics.CategoricalAccuracy(name=BALANCED_ACCURACY)],
     )
-    monitor = "val_loss" if val is not None else "loss"
+    # The best epoch is the one with the best class-balanced validation accuracy. Cross-entropy is
+    # a poor judge here: as a small set is fitted, confident mistakes grow the validation loss while
+    # more slices come out right, and its minimum was an early epoch that called most slices Normal.
+    monitor = f"val_{BALANCED_ACCURACY}" if val is not None else "loss"
     checkpoint = checkpoint_dir / f"phase{phase}.best.weights.h5" if checkpoint_dir is not None else None
     n_images = len(getattr(train, "images", ())) or 0
     log.info(

@@ -24,7 +24,7 @@ from training.baseline import nearest_neighbour_predict
 from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_channels
 from training.dedup import GroupingParams
 from training.evaluate import classification_metrics
-from training.fit import FitConfig, FitResult, fit_two_phase
+from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
 from training.gradcam import grad_cam
 from training.report import write_report
 from training.split import SplitFractions
@@ -151,7 +151,15 @@ def _train_and_evaluate(
     )
     val = (
         ImageSequence(
-            ts.images[val_idx], labels[val_idx], num_classes=k, batch_size=bs, shuffle=False, seed=0
+            ts.images[val_idx],
+            labels[val_idx],
+            num_classes=k,
+            batch_size=bs,
+            shuffle=False,
+            seed=0,
+            # Balanced over the validation set's own classes, so that its weighted accuracy (what
+            # early stopping watches) is the mean per-class recall.
+            class_weight=class_weights(labels[val_idx], k),
         )
         if len(val_idx)
         else None

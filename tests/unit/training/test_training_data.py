@@ -26,6 +26,22 @@ def test_batches_are_three_equal_channels_and_one_hot_labels() -> None:
     np.testing.assert_array_equal(y.argmax(axis=1), labels[8:])
 
 
+def test_class_weight_gives_each_image_its_class_weight() -> None:
+    """A weighted sequence (the validation set) yields the training loss's weight per image, in batch order."""
+    images, labels = _images(), np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 3])
+    weights = class_weights(labels, 4)
+    seq = ImageSequence(
+        images, labels, num_classes=4, batch_size=4, shuffle=True, seed=3, class_weight=weights
+    )
+    seen = []
+    for i in range(len(seq)):
+        _, y, w = seq[i]
+        np.testing.assert_allclose(w, [weights[int(c)] for c in y.argmax(axis=1)])
+        seen += list(w)
+    np.testing.assert_allclose(sorted(seen), sorted(weights[int(c)] for c in labels))
+    assert weights[0] < weights[3]  # the rare class weighs more
+
+
 def test_shuffling_is_seeded_and_covers_every_image() -> None:
     """The same seed gives the same order; each epoch visits every image once, in a new order."""
     images, labels = _images(), np.arange(10) % 4

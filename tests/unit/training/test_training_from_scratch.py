@@ -148,3 +148,16 @@ def test_recalibrate_batchnorm_sets_the_mean_batch_statistics() -> None:
         rtol=1e-4,
     )
     assert bn.momentum == 0.99  # restored
+
+
+def test_best_epoch_is_the_best_balanced_validation_accuracy(tmp_path: Path) -> None:
+    """Early stopping and checkpoints keep the epoch with the highest balanced accuracy, not the lowest loss."""
+    from training.fit import BALANCED_ACCURACY, _callbacks
+
+    stopping, checkpoint = _callbacks(f"val_{BALANCED_ACCURACY}", 3, tmp_path / "best.weights.h5", None)
+    assert isinstance(stopping, keras.callbacks.EarlyStopping) and stopping.restore_best_weights
+    assert stopping.monitor == checkpoint.monitor == "val_balanced_accuracy"
+    # A higher accuracy is an improvement; for a loss (no validation set) a lower one is.
+    assert stopping.mode == checkpoint.mode == "max"
+    (loss_stopping,) = _callbacks("loss", 3, None, None)
+    assert loss_stopping.mode == "min"
