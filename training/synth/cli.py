@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +16,8 @@ from training.synth.montage import save_montage
 from training.synth.phantom import PROTOCOLS
 from training.synth.truth import TRUTH_FILE
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _classes(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -23,6 +27,29 @@ def _classes(value: str) -> list[str]:
             f"expected a comma-separated subset of {', '.join(CLASS_NAMES)}; got {value!r}"
         )
     return names
+
+
+def protocol_option(*, default: str) -> Callable[[F], F]:
+    """`--protocol`, shared with `kidneyct demo`."""
+    return click.option(
+        "--protocol",
+        type=click.Choice(sorted(PROTOCOLS)),
+        default=default,
+        show_default=True,
+        help="abdomen: 360 mm field of view over 160 mm; kidney: a targeted reconstruction of thin slices "
+        "through the kidneys, nephrographic phase (lesions show larger, on more slices).",
+    )
+
+
+def lesion_scale_option(*, default: float) -> Callable[[F], F]:
+    """`--lesion-scale`, shared with `kidneyct demo`."""
+    return click.option(
+        "--lesion-scale",
+        type=click.FloatRange(min=0.5, max=3.0),
+        default=default,
+        show_default=True,
+        help="Multiply every lesion's size (1: typical findings; larger: the big end of what is seen).",
+    )
 
 
 @click.command("synth")
@@ -50,21 +77,8 @@ def _classes(value: str) -> list[str]:
     show_default=True,
     help="explicit: uncompressed; rle: RLE Lossless; j2k: JPEG 2000 Lossless.",
 )
-@click.option(
-    "--protocol",
-    type=click.Choice(sorted(PROTOCOLS)),
-    default="abdomen",
-    show_default=True,
-    help="abdomen: 360 mm field of view over 160 mm; kidney: a targeted reconstruction of thin slices "
-    "through the kidneys (lesions show larger and on more slices).",
-)
-@click.option(
-    "--lesion-scale",
-    type=click.FloatRange(min=0.5, max=3.0),
-    default=1.0,
-    show_default=True,
-    help="Multiply every lesion's size (1: typical findings; larger: the big end of what is seen).",
-)
+@protocol_option(default="abdomen")
+@lesion_scale_option(default=1.0)
 @click.option("--enhanced", is_flag=True, help="Write each study as one Enhanced CT multi-frame instance.")
 @click.option(
     "--montage", type=click.Path(dir_okay=False, path_type=Path), help="Also save a PNG montage here."
