@@ -84,11 +84,12 @@ start() {
     local java_opts=(-Xms64m "-Xmx$HEAP" -XX:+UseSerialGC -Djava.awt.headless=true
         "-Dlog4j.configuration=file:$HERE/kafka-log4j.properties" "-Dkafka.logs.dir=$RUN_DIR")
     if [[ ! -f "$RUN_DIR/data/meta.properties" ]]; then
-        # A cluster id is 16 random bytes, base64url without padding.
+        # A cluster id is 16 random bytes, base64url without padding; passed as --cluster-id=ID
+        # because an id may start with "-", which the tool's argparse would take for an option.
         local cluster_id
         cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
         java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-            -t "$cluster_id" -c "$RUN_DIR/server.properties" --ignore-formatted >"$RUN_DIR/format.log" 2>&1 \
+            --cluster-id="$cluster_id" -c "$RUN_DIR/server.properties" --ignore-formatted >"$RUN_DIR/format.log" 2>&1 \
             || { say "storage format failed:"; cat "$RUN_DIR/format.log" >&2; exit 1; }
     fi
     if port_open; then

@@ -153,7 +153,8 @@ class KafkaProcess:
         cluster_id = secrets.token_urlsafe(16)[:22]
         result = subprocess.run(
             self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_file)
+                # --cluster-id=...: an id may start with "-", which argparse would take for an option.
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file)
             ),
             capture_output=True,
             text=True,

@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 from classifier_kit import T0, caching_loader, make_tiny_artifact, register, wait_for, write_instance
 from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -154,8 +158,10 @@ class Env:
         try:
             group_id = group or self.group
             offsets = admin.list_group_offsets(group_id)[group_id]
-        except CoordinatorNotAvailableError:
-            return 0  # a fresh broker is still creating __consumer_offsets: nothing committed yet
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+            # A fresh broker is still creating or loading __consumer_offsets, or the group's
+            # coordinator just moved: retriable, and the caller polls again.
+            return 0
         finally:
             admin.close()
         return sum(
