@@ -29,7 +29,9 @@ def listen(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(metrics.registry, host=settings.metrics_host, port=settings.metrics_port)
+        metrics_server = serve_metrics(
+            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+        )
 
     stop = threading.Event()
 

@@ -154,7 +154,11 @@ class KafkaProcess:
         result = subprocess.run(
             self._java(
                 # --cluster-id=...: an id may start with "-", which argparse would take for an option.
-                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file)
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(self.properties_file),
             ),
             capture_output=True,
             text=True,

@@ -70,7 +70,8 @@ class Geometry:
     pixel_spacing_mm: float
     slice_thickness_mm: float
     z_positions: tuple[float, ...]
-    center_xy: tuple[float, float] = (0.0, 0.0)  # patient x, y at the image centre (the isocentre or a target)
+    # Patient x, y at the image centre: the isocentre, or the target of a targeted reconstruction.
+    center_xy: tuple[float, float] = (0.0, 0.0)
 
     @property
     def reconstruction_diameter_mm(self) -> float:

@@ -87,7 +87,6 @@ def test_kidney_protocol_passes_dciodvfy(tmp_path) -> None:  # type: ignore[no-u
         assert "Error" not in text and "Warning" not in text, text
 
 
-
 @pytest.mark.parametrize("study_class", ["Cyst", "Stone", "Tumor"])
 def test_lesion_scale_grows_the_lesion_and_nothing_else(study_class: str) -> None:
     """Scale 1.8 multiplies the lesion's radii by 1.8 and leaves the anatomy as drawn."""
