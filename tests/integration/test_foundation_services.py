@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -119,7 +120,7 @@ def test_private_kafka_formats_storage_with_a_cluster_id_that_starts_with_a_dash
     """One base64url id in 64 starts with "-"; the storage tool must not take it for an option."""
     import kafka_process
 
-    libs = kafka_process.default_libs_dir()
+    libs = kafka_process.default_libs_dir(os.environ.get("KIDNEYCT_SERVICES_DIR"))  # as conftest does
     if not kafka_process.libs_available(libs):
         pytest.skip(f"Kafka jars missing in {libs}")  # the broker fixtures fail CI on their absence
     monkeypatch.setattr(kafka_process.secrets, "token_urlsafe", lambda n: "-" + "A" * 30)
