@@ -108,9 +108,7 @@ def set_trainable_for_phase(
     """
     base = get_base(model)
     if phase == 1 and from_scratch:
-        base.trainable = True
-        for layer in base.layers:
-            layer.trainable = True
+        base.trainable = True  # Keras 3 sets every sublayer too, BatchNorm included
     elif phase == 1:
         base.trainable = False
     elif phase == 2:
