@@ -15,6 +15,7 @@ from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
+from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from storage.archive import Archive
@@ -36,6 +37,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         ae_title=settings.ae_title,
         extra_sop_classes=tuple(parse_sop_classes(settings.extra_storage_sop_classes)),
         max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
         max_pdu_size=settings.max_pdu_size,
         acse_timeout_s=settings.acse_timeout_s,
         dimse_timeout_s=settings.dimse_timeout_s,
@@ -56,18 +58,27 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
             cert=settings.tls_cert,
             key=settings.tls_key,
             ca=settings.tls_ca,
-            handshake_timeout_s=settings.acse_timeout_s,
+            handshake_timeout_s=settings.association_establish_timeout_s,
         )
         tls.on_handshake_failure = lambda _peer: metrics.associations.labels(
             outcome="tls_handshake_failed"
         ).inc()
     enable_chunked_receive()
+    limits = ServerLimits(
+        max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
+        establish_timeout_s=settings.association_establish_timeout_s,
+        max_pdu_bytes=settings.max_pdu_size,
+        network_timeout_s=settings.network_timeout_s,
+    )
+    slots = AssociationSlots(settings.max_associations)
     return Listener(
         ae=build_ae(options),
         host=settings.dicom_host,
         port=settings.dicom_port,
-        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics),
+        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics, slots=slots),
         ssl_context=tls,
+        limits=limits,
     )
 
 

@@ -46,6 +46,8 @@ class ReceivedInstance:
     requested_sop_instance: str
     transfer_syntax_uid: str
     calling_ae: str | None
+    # The negotiated presentation context's abstract syntax: the dataset must be of this class.
+    context_sop_class: str | None = None
 
 
 class PendingPublish(Protocol):
@@ -107,6 +109,7 @@ class Ingestor:
         self._metrics.instances_stored.inc()
         log.info(
             "instance_stored",
+            sop_instance_uid=header.sop_instance_uid,
             study_instance_uid=header.study_instance_uid,
             modality=header.modality,
             size_bytes=archived.size_bytes,
@@ -124,6 +127,7 @@ class Ingestor:
             ds,
             requested_sop_class=received.requested_sop_class,
             requested_sop_instance=received.requested_sop_instance,
+            context_sop_class=received.context_sop_class,
         )
 
     def _store_and_publish(

@@ -53,7 +53,13 @@ def read_header(source: Path | BinaryIO) -> Dataset:
     return ds
 
 
-def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: str) -> InstanceHeader:
+def validate(
+    ds: Dataset,
+    *,
+    requested_sop_class: str,
+    requested_sop_instance: str,
+    context_sop_class: str | None = None,
+) -> InstanceHeader:
     """The header of a dataset fit to archive, or `InvalidInstance` saying what is wrong."""
     values = {keyword: _text(_get(ds, keyword)) for keyword in REQUIRED_UIDS}
     missing = [keyword for keyword, value in values.items() if not value]
@@ -68,6 +74,12 @@ def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: s
     if values["SOPClassUID"] != requested_sop_class:
         raise InvalidInstance(
             Failure.SOP_CLASS_MISMATCH, "SOPClassUID of the dataset differs from the request's"
+        )
+    if context_sop_class is not None and values["SOPClassUID"] != context_sop_class:
+        # The command's class is the sender's claim; the context is what we agreed to accept.
+        raise InvalidInstance(
+            Failure.SOP_CLASS_MISMATCH,
+            "SOPClassUID of the dataset differs from the presentation context's abstract syntax",
         )
     if values["SOPInstanceUID"] != requested_sop_instance:
         raise InvalidInstance(

@@ -70,7 +70,18 @@ class Settings(BaseSettings):
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
     )
     max_associations: int = Field(16, description="Associations served at once.")
-    max_pdu_size: int = Field(0, description="Maximum PDU size we receive; 0 means unlimited.")
+    max_pending_connections: int = Field(
+        64,
+        description="Connections that have not completed A-ASSOCIATE yet, beyond which new ones are closed.",
+    )
+    association_establish_timeout_s: float = Field(
+        10.0,
+        description="A connection (TLS handshake included) not associated this long after connect is closed.",
+    )
+    max_pdu_size: int = Field(
+        1024 * 1024,
+        description="Maximum PDU size we receive (bounds memory per association); 0 means unlimited.",
+    )
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
     network_timeout_s: float = Field(60.0, description="Network timeout.")
