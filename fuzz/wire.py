@@ -11,7 +11,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from io import BytesIO
 
 from pynetdicom import AE
@@ -75,16 +75,30 @@ def raw_store(
 ) -> int | None:
     """Send one C-STORE-RQ as given; its response status, or None when none came back in time."""
     message = _store_message(sop_class, sop_instance, dataset, message_id)
-    for pdata in message.encode_msg(context_id, assoc.acceptor.maximum_length or 16382):
-        assoc.dul.send_pdu(pdata)
-    deadline = time.monotonic() + timeout_s
-    while assoc.is_established and time.monotonic() < deadline:
-        _cx, response = assoc.dimse.get_msg(block=True)
-        if response is None:
-            continue
-        status = getattr(response, "Status", None)
-        return int(status) if status is not None else None
+    with _reactor_paused(assoc):
+        for pdata in message.encode_msg(context_id, assoc.acceptor.maximum_length or 16382):
+            assoc.dul.send_pdu(pdata)
+        deadline = time.monotonic() + timeout_s
+        while assoc.is_established and time.monotonic() < deadline:
+            _cx, response = assoc.dimse.get_msg(block=True)
+            if response is None:
+                continue
+            status = getattr(response, "Status", None)
+            return int(status) if status is not None else None
     return None
+
+
+@contextlib.contextmanager
+def _reactor_paused(assoc: Association) -> Iterator[None]:
+    """As pynetdicom's own senders do: keep its reactor from taking our response."""
+    assoc._reactor_checkpoint.clear()
+    deadline = time.monotonic() + 5
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0001)
+    try:
+        yield
+    finally:
+        assoc._reactor_checkpoint.set()
 
 
 def partial_store(

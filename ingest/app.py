@@ -10,7 +10,14 @@ import threading
 import structlog
 
 from ingest.access import AccessPolicy
-from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_context, parse_sop_classes
+from ingest.ae import (
+    CT_SOP_CLASSES,
+    AEOptions,
+    build_ae,
+    enable_chunked_receive,
+    make_tls_context,
+    parse_sop_classes,
+)
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
@@ -51,6 +58,8 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         topic=settings.topic_instances,
         metrics=metrics,
         max_instance_bytes=settings.max_instance_bytes,
+        image_sop_classes=frozenset(CT_SOP_CLASSES),
+        decode_first_frame=settings.verify_compressed_pixel_data,
     )
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:

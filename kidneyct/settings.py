@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         None, description="Where received instances are kept; default `<data_dir>/archive`."
     )
     max_instance_bytes: int = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
+    verify_compressed_pixel_data: bool = Field(
+        True, description="Decode the first frame of compressed pixel data before answering success."
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
