@@ -61,7 +61,7 @@ class AssociationSlots:
 
     def acquire(self, assoc: Association) -> bool:
         with self._lock:
-            self._held = [a for a in self._held if a.is_alive() and a is not assoc]
+            self._held = [a for a in self._held if _holds_slot(a) and a is not assoc]
             if len(self._held) >= self.limit:
                 return False
             self._held.append(assoc)
@@ -70,7 +70,12 @@ class AssociationSlots:
     @property
     def in_use(self) -> int:
         with self._lock:
-            return sum(1 for a in self._held if a.is_alive())
+            return sum(1 for a in self._held if _holds_slot(a))
+
+
+def _holds_slot(assoc: Association) -> bool:
+    """Released or aborted associations free their slot at once, before their thread winds down."""
+    return assoc.is_alive() and not (assoc.is_released or assoc.is_aborted)
 
 
 class BoundedAssociationSocket(AssociationSocket):

@@ -75,7 +75,8 @@ def test_partial_associate_request_is_closed_after_the_establish_timeout(tmp_pat
 
 
 def test_max_associations_admits_exactly_that_many(tmp_path: Path) -> None:
-    """With max_associations=16, 16 associations are established and the 17th is rejected."""
+    """With max_associations=16, 16 associations are established and the 17th is rejected; a slot
+    freed by a release is free at once."""
     settings = listener_settings(tmp_path / "archive", max_associations=16)
     with running_listener(settings, MemoryPublisher()) as (listener, _metrics):
         ae = AE(ae_title="MANY")
@@ -89,6 +90,10 @@ def test_max_associations_admits_exactly_that_many(tmp_path: Path) -> None:
             assert [e["reason"] for e in logs if e["event"] == "association_rejected"] == [
                 "too_many_associations"
             ]
+            for _ in range(5):  # release one and take its place at once, several times
+                held.pop().release()
+                held.append(ae.associate(LOCALHOST, listener.port, ae_title=OUR_AE))
+                assert held[-1].is_established
         finally:
             for a in held:
                 a.release()
