@@ -224,6 +224,10 @@ class Worker:
                     rule=self._config.rule,
                     now=self._utcnow(),
                 )
+            for sop_instance_uid in sorted(written.reclassified):
+                log.warning(
+                    "instance_reclassified", sop_instance_uid=sop_instance_uid, reason="content_changed"
+                )
             return written.new_prediction_rows
 
         started = self._clock()

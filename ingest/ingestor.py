@@ -112,6 +112,15 @@ class Ingestor:
         finally:
             self._metrics.store_seconds.observe(time.perf_counter() - started)
         self._metrics.instances_stored.inc()
+        if archived.replaced_sha256 is not None:
+            self._metrics.instances_replaced.inc()
+            log.warning(
+                "instance_replaced",
+                sop_instance_uid=header.sop_instance_uid,
+                previous_sha256=archived.replaced_sha256,
+                sha256=archived.sha256,
+                archive_uri=archived.uri,
+            )
         log.info(
             "instance_stored",
             sop_instance_uid=header.sop_instance_uid,

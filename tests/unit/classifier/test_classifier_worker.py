@@ -3,12 +3,15 @@ run the same against real Kafka and PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from classifier_kit import (
     T0,
@@ -363,3 +366,37 @@ def test_event_whose_file_is_missing_is_failed_and_the_senders_retry_is_processe
         state = s.scalar(select(Instance.state).where(Instance.sop_instance_uid == event.sop_instance_uid))
     assert state == "processed"
     assert harness.count(Prediction) == 1
+
+
+def test_resent_instance_with_other_content_is_classified_again(harness: Harness) -> None:
+    """A second event for the same SOP instance with another file (sha256) replaces the first
+    predictions; re-delivering either event again adds no row."""
+    first = write_instance(harness.archive)
+    first_path = Path(first.archive_uri.removeprefix("file://"))
+    ds = pydicom.dcmread(first_path)
+    ds.PixelData = bytes(len(ds.PixelData))  # other pixels, same UIDs: a black slice
+    second_path = first_path.with_name(f"{first.sop_instance_uid}.v2.dcm")
+    ds.save_as(second_path)
+    data = second_path.read_bytes()
+    second = dataclasses.replace(
+        first, archive_uri=second_path.as_uri(), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)
+    )
+    harness.start()
+    harness.consumer.append(first.to_json())
+    wait_for(lambda: harness.committed() == 1)
+    with harness.sessions() as s:
+        before = s.execute(select(Prediction.p_cyst, Prediction.p_normal)).one()
+    with capture_logs() as logs:
+        harness.consumer.append(second.to_json())
+        wait_for(lambda: harness.committed() == 2)
+    harness.consumer.append(second.to_json())  # re-delivery of the same content
+    wait_for(lambda: harness.committed() == 3)
+    harness.stop()
+    with harness.sessions() as s:
+        after = s.execute(select(Prediction.p_cyst, Prediction.p_normal)).all()
+        instance = s.scalars(select(Instance)).one()
+    assert len(after) == 1 and tuple(after[0]) != tuple(before)
+    assert instance.sha256 == second.sha256 and instance.archive_uri == second.archive_uri
+    assert [e["sop_instance_uid"] for e in logs if e["event"] == "instance_reclassified"] == [
+        first.sop_instance_uid
+    ]
