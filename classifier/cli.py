@@ -39,7 +39,7 @@ def worker(
     import keras
     from prometheus_client import CollectorRegistry
 
-    from classifier.errors import ArtifactError, NoActiveModel
+    from classifier.errors import ArtifactError, DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
@@ -73,7 +73,7 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except (NoActiveModel, ArtifactError) as exc:
+    except (NoActiveModel, ArtifactError, SchemaMissing, DeadLetterLimitExceeded) as exc:
         raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable

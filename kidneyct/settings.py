@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         5.0, description="How often a worker checks for a newly active model version."
     )
+    dead_letter_limit_window: int = Field(
+        50, description="A worker stops when most of this many recent events found no archive file; 0: never."
+    )
+    dead_letter_limit_ratio: float = Field(
+        0.5, description="The share of that window, unreadable from the archive, that stops the worker."
+    )
     study_abnormal_min_slices: int = Field(
         2, description="k: slices an abnormal class needs for the study label."
     )
