@@ -44,17 +44,24 @@ def worker(
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
     from kidneyct.database import make_database
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
 
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     metrics = WorkerMetrics(CollectorRegistry())
-    wired = build_worker(settings, make_database(settings), metrics=metrics, batch_size=batch_size)
+    sessions = make_database(settings)
+    wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
     runner = wired.worker
     metrics_server = None
     if settings.metrics_port > 0:
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: runner.model_loaded,
+        )
         metrics_server = serve_metrics(
-            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+            metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
         )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -130,6 +130,11 @@ class Worker:
         self._stop.set()
 
     @property
+    def model_loaded(self) -> bool:
+        """For readiness: a model version is loaded and the worker can predict."""
+        return self._serving is not None
+
+    @property
     def serving(self) -> ServingModel:
         if self._serving is None:
             raise NoActiveModel("no model loaded yet")

@@ -57,6 +57,7 @@ def serve(settings: Settings, workers: int) -> None:
     from ingest.app import build_listener, run_until_stopped
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
     from kidneyct.streams import make_publisher
 
@@ -75,13 +76,19 @@ def serve(settings: Settings, workers: int) -> None:
         listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    metrics_server = None
-    if settings.metrics_port > 0:
-        metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
-
     worker_metrics = WorkerMetrics(registry)
     wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
     runners = [w.worker for w in wired]
+    metrics_server = None
+    if settings.metrics_port > 0:
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: all(r.model_loaded for r in runners),
+        )
+        metrics_server = serve_metrics(
+            registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+        )
     stop = threading.Event()
     failures: list[BaseException] = []
 
