@@ -39,13 +39,10 @@ def j2k_slice() -> Dataset:
 
 def encode(ds: Dataset, *, implicit: bool) -> bytes:
     """The dataset encoded little endian, implicit or explicit VR, without file meta."""
-    body = deepcopy(ds)
-    if hasattr(body, "file_meta"):
-        del body.file_meta
     fp = DicomBytesIO()
     fp.is_implicit_VR = implicit
     fp.is_little_endian = True
-    write_dataset(fp, body)
+    write_dataset(fp, ds)  # writes the dataset's elements only, never its file meta
     return fp.getvalue()
 
 

@@ -75,8 +75,9 @@ def raw_store(
 ) -> int | None:
     """Send one C-STORE-RQ as given; its response status, or None when none came back in time."""
     message = _store_message(sop_class, sop_instance, dataset, message_id)
+    # As a conforming sender: PDUs no larger than the listener announced (0 announces no limit).
     with _reactor_paused(assoc):
-        for pdata in message.encode_msg(context_id, assoc.acceptor.maximum_length or 16382):
+        for pdata in message.encode_msg(context_id, assoc.acceptor.maximum_length or 0):
             assoc.dul.send_pdu(pdata)
         deadline = time.monotonic() + timeout_s
         while assoc.is_established and time.monotonic() < deadline:
@@ -112,7 +113,7 @@ def partial_store(
 ) -> None:
     """Send only the first `fragments` P-DATA of a C-STORE (the dataset never completes)."""
     message = _store_message(sop_class, sop_instance, dataset, 1)
-    for i, pdata in enumerate(message.encode_msg(context_id, assoc.acceptor.maximum_length or 16382)):
+    for i, pdata in enumerate(message.encode_msg(context_id, assoc.acceptor.maximum_length or 0)):
         if i >= fragments:
             break
         assoc.dul.send_pdu(pdata)
