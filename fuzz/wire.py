@@ -113,7 +113,9 @@ def partial_store(
 ) -> None:
     """Send only the first `fragments` P-DATA of a C-STORE (the dataset never completes)."""
     message = _store_message(sop_class, sop_instance, dataset, 1)
-    for i, pdata in enumerate(message.encode_msg(context_id, assoc.acceptor.maximum_length or 0)):
+    # Fragments of at most 256 KiB even when the listener announces no limit, so there is a "midway".
+    fragment = min(assoc.acceptor.maximum_length or 262144, 262144)
+    for i, pdata in enumerate(message.encode_msg(context_id, fragment)):
         if i >= fragments:
             break
         assoc.dul.send_pdu(pdata)
