@@ -33,6 +33,9 @@ from storage.archive import is_valid_uid
 log = structlog.get_logger(__name__)
 
 VERIFICATION = UID("1.2.840.10008.1.1")  # C-ECHO
+# Ours, not pynetdicom's (docs/conformance.md): a UUID-derived UID (PS3.5 B.2), fixed once.
+IMPLEMENTATION_CLASS_UID = UID("2.25.49157832409628103983691432886717942620")
+IMPLEMENTATION_VERSION_NAME = "KIDNEYCT_0.1"
 CT_SOP_CLASSES: tuple[str, ...] = (CTImageStorage, EnhancedCTImageStorage)
 
 # Every transfer syntax the classifier can decode later (pydicom + pylibjpeg plugins); datasets
@@ -86,6 +89,8 @@ def enable_chunked_receive() -> None:
 def build_ae(options: AEOptions) -> AE:
     """An AE that answers C-ECHO and accepts C-STORE of CT, Enhanced CT and the extra classes."""
     ae = AE(ae_title=options.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     # pynetdicom counts connections that have not even sent A-ASSOCIATE-RQ against this limit, so
     # idle sockets could lock senders out: `AssociationSlots` enforces the real limit on admitted
     # associations, and `ServerLimits.max_pending` bounds the rest. This is only a backstop.
