@@ -80,6 +80,7 @@ def raw_store(
         for pdata in message.encode_msg(context_id, assoc.acceptor.maximum_length or 0):
             assoc.dul.send_pdu(pdata)
         deadline = time.monotonic() + timeout_s
+        assoc.dimse_timeout = 0.5  # wait in short steps: an aborted association ends the wait at once
         while assoc.is_established and time.monotonic() < deadline:
             _cx, response = assoc.dimse.get_msg(block=True)
             if response is None:
