@@ -224,10 +224,11 @@ def campaign(
     pdu_per_category: int,
     seed: int = 17,
     pdu_wait_s: float = 15.0,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every case against one listener process; rows by category plus the log and disk findings."""
     cases = list(store_cases(per_category, seed))
-    with running_listener(root, work_dir) as listener:
+    with running_listener(root, work_dir, settings=settings) as listener:
         rss_start = listener.rss_mib()
         rows, accepted = run_store_cases(listener, cases)
         pdu_rows = (
