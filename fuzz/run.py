@@ -174,7 +174,7 @@ def run_pdu_cases(
             return pdu.PDU_CASES[category](rng, listener.port, wait_s)
 
         if category in pdu.CONCURRENT:
-            with ThreadPoolExecutor(max_workers=per_category) as pool:
+            with ThreadPoolExecutor(max_workers=max(per_category, 1)) as pool:
                 outcomes = list(
                     pool.map(
                         lambda r: one(r),

@@ -81,13 +81,18 @@ def raw_store(
             assoc.dul.send_pdu(pdata)
         deadline = time.monotonic() + timeout_s
         assoc.dimse_timeout = 0.5  # wait in short steps: an aborted association ends the wait at once
-        while assoc.is_established and time.monotonic() < deadline:
+        # With the reactor paused, an A-ABORT from the listener shows only in the DUL's state.
+        while assoc.is_established and _connected(assoc) and time.monotonic() < deadline:
             _cx, response = assoc.dimse.get_msg(block=True)
             if response is None:
                 continue
             status = getattr(response, "Status", None)
             return int(status) if status is not None else None
     return None
+
+
+def _connected(assoc: Association) -> bool:
+    return assoc.dul.state_machine.current_state != "Sta1"
 
 
 @contextlib.contextmanager
