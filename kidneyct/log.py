@@ -17,7 +17,6 @@ import logging
 import re
 import sys
 import threading
-import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -161,8 +160,7 @@ def _route_standard_logging(shared: list[Any], renderer: Any, *, level: int) -> 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    logging.captureWarnings(True)
-    warnings.simplefilter("default")  # each distinct warning once per place, not once per instance
+    logging.captureWarnings(True)  # the warnings Python shows (its default filters) become log events
 
 
 def _log_uncaught_exceptions() -> None:
