@@ -112,7 +112,7 @@ def check_first_frame_decodes(source: Path | BinaryIO, *, transfer_syntax_uid: s
 
 def _raw_element(ds: Dataset, tag: int) -> Any:
     try:
-        return ds.get_item(tag)
+        return ds.get_item(tag, keep_deferred=True)  # its length and offset, never its bytes
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
         raise InvalidInstance(Failure.UNDECODABLE, "Pixel Data cannot be read") from exc
 
