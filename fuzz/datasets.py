@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 
 def ct_slice(*, new_uids: bool = True) -> Dataset:
     """pydicom's CT_small (128 x 128, 16 bits, native), with fresh UIDs."""
-    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds = dcmread(str(get_testdata_file("CT_small.dcm")))
     if new_uids:
         ds.StudyInstanceUID = generate_uid()
         ds.SeriesInstanceUID = generate_uid()
@@ -30,7 +30,7 @@ def ct_slice(*, new_uids: bool = True) -> Dataset:
 
 def j2k_slice() -> Dataset:
     """pydicom's 693_J2KR (JPEG 2000 lossless), with fresh UIDs."""
-    ds = dcmread(get_testdata_file("693_J2KR.dcm"))
+    ds = dcmread(str(get_testdata_file("693_J2KR.dcm")))
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = generate_uid()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom.association import Association
 
 from fuzz import datasets, wire
 
@@ -123,7 +124,7 @@ def silent(rng: random.Random, port: int, wait_s: float) -> PduOutcome:
     return _raw("silent_connection", port, b"", wait_s)
 
 
-def _associated(port: int) -> tuple[object, int]:
+def _associated(port: int) -> tuple[Association, int]:
     assoc = wire.associate(port, [(CTImageStorage, [ExplicitVRLittleEndian])])
     if not assoc.is_established:
         raise ConnectionError("not associated")
@@ -135,17 +136,18 @@ def _after_association(category: str, port: int, wait_s: float, payload: bytes) 
         assoc, _cx = _associated(port)
     except (ConnectionError, OSError):
         return PduOutcome(category, "not_associated", None)
-    sock = assoc.dul.socket.socket  # type: ignore[attr-defined]
+    assert assoc.dul.socket is not None and assoc.dul.socket.socket is not None  # associated
+    sock = assoc.dul.socket.socket
     started = time.monotonic()
     with contextlib.suppress(OSError):
         sock.sendall(payload)
     deadline = started + wait_s
-    while assoc.is_alive() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+    while assoc.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    closed = time.monotonic() - started if not assoc.is_alive() else None  # type: ignore[attr-defined]
-    answer = "ABORT" if assoc.is_aborted else ("none" if closed is not None else "open")  # type: ignore[attr-defined]
+    closed = time.monotonic() - started if not assoc.is_alive() else None
+    answer = "ABORT" if assoc.is_aborted else ("none" if closed is not None else "open")
     if closed is None:
-        assoc.abort()  # type: ignore[attr-defined]
+        assoc.abort()
     return PduOutcome(category, answer, closed)
 
 
@@ -175,11 +177,11 @@ def aborted_store(rng: random.Random, port: int, wait_s: float) -> PduOutcome:
         cx,
         sop_class=CTImageStorage,
         sop_instance=generate_uid(),
-        dataset=payload,  # type: ignore[arg-type]
+        dataset=payload,
         fragments=2,
     )
     time.sleep(0.2)
-    assoc.abort()  # type: ignore[attr-defined]
+    assoc.abort()
     return PduOutcome("store_aborted_midway", "ABORT", 0.0)
 
 

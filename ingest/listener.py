@@ -49,7 +49,7 @@ class Listener:
             self._address,
             ssl_context=self._ssl_context,
             evt_handlers=self._evt_handlers,
-            server_class=functools.partial(HardenedAssociationServer, limits=self._limits),
+            server_class=functools.partial(HardenedAssociationServer, limits=self._limits),  # type: ignore[arg-type]
         )
         thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
         thread.start()

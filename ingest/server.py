@@ -137,10 +137,11 @@ class HardenedAssociationServer(ThreadedAssociationServer):
         self._connections: dict[int, _Connection] = {}
         self._handshaking = 0
         self._lock = threading.Lock()
-        super().__init__(*args, request_handler=BoundedRequestHandler, **kwargs)
+        super().__init__(*args, request_handler=BoundedRequestHandler, **kwargs)  # type: ignore[misc]
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept only; the TLS handshake runs in the connection's thread (`process_request_thread`)."""
+        assert self.socket is not None  # bound in __init__
         client, address = self.socket.accept()
         return client, address
 
