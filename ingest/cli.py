@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from ingest.app import build_listener, run_until_stopped
 from ingest.metrics import IngestMetrics
-from kidneyct.database import make_database
+from kidneyct.database import make_database, require_schema
+from kidneyct.errors import binding
 from kidneyct.metrics import serve_metrics
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
@@ -22,16 +23,20 @@ from kidneyct.streams import make_publisher
 def listen(settings: Settings) -> None:
     """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
     metrics = IngestMetrics(CollectorRegistry())
-    publisher = make_publisher(settings, make_database(settings))
+    sessions = make_database(settings)
+    if not settings.uses_kafka:
+        require_schema(sessions)  # the embedded queue lives in the database
+    publisher = make_publisher(settings, sessions)
     try:
         listener = build_listener(settings, publisher=publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(
-            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
-        )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+            )
 
     stop = threading.Event()
 

@@ -16,6 +16,8 @@ import structlog
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
+from kidneyct.errors import binding
+
 log = structlog.get_logger(__name__)
 
 _POLL_S = 0.05
@@ -39,9 +41,10 @@ class Listener:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        server = self._ae.start_server(
-            self._address, block=False, evt_handlers=self._evt_handlers, ssl_context=self._ssl_context
-        )
+        with binding("the DICOM listener", *self._address):
+            server = self._ae.start_server(
+                self._address, block=False, evt_handlers=self._evt_handlers, ssl_context=self._ssl_context
+            )
         assert server is not None  # non-blocking start_server always returns the server
         self._server = server
         log.info("listener_started", ae_title=self._ae.ae_title, host=self.host, port=self.port, tls=self.tls)

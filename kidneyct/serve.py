@@ -52,14 +52,22 @@ def serve(settings: Settings, workers: int) -> None:
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
 
+    import keras
+
+    from classifier.device import require_device
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from ingest.app import build_listener, run_until_stopped
     from ingest.metrics import IngestMetrics
-    from kidneyct.database import make_database
+    from kidneyct.database import make_database, require_schema
+    from kidneyct.errors import binding
     from kidneyct.metrics import serve_metrics
     from kidneyct.streams import make_publisher
 
+    try:
+        require_device(parse_device(settings.device), keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         # The embedded default creates what it needs; a shared PostgreSQL is migrated by `kidneyct db upgrade`.
@@ -68,6 +76,7 @@ def serve(settings: Settings, workers: int) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrations.upgrade(url)
     sessions = make_database(settings)
+    require_schema(sessions)
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     listener_publisher = make_publisher(settings, sessions)
@@ -77,7 +86,8 @@ def serve(settings: Settings, workers: int) -> None:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
 
     worker_metrics = WorkerMetrics(registry)
     wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]

@@ -29,6 +29,13 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line (for example `no such table: queue_messages`), never the parameters."""
+    orig = getattr(exc, "orig", None)
+    detail = str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else ""
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
 class DatabaseQueuePublisher:
     """Appends each event in its own committed transaction."""
 
@@ -47,7 +54,7 @@ class DatabaseQueuePublisher:
                     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PUBLISH_LOCK_KEY})
                 session.add(QueueMessage(topic=topic, key=key, value=value, created_at=_utcnow()))
         except SQLAlchemyError as exc:
-            raise StreamUnavailable(f"embedded queue write failed: {type(exc).__name__}") from exc
+            raise StreamUnavailable(f"embedded queue write failed: {_reason(exc)}") from exc
         if self._doorbell is not None:
             with self._doorbell:
                 self._doorbell.notify_all()

@@ -26,7 +26,7 @@ class KafkaConnection:
     bootstrap: str
     security_protocol: str = "PLAINTEXT"
     client_id: str = "kidneyct"
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold a SASL password
 
     def options(self) -> dict[str, Any]:
         return {

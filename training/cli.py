@@ -11,15 +11,16 @@ import click
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from kidneyct.database import make_database
 from kidneyct.settings import Settings
-from storage.db import make_engine, make_session_factory
 from storage.models import CLASS_NAMES
 
 log = structlog.get_logger(__name__)
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    return make_session_factory(make_engine(settings.resolved_database_url()))
+    # make_database creates the embedded default's folder: a missing schema is then reported as such.
+    return make_database(settings)
 
 
 def _now() -> dt.datetime:
@@ -58,6 +59,8 @@ def label(
                 raise LabelInputError("give either --csv or --instance/--study with --class, not both")
             rows = read_csv(csv_path, default_source=source, default_annotator=annotator)
         else:
+            if not label:
+                raise LabelInputError(f"give the label with --class ({', '.join(CLASS_NAMES)})")
             rows = [
                 make_row(
                     label=label or "",
@@ -202,6 +205,7 @@ def train(
     from training.run import TrainingError, TrainOptions, run_training
     from training.split import SplitFractions
 
+    _require_device(chosen)
     sessions = _sessions(settings)
     with sessions() as session:
         new = new_labels_since_last_version(session)
@@ -259,6 +263,18 @@ def train(
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
+
+
+def _require_device(chosen: str) -> None:
+    """`--device gpu:N` on a host without that GPU is an error, not a silent CPU run."""
+    import keras
+
+    from classifier.device import DeviceError, parse_device, require_device
+
+    try:
+        require_device(parse_device(chosen), keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from exc
 
 
 @click.group()
