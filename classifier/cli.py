@@ -37,7 +37,6 @@ def worker(
         raise click.BadParameter(str(exc), param_hint="--device") from exc
 
     import keras
-    from prometheus_client import CollectorRegistry
 
     from classifier.errors import ArtifactError, NoActiveModel
     from classifier.metrics import WorkerMetrics
@@ -46,6 +45,7 @@ def worker(
     from kidneyct.database import make_database, require_schema
     from kidneyct.errors import binding
     from kidneyct.metrics import serve_metrics
+    from kidneyct.registry import process_registry
 
     try:
         require_device(chosen, keras.backend.backend())
@@ -53,7 +53,7 @@ def worker(
         raise click.BadParameter(str(exc), param_hint="--device") from exc
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    metrics = WorkerMetrics(CollectorRegistry())
+    metrics = WorkerMetrics(process_registry())
     sessions = make_database(settings)
     require_schema(sessions)
     wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)

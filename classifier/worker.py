@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier import messages
 from classifier.batching import BatchPolicy, next_poll
-from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record
+from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record, received_at
 from classifier.errors import ArtifactError, NoActiveModel
 from classifier.metrics import WorkerMetrics
 from classifier.serving import ServingModel, load_serving_model
@@ -127,6 +127,7 @@ class Worker:
             )
         self._serving = self._load_model(row)
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         self._next_model_check = self._clock() + self._config.model_poll_s
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
@@ -235,6 +236,7 @@ class Worker:
         self._commit_offsets()
         self.batches_done += 1
         self._record_batch(predicted, poisoned, predict_s=predict_s, write_s=write_s)
+        self._record_latency(predicted)
         log.info(
             "batch_processed",
             events=len(batch.records),
@@ -256,6 +258,25 @@ class Worker:
         if predicted:
             m.predict_seconds.observe(predict_s)
         m.write_seconds.observe(write_s)
+
+    def _record_latency(self, predicted: list[Predicted]) -> None:
+        """C-STORE success (the event's received_at) to prediction rows committed, per instance."""
+        now = self._utcnow()
+        for p in predicted:
+            seconds = (now - received_at(p.instance.event)).total_seconds()
+            self._metrics.store_to_prediction_seconds.observe(max(0.0, seconds))
+
+    def _update_backlog(self) -> None:
+        backlog = getattr(self._consumer, "backlog", None)  # optional: Kafka and the embedded queue have it
+        if backlog is None:
+            return
+        try:
+            value = backlog()
+        except RECOVERABLE as exc:
+            log.debug("backlog_unknown", error=type(exc).__name__)
+            return
+        if value is not None:
+            self._metrics.backlog.set(value)
 
     def _commit_offsets(self) -> None:
         """Commit what is written; a failed commit is retried with the next one (or when idle)."""
@@ -335,13 +356,19 @@ class Worker:
             log.error("model_switch_refused", model_version=row.version, error=str(exc))
             return
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         log.info("model_switched", previous=current.version, model_version=row.version)
+
+    def _publish_model_info(self) -> None:
+        serving = self.serving
+        self._metrics.model.info({"version": serving.version, "image_size": str(serving.card.image_size)})
 
     def _maybe_sweep(self) -> None:
         now_mono = self._clock()
         if now_mono < self._next_sweep:
             return
         self._next_sweep = now_mono + self._config.sweep_interval_s
+        self._update_backlog()
         try:
             self.sweep_completed_studies()
         except RECOVERABLE as exc:

@@ -62,13 +62,16 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
             outcome="tls_handshake_failed"
         ).inc()
     enable_chunked_receive()
-    return Listener(
+    listener = Listener(
         ae=build_ae(options),
         host=settings.dicom_host,
         port=settings.dicom_port,
         evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics),
         ssl_context=tls,
     )
+    # Read at scrape time from the server's own list, so no event handler can leave it off by one.
+    metrics.associations_active.set_function(listener.active_associations)
+    return listener
 
 
 def run_until_stopped(

@@ -7,13 +7,13 @@ import threading
 from types import FrameType
 
 import click
-from prometheus_client import CollectorRegistry
 
 from ingest.app import build_listener, run_until_stopped
 from ingest.metrics import IngestMetrics
 from kidneyct.database import make_database, require_schema
 from kidneyct.errors import binding
 from kidneyct.metrics import serve_metrics
+from kidneyct.registry import process_registry
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 
@@ -22,7 +22,7 @@ from kidneyct.streams import make_publisher
 @click.pass_obj
 def listen(settings: Settings) -> None:
     """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
-    metrics = IngestMetrics(CollectorRegistry())
+    metrics = IngestMetrics(process_registry())
     sessions = make_database(settings)
     if not settings.uses_kafka:
         require_schema(sessions)  # the embedded queue lives in the database

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import click
 import structlog
-from prometheus_client import CollectorRegistry
 
 from classifier.device import DeviceError, parse_device, pin_device
 from kidneyct.settings import Settings
@@ -62,6 +61,7 @@ def serve(settings: Settings, workers: int) -> None:
     from kidneyct.database import make_database, require_schema
     from kidneyct.errors import binding
     from kidneyct.metrics import serve_metrics
+    from kidneyct.registry import process_registry
     from kidneyct.streams import make_publisher
 
     try:
@@ -77,7 +77,7 @@ def serve(settings: Settings, workers: int) -> None:
         migrations.upgrade(url)
     sessions = make_database(settings)
     require_schema(sessions)
-    registry = CollectorRegistry()
+    registry = process_registry()
     metrics = IngestMetrics(registry)
     listener_publisher = make_publisher(settings, sessions)
     try:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -137,6 +137,25 @@ class DatabaseQueueConsumer:
                         row.next_offset = offset
         except SQLAlchemyError as exc:
             raise StreamUnavailable(f"embedded queue commit failed: {type(exc).__name__}") from exc
+
+    def backlog(self) -> int | None:
+        """Messages of the group's topics at or after the position read so far (or committed)."""
+        try:
+            with self._session_factory() as session:
+                position = self._position if self._position is not None else self._load_positions(session)
+                total = 0
+                for topic, next_offset in position.items():
+                    total += (
+                        session.scalar(
+                            select(func.count())
+                            .select_from(QueueMessage)
+                            .where(QueueMessage.topic == topic, QueueMessage.id >= next_offset)
+                        )
+                        or 0
+                    )
+                return total
+        except SQLAlchemyError as exc:
+            raise StreamUnavailable(f"embedded queue read failed: {_reason(exc)}") from exc
 
     def seek_to_committed(self) -> None:
         """Forget the in-memory position: the next poll re-reads from the committed offsets."""

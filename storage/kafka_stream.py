@@ -182,6 +182,23 @@ class KafkaStreamConsumer:
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
 
+    def backlog(self) -> int | None:
+        """Records after this member's position on its partitions, from the high-water marks of
+        the last fetch (no extra broker round trip); None until every assigned partition was fetched."""
+        try:
+            total = 0
+            for tp in self._consumer.assignment():
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    return None
+                position = self._consumer.position(tp, timeout_ms=1000)
+                if position is None:
+                    return None
+                total += max(0, highwater - position)
+            return total
+        except KafkaError as exc:
+            raise StreamUnavailable(f"kafka position failed: {exc}") from exc
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:
             return

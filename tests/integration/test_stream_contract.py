@@ -130,6 +130,24 @@ def test_committed_events_are_not_redelivered(backend: StreamBackend, unique_nam
     assert second.poll(max_records=10, timeout_s=1.0) == []
 
 
+def test_backlog_counts_what_this_consumer_has_not_read(backend: StreamBackend, unique_name) -> None:
+    """Ten published, four read: a backlog of six (Kafka: once both partitions were fetched)."""
+    publisher = backend.publisher()
+    for i in range(10):
+        publisher.publish(backend.topic, f"k{i}".encode(), b"v")
+    consumer = backend.consumer(unique_name("group"), [backend.topic])
+    read = poll_until(consumer, 4)
+    backlog = consumer.backlog()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while backlog is None and time.monotonic() < deadline:  # Kafka: high-water marks come with fetches
+        read.extend(consumer.poll(max_records=1, timeout_s=0.5))
+        backlog = consumer.backlog()  # type: ignore[attr-defined]
+    assert backlog == 10 - len(read)
+    read.extend(poll_until(consumer, 10 - len(read)))
+    assert len(read) == 10
+    assert consumer.backlog() == 0  # type: ignore[attr-defined]
+
+
 def test_poll_waits_at_most_its_timeout(backend: StreamBackend, unique_name) -> None:
     """An empty topic answers a poll with no records once the timeout has passed."""
     consumer = backend.consumer(unique_name("g"), [backend.topic])

@@ -207,6 +207,24 @@ def test_metrics_count_events_frames_and_poison(harness: Harness) -> None:
     assert (registry.get_sample_value("kidneyct_worker_predict_seconds_count") or 0) >= 1
 
 
+def test_metrics_time_store_to_prediction_and_name_the_model(harness: Harness) -> None:
+    """The latency histogram counts each predicted instance from its received_at; the model info names it."""
+    events = [
+        write_instance(harness.archive, received_at=harness.now - dt.timedelta(seconds=2)) for _ in range(3)
+    ]
+    harness.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 3)
+    harness.stop()
+    registry = harness.metrics.registry
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_count") == 3
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_sum") == pytest.approx(6.0)
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "1.0"}) == 0
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "2.5"}) == 3
+    assert registry.get_sample_value("kidneyct_worker_model_info", {"version": "v1", "image_size": "32"}) == 1
+
+
 def test_multiframe_instance_gives_one_row_per_frame(harness: Harness) -> None:
     """The two-frame enhanced CT gives predictions for frames 0 and 1."""
     event = write_instance(harness.archive, source="eCT_Supplemental.dcm")
@@ -237,6 +255,8 @@ def test_model_switch_between_batches(harness: Harness) -> None:
     with harness.sessions.begin() as s:
         activate_model_version(s, version="v2", now=T0)
     wait_for(lambda: harness.worker.serving.version == "v2")
+    info = {"version": "v2", "image_size": "32"}
+    assert harness.metrics.registry.get_sample_value("kidneyct_worker_model_info", info) == 1
     second = [write_instance(harness.archive) for _ in range(3)]
     for e in second:
         harness.consumer.append(e.to_json())
