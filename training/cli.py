@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from kidneyct.database import make_database
+from kidneyct.progress import progress_bars, progress_wanted
 from kidneyct.settings import Settings
 from storage.models import CLASS_NAMES
 
@@ -97,19 +98,28 @@ def dataset() -> None:
 @dataset.command("import-folder")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--source", default=None, help="Source name recorded with each image (default: folder:<name>).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
+)
 @click.pass_obj
-def import_folder_command(settings: Settings, root: Path, source: str | None) -> None:
+def import_folder_command(settings: Settings, root: Path, source: str | None, progress: bool | None) -> None:
     """Register ROOT/{Cyst,Normal,Stone,Tumor}/*.jpg in place (nothing is copied)."""
     from training.importer import ImportFolderError, import_folder
 
     try:
-        with _sessions(settings).begin() as session:
+        with (
+            progress_bars(progress_wanted(progress, log_format=settings.log_format)) as stages,
+            _sessions(settings).begin() as session,
+        ):
             summary = import_folder(
                 session,
                 root=root,
                 classes=CLASS_NAMES,
                 source=source or f"folder:{root.resolve().name}",
                 now=_now(),
+                progress=stages("hashing and registering images"),
             )
     except ImportFolderError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -159,6 +169,11 @@ def import_folder_command(settings: Settings, root: Path, source: str | None) ->
 @click.option(
     "--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE when it names a GPU)."
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -180,6 +195,7 @@ def train(
     phash_max_distance: int,
     chain_min_correlation: float,
     device: str | None,
+    progress: bool | None,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
     from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
@@ -246,13 +262,15 @@ def train(
     started = _now()
     version = make_version(started)
     try:
-        run = run_training(
-            sessions,
-            options=options,
-            version=version,
-            run_dir=settings.resolved_train_dir() / version,
-            model_dir=settings.resolved_model_dir(),
-        )
+        with progress_bars(progress_wanted(progress, log_format=settings.log_format)) as stages:
+            run = run_training(
+                sessions,
+                options=options,
+                version=version,
+                run_dir=settings.resolved_train_dir() / version,
+                model_dir=settings.resolved_model_dir(),
+                stages=stages,
+            )
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from exc
     with sessions.begin() as session:
