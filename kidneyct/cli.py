@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from kidneyct.errors import SetupError, database_error_line
 from kidneyct.log import configure_logging
 from kidneyct.settings import Settings
+from storage.stream import StreamUnavailable
 
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
@@ -75,6 +76,8 @@ class LazyGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except (OperationalError, ProgrammingError) as exc:
             raise click.ClickException(database_error_line(exc)) from None
+        except StreamUnavailable as exc:  # Kafka unreachable when a command starts
+            raise click.ClickException(f"the event stream is unavailable: {exc}") from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]

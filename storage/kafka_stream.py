@@ -151,16 +151,19 @@ class KafkaStreamConsumer:
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 30_000,
     ) -> None:
-        self._consumer = KafkaConsumer(
-            *topics,
-            **connection.options(),
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
-        )
+        try:
+            self._consumer = KafkaConsumer(
+                *topics,
+                **connection.options(),
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=max_poll_interval_ms,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
+            )
+        except KafkaError as exc:  # kafka-python 3 bootstraps in the constructor
+            raise StreamUnavailable(f"kafka bootstrap failed ({connection.bootstrap}): {exc}") from exc
         # A blocking metadata fetch: without it a new group member can join before it knows a just-created
         # topic, get no partitions, and idle until the next metadata refresh (kafka-python #2377).
         try:

@@ -157,6 +157,18 @@ def test_poll_waits_at_most_its_timeout(backend: StreamBackend, unique_name) -> 
     assert time.monotonic() - started < 10
 
 
+def test_kafka_consumer_raises_stream_unavailable_when_no_broker_answers() -> None:
+    """kafka-python 3 bootstraps in the consumer's constructor: no broker is StreamUnavailable, not a KafkaError."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    connection = KafkaConnection(bootstrap=f"127.0.0.1:{port}", extra={"bootstrap_timeout_ms": 1000})
+    with pytest.raises(StreamUnavailable, match=f"127.0.0.1:{port}"):
+        KafkaStreamConsumer(connection, group_id="g", topics=["t"])
+
+
 def test_kafka_publisher_raises_when_no_broker_answers() -> None:
     """With no broker, publish raises StreamUnavailable within its timeout instead of hanging or succeeding."""
     import socket
