@@ -7,6 +7,7 @@ what each component needs down to it. The settings are flat (one env variable pe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,6 +21,8 @@ DEFAULT_DATA_DIR = Path("kidneyct-data")
 # Constrained types: a bad value is refused when the command starts, not discovered later.
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["auto", "json", "console"]
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -43,6 +46,7 @@ def check_database_url(url: str) -> None:
         raise ValueError(f"no installed driver for {parsed.drivername!r}; {_URL_EXAMPLE}") from None
 
 
+_DEVICE = re.compile(r"^(cpu|gpu:\d+)$")  # as classifier.device parses it
 _URL_EXAMPLE = "use postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:////path/to/kidneyct.db"
 
 
@@ -119,7 +123,7 @@ class Settings(BaseSettings):
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
     )
     max_associations: PositiveInt = Field(16, description="Associations served at once.")
-    max_pdu_size: int = Field(0, description="Maximum PDU size we receive; 0 means unlimited.")
+    max_pdu_size: NonNegativeInt = Field(0, description="Maximum PDU size we receive; 0 means unlimited.")
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
     network_timeout_s: float = Field(60.0, description="Network timeout.")
@@ -131,7 +135,7 @@ class Settings(BaseSettings):
     # --- classifier worker -----------------------------------------------------------------
     device: str = Field("cpu", description="`cpu` or `gpu:N`: the one device a worker uses.")
     batch_size: PositiveInt = Field(32, description="Most images predicted in one batch.")
-    batch_max_wait_ms: int = Field(50, description="Longest wait to fill a batch.")
+    batch_max_wait_ms: NonNegativeInt = Field(50, description="Longest wait to fill a batch.")
     decode_workers: PositiveInt = Field(2, description="Threads that decode DICOM beside inference.")
     mixed_precision: bool = Field(False, description="Run inference in mixed float16.")
     window_center: float = Field(40.0, description="Default window centre (HU) for training from DICOM.")
@@ -142,10 +146,10 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         5.0, description="How often a worker checks for a newly active model version."
     )
-    study_abnormal_min_slices: int = Field(
+    study_abnormal_min_slices: PositiveInt = Field(
         2, description="k: slices an abnormal class needs for the study label."
     )
-    study_abnormal_min_probability: float = Field(0.5, description="t: probability those slices need.")
+    study_abnormal_min_probability: Probability = Field(0.5, description="t: probability those slices need.")
     study_stable_age_s: float = Field(
         60.0, description="A study is complete this long after its last instance."
     )
@@ -159,6 +163,13 @@ class Settings(BaseSettings):
     def _usable_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not _DEVICE.match(value.strip().lower()):
+            raise ValueError("must be `cpu` or `gpu:N` (N: the GPU's index)")
         return value
 
     @field_validator("log_level", "log_format", mode="before")

@@ -49,6 +49,12 @@ def busy_port() -> Iterator[int]:
         ("KIDNEYCT_METRICS_PORT", "-1", "KIDNEYCT_METRICS_PORT: Input should be greater than or equal to 0"),
         ("KIDNEYCT_BATCH_SIZE", "many", "KIDNEYCT_BATCH_SIZE: Input should be a valid integer"),
         ("KIDNEYCT_KAFKA_SECURITY_PROTOCOL", "TLS", "KIDNEYCT_KAFKA_SECURITY_PROTOCOL: Input should be"),
+        ("KIDNEYCT_DEVICE", "cuda:0", "KIDNEYCT_DEVICE: must be `cpu` or `gpu:N`"),
+        (
+            "KIDNEYCT_STUDY_ABNORMAL_MIN_PROBABILITY",
+            "1.5",
+            "KIDNEYCT_STUDY_ABNORMAL_MIN_PROBABILITY: Input should be",
+        ),
     ],
 )
 def test_bad_environment_value_is_one_line(
