@@ -33,7 +33,11 @@ def class_histogram(
     ax.set_xticks(x, classes)
     ax.set_ylabel("images")
     ax.set_title(title)
-    ax.legend()
+    ax.margins(y=0.1)  # room for the count labels above the tallest bars
+    # Below the axis, in one row: inside it, "best" still covered a bar when all bars are tall.
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=max(1, len(counts)), fontsize=8, frameon=False
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
