@@ -38,12 +38,13 @@ def worker(
 
     import keras
 
-    from classifier.errors import ArtifactError, NoActiveModel
+    from classifier.errors import ArtifactError, DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
     from kidneyct.database import make_database, require_schema
     from kidneyct.errors import binding
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
     from kidneyct.registry import process_registry
 
@@ -60,9 +61,14 @@ def worker(
     runner = wired.worker
     metrics_server = None
     if settings.metrics_port > 0:
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: runner.model_loaded,
+        )
         with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
             metrics_server = serve_metrics(
-                metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+                metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
             )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -81,7 +87,7 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except (NoActiveModel, ArtifactError) as exc:
+    except (NoActiveModel, ArtifactError, SchemaMissing, DeadLetterLimitExceeded) as exc:
         raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable

@@ -40,6 +40,8 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         stable_age_s=settings.study_stable_age_s,
         decode_workers=settings.decode_workers,
         model_poll_s=settings.model_poll_s,
+        dead_letter_window=settings.dead_letter_limit_window,
+        dead_letter_ratio=settings.dead_letter_limit_ratio,
     )
 
 

@@ -12,6 +12,7 @@ from ingest.app import build_listener, run_until_stopped
 from ingest.metrics import IngestMetrics
 from kidneyct.database import make_database, require_schema
 from kidneyct.errors import binding
+from kidneyct.health import process_readiness
 from kidneyct.metrics import serve_metrics
 from kidneyct.registry import process_registry
 from kidneyct.settings import Settings
@@ -33,9 +34,13 @@ def listen(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
+        # The embedded queue is the database; with Kafka the listener needs only the broker.
+        readiness = process_readiness(
+            sessions=None if settings.uses_kafka else sessions, kafka_bootstrap=settings.kafka_bootstrap
+        )
         with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
             metrics_server = serve_metrics(
-                metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+                metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
             )
 
     stop = threading.Event()

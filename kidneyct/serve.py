@@ -60,6 +60,7 @@ def serve(settings: Settings, workers: int) -> None:
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database, require_schema
     from kidneyct.errors import binding
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
     from kidneyct.registry import process_registry
     from kidneyct.streams import make_publisher
@@ -84,14 +85,20 @@ def serve(settings: Settings, workers: int) -> None:
         listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    metrics_server = None
-    if settings.metrics_port > 0:
-        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
-            metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
-
     worker_metrics = WorkerMetrics(registry)
     wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
     runners = [w.worker for w in wired]
+    metrics_server = None
+    if settings.metrics_port > 0:
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: all(r.model_loaded for r in runners),
+        )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+            )
     stop = threading.Event()
     failures: list[BaseException] = []
 

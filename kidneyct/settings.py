@@ -22,6 +22,7 @@ DEFAULT_DATA_DIR = Path("kidneyct-data")
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["auto", "json", "console"]
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
         None, description="Where received instances are kept; default `<data_dir>/archive`."
     )
     max_instance_bytes: PositiveInt = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
+    verify_compressed_pixel_data: bool = Field(
+        True, description="Decode the first frame of compressed pixel data before answering success."
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
@@ -123,7 +127,18 @@ class Settings(BaseSettings):
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
     )
     max_associations: PositiveInt = Field(16, description="Associations served at once.")
-    max_pdu_size: NonNegativeInt = Field(0, description="Maximum PDU size we receive; 0 means unlimited.")
+    max_pending_connections: PositiveInt = Field(
+        64,
+        description="Connections that have not completed A-ASSOCIATE yet, beyond which new ones are closed.",
+    )
+    association_establish_timeout_s: PositiveFloat = Field(
+        10.0,
+        description="A connection (TLS handshake included) not associated this long after connect is closed.",
+    )
+    max_pdu_size: NonNegativeInt = Field(
+        1024 * 1024,
+        description="Maximum PDU size we receive (bounds memory per association); 0 means unlimited.",
+    )
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
     network_timeout_s: float = Field(60.0, description="Network timeout.")
@@ -145,6 +160,12 @@ class Settings(BaseSettings):
     )
     model_poll_s: float = Field(
         5.0, description="How often a worker checks for a newly active model version."
+    )
+    dead_letter_limit_window: NonNegativeInt = Field(
+        50, description="A worker stops when most of this many recent events found no archive file; 0: never."
+    )
+    dead_letter_limit_ratio: Probability = Field(
+        0.5, description="The share of that window, unreadable from the archive, that stops the worker."
     )
     study_abnormal_min_slices: PositiveInt = Field(
         2, description="k: slices an abnormal class needs for the study label."

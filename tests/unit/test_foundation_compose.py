@@ -176,6 +176,8 @@ def test_services_have_healthchecks_and_named_volumes() -> None:
     """Long-running services have healthchecks; archive, models and database are named volumes."""
     for name in ("kafka", "postgres", "listener", "worker-gpu0"):
         assert "healthcheck" in SERVICES[name], name
+        if name in ("listener", "worker"):
+            assert "/readyz" in str(SERVICES[name]["healthcheck"]["test"]), name
     assert {"archive", "models", "database"} <= set(COMPOSE["volumes"])
     mounts = {volume.split(":")[0] for service in SERVICES.values() for volume in service.get("volumes", [])}
     assert {"archive", "models", "database"} <= mounts
