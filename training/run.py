@@ -25,7 +25,7 @@ from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_chan
 from training.dedup import GroupingParams
 from training.evaluate import classification_metrics
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
-from training.gradcam import grad_cam
+from classifier.gradcam import grad_cam
 from training.report import write_report
 from training.split import SplitFractions
 from training.trainset import TrainingSet, build_training_set, collect_sources

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classifier.model import build_model
-from training.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
+from classifier.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
 from training.run import TrainingError, make_model
 
 
