@@ -32,7 +32,6 @@ MANUFACTURER = "kidneyct"
 SERIES_DESCRIPTION = "AI result - not for diagnostic use"  # LO: at most 64 characters
 
 KIDNEY = codes.SCT.Kidney
-FINDING = codes.DCM.Finding
 MAXIMUM = codes.SCT.Maximum  # the derivation of each probability: the maximum over slices
 NO_UNITS = codes.UCUM.NoUnits  # UCUM "1": a probability is dimensionless
 PROCEDURE_CT = codes.LN.CTUnspecifiedBodyRegion  # the procedure reported (TID 1500)

@@ -14,27 +14,12 @@ from dataclasses import dataclass
 from pydicom.uid import generate_uid
 
 from classifier.study_rule import StudyRule
+from storage.outbox import KeySlice
 
 SR_SERIES_NUMBER = 9901
 PMAP_SERIES_NUMBER = 9902
 SC_SERIES_NUMBER = 9903
 HEATMAP_MODES = ("pmap", "sc", "none")
-
-
-@dataclass(frozen=True, slots=True)
-class KeySlice:
-    """A slice that decided the study label: its class probability was among the study's highest."""
-
-    sop_instance_uid: str
-    series_instance_uid: str
-    sop_class_uid: str
-    frame: int  # 0-based
-    number_of_frames: int
-    archive_uri: str
-    probability: float  # of the study label's class
-
-    def as_text(self) -> str:
-        return f"{self.sop_instance_uid}:{self.frame}" if self.number_of_frames > 1 else self.sop_instance_uid
 
 
 @dataclass(frozen=True, slots=True)

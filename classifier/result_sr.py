@@ -81,7 +81,6 @@ def measurement_group(
                 value=round(float(report.max_probability[name]), 6),
                 unit=rc.NO_UNITS,
                 derivation=rc.MAXIMUM,
-                algorithm_id=algorithm,
                 referenced_images=referenced,
             )
         )
@@ -91,13 +90,10 @@ def measurement_group(
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
-        finding_type=rc.FINDING,
+        finding_type=rc.finding_code(report.label),  # TID 1501 "Finding": the study label
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(anatomic_location=rc.KIDNEY)],
         measurements=measurements,
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=rc.FINDING, value=rc.finding_code(report.label))
-        ],
         source_images=[
             hd.sr.SourceImageForMeasurementGroup.from_source_image(
                 ds, referenced_frame_numbers=_frames(report, i)
