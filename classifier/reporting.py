@@ -111,4 +111,3 @@ def build_objects(
         pmap = build_parametric_map(report, [datasets[i] for i in chosen], [on_source[i] for i in chosen])
         objects.append(encode("pmap", pmap))
     return objects
-

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.batching import BatchPolicy
 from classifier.metrics import WorkerMetrics
+from classifier.reporting import ResultConfig
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from kidneyct.settings import Settings
@@ -40,6 +41,10 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         stable_age_s=settings.study_stable_age_s,
         decode_workers=settings.decode_workers,
         model_poll_s=settings.model_poll_s,
+        results=ResultConfig(
+            destinations=tuple(d.strip() for d in settings.result_destinations.split(",") if d.strip()),
+            heatmap=settings.result_heatmap,
+        ),
     )
 
 
