@@ -49,7 +49,10 @@ def worker(
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     metrics = WorkerMetrics(CollectorRegistry())
-    wired = build_worker(settings, make_database(settings), metrics=metrics, batch_size=batch_size)
+    try:
+        wired = build_worker(settings, make_database(settings), metrics=metrics, batch_size=batch_size)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     runner = wired.worker
     metrics_server = None
     if settings.metrics_port > 0:

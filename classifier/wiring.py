@@ -12,6 +12,7 @@ from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
+from delivery.destinations import parse_destinations
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
 from storage.stream import Consumer, Publisher
@@ -30,6 +31,7 @@ class WiredWorker:
 
 
 def worker_config(settings: Settings, *, batch_size: int | None = None) -> WorkerConfig:
+    """The worker's configuration; ValueError names a bad result setting."""
     return WorkerConfig(
         archive_dir=settings.resolved_archive_dir(),
         topic_results=settings.topic_results,
@@ -42,7 +44,7 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         decode_workers=settings.decode_workers,
         model_poll_s=settings.model_poll_s,
         results=ResultConfig(
-            destinations=tuple(d.strip() for d in settings.result_destinations.split(",") if d.strip()),
+            destinations=tuple(str(d) for d in parse_destinations(settings.result_destinations)),
             heatmap=settings.result_heatmap,
         ),
     )

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     result_retry_initial_s: float = Field(5.0, description="Wait after the first failed delivery (doubles).")
     result_retry_max_s: float = Field(600.0, description="Longest wait between delivery attempts.")
     result_poll_s: float = Field(2.0, description="How often the sender looks for results to send.")
+    result_lease_s: float = Field(
+        300.0,
+        description="How long a sender holds a delivery it took; a killed sender's rows are due after it.",
+    )
     result_tls_ca: Path | None = Field(
         None, description="CA bundle that destinations' certificates must chain to; set: send over TLS."
     )
