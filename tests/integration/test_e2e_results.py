@@ -100,7 +100,7 @@ def _sr_values(path: Path) -> dict[str, Any]:
         "verification": sr.VerificationFlag,
         "series_description": sr.SeriesDescription,
         "predecessors": [
-            item.SOPInstanceUID
+            item.ReferencedSOPInstanceUID
             for study in sr.get("PredecessorDocumentsSequence", [])
             for series in study.ReferencedSeriesSequence
             for item in series.ReferencedSOPSequence
