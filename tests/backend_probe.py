@@ -152,8 +152,8 @@ def main() -> None:
     import keras
 
     from classifier.artifact import CARD_FILE, load_artifact, read_card, save_artifact
-    from classifier.model import build_model
     from classifier.gradcam import grad_cam
+    from classifier.model import build_model
 
     result: dict = {"backend": keras.backend.backend(), "keras_version": keras.__version__}
     if not (args.reference / CARD_FILE).exists():

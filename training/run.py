@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.artifact import ModelCard, load_artifact, save_artifact
 from classifier.errors import ArtifactError
+from classifier.gradcam import grad_cam
 from classifier.model import build_model
 from classifier.preprocess import Window
 from storage.models import CLASS_NAMES
@@ -25,7 +26,6 @@ from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_chan
 from training.dedup import GroupingParams
 from training.evaluate import classification_metrics
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
-from classifier.gradcam import grad_cam
 from training.report import write_report
 from training.split import SplitFractions
 from training.trainset import TrainingSet, build_training_set, collect_sources
