@@ -54,6 +54,14 @@ class HeatMapper:
         return grad_cam(serving.model, tensors, chosen, features_of=self._features).heatmaps
 
 
+def without_flat_maps(cams: np.ndarray) -> np.ndarray:
+    """Maps with no spatial variation become 0. A model whose last feature map is 1x1 (input under
+    64 px: ResNet50 downsamples 32x) cannot localize; its normalized map would be 1 everywhere and
+    paint the whole slice as hot."""
+    flat = (cams.max(axis=(1, 2)) - cams.min(axis=(1, 2))) <= 1e-6
+    return np.where(flat[:, np.newaxis, np.newaxis], 0.0, cams).astype(np.float32)
+
+
 def encode(kind: str, ds: Dataset) -> NewObject:
     """A DICOM object as Part 10 file bytes, ready for the outbox."""
     buffer = io.BytesIO()
@@ -94,7 +102,7 @@ def build_objects(
         for ds, k in zip(datasets, report.key_slices, strict=True)
     ]
     tensors = to_model_input(grays, serving.preprocessing.image_size)
-    cams = mapper.maps(serving, tensors, CLASS_NAMES.index(report.label))
+    cams = without_flat_maps(mapper.maps(serving, tensors, CLASS_NAMES.index(report.label)))
     on_source = [to_source_geometry(cam, *gray.shape) for cam, gray in zip(cams, grays, strict=True)]
     if heatmap == "sc":
         for i, (ds, gray, cam) in enumerate(zip(datasets, grays, on_source, strict=True)):

@@ -121,5 +121,11 @@ def build_secondary_capture(
     sc.SeriesDescription = rc.SERIES_DESCRIPTION
     sc.ImageComments = f"Grad-CAM of {report.label} burned in; AI result, not for diagnostic use"
     sc.BurnedInAnnotation = "NO"
+    # Which slice this picture shows, so a viewer can link the two.
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    sc.SourceImageSequence = [reference]
+    sc.DerivationDescription = f"Grad-CAM of {report.label} by model {report.model_version}, overlaid"[:1024]
     sc.BodyPartExamined = body_part(source)
     return sc

@@ -84,11 +84,15 @@ class ResultSender:
     def run(self, stop: threading.Event) -> None:
         """Send until `stop` is set; a database outage is waited out."""
         log.info("result_sender_started", max_attempts=self._config.max_attempts)
+
+        def pause(seconds: float) -> None:
+            stop.wait(seconds)
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(SQLAlchemyError),
             wait=tenacity.wait_exponential(multiplier=0.5, max=30),
             stop=lambda _state: stop.is_set(),
-            sleep=stop.wait,
+            sleep=pause,
             before_sleep=lambda state: log.warning(
                 "result_sender_database_unavailable", attempt=state.attempt_number
             ),

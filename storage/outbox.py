@@ -87,7 +87,18 @@ def key_slices(
         .order_by(column.desc(), Instance.sop_instance_uid, Prediction.frame)
         .limit(limit)
     )
-    return [KeySlice(*row[:6], probability=float(row[6])) for row in session.execute(stmt)]
+    return [
+        KeySlice(
+            sop_instance_uid=uid,
+            series_instance_uid=series,
+            sop_class_uid=sop_class,
+            frame=int(frame),
+            number_of_frames=int(frames),
+            archive_uri=uri,
+            probability=float(p),
+        )
+        for uid, series, sop_class, frame, frames, uri, p in session.execute(stmt)
+    ]
 
 
 def previous_report(session: Session, *, study_id: int) -> tuple[int, str] | None:

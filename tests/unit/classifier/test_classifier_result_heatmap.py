@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.preprocess import to_model_input
+from classifier.reporting import without_flat_maps
 from classifier.result_heatmap import overlay_rgb, to_source_geometry
 
 
@@ -30,3 +31,10 @@ def test_the_overlay_keeps_cold_pixels_grey_and_colours_hot_ones() -> None:
     assert rgb.shape == (4, 4, 3) and rgb.dtype == np.uint8
     assert (rgb[1:, 1:] == 100).all()
     assert len(set(rgb[0, 0].tolist())) > 1  # coloured, no longer grey
+
+
+def test_a_map_without_spatial_variation_is_sent_empty() -> None:
+    """A 1x1 last feature map (input under 64 px) cannot localize: no hot overlay over the whole slice."""
+    cams = np.stack([np.ones((4, 4)), np.eye(4)]).astype(np.float32)
+    out = without_flat_maps(cams)
+    assert (out[0] == 0).all() and (out[1] == np.eye(4)).all()
