@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pydicom
 import pytest
+from ingest_support import make_certificates
 from prometheus_client import CollectorRegistry
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, evt
@@ -17,9 +20,11 @@ from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from delivery.destinations import make_client_tls_context
 from delivery.metrics import SenderMetrics
 from delivery.scu import StoreOptions
 from delivery.sender import ResultSender, SenderConfig
+from ingest.ae import make_tls_context
 from storage.db import make_engine, make_session_factory
 from storage.models import ModelVersion, Study, StudyPrediction
 from storage.outbox import NewObject, add_report
@@ -45,12 +50,15 @@ def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
 class StorageSCP:
     """A real C-STORE destination on a free port that keeps what it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.received: list[str] = []
         ae = AE(ae_title="PACS")
         ae.add_supported_context(CTImageStorage)
         self._server = ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+            ("127.0.0.1", 0),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            ssl_context=ssl_context,
         )
         self.port = self._server.server_address[1]
 
@@ -118,10 +126,12 @@ def _queue_result(sessions: sessionmaker[Session], destinations: list[str]) -> s
 
 
 def _sender(
-    sessions: sessionmaker[Session], clock: Clock, **config: object
+    sessions: sessionmaker[Session], clock: Clock, tls: ssl.SSLContext | None = None, **config: object
 ) -> tuple[ResultSender, SenderMetrics]:
     metrics = SenderMetrics(CollectorRegistry())
-    options = StoreOptions(calling_ae="KIDNEYCT", acse_timeout_s=5, dimse_timeout_s=5, network_timeout_s=5)
+    options = StoreOptions(
+        calling_ae="KIDNEYCT", tls=tls, acse_timeout_s=5, dimse_timeout_s=5, network_timeout_s=5
+    )
     cfg = SenderConfig(store=options, **config)  # type: ignore[arg-type]
     return ResultSender(sessions=sessions, config=cfg, metrics=metrics, utcnow=clock), metrics
 
@@ -203,3 +213,27 @@ def test_run_stops_when_asked(sessions: sessionmaker[Session]) -> None:
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_tls_destination_gets_the_result_only_from_a_sender_with_a_trusted_certificate(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """TLS like the listener's: the destination's certificate is checked against our CA, and one
+    that asks for a client certificate gets ours; without it the attempt fails and is retried."""
+    certs = make_certificates(tmp_path / "tls")
+    server = make_tls_context(cert=certs.server_cert, key=certs.server_key, ca=certs.ca)
+    scp = StorageSCP(ssl_context=server)
+    try:
+        uid = _queue_result(sessions, [f"PACS@127.0.0.1:{scp.port}"])
+        clock = Clock()
+        anonymous = make_client_tls_context(ca=certs.ca, cert=None, key=None)
+        sender, _ = _sender(sessions, clock, tls=anonymous, retry_initial_s=1)
+        assert sender.send_due() == 1
+        assert scp.received == [] and _delivery_state(sessions) == "pending"
+        ours = make_client_tls_context(ca=certs.ca, cert=certs.client_cert, key=certs.client_key)
+        sender, _ = _sender(sessions, clock, tls=ours)
+        clock.now += dt.timedelta(seconds=1)
+        assert sender.send_due() == 1
+        assert scp.received == [uid] and _delivery_state(sessions) == "delivered"
+    finally:
+        scp.stop()
