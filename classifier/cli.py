@@ -57,7 +57,10 @@ def worker(
     metrics = WorkerMetrics(process_registry())
     sessions = make_database(settings)
     require_schema(sessions)
-    wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
+    try:
+        wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     runner = wired.worker
     metrics_server = None
     if settings.metrics_port > 0:

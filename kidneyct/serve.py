@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
@@ -25,6 +25,8 @@ from classifier.device import DeviceError, parse_device, pin_device
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from classifier.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -86,7 +88,11 @@ def serve(settings: Settings, workers: int) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     worker_metrics = WorkerMetrics(registry)
-    wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+    try:
+        wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+        sender_thread = _result_sender_thread(settings, sessions, registry)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     runners = [w.worker for w in wired]
     metrics_server = None
     if settings.metrics_port > 0:
@@ -121,6 +127,8 @@ def serve(settings: Settings, workers: int) -> None:
     ]
     for thread in threads:
         thread.start()
+    if sender_thread is not None:
+        sender_thread.start(stop)
     log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
     run_until_stopped(
         listener,
@@ -133,11 +141,42 @@ def serve(settings: Settings, workers: int) -> None:
         runner.request_stop()
     for thread in threads:
         thread.join()
+    if sender_thread is not None:
+        sender_thread.join()
     for w in wired:
         w.close()
     log.info("serve_stopped")
     if failures:
         raise click.ClickException(f"a worker failed: {failures[0]!r}")
+
+
+class _SenderThread:
+    """The outbox sender beside the workers, when result destinations are set."""
+
+    def __init__(self, sender: Any) -> None:
+        self._sender = sender
+        self._thread: threading.Thread | None = None
+
+    def start(self, stop: threading.Event) -> None:
+        self._thread = threading.Thread(
+            target=self._sender.run, args=(stop,), name="result-sender", daemon=True
+        )
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _result_sender_thread(
+    settings: Settings, sessions: Any, registry: CollectorRegistry
+) -> _SenderThread | None:
+    if not settings.result_destinations.strip():
+        return None
+    from delivery.metrics import SenderMetrics
+    from delivery.wiring import build_sender
+
+    return _SenderThread(build_sender(settings, sessions, SenderMetrics(registry)))
 
 
 def run_worker_when_model_active(

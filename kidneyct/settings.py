@@ -175,6 +175,30 @@ class Settings(BaseSettings):
         60.0, description="A study is complete this long after its last instance."
     )
 
+    # --- results back to PACS --------------------------------------------------------------
+    result_destinations: str = Field(
+        "",
+        description="Comma-separated `AE@host:port` that get each study's SR and heat map; empty sends nothing.",
+    )
+    result_heatmap: str = Field(
+        "pmap", description="`pmap` (Parametric Map), `sc` (Secondary Capture, burned in) or `none`."
+    )
+    result_max_attempts: int = Field(10, description="Delivery attempts before a result is marked failed.")
+    result_retry_initial_s: float = Field(5.0, description="Wait after the first failed delivery (doubles).")
+    result_retry_max_s: float = Field(600.0, description="Longest wait between delivery attempts.")
+    result_poll_s: float = Field(2.0, description="How often the sender looks for results to send.")
+    result_lease_s: float = Field(
+        300.0,
+        description="How long a sender holds a delivery it took; a killed sender's rows are due after it.",
+    )
+    result_tls_ca: Path | None = Field(
+        None, description="CA bundle that destinations' certificates must chain to; set: send over TLS."
+    )
+    result_tls_cert: Path | None = Field(
+        None, description="Our client certificate (PEM) for TLS destinations."
+    )
+    result_tls_key: Path | None = Field(None, description="Its private key (PEM).")
+
     # --- trainer ---------------------------------------------------------------------------
     image_size: PositiveInt = Field(224, description="Training input size (pixels, square).")
     train_dir: Path | None = Field(None, description="Where training runs write; default `<data_dir>/runs`.")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.artifact import ModelCard, load_artifact, save_artifact
 from classifier.errors import ArtifactError
+from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import build_model
 from classifier.preprocess import Window
 from storage.models import CLASS_NAMES
@@ -26,7 +27,6 @@ from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_chan
 from training.dedup import GroupingParams
 from training.evaluate import classification_metrics
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
-from training.gradcam import grad_cam, too_small_for_heatmaps
 from training.report import write_report
 from training.split import SplitFractions
 from training.trainset import TrainingSet, build_training_set, collect_sources

@@ -5,10 +5,10 @@ People and tools log in as their own role made a member of it (README, "Reportin
 Roles belong to the whole PostgreSQL server, so it is created only when missing and is not
 dropped on downgrade (another kidneyct database on the server may use it). A migrating user
 without CREATEROLE skips the creation with a notice; a DBA can then create the role and
-re-run the grants below.
+re-run the grants below. A later migration that re-creates a public view must grant it again.
 
 Revision ID: 0012_reporting_role
-Revises: 0001
+Revises: 0011_results_outbox
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0012_reporting_role"
-down_revision = "0001"
+down_revision = "0011_results_outbox"
 branch_labels = None
 depends_on = None
 

@@ -7,8 +7,8 @@ import keras.src.applications.resnet as keras_resnet
 import numpy as np
 import pytest
 
+from classifier.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
 from classifier.model import build_model
-from training.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
 from training.run import TrainingError, make_model
 
 

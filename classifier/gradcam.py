@@ -79,9 +79,18 @@ def logit_gradient(
     return (upstream @ w1.T) / float(h * w)
 
 
-def grad_cam(model: keras.Model, images: np.ndarray, class_index: np.ndarray | None = None) -> GradCam:
-    """Heat maps of `images` ([N, S, S, 3] model input) for `class_index` (default: the predicted class)."""
-    features = np.asarray(feature_model(model).predict(images, verbose=0), dtype=np.float64)
+def grad_cam(
+    model: keras.Model,
+    images: np.ndarray,
+    class_index: np.ndarray | None = None,
+    features_of: keras.Model | None = None,
+) -> GradCam:
+    """Heat maps of `images` ([N, S, S, 3] model input) for `class_index` (default: the predicted class).
+
+    `features_of` is `feature_model(model)` built once by a caller that explains many batches (the
+    worker), so its predict function is traced once."""
+    extractor = features_of if features_of is not None else feature_model(model)
+    features = np.asarray(extractor.predict_on_batch(images), dtype=np.float64)
     weights = head_weights(model)
     logits, _ = head_logits(features, weights)
     chosen = logits.argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)
