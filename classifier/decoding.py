@@ -32,6 +32,7 @@ from storage.stream import Record
 CLASSIFIED_MODALITIES = frozenset({"CT"})
 AE_TITLE_LENGTH = 16
 ACCESSION_LENGTH = 16
+ISSUER_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class DecodedInstance:
     modality: str | None
     tensors: np.ndarray  # float32 [frames, S, S, 3]
     preprocessing: Preprocessing
+    accession_number_issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,19 @@ def _accession(ds: Dataset) -> str | None:
     return value if 0 < len(value) <= ACCESSION_LENGTH else None
 
 
+def _accession_issuer(ds: Dataset) -> str | None:
+    """The Issuer of Accession Number Sequence's local namespace, else its universal entity ID."""
+    items = ds.get("IssuerOfAccessionNumberSequence") or []
+    if not items:
+        return None
+    item = items[0]
+    for keyword in ("LocalNamespaceEntityID", "UniversalEntityID"):
+        value = str(item.get(keyword, "") or "").strip()
+        if 0 < len(value) <= ISSUER_LENGTH:
+            return value
+    return None
+
+
 def read_archived(event: InstanceEvent, archive_dir: Path) -> Dataset:
     """The archived dataset, after checking it is the file the event announced."""
     path = archive_path(event.archive_uri, archive_dir)
@@ -144,7 +159,9 @@ def decode_record(record: Record, preprocessing: Preprocessing, archive_dir: Pat
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")
         frames = dicom_to_frames(ds, preprocessing.window)
         tensors = to_model_input(frames, preprocessing.image_size)
-        return DecodedInstance(record, event, _accession(ds), modality, tensors, preprocessing)
+        return DecodedInstance(
+            record, event, _accession(ds), modality, tensors, preprocessing, _accession_issuer(ds)
+        )
     except PoisonError as exc:
         return PoisonInstance(record, event, exc)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:

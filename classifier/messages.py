@@ -1,6 +1,7 @@
 """What the worker publishes: per-instance results, study completions, and dead letters (JSON).
 
-No patient data: UIDs, labels and probabilities only (no AccessionNumber).
+No patient data: UIDs, labels and probabilities. The study message also carries the accession
+number (and its issuer), the join key of a RIS; it is an order number, not a patient attribute.
 """
 
 from __future__ import annotations
@@ -62,8 +63,12 @@ def study_complete(
     n_predicted: Mapping[str, int],
     n_instances: int,
     completed_at: dt.datetime,
+    revision: int = 1,
+    accession_number: str | None = None,
+    accession_number_issuer: str | None = None,
 ) -> bytes:
-    """A study's final result for one model version."""
+    """A study's final result for one model version; `revision` counts its completions (a late
+    instance re-opens a study, and completing it again announces the next revision)."""
     return _dump(
         {
             "type": "study_complete",
@@ -75,6 +80,9 @@ def study_complete(
             "slices": {c: int(n_predicted[c]) for c in CLASS_NAMES},
             "n_instances": n_instances,
             "completed_at": completed_at.isoformat(),
+            "revision": revision,
+            "accession_number": accession_number,
+            "accession_number_issuer": accession_number_issuer,
         }
     )
 

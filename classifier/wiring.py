@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.batching import BatchPolicy
 from classifier.metrics import WorkerMetrics
+from classifier.reporting import ResultConfig
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
+from delivery.destinations import parse_destinations
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
 from storage.stream import Consumer, Publisher
@@ -29,6 +31,7 @@ class WiredWorker:
 
 
 def worker_config(settings: Settings, *, batch_size: int | None = None) -> WorkerConfig:
+    """The worker's configuration; ValueError names a bad result setting."""
     return WorkerConfig(
         archive_dir=settings.resolved_archive_dir(),
         topic_results=settings.topic_results,
@@ -42,6 +45,10 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         model_poll_s=settings.model_poll_s,
         dead_letter_window=settings.dead_letter_limit_window,
         dead_letter_ratio=settings.dead_letter_limit_ratio,
+        results=ResultConfig(
+            destinations=tuple(str(d) for d in parse_destinations(settings.result_destinations)),
+            heatmap=settings.result_heatmap,
+        ),
     )
 
 

@@ -32,7 +32,7 @@ from classifier import messages
 from classifier.batching import BatchPolicy, next_poll
 from classifier.db_errors import DbErrorKind, classify, is_database_error
 from classifier.dead_letter_limit import DeadLetterLimit
-from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record
+from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record, received_at
 from classifier.errors import (
     ArchiveFileMissing,
     ArtifactError,
@@ -42,11 +42,14 @@ from classifier.errors import (
     ValueDoesNotFit,
 )
 from classifier.metrics import WorkerMetrics
+from classifier.reporting import HeatMapper, ResultConfig, build_objects
+from classifier.result_model import StudyReport
 from classifier.serving import ServingModel, load_serving_model
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
 from storage.model_versions import get_active_model_version
 from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
+from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
 from storage.results import PROBABILITY_COLUMNS, IncompleteStudy, incomplete_studies, mark_study_complete
 from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
 
@@ -73,12 +76,24 @@ class WorkerConfig:
     # Stop when this share of the last `dead_letter_window` events could not read their archive file.
     dead_letter_window: int = 50
     dead_letter_ratio: float = 0.5
+    results: ResultConfig = field(default_factory=ResultConfig)
 
 
 @dataclass
 class _Batch:
     records: list[Record]
     futures: list[Future[Outcome]] = field(default_factory=list)
+
+
+@dataclass
+class _Completion:
+    """A study result about to be completed: its report and announcement, then its objects."""
+
+    candidate: IncompleteStudy
+    report: StudyReport
+    message: bytes
+    objects: list[NewObject] = field(default_factory=list)
+    build_error: str | None = None
 
 
 class Abandoned(Exception):
@@ -119,6 +134,7 @@ class Worker:
         self._serving: ServingModel | None = None
         self._next_model_check = 0.0
         self._next_sweep = 0.0
+        self._heat_mapper = HeatMapper()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._commit_failures = 0
         self._dead_letters = DeadLetterLimit(window=config.dead_letter_window, ratio=config.dead_letter_ratio)
@@ -150,6 +166,7 @@ class Worker:
             )
         self._serving = self._load_model(row)
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         self._next_model_check = self._clock() + self._config.model_poll_s
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
@@ -267,6 +284,7 @@ class Worker:
         self._commit_offsets()
         self.batches_done += 1
         self._record_batch(predicted, poisoned, predict_s=predict_s, write_s=write_s)
+        self._record_latency(predicted)
         log.info(
             "batch_processed",
             events=len(batch.records),
@@ -362,6 +380,25 @@ class Worker:
             m.predict_seconds.observe(predict_s)
         m.write_seconds.observe(write_s)
 
+    def _record_latency(self, predicted: list[Predicted]) -> None:
+        """C-STORE success (the event's received_at) to prediction rows committed, per instance."""
+        now = self._utcnow()
+        for p in predicted:
+            seconds = (now - received_at(p.instance.event)).total_seconds()
+            self._metrics.store_to_prediction_seconds.observe(max(0.0, seconds))
+
+    def _update_backlog(self) -> None:
+        backlog = getattr(self._consumer, "backlog", None)  # optional: Kafka and the embedded queue have it
+        if backlog is None:
+            return
+        try:
+            value = backlog()
+        except RECOVERABLE as exc:
+            log.debug("backlog_unknown", error=type(exc).__name__)
+            return
+        if value is not None:
+            self._metrics.backlog.set(value)
+
     def _commit_offsets(self) -> None:
         """Commit what is written; a failed commit is retried with the next one (or when idle)."""
         if not self._uncommitted:
@@ -440,28 +477,79 @@ class Worker:
             log.error("model_switch_refused", model_version=row.version, error=str(exc))
             return
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         log.info("model_switched", previous=current.version, model_version=row.version)
+
+    def _publish_model_info(self) -> None:
+        serving = self.serving
+        self._metrics.model.info({"version": serving.version, "image_size": str(serving.card.image_size)})
 
     def _maybe_sweep(self) -> None:
         now_mono = self._clock()
         if now_mono < self._next_sweep:
             return
         self._next_sweep = now_mono + self._config.sweep_interval_s
+        self._update_backlog()
         try:
             self.sweep_completed_studies()
         except RECOVERABLE as exc:
             log.warning("study_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     def sweep_completed_studies(self) -> int:
-        """Mark stable studies complete and announce them.
+        """Mark stable studies complete, announce them and queue their reports for PACS.
 
-        Three short steps, so that no database transaction is open while publishing (on the
-        embedded default the publisher writes to the same SQLite file): read the candidates,
-        announce them (at-least-once), then mark each complete unless it was re-opened meanwhile.
+        Short steps, so that no database transaction is open while building or publishing (on the
+        embedded default the publisher writes to the same SQLite file): read the candidates, build
+        each one's DICOM objects (SR, heat map; skipped without destinations), announce them
+        (at-least-once), then mark each complete unless it was re-opened meanwhile, and in the
+        same transaction record its report revision and outbox rows.
         """
         now = self._utcnow()
+        completions = self._completable_studies(now)
+        for c in completions:
+            c.objects, c.build_error = self._build_objects(c)
+        for c in completions:
+            self._publisher.publish(
+                self._config.topic_results, c.candidate.study_instance_uid.encode(), c.message
+            )
+        done = 0
+        with self._sessions.begin() as session:
+            for c in completions:
+                marked = mark_study_complete(
+                    session,
+                    study_prediction_id=c.candidate.study_prediction_id,
+                    expected_updated_at=c.candidate.updated_at,
+                    now=now,
+                )
+                if not marked:
+                    continue
+                add_report(
+                    session,
+                    study_id=c.candidate.study_id,
+                    model_version_id=c.candidate.model_version_id,
+                    revision=c.report.revision,
+                    label=c.report.label,
+                    key_slices=c.report.key_slices,
+                    objects=c.objects,
+                    destinations=self._config.results.destinations,
+                    build_error=c.build_error,
+                    now=now,
+                )
+                done += 1
+                log.info(
+                    "study_completed",
+                    study_instance_uid=c.candidate.study_instance_uid,
+                    model_version=c.report.model_version,
+                    label=c.report.label,
+                    revision=c.report.revision,
+                    result_objects=len(c.objects),
+                )
+        self._metrics.studies_completed.inc(done)
+        return done
+
+    def _completable_studies(self, now: dt.datetime) -> list[_Completion]:
         stable_age_s = self._config.stable_age_s
-        announcements: list[tuple[IncompleteStudy, bytes, str, str]] = []
+        out: list[_Completion] = []
         with self._sessions() as session:
             for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, stable_age_s)):
                 if not is_complete(
@@ -476,39 +564,95 @@ class Worker:
                 version = session.get(ModelVersion, candidate.model_version_id)
                 if row is None or version is None:
                     continue
-                value = messages.study_complete(
-                    study_instance_uid=candidate.study_instance_uid,
-                    model_version=version.version,
-                    label=row.label,
-                    max_probability={
-                        c: getattr(row, col) for c, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS, strict=True)
-                    },
-                    n_predicted={c: getattr(row, f"n_{c.lower()}") for c in CLASS_NAMES},
-                    n_instances=row.n_instances,
-                    completed_at=now,
-                )
-                announcements.append((candidate, value, version.version, row.label))
-        for candidate, value, _, _ in announcements:
-            self._publisher.publish(self._config.topic_results, candidate.study_instance_uid.encode(), value)
-        done = 0
-        with self._sessions.begin() as session:
-            for candidate, _, version_name, label in announcements:
-                marked = mark_study_complete(
+                out.append(self._completion(session, candidate, row, version.version, now))
+        return out
+
+    def _completion(
+        self,
+        session: Session,
+        candidate: IncompleteStudy,
+        row: StudyPrediction,
+        version: str,
+        now: dt.datetime,
+    ) -> _Completion:
+        accession, issuer = study_identity(session, study_id=candidate.study_id)
+        previous = previous_report(session, study_id=candidate.study_id)
+        revision = previous[0] + 1 if previous else 1
+        max_probability = {
+            c: float(getattr(row, col)) for c, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS, strict=True)
+        }
+        report = StudyReport(
+            study_instance_uid=candidate.study_instance_uid,
+            model_version=version,
+            revision=revision,
+            label=row.label,
+            max_probability=max_probability,
+            n_instances=row.n_instances,
+            rule=self._config.rule,
+            key_slices=tuple(
+                key_slices(
                     session,
-                    study_prediction_id=candidate.study_prediction_id,
-                    expected_updated_at=candidate.updated_at,
-                    now=now,
+                    study_id=candidate.study_id,
+                    model_version_id=candidate.model_version_id,
+                    label=row.label,
+                    limit=self._config.rule.min_slices,
                 )
-                if marked:
-                    done += 1
-                    log.info(
-                        "study_completed",
-                        study_instance_uid=candidate.study_instance_uid,
-                        model_version=version_name,
-                        label=label,
-                    )
-        self._metrics.studies_completed.inc(done)
-        return done
+            ),
+            completed_at=now,
+            previous=(previous[1], previous[0]) if previous else None,
+        )
+        message = messages.study_complete(
+            study_instance_uid=candidate.study_instance_uid,
+            model_version=version,
+            label=row.label,
+            max_probability=max_probability,
+            n_predicted={c: getattr(row, f"n_{c.lower()}") for c in CLASS_NAMES},
+            n_instances=row.n_instances,
+            completed_at=now,
+            revision=revision,
+            accession_number=accession,
+            accession_number_issuer=issuer,
+        )
+        return _Completion(candidate=candidate, report=report, message=message)
+
+    def _build_objects(self, c: _Completion) -> tuple[list[NewObject], str | None]:
+        """The report's DICOM objects; none without destinations; on failure, none and the reason."""
+        results = self._config.results
+        if not results.destinations:
+            return [], None
+        if not c.report.key_slices:
+            return [], "no predicted slice to reference"
+        serving = (
+            self._serving
+            if self._serving and self._serving.model_version_id == c.candidate.model_version_id
+            else None
+        )
+        started = self._clock()
+        try:
+            objects = build_objects(
+                c.report,
+                archive_dir=self._config.archive_dir,
+                heatmap=results.heatmap,
+                serving=serving,
+                mapper=self._heat_mapper,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure of one study's objects is recorded, not fatal
+            # The type only: messages of DICOM libraries may quote attribute values (patient data).
+            log.error(
+                "result_build_failed",
+                study_instance_uid=c.candidate.study_instance_uid,
+                error=type(exc).__name__,
+            )
+            return [], f"{type(exc).__name__}: {exc}"
+        log.info(
+            "result_built",
+            study_instance_uid=c.candidate.study_instance_uid,
+            revision=c.report.revision,
+            kinds=[o.kind for o in objects],
+            heatmap_skipped=serving is None and results.heatmap != "none",
+            build_s=round(self._clock() - started, 3),
+        )
+        return objects, None
 
     # --- retries -----------------------------------------------------------------------------
     def _retry(self, what: str, action: Callable[[], T]) -> T:

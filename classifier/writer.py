@@ -95,7 +95,14 @@ def write_batch(
 
     for p in predicted:
         e = p.instance.event
-        studies.append(StudyRow(e.study_instance_uid, p.instance.accession_number, received_at(e)))
+        studies.append(
+            StudyRow(
+                e.study_instance_uid,
+                p.instance.accession_number,
+                received_at(e),
+                p.instance.accession_number_issuer,
+            )
+        )
         series.append(SeriesRow(e.series_instance_uid, e.study_instance_uid, p.instance.modality))
         instances.append(_instance_row(e, state="processed", reason=None, frames=len(p.probabilities)))
         for frame, probs in enumerate(p.probabilities):

@@ -81,7 +81,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         network_timeout_s=settings.network_timeout_s,
     )
     slots = AssociationSlots(settings.max_associations)
-    return Listener(
+    listener = Listener(
         ae=build_ae(options),
         host=settings.dicom_host,
         port=settings.dicom_port,
@@ -89,6 +89,9 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         ssl_context=tls,
         limits=limits,
     )
+    # Read at scrape time from the server's own list, so no event handler can leave it off by one.
+    metrics.associations_active.set_function(listener.active_associations)
+    return listener
 
 
 def run_until_stopped(

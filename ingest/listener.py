@@ -18,6 +18,7 @@ from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from ingest.server import HardenedAssociationServer, ServerLimits
+from kidneyct.errors import binding
 
 log = structlog.get_logger(__name__)
 
@@ -45,12 +46,13 @@ class Listener:
 
     def start(self) -> None:
         # As `AE.start_server(block=False)` does, with our hardened server class.
-        server = self._ae.make_server(
-            self._address,
-            ssl_context=self._ssl_context,
-            evt_handlers=self._evt_handlers,
-            server_class=functools.partial(HardenedAssociationServer, limits=self._limits),  # type: ignore[arg-type]
-        )
+        with binding("the DICOM listener", *self._address):
+            server = self._ae.make_server(
+                self._address,
+                ssl_context=self._ssl_context,
+                evt_handlers=self._evt_handlers,
+                server_class=functools.partial(HardenedAssociationServer, limits=self._limits),  # type: ignore[arg-type]
+            )
         thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
         thread.start()
         self._ae._servers.append(server)

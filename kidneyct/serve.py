@@ -16,16 +16,17 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
-from prometheus_client import CollectorRegistry
 
 from classifier.device import DeviceError, parse_device, pin_device
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from classifier.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -52,15 +53,24 @@ def serve(settings: Settings, workers: int) -> None:
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
 
+    import keras
+
+    from classifier.device import require_device
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from ingest.app import build_listener, run_until_stopped
     from ingest.metrics import IngestMetrics
-    from kidneyct.database import make_database
+    from kidneyct.database import make_database, require_schema
+    from kidneyct.errors import binding
     from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
+    from kidneyct.registry import process_registry
     from kidneyct.streams import make_publisher
 
+    try:
+        require_device(parse_device(settings.device), keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         # The embedded default creates what it needs; a shared PostgreSQL is migrated by `kidneyct db upgrade`.
@@ -69,7 +79,8 @@ def serve(settings: Settings, workers: int) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrations.upgrade(url)
     sessions = make_database(settings)
-    registry = CollectorRegistry()
+    require_schema(sessions)
+    registry = process_registry()
     metrics = IngestMetrics(registry)
     listener_publisher = make_publisher(settings, sessions)
     try:
@@ -77,7 +88,11 @@ def serve(settings: Settings, workers: int) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     worker_metrics = WorkerMetrics(registry)
-    wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+    try:
+        wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+        sender_thread = _result_sender_thread(settings, sessions, registry)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     runners = [w.worker for w in wired]
     metrics_server = None
     if settings.metrics_port > 0:
@@ -86,9 +101,10 @@ def serve(settings: Settings, workers: int) -> None:
             kafka_bootstrap=settings.kafka_bootstrap,
             models_loaded=lambda: all(r.model_loaded for r in runners),
         )
-        metrics_server = serve_metrics(
-            registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
-        )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+            )
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -111,6 +127,8 @@ def serve(settings: Settings, workers: int) -> None:
     ]
     for thread in threads:
         thread.start()
+    if sender_thread is not None:
+        sender_thread.start(stop)
     log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
     run_until_stopped(
         listener,
@@ -123,11 +141,42 @@ def serve(settings: Settings, workers: int) -> None:
         runner.request_stop()
     for thread in threads:
         thread.join()
+    if sender_thread is not None:
+        sender_thread.join()
     for w in wired:
         w.close()
     log.info("serve_stopped")
     if failures:
         raise click.ClickException(f"a worker failed: {failures[0]!r}")
+
+
+class _SenderThread:
+    """The outbox sender beside the workers, when result destinations are set."""
+
+    def __init__(self, sender: Any) -> None:
+        self._sender = sender
+        self._thread: threading.Thread | None = None
+
+    def start(self, stop: threading.Event) -> None:
+        self._thread = threading.Thread(
+            target=self._sender.run, args=(stop,), name="result-sender", daemon=True
+        )
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _result_sender_thread(
+    settings: Settings, sessions: Any, registry: CollectorRegistry
+) -> _SenderThread | None:
+    if not settings.result_destinations.strip():
+        return None
+    from delivery.metrics import SenderMetrics
+    from delivery.wiring import build_sender
+
+    return _SenderThread(build_sender(settings, sessions, SenderMetrics(registry)))
 
 
 def run_worker_when_model_active(

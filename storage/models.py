@@ -33,6 +33,8 @@ from sqlalchemy.types import TypeDecorator
 CLASS_NAMES: tuple[str, ...] = ("Cyst", "Normal", "Stone", "Tumor")
 INSTANCE_STATES: tuple[str, ...] = ("received", "processed", "failed", "skipped")
 MODEL_STATUSES: tuple[str, ...] = ("candidate", "active", "retired")
+RESULT_OBJECT_KINDS: tuple[str, ...] = ("sr", "pmap", "sc")
+DELIVERY_STATES: tuple[str, ...] = ("pending", "delivered", "failed")
 UID_LENGTH = 64
 
 # Constraint names are fixed so that migrations can drop them on every database.
@@ -77,6 +79,8 @@ class Study(Base):
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     # Kept for joins in reporting systems; it is not logged.
     accession_number: Mapped[str | None] = mapped_column(String(16))
+    # Issuer of Accession Number Sequence: its local namespace or universal entity ID, when sent.
+    accession_number_issuer: Mapped[str | None] = mapped_column(String(64))
     first_received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     last_received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
@@ -195,6 +199,69 @@ class StudyPrediction(Base):
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ResultReport(Base):
+    """One revision of a study's report under one model version: a completed study result.
+
+    A revision is made each time a study result becomes complete (a late instance re-opens it,
+    so completing it again makes the next revision); revisions count up per study.
+    """
+
+    __tablename__ = "result_reports"
+    __table_args__ = (
+        UniqueConstraint("study_id", "revision"),
+        CheckConstraint(_in("label", CLASS_NAMES), name="label"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(16))
+    key_slices: Mapped[str] = mapped_column(
+        Text
+    )  # space-separated SOP Instance UIDs (`uid:frame` in multi-frame)
+    build_error: Mapped[str | None] = mapped_column(Text)  # why no DICOM objects could be built
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ResultObject(Base):
+    """A DICOM object of a report (the SR, a Parametric Map, a Secondary Capture), as sent."""
+
+    __tablename__ = "result_objects"
+    __table_args__ = (CheckConstraint(_in("kind", RESULT_OBJECT_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("result_reports.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    dataset: Mapped[bytes] = mapped_column(LargeBinary)  # the DICOM file (Part 10) bytes
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ResultDelivery(Base):
+    """The outbox: one row per object and destination, written before anything is sent."""
+
+    __tablename__ = "result_deliveries"
+    __table_args__ = (
+        UniqueConstraint("object_id", "destination"),
+        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        Index("ix_result_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("result_objects.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(255))  # AE@host:port
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())  # a sender's lease
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class DatasetImage(Base):

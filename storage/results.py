@@ -28,6 +28,7 @@ class StudyRow:
     study_instance_uid: str
     accession_number: str | None
     received_at: dt.datetime
+    accession_number_issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ def upsert_studies(session: Session, *, studies: Sequence[StudyRow]) -> dict[str
             {
                 "study_instance_uid": s.study_instance_uid,
                 "accession_number": s.accession_number,
+                "accession_number_issuer": s.accession_number_issuer,
                 "first_received_at": s.received_at,
                 "last_received_at": s.received_at,
             },
@@ -127,11 +129,15 @@ def upsert_studies(session: Session, *, studies: Sequence[StudyRow]) -> dict[str
         row["first_received_at"] = min(row["first_received_at"], s.received_at)
         row["last_received_at"] = max(row["last_received_at"], s.received_at)
         row["accession_number"] = row["accession_number"] or s.accession_number
+        row["accession_number_issuer"] = row["accession_number_issuer"] or s.accession_number_issuer
     stmt = _insert(session, Study).values(list(merged.values()))
     stmt = stmt.on_conflict_do_update(
         index_elements=[Study.study_instance_uid],
         set_={
             "accession_number": func.coalesce(stmt.excluded.accession_number, Study.accession_number),
+            "accession_number_issuer": func.coalesce(
+                stmt.excluded.accession_number_issuer, Study.accession_number_issuer
+            ),
             "first_received_at": _least(session, Study.first_received_at, stmt.excluded.first_received_at),
             "last_received_at": _greatest(session, Study.last_received_at, stmt.excluded.last_received_at),
         },

@@ -57,7 +57,7 @@ def calibrate_head(model, images: np.ndarray) -> None:  # type: ignore[no-untype
     and clipped cross-entropy has zero gradients, so training would move nothing. The biases are
     zero at initialisation, so scaling the kernel scales the logits by the same factor.
     """
-    from training.gradcam import feature_model, head_logits, head_weights
+    from classifier.gradcam import feature_model, head_logits, head_weights
 
     features = np.asarray(feature_model(model).predict(images, verbose=0), dtype=np.float64)
     logits, _ = head_logits(features, head_weights(model))
@@ -152,8 +152,8 @@ def main() -> None:
     import keras
 
     from classifier.artifact import CARD_FILE, load_artifact, read_card, save_artifact
+    from classifier.gradcam import grad_cam
     from classifier.model import build_model
-    from training.gradcam import grad_cam
 
     result: dict = {"backend": keras.backend.backend(), "keras_version": keras.__version__}
     if not (args.reference / CARD_FILE).exists():

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from classifier_kit import make_tiny_artifact, register
@@ -25,70 +20,12 @@ from e2e_kit import (
     run_kidneyct,
     wait_for,
 )
+from orthanc_kit import ORTHANC, OrthancServer
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 import migrations
 from storage.db import make_engine, make_session_factory
 from training.synth.generate import generate
-
-ORTHANC = "/usr/sbin/Orthanc"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OrthancServer:
-    def __init__(self, root: Path, *, our_port: int) -> None:
-        self.http_port, self.dicom_port = _free_port(), _free_port()
-        config = {
-            "Name": "kidneyct-e2e",
-            "StorageDirectory": str(root / "storage"),
-            "IndexDirectory": str(root / "index"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "DicomAet": "ORTHANC",
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "HttpServerEnabled": True,
-            "DicomServerEnabled": True,
-            "Plugins": [],
-            "DicomModalities": {"kidneyct": ["KIDNEYCT", "127.0.0.1", our_port]},
-            "DicomScuTimeout": 30,
-        }
-        (root / "orthanc.json").write_text(json.dumps(config))
-        self._log = (root / "orthanc.log").open("w")
-        self.proc = subprocess.Popen(
-            [ORTHANC, str(root / "orthanc.json")], stdout=self._log, stderr=subprocess.STDOUT
-        )
-        wait_for(self._answers, timeout_s=60, what="Orthanc's REST API")
-
-    def _answers(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"Orthanc exited with {self.proc.returncode}; see {self._log.name}")
-        try:
-            self.get("/system")
-        except (urllib.error.URLError, ConnectionError):
-            return False
-        return True
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body, method=method)
-        with urllib.request.urlopen(req, timeout=120) as response:
-            return json.loads(response.read() or b"null")
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 @pytest.fixture

@@ -42,6 +42,16 @@ STUDY_RESULTS_COLUMNS = [
     "n_instances",
     "complete",
     "updated_at",
+    # Appended by 0011 (results back to PACS); the columns above keep their order.
+    "accession_number_issuer",
+    "first_received_at",
+    "last_received_at",
+    "n_failed",
+    "n_skipped",
+    "key_slices",
+    "revision",
+    "from_active_model",
+    "delivery_state",
 ]
 
 

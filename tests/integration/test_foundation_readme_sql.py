@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from storage.db import make_engine, make_session_factory
 from storage.models import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
+from storage.outbox import NewObject, add_report
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 EXAMPLES = re.findall(r"<!-- sql:(any|postgresql|sqlite) -->\n```sql\n(.*?)```", README, flags=re.DOTALL)
@@ -105,15 +106,29 @@ def _seed(url: str, now: dt.datetime) -> None:
                     _study_prediction(studies["ACC0001"], v2, "Tumor", two_days_ago),
                 ]
             )
+            session.flush()
+            # ACC0001's v1 result has a report whose delivery is still pending.
+            add_report(
+                session,
+                study_id=studies["ACC0001"].id,
+                model_version_id=v1.id,
+                revision=1,
+                label="Stone",
+                key_slices=[],
+                objects=[NewObject("sr", "1.2.840.10008.5.1.4.1.1.88.34", f"{STUDY_UID}.9", b"DICM")],
+                destinations=["PACS@pacs:104"],
+                build_error=None,
+                now=hour_ago,
+            )
             session.commit()
     finally:
         engine.dispose()
 
 
 def test_readme_has_the_promised_examples() -> None:
-    """The README shows the four documented queries, with both dialects of the 24-hour one."""
-    assert len(_examples("postgresql")) == 4
-    assert len(_examples("sqlite")) == 4
+    """The README shows the five documented queries, with both dialects of the 24-hour one."""
+    assert len(_examples("postgresql")) == 5
+    assert len(_examples("sqlite")) == 5
 
 
 def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
@@ -123,7 +138,7 @@ def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
     dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
     try:
         with engine.connect() as connection:
-            by_accession, abnormal, slices, counts = (
+            by_accession, abnormal, slices, undelivered, counts = (
                 connection.execute(text(sql)).all() for sql in _examples(dialect)
             )
     finally:
@@ -136,6 +151,9 @@ def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
         (f"{STUDY_UID}.1.1", 0, "Stone"),
     ]
     assert slices[1].p_stone == pytest.approx(0.9)
+    assert [(r.accession_number, r.revision, r.delivery_state) for r in undelivered] == [
+        ("ACC0001", 1, "pending")
+    ]
     assert [(r.model_version, r.label, r.n_studies) for r in counts] == [
         ("v1", "Normal", 1),
         ("v1", "Stone", 1),

@@ -25,7 +25,7 @@ from classifier_kit import (
     write_instance,
 )
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
@@ -34,6 +34,7 @@ from classifier.batching import BatchPolicy
 from classifier.dead_letter_limit import DeadLetterLimit
 from classifier.errors import DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
 from classifier.metrics import WorkerMetrics
+from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
@@ -212,6 +213,24 @@ def test_metrics_count_events_frames_and_poison(harness: Harness) -> None:
     assert (registry.get_sample_value("kidneyct_worker_predict_seconds_count") or 0) >= 1
 
 
+def test_metrics_time_store_to_prediction_and_name_the_model(harness: Harness) -> None:
+    """The latency histogram counts each predicted instance from its received_at; the model info names it."""
+    events = [
+        write_instance(harness.archive, received_at=harness.now - dt.timedelta(seconds=2)) for _ in range(3)
+    ]
+    harness.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 3)
+    harness.stop()
+    registry = harness.metrics.registry
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_count") == 3
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_sum") == pytest.approx(6.0)
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "1.0"}) == 0
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "2.5"}) == 3
+    assert registry.get_sample_value("kidneyct_worker_model_info", {"version": "v1", "image_size": "32"}) == 1
+
+
 def test_multiframe_instance_gives_one_row_per_frame(harness: Harness) -> None:
     """The two-frame enhanced CT gives predictions for frames 0 and 1."""
     event = write_instance(harness.archive, source="eCT_Supplemental.dcm")
@@ -242,6 +261,8 @@ def test_model_switch_between_batches(harness: Harness) -> None:
     with harness.sessions.begin() as s:
         activate_model_version(s, version="v2", now=T0)
     wait_for(lambda: harness.worker.serving.version == "v2")
+    info = {"version": "v2", "image_size": "32"}
+    assert harness.metrics.registry.get_sample_value("kidneyct_worker_model_info", info) == 1
     second = [write_instance(harness.archive) for _ in range(3)]
     for e in second:
         harness.consumer.append(e.to_json())
@@ -301,6 +322,66 @@ def test_study_completes_after_stable_age_and_late_instance_reopens(harness: Har
     harness.stop()
     done = [json.loads(v) for v in harness.publisher.on(RESULTS) if b"study_complete" in v]
     assert [d["n_instances"] for d in done] == [2, 3]
+    assert [d["revision"] for d in done] == [1, 2]  # the re-opened study's second completion
+    assert {d["accession_number"] for d in done} == {"ACC123"}
+
+
+def _complete_one_study(h: Harness, study: str) -> None:
+    for _ in range(2):
+        h.consumer.append(write_instance(h.archive, study=study, received_at=T0).to_json())
+    h.start()
+    wait_for(lambda: h.committed() == 2)
+
+
+def test_a_completed_study_queues_its_sr_and_heat_map_for_each_destination(
+    sessions, loader, artifacts, tmp_path: Path
+) -> None:
+    """Completion writes the report revision, its SR and Secondary Capture, and one outbox row per
+    object and destination, in the transaction that marks the study complete."""
+    directory, sha = artifacts["v1"]
+    register(sessions, version="v1", directory=directory, sha256=sha, active=True)
+    destinations = ("PACS@10.0.0.1:104", "VNA@10.0.0.2:11112")
+    h = Harness(
+        sessions, loader, tmp_path / "archive", results=ResultConfig(destinations=destinations, heatmap="sc")
+    )
+    _complete_one_study(h, "1.2.3.77")
+    h.now = T0 + dt.timedelta(seconds=62)
+    assert h.worker.sweep_completed_studies() == 1
+    h.stop()
+    with h.sessions() as s:
+        reports = s.execute(text("SELECT revision, label, build_error, key_slices FROM result_reports")).all()
+        kinds = sorted(s.scalars(text("SELECT kind FROM result_objects")))
+        deliveries = s.execute(text("SELECT destination, state FROM result_deliveries")).all()
+        row = s.execute(text("SELECT delivery_state, revision, key_slices FROM study_results")).one()
+    assert len(reports) == 1 and reports[0][0] == 1 and reports[0][2] is None
+    assert kinds == ["sc", "sr"]  # k = 1 key slice in this harness
+    assert sorted(deliveries) == sorted((d, "pending") for d in destinations for _ in kinds)
+    assert tuple(row) == ("pending", 1, reports[0][3])
+
+
+def test_a_report_that_cannot_be_built_is_recorded_and_the_study_still_completes(
+    sessions, loader, artifacts, tmp_path: Path
+) -> None:
+    """A key slice gone from the archive: the study completes, its report says why nothing was built."""
+    directory, sha = artifacts["v1"]
+    register(sessions, version="v1", directory=directory, sha256=sha, active=True)
+    h = Harness(sessions, loader, tmp_path / "archive", results=ResultConfig(destinations=("PACS@h:104",)))
+    _complete_one_study(h, "1.2.3.78")
+    for path in h.archive.rglob("*.dcm"):
+        path.unlink()
+    h.now = T0 + dt.timedelta(seconds=62)
+    with capture_logs() as logs:
+        assert h.worker.sweep_completed_studies() == 1
+    h.stop()
+    with h.sessions() as s:
+        error = s.scalar(text("SELECT build_error FROM result_reports"))
+        state = s.scalar(text("SELECT delivery_state FROM study_results"))
+        n_objects = s.scalar(text("SELECT COUNT(*) FROM result_objects"))
+    assert error and "FileNotFoundError" in error and state == "build_failed" and n_objects == 0
+    failed = [e for e in logs if e["event"] == "result_build_failed"]
+    assert (
+        failed and failed[0]["error"] == "FileNotFoundError" and failed[0]["study_instance_uid"] == "1.2.3.78"
+    )
 
 
 def test_sweep_on_the_embedded_queue_announces_without_lock_fights(

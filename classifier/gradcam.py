@@ -18,6 +18,25 @@ from PIL import Image
 
 from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME
 
+# Below 2x2 the last feature map has one position: the "heat map" is one uniform tint.
+MIN_FEATURE_SIDE = 2
+
+
+def too_small_for_heatmaps(model: keras.Model) -> str | None:
+    """Why Grad-CAM maps of `model` would say nothing (its last feature map is 1x1), or None.
+
+    ResNet50 downsamples 32x: at 32 px the map is 1x1, at 64 px 2x2. (Going back to an earlier
+    block would need real gradients through conv5, which the closed form here avoids.)
+    """
+    h, w = feature_model(model).output_shape[1:3]
+    if h is not None and w is not None and min(h, w) < MIN_FEATURE_SIDE:
+        size = model.input_shape[1]
+        return (
+            f"at {size} px the last feature map is {h}x{w}, so each Grad-CAM map would be one uniform tint; "
+            f"train at --image-size {32 * MIN_FEATURE_SIDE} or more for heat maps"
+        )
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class GradCam:
@@ -60,9 +79,18 @@ def logit_gradient(
     return (upstream @ w1.T) / float(h * w)
 
 
-def grad_cam(model: keras.Model, images: np.ndarray, class_index: np.ndarray | None = None) -> GradCam:
-    """Heat maps of `images` ([N, S, S, 3] model input) for `class_index` (default: the predicted class)."""
-    features = np.asarray(feature_model(model).predict(images, verbose=0), dtype=np.float64)
+def grad_cam(
+    model: keras.Model,
+    images: np.ndarray,
+    class_index: np.ndarray | None = None,
+    features_of: keras.Model | None = None,
+) -> GradCam:
+    """Heat maps of `images` ([N, S, S, 3] model input) for `class_index` (default: the predicted class).
+
+    `features_of` is `feature_model(model)` built once by a caller that explains many batches (the
+    worker), so its predict function is traced once."""
+    extractor = features_of if features_of is not None else feature_model(model)
+    features = np.asarray(extractor.predict_on_batch(images), dtype=np.float64)
     weights = head_weights(model)
     logits, _ = head_logits(features, weights)
     chosen = logits.argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)

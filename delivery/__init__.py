@@ -1,0 +1,1 @@
+"""Results back to PACS: the outbox sender (C-STORE with retries) and its command."""

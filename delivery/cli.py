@@ -1,0 +1,54 @@
+"""`kidneyct send-results`: the outbox sender on its own, for deployments that scale it apart
+from `kidneyct serve` (which runs one itself when destinations are set). Several may run at once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+import structlog
+from prometheus_client import CollectorRegistry
+
+from kidneyct.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@click.command("send-results")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+@click.pass_obj
+def send_results(settings: Settings, once: bool) -> None:
+    """Send the results waiting in the outbox to their PACS destinations (C-STORE)."""
+    from delivery.metrics import SenderMetrics
+    from delivery.wiring import build_sender
+    from kidneyct.database import make_database
+    from kidneyct.metrics import serve_metrics
+
+    metrics = SenderMetrics(CollectorRegistry())
+    try:
+        sender = build_sender(settings, make_database(settings), metrics)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if once:
+        click.echo(f"{sender.send_due()} deliveries attempted")
+        return
+    metrics_server = None
+    if settings.metrics_port > 0:
+        metrics_server = serve_metrics(
+            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+        )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("result_sender_stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sender.run(stop)
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()

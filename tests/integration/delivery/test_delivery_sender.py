@@ -1,0 +1,239 @@
+"""The result sender against a real database (SQLite and PostgreSQL) and real DICOM peers: a
+pynetdicom storage SCP as the destination, or a port where nothing listens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from ingest_support import make_certificates
+from prometheus_client import CollectorRegistry
+from pydicom.data import get_testdata_file
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from delivery.destinations import make_client_tls_context
+from delivery.metrics import SenderMetrics
+from delivery.scu import StoreOptions
+from delivery.sender import ResultSender, SenderConfig
+from ingest.ae import make_tls_context
+from storage.db import make_engine, make_session_factory
+from storage.models import ModelVersion, Study, StudyPrediction
+from storage.outbox import NewObject, add_report
+
+T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(migrated_database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+class StorageSCP:
+    """A real C-STORE destination on a free port that keeps what it receives."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.received: list[str] = []
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(CTImageStorage)
+        self._server = ae.start_server(
+            ("127.0.0.1", 0),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            ssl_context=ssl_context,
+        )
+        self.port = self._server.server_address[1]
+
+    def _on_store(self, event: evt.Event) -> int:
+        self.received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _queue_result(sessions: sessionmaker[Session], destinations: list[str]) -> str:
+    """A completed study with one report whose object (a real CT instance) waits for `destinations`."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with sessions.begin() as session:
+        study = Study(study_instance_uid="1.2.3.4", first_received_at=T0, last_received_at=T0)
+        version = ModelVersion(
+            version="v1",
+            artifact_uri="/x",
+            sha256="0" * 64,
+            card={},
+            metrics={},
+            status="active",
+            created_at=T0,
+        )
+        session.add_all([study, version])
+        session.flush()
+        probabilities = {"p_cyst": 0.1, "p_normal": 0.9, "p_stone": 0.1, "p_tumor": 0.1}
+        counts = {"n_cyst": 0, "n_normal": 1, "n_stone": 0, "n_tumor": 0}
+        session.add(
+            StudyPrediction(
+                study_id=study.id,
+                model_version_id=version.id,
+                label="Normal",
+                n_instances=1,
+                complete=True,
+                updated_at=T0,
+                **probabilities,
+                **counts,
+            )
+        )
+        add_report(
+            session,
+            study_id=study.id,
+            model_version_id=version.id,
+            revision=1,
+            label="Normal",
+            key_slices=[],
+            objects=[NewObject("sr", str(ds.SOPClassUID), str(ds.SOPInstanceUID), buffer.getvalue())],
+            destinations=destinations,
+            build_error=None,
+            now=T0,
+        )
+    return str(ds.SOPInstanceUID)
+
+
+def _sender(
+    sessions: sessionmaker[Session], clock: Clock, tls: ssl.SSLContext | None = None, **config: object
+) -> tuple[ResultSender, SenderMetrics]:
+    metrics = SenderMetrics(CollectorRegistry())
+    options = StoreOptions(
+        calling_ae="KIDNEYCT", tls=tls, acse_timeout_s=5, dimse_timeout_s=5, network_timeout_s=5
+    )
+    cfg = SenderConfig(store=options, **config)  # type: ignore[arg-type]
+    return ResultSender(sessions=sessions, config=cfg, metrics=metrics, utcnow=clock), metrics
+
+
+def _delivery_state(sessions: sessionmaker[Session]) -> str | None:
+    with sessions() as session:
+        return session.execute(text("SELECT delivery_state FROM study_results")).scalar_one()
+
+
+def test_a_result_is_stored_by_the_destination_and_marked_delivered(sessions: sessionmaker[Session]) -> None:
+    """One C-STORE, the row `delivered`, the view says so, the metric counts it."""
+    scp = StorageSCP()
+    try:
+        uid = _queue_result(sessions, [f"PACS@127.0.0.1:{scp.port}"])
+        assert _delivery_state(sessions) == "pending"
+        sender, metrics = _sender(sessions, Clock())
+        assert sender.send_due() == 1
+        assert scp.received == [uid]
+        assert _delivery_state(sessions) == "delivered"
+        assert metrics.delivered.labels(kind="sr")._value.get() == 1
+        assert sender.send_due() == 0  # nothing is sent twice
+    finally:
+        scp.stop()
+
+
+def test_an_unreachable_destination_is_retried_with_backoff_then_marked_failed(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Not due before its backoff; after the last attempt `failed`, in SQL and in the metrics."""
+    _queue_result(sessions, [f"PACS@127.0.0.1:{_closed_port()}"])
+    clock = Clock()
+    sender, metrics = _sender(sessions, clock, max_attempts=3, retry_initial_s=10, retry_max_s=15)
+    assert sender.send_due() == 1
+    with sessions() as session:
+        attempts, state, due, error = session.execute(
+            text("SELECT attempts, state, next_attempt_at, last_error FROM result_deliveries")
+        ).one()
+    assert (attempts, state) == (1, "pending") and error
+    assert sender.send_due() == 0  # waits for its backoff
+    clock.now += dt.timedelta(seconds=10)
+    assert sender.send_due() == 1
+    clock.now += dt.timedelta(seconds=15)  # 20 s capped at 15 s
+    assert sender.send_due() == 1
+    with sessions() as session:
+        attempts, state = session.execute(text("SELECT attempts, state FROM result_deliveries")).one()
+    assert (attempts, state) == (3, "failed")
+    assert _delivery_state(sessions) == "failed"
+    assert metrics.failed._value.get() == 1 and metrics.attempts_failed._value.get() == 3
+    assert metrics.outbox.labels(state="failed")._value.get() == 1
+    clock.now += dt.timedelta(days=1)
+    assert sender.send_due() == 0  # failed for good
+
+
+def test_a_claimed_delivery_waits_for_its_lease_before_another_sender_takes_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A sender that dies after claiming leaves the row to whoever comes after the lease, never before."""
+    scp = StorageSCP()
+    try:
+        uid = _queue_result(sessions, [f"PACS@127.0.0.1:{scp.port}"])
+        clock = Clock()
+        first, _ = _sender(sessions, clock, lease_s=60)
+        assert len(first._claim()) == 1  # ...and then it is killed
+        second, _ = _sender(sessions, clock, lease_s=60)
+        assert second.send_due() == 0
+        clock.now += dt.timedelta(seconds=61)
+        assert second.send_due() == 1
+        assert scp.received == [uid] and _delivery_state(sessions) == "delivered"
+    finally:
+        scp.stop()
+
+
+def test_run_stops_when_asked(sessions: sessionmaker[Session]) -> None:
+    """`run` returns promptly after stop is set (the serve and send-results shutdown path)."""
+    sender, _ = _sender(sessions, Clock(), poll_s=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop,))
+    thread.start()
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_a_tls_destination_gets_the_result_only_from_a_sender_with_a_trusted_certificate(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """TLS like the listener's: the destination's certificate is checked against our CA, and one
+    that asks for a client certificate gets ours; without it the attempt fails and is retried."""
+    certs = make_certificates(tmp_path / "tls")
+    server = make_tls_context(cert=certs.server_cert, key=certs.server_key, ca=certs.ca)
+    scp = StorageSCP(ssl_context=server)
+    try:
+        uid = _queue_result(sessions, [f"PACS@127.0.0.1:{scp.port}"])
+        clock = Clock()
+        anonymous = make_client_tls_context(ca=certs.ca, cert=None, key=None)
+        sender, _ = _sender(sessions, clock, tls=anonymous, retry_initial_s=1)
+        assert sender.send_due() == 1
+        assert scp.received == [] and _delivery_state(sessions) == "pending"
+        ours = make_client_tls_context(ca=certs.ca, cert=certs.client_cert, key=certs.client_key)
+        sender, _ = _sender(sessions, clock, tls=ours)
+        clock.now += dt.timedelta(seconds=1)
+        assert sender.send_due() == 1
+        assert scp.received == [uid] and _delivery_state(sessions) == "delivered"
+    finally:
+        scp.stop()
