@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -54,7 +55,7 @@ def progress_bars(enabled: bool, *, stream: TextIO | None = None) -> Iterator[St
         TimeRemainingColumn(),
         console=console,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def stage(description: str) -> Advance:
         def advance(done: int, total: int) -> None:
