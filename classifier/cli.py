@@ -13,7 +13,7 @@ from types import FrameType
 import click
 import structlog
 
-from classifier.device import DeviceError, parse_device, pin_device
+from classifier.device import DeviceError, parse_device, pin_device, require_device
 from kidneyct.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,28 +37,42 @@ def worker(
         raise click.BadParameter(str(exc), param_hint="--device") from exc
 
     import keras
-    from prometheus_client import CollectorRegistry
 
-    from classifier.errors import ArtifactError, NoActiveModel
+    from classifier.errors import ArtifactError, DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
-    from kidneyct.database import make_database
+    from kidneyct.database import make_database, require_schema
+    from kidneyct.errors import binding
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
+    from kidneyct.registry import process_registry
 
+    try:
+        require_device(chosen, keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from exc
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    metrics = WorkerMetrics(CollectorRegistry())
+    metrics = WorkerMetrics(process_registry())
+    sessions = make_database(settings)
+    require_schema(sessions)
     try:
-        wired = build_worker(settings, make_database(settings), metrics=metrics, batch_size=batch_size)
+        wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     runner = wired.worker
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(
-            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: runner.model_loaded,
         )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+            )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("worker_stopping", signal=signal.Signals(signum).name)
@@ -76,7 +90,7 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except (NoActiveModel, ArtifactError) as exc:
+    except (NoActiveModel, ArtifactError, SchemaMissing, DeadLetterLimitExceeded) as exc:
         raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 BACKEND_MODULES = ("keras", "tensorflow", "jax", "torch")
@@ -70,3 +70,31 @@ def prefer_onednn(environ: MutableMapping[str, str]) -> bool:
     for name, value in ONEDNN_ENVIRONMENT.items():
         environ.setdefault(name, value)
     return "tensorflow" not in sys.modules
+
+
+def visible_gpus(backend: str) -> int:
+    """How many GPUs the Keras backend sees (after pinning). The one backend-specific corner here."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(1 for d in jax.devices() if d.platform == "gpu")
+    if backend == "torch":
+        import torch
+
+        return int(torch.cuda.device_count())
+    return 0
+
+
+def require_device(device: Device, backend: str, count_gpus: Callable[[str], int] = visible_gpus) -> None:
+    """Refuse `gpu:N` when the backend sees no GPU, instead of silently running on the CPU."""
+    if device.kind != "gpu":
+        return
+    if count_gpus(backend) < 1:
+        raise DeviceError(
+            f"{device} was asked for, but the {backend} backend sees no GPU there: check that GPU "
+            f"{device.index} exists (nvidia-smi -L) and that a GPU build is installed (pip install '.[gpu]')"
+        )

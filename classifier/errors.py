@@ -4,7 +4,8 @@
   The worker records the reason, sends the event to the dead-letter topic and commits past it.
 - `RecoverableError`: the world is broken for a while (database down). The worker stops
   consuming, retries with backoff, commits nothing and loses nothing.
-- `ArtifactError` / `NoActiveModel`: configuration problems that stop the worker with a clear message.
+- `ArtifactError` / `NoActiveModel` / `SchemaMissing` / `DeadLetterLimitExceeded`: configuration
+  problems that stop the worker with a clear message.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class DecodeError(PoisonError, ValueError):
     """The file is not DICOM or its pixels cannot be decoded into a grayscale image."""
 
 
+class ValueDoesNotFit(PoisonError):
+    """A value of the event does not fit its database column (e.g. InstanceNumber beyond 2^31-1)."""
+
+
 class NotClassifiable(PoisonError):
     """A valid instance this model does not classify (e.g. modality not CT): skipped, not failed."""
 
@@ -60,3 +65,12 @@ class ArtifactError(ClassifierError):
 
 class NoActiveModel(ClassifierError):
     """No model version is marked active in the database."""
+
+
+class SchemaMissing(ClassifierError):
+    """The database has no kidneyct schema (or an older one): `kidneyct db upgrade` creates it."""
+
+
+class DeadLetterLimitExceeded(ClassifierError):
+    """Most recent events could not read their archived file: the archive is likely not mounted.
+    Stopping (nothing of the batch committed) beats dead-lettering everything that follows."""

@@ -18,6 +18,25 @@ from PIL import Image
 
 from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME
 
+# Below 2x2 the last feature map has one position: the "heat map" is one uniform tint.
+MIN_FEATURE_SIDE = 2
+
+
+def too_small_for_heatmaps(model: keras.Model) -> str | None:
+    """Why Grad-CAM maps of `model` would say nothing (its last feature map is 1x1), or None.
+
+    ResNet50 downsamples 32x: at 32 px the map is 1x1, at 64 px 2x2. (Going back to an earlier
+    block would need real gradients through conv5, which the closed form here avoids.)
+    """
+    h, w = feature_model(model).output_shape[1:3]
+    if h is not None and w is not None and min(h, w) < MIN_FEATURE_SIDE:
+        size = model.input_shape[1]
+        return (
+            f"at {size} px the last feature map is {h}x{w}, so each Grad-CAM map would be one uniform tint; "
+            f"train at --image-size {32 * MIN_FEATURE_SIDE} or more for heat maps"
+        )
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class GradCam:

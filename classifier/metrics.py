@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 # A batch takes from milliseconds (a few slices on a GPU) to tens of seconds (224 px on a CPU).
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# C-STORE success to prediction row: sub-second when keeping up, minutes while a backlog drains.
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 class WorkerMetrics:
@@ -47,3 +49,15 @@ class WorkerMetrics:
         self.model_switches = Counter(
             "kidneyct_worker_model_loads", "Model versions loaded (start and switches).", registry=registry
         )
+        self.store_to_prediction_seconds = Histogram(
+            "kidneyct_worker_store_to_prediction_seconds",
+            "From the listener's C-STORE success (the event's received_at) to the committed prediction rows.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "kidneyct_worker_backlog",
+            "Instance events published but not yet read by this worker (consumer lag).",
+            registry=registry,
+        )
+        self.model = Info("kidneyct_worker_model", "The model version the worker serves.", registry=registry)

@@ -12,6 +12,7 @@ returns; during an outage it returns at once without committing, and the batch i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -29,8 +30,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier import messages
 from classifier.batching import BatchPolicy, next_poll
-from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record
-from classifier.errors import ArtifactError, NoActiveModel
+from classifier.db_errors import DbErrorKind, classify, is_database_error
+from classifier.dead_letter_limit import DeadLetterLimit
+from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record, received_at
+from classifier.errors import (
+    ArchiveFileMissing,
+    ArtifactError,
+    DeadLetterLimitExceeded,
+    NoActiveModel,
+    SchemaMissing,
+    ValueDoesNotFit,
+)
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.result_model import StudyReport
@@ -46,7 +56,7 @@ from storage.stream import Consumer, Publisher, Record, StreamUnavailable, Topic
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-RECOVERABLE = (SQLAlchemyError, StreamUnavailable)
+RECOVERABLE = (SQLAlchemyError, OverflowError, StreamUnavailable)
 MAX_COMMIT_ATTEMPTS = 5
 
 
@@ -63,6 +73,9 @@ class WorkerConfig:
     sweep_interval_s: float = 1.0
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    # Stop when this share of the last `dead_letter_window` events could not read their archive file.
+    dead_letter_window: int = 50
+    dead_letter_ratio: float = 0.5
     results: ResultConfig = field(default_factory=ResultConfig)
 
 
@@ -85,6 +98,10 @@ class _Completion:
 
 class Abandoned(Exception):
     """Stop was requested while an outage kept a batch from finishing: nothing was committed."""
+
+
+class _DataProblem(Exception):
+    """A write failed on the batch's own data (not an outage): write its events one by one."""
 
 
 def _utcnow() -> dt.datetime:
@@ -120,12 +137,18 @@ class Worker:
         self._heat_mapper = HeatMapper()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._commit_failures = 0
+        self._dead_letters = DeadLetterLimit(window=config.dead_letter_window, ratio=config.dead_letter_ratio)
         self.batches_done = 0  # for tests and benchmarks: batches fully written
 
     # --- control --------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the batches in hand and return from `run` (safe from a signal handler)."""
         self._stop.set()
+
+    @property
+    def model_loaded(self) -> bool:
+        """For readiness: a model version is loaded and the worker can predict."""
+        return self._serving is not None
 
     @property
     def serving(self) -> ServingModel:
@@ -143,6 +166,7 @@ class Worker:
             )
         self._serving = self._load_model(row)
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         self._next_model_check = self._clock() + self._config.model_poll_s
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
@@ -216,6 +240,7 @@ class Worker:
                 # Decoded for the previous model before a switch: decode again for this one.
                 outcome = decode_record(outcome.record, serving.preprocessing, self._config.archive_dir)
             (decoded if isinstance(outcome, DecodedInstance) else poisoned).append(outcome)
+        self._check_dead_letter_limit(outcomes)
 
         started = self._clock()
         predicted = self._predict(serving, decoded)
@@ -240,10 +265,18 @@ class Worker:
                     rule=self._config.rule,
                     now=self._utcnow(),
                 )
+            for sop_instance_uid in sorted(written.reclassified):
+                log.warning(
+                    "instance_reclassified", sop_instance_uid=sop_instance_uid, reason="content_changed"
+                )
             return written.new_prediction_rows
 
         started = self._clock()
-        new_rows = self._retry("write_batch", write)
+        try:
+            new_rows = self._retry("write_batch", write)
+        except _DataProblem as exc:
+            log.warning("batch_write_refused_data", error=type(exc.__cause__).__name__, events=len(outcomes))
+            predicted, poisoned, new_rows = self._write_one_by_one(serving, predicted, poisoned)
         write_s = self._clock() - started
         self._retry("publish_results", lambda: self._publish(serving, predicted, poisoned))
         for tp, offset in next_offsets(batch.records).items():
@@ -251,6 +284,7 @@ class Worker:
         self._commit_offsets()
         self.batches_done += 1
         self._record_batch(predicted, poisoned, predict_s=predict_s, write_s=write_s)
+        self._record_latency(predicted)
         log.info(
             "batch_processed",
             events=len(batch.records),
@@ -260,6 +294,79 @@ class Worker:
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
+
+    def _write_one_by_one(
+        self, serving: ServingModel, predicted: list[Predicted], poisoned: list[PoisonInstance]
+    ) -> tuple[list[Predicted], list[PoisonInstance], int]:
+        """Each event in its own transaction: one whose values do not fit the database becomes
+        poison (recorded without the values that do not fit, dead-lettered, committed past)."""
+        kept: list[Predicted] = []
+        new_rows = 0
+        failed: list[PoisonInstance] = []
+        for p in predicted:
+            try:
+                new_rows += self._write(serving, [p], [])
+                kept.append(p)
+            except _DataProblem as exc:
+                error = ValueDoesNotFit(f"a value does not fit the database: {type(exc.__cause__).__name__}")
+                failed.append(PoisonInstance(p.instance.record, p.instance.event, error))
+        for poison in [*poisoned, *failed]:
+            # As it is, then with only the values a row needs; if neither fits, the dead letter keeps it.
+            for candidate in (poison, _bare(poison)):
+                try:
+                    self._write(serving, [], [candidate])
+                    break
+                except _DataProblem:
+                    continue
+            else:
+                log.error(
+                    "instance_not_recordable", offset=poison.record.offset, partition=poison.record.partition
+                )
+        for f in failed:
+            log.warning(
+                "instance_poisoned",
+                sop_instance_uid=f.event.sop_instance_uid if f.event else None,
+                state=f.error.state,
+                reason=f.error.reason,
+                offset=f.record.offset,
+                partition=f.record.partition,
+            )
+        return kept, [*poisoned, *failed], new_rows
+
+    def _write(
+        self, serving: ServingModel, predicted: list[Predicted], poisoned: list[PoisonInstance]
+    ) -> int:
+        def write() -> int:
+            with self._sessions.begin() as session:
+                written = write_batch(
+                    session,
+                    predicted=predicted,
+                    poisoned=poisoned,
+                    model_version_id=serving.model_version_id,
+                    rule=self._config.rule,
+                    now=self._utcnow(),
+                )
+            return written.new_prediction_rows
+
+        return self._retry("write_instance", write)
+
+    def _check_dead_letter_limit(self, outcomes: list[Outcome]) -> None:
+        self._dead_letters.observe(
+            isinstance(o, PoisonInstance) and isinstance(o.error, ArchiveFileMissing) for o in outcomes
+        )
+        if not self._dead_letters.tripped:
+            return
+        message = (
+            f"{self._dead_letters.unreadable} of the last {self._dead_letters.window} events could not "
+            f"read their archived file under {self._config.archive_dir}: is the archive mounted and "
+            "readable? Stopping without committing this batch (it is delivered again after a restart)."
+        )
+        log.error(
+            "dead_letter_limit_exceeded",
+            unreadable=self._dead_letters.unreadable,
+            window=self._dead_letters.window,
+        )
+        raise DeadLetterLimitExceeded(message)
 
     def _record_batch(
         self, predicted: list[Predicted], poisoned: list[PoisonInstance], *, predict_s: float, write_s: float
@@ -272,6 +379,25 @@ class Worker:
         if predicted:
             m.predict_seconds.observe(predict_s)
         m.write_seconds.observe(write_s)
+
+    def _record_latency(self, predicted: list[Predicted]) -> None:
+        """C-STORE success (the event's received_at) to prediction rows committed, per instance."""
+        now = self._utcnow()
+        for p in predicted:
+            seconds = (now - received_at(p.instance.event)).total_seconds()
+            self._metrics.store_to_prediction_seconds.observe(max(0.0, seconds))
+
+    def _update_backlog(self) -> None:
+        backlog = getattr(self._consumer, "backlog", None)  # optional: Kafka and the embedded queue have it
+        if backlog is None:
+            return
+        try:
+            value = backlog()
+        except RECOVERABLE as exc:
+            log.debug("backlog_unknown", error=type(exc).__name__)
+            return
+        if value is not None:
+            self._metrics.backlog.set(value)
 
     def _commit_offsets(self) -> None:
         """Commit what is written; a failed commit is retried with the next one (or when idle)."""
@@ -351,13 +477,19 @@ class Worker:
             log.error("model_switch_refused", model_version=row.version, error=str(exc))
             return
         self._metrics.model_switches.inc()
+        self._publish_model_info()
         log.info("model_switched", previous=current.version, model_version=row.version)
+
+    def _publish_model_info(self) -> None:
+        serving = self.serving
+        self._metrics.model.info({"version": serving.version, "image_size": str(serving.card.image_size)})
 
     def _maybe_sweep(self) -> None:
         now_mono = self._clock()
         if now_mono < self._next_sweep:
             return
         self._next_sweep = now_mono + self._config.sweep_interval_s
+        self._update_backlog()
         try:
             self.sweep_completed_studies()
         except RECOVERABLE as exc:
@@ -532,6 +664,14 @@ class Worker:
             try:
                 result = action()
             except RECOVERABLE as exc:
+                if is_database_error(exc):
+                    kind = classify(exc)
+                    if kind is DbErrorKind.SCHEMA_MISSING:
+                        raise SchemaMissing(
+                            "the database has no kidneyct schema (or an older one): run `kidneyct db upgrade`"
+                        ) from exc
+                    if kind is DbErrorKind.DATA:
+                        raise _DataProblem(what) from exc
                 self._metrics.dependency_retries.labels(action=what).inc()
                 log.warning(
                     "dependency_unavailable",
@@ -547,6 +687,14 @@ class Worker:
             if attempt > 1:
                 log.info("dependency_recovered", action=what, attempts=attempt)
             return result
+
+
+def _bare(poison: PoisonInstance) -> PoisonInstance:
+    """The poison with only the values an instance row needs (the others may be what did not fit)."""
+    if poison.event is None:
+        return poison
+    event = dataclasses.replace(poison.event, instance_number=None, number_of_frames=1, modality=None)
+    return PoisonInstance(poison.record, event, poison.error)
 
 
 def _count(batch: _Batch | None) -> int:

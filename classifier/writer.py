@@ -23,6 +23,7 @@ from storage.results import (
     SeriesRow,
     StudyAggregate,
     StudyRow,
+    forget_changed_instances,
     insert_predictions,
     study_aggregates,
     study_ids_of_instances,
@@ -45,6 +46,7 @@ class Predicted:
 class BatchWritten:
     new_prediction_rows: int
     studies_recomputed: list[tuple[StudyAggregate, str]]  # (aggregate, label)
+    reclassified: frozenset[str] = frozenset()  # SOP Instance UIDs whose content changed
 
 
 def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frames: int) -> InstanceRow:
@@ -109,6 +111,10 @@ def write_batch(
                 PredictionRow(e.sop_instance_uid, frame, label, tuple(float(v) for v in probs))
             )
 
+    # A re-sent instance with other content (another sha256) is classified again, not kept as it was.
+    reclassified = forget_changed_instances(
+        session, instances=[(p.instance.event.sop_instance_uid, p.instance.event.sha256) for p in predicted]
+    )
     study_ids = upsert_studies(session, studies=studies)
     series_ids = upsert_series(session, series=series, study_ids=study_ids)
     instance_ids = upsert_instances(session, instances=instances, series_ids=series_ids, now=now)
@@ -135,4 +141,6 @@ def write_batch(
         for p in predicted
         if instance_ids[p.instance.event.sop_instance_uid] in new_instance_ids
     )
-    return BatchWritten(new_prediction_rows=new_rows, studies_recomputed=recomputed)
+    return BatchWritten(
+        new_prediction_rows=new_rows, studies_recomputed=recomputed, reclassified=frozenset(reclassified)
+    )

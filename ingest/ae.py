@@ -3,12 +3,10 @@ and timeouts, and the optional TLS context."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from pydicom.uid import (
@@ -35,6 +33,9 @@ from storage.archive import is_valid_uid
 log = structlog.get_logger(__name__)
 
 VERIFICATION = UID("1.2.840.10008.1.1")  # C-ECHO
+# Ours, not pynetdicom's (docs/conformance.md): a UUID-derived UID (PS3.5 B.2), fixed once.
+IMPLEMENTATION_CLASS_UID = UID("2.25.49157832409628103983691432886717942620")
+IMPLEMENTATION_VERSION_NAME = "KIDNEYCT_0.1"
 CT_SOP_CLASSES: tuple[str, ...] = (CTImageStorage, EnhancedCTImageStorage)
 
 # Every transfer syntax the classifier can decode later (pydicom + pylibjpeg plugins); datasets
@@ -69,7 +70,8 @@ class AEOptions:
     ae_title: str
     extra_sop_classes: tuple[str, ...] = ()
     max_associations: int = 16
-    max_pdu_size: int = 0
+    max_pending: int = 64
+    max_pdu_size: int = 1024 * 1024
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -87,7 +89,12 @@ def enable_chunked_receive() -> None:
 def build_ae(options: AEOptions) -> AE:
     """An AE that answers C-ECHO and accepts C-STORE of CT, Enhanced CT and the extra classes."""
     ae = AE(ae_title=options.ae_title)
-    ae.maximum_associations = options.max_associations
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    # pynetdicom counts connections that have not even sent A-ASSOCIATE-RQ against this limit, so
+    # idle sockets could lock senders out: `AssociationSlots` enforces the real limit on admitted
+    # associations, and `ServerLimits.max_pending` bounds the rest. This is only a backstop.
+    ae.maximum_associations = options.max_associations + options.max_pending + 1
     ae.maximum_pdu_size = options.max_pdu_size
     ae.acse_timeout = options.acse_timeout_s
     ae.dimse_timeout = options.dimse_timeout_s
@@ -101,36 +108,15 @@ def build_ae(options: AEOptions) -> AE:
 
 
 class ServerTLSContext(ssl.SSLContext):
-    """A server TLS context that bounds the handshake and logs a failed one.
+    """A server TLS context that says what to call when a handshake fails.
 
-    pynetdicom wraps each accepted socket in its accept loop, where a failed handshake is
-    silently dropped and a silent client would block the loop: the timeout and the log fix both.
+    The handshake itself runs in each connection's own thread, bounded by the establishment
+    deadline and logged with the peer's address (`ingest.server.HardenedAssociationServer`),
+    never in the accept loop where one silent client would hold up every other.
     """
 
     handshake_timeout_s: float = 10.0
     on_handshake_failure: Callable[[str], None] | None = None
-
-    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
-        if not kwargs.get("server_side", False):
-            return super().wrap_socket(sock, *args, **kwargs)
-        previous_timeout = sock.gettimeout()
-        sock.settimeout(self.handshake_timeout_s)
-        try:
-            wrapped = super().wrap_socket(sock, *args, **kwargs)
-        except OSError as exc:  # ssl.SSLError and socket timeouts are OSErrors
-            peer = _peer_address(sock)
-            log.warning(
-                "association_rejected",
-                reason="tls_handshake_failed",
-                peer_address=peer,
-                error=type(exc).__name__,
-            )
-            if self.on_handshake_failure is not None:
-                self.on_handshake_failure(peer)
-            sock.close()
-            raise
-        wrapped.settimeout(previous_timeout)
-        return wrapped
 
 
 def make_tls_context(
@@ -145,10 +131,3 @@ def make_tls_context(
         context.verify_mode = ssl.CERT_REQUIRED
     context.handshake_timeout_s = handshake_timeout_s
     return context
-
-
-def _peer_address(sock: socket.socket) -> str:
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return "unknown"

@@ -10,11 +10,19 @@ import threading
 import structlog
 
 from ingest.access import AccessPolicy
-from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_context, parse_sop_classes
+from ingest.ae import (
+    CT_SOP_CLASSES,
+    AEOptions,
+    build_ae,
+    enable_chunked_receive,
+    make_tls_context,
+    parse_sop_classes,
+)
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
+from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from storage.archive import Archive
@@ -36,6 +44,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         ae_title=settings.ae_title,
         extra_sop_classes=tuple(parse_sop_classes(settings.extra_storage_sop_classes)),
         max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
         max_pdu_size=settings.max_pdu_size,
         acse_timeout_s=settings.acse_timeout_s,
         dimse_timeout_s=settings.dimse_timeout_s,
@@ -49,6 +58,8 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         topic=settings.topic_instances,
         metrics=metrics,
         max_instance_bytes=settings.max_instance_bytes,
+        image_sop_classes=frozenset(CT_SOP_CLASSES),
+        decode_first_frame=settings.verify_compressed_pixel_data,
     )
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
@@ -56,19 +67,31 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
             cert=settings.tls_cert,
             key=settings.tls_key,
             ca=settings.tls_ca,
-            handshake_timeout_s=settings.acse_timeout_s,
+            handshake_timeout_s=settings.association_establish_timeout_s,
         )
         tls.on_handshake_failure = lambda _peer: metrics.associations.labels(
             outcome="tls_handshake_failed"
         ).inc()
     enable_chunked_receive()
-    return Listener(
+    limits = ServerLimits(
+        max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
+        establish_timeout_s=settings.association_establish_timeout_s,
+        max_pdu_bytes=settings.max_pdu_size,
+        network_timeout_s=settings.network_timeout_s,
+    )
+    slots = AssociationSlots(settings.max_associations)
+    listener = Listener(
         ae=build_ae(options),
         host=settings.dicom_host,
         port=settings.dicom_port,
-        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics),
+        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics, slots=slots),
         ssl_context=tls,
+        limits=limits,
     )
+    # Read at scrape time from the server's own list, so no event handler can leave it off by one.
+    metrics.associations_active.set_function(listener.active_associations)
+    return listener
 
 
 def run_until_stopped(

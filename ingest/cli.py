@@ -7,12 +7,14 @@ import threading
 from types import FrameType
 
 import click
-from prometheus_client import CollectorRegistry
 
 from ingest.app import build_listener, run_until_stopped
 from ingest.metrics import IngestMetrics
-from kidneyct.database import make_database
+from kidneyct.database import make_database, require_schema
+from kidneyct.errors import binding
+from kidneyct.health import process_readiness
 from kidneyct.metrics import serve_metrics
+from kidneyct.registry import process_registry
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 
@@ -21,17 +23,25 @@ from kidneyct.streams import make_publisher
 @click.pass_obj
 def listen(settings: Settings) -> None:
     """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
-    metrics = IngestMetrics(CollectorRegistry())
-    publisher = make_publisher(settings, make_database(settings))
+    metrics = IngestMetrics(process_registry())
+    sessions = make_database(settings)
+    if not settings.uses_kafka:
+        require_schema(sessions)  # the embedded queue lives in the database
+    publisher = make_publisher(settings, sessions)
     try:
         listener = build_listener(settings, publisher=publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     metrics_server = None
     if settings.metrics_port > 0:
-        metrics_server = serve_metrics(
-            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
+        # The embedded queue is the database; with Kafka the listener needs only the broker.
+        readiness = process_readiness(
+            sessions=None if settings.uses_kafka else sessions, kafka_bootstrap=settings.kafka_bootstrap
         )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+            )
 
     stop = threading.Event()
 

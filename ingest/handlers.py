@@ -16,6 +16,12 @@ from pynetdicom.events import Event
 from ingest.access import AccessPolicy
 from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
+from ingest.server import AssociationSlots
+from ingest.statuses import (
+    DIAG_LOCAL_LIMIT_EXCEEDED,
+    REJECTED_TRANSIENT,
+    SOURCE_SERVICE_PROVIDER_PRESENTATION,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -48,15 +54,18 @@ def handle_store(event: Event, ingestor: Ingestor) -> int:
         requested_sop_instance=str(request.AffectedSOPInstanceUID),
         transfer_syntax_uid=str(context.transfer_syntax),
         calling_ae=event.assoc.requestor.ae_title or None,
+        context_sop_class=str(context.abstract_syntax),
     )
-    with structlog.contextvars.bound_contextvars(
-        **_association_context(event), sop_instance_uid=received.requested_sop_instance
-    ):
+    # Only validated UIDs go into logs: the ingestor binds the dataset's once it checked them.
+    with structlog.contextvars.bound_contextvars(**_association_context(event)):
         return ingestor.ingest(received)
 
 
-def handle_requested(event: Event, policy: AccessPolicy, metrics: IngestMetrics) -> None:
-    """EVT_REQUESTED: reject a caller the access policy does not admit, before negotiation."""
+def handle_requested(
+    event: Event, policy: AccessPolicy, metrics: IngestMetrics, slots: AssociationSlots | None = None
+) -> None:
+    """EVT_REQUESTED: reject a caller the access policy does not admit, or one beyond the
+    association limit, before negotiation."""
     assoc = event.assoc
     primitive = assoc.requestor.primitive
     called = str(primitive.called_ae_title if primitive is not None else "")
@@ -64,6 +73,21 @@ def handle_requested(event: Event, policy: AccessPolicy, metrics: IngestMetrics)
     address = assoc.requestor.address
     denial = policy.check(called_ae=called, calling_ae=calling, address=address)
     if denial is None:
+        if slots is None or slots.acquire(assoc):
+            return
+        metrics.associations.labels(outcome="too_many_associations").inc()
+        log.warning(
+            "association_rejected",
+            reason="too_many_associations",
+            limit=slots.limit,
+            calling_ae=calling,
+            peer_address=address,
+        )
+        # Transient, local limit exceeded (PS3.8 7.1.1.9): the sender should try again later.
+        assoc.acse.send_reject(
+            REJECTED_TRANSIENT, SOURCE_SERVICE_PROVIDER_PRESENTATION, DIAG_LOCAL_LIMIT_EXCEEDED
+        )
+        assoc.kill()
         return
     metrics.associations.labels(outcome=denial.value).inc()
     log.warning(
@@ -110,11 +134,15 @@ def handle_rejected(event: Event, metrics: IngestMetrics) -> None:
 
 
 def store_handlers(
-    *, ingestor: Ingestor, policy: AccessPolicy, metrics: IngestMetrics
+    *,
+    ingestor: Ingestor,
+    policy: AccessPolicy,
+    metrics: IngestMetrics,
+    slots: AssociationSlots | None = None,
 ) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
     """The handlers the listener binds, with their collaborators."""
     return [
-        (evt.EVT_REQUESTED, handle_requested, [policy, metrics]),
+        (evt.EVT_REQUESTED, handle_requested, [policy, metrics, slots]),
         (evt.EVT_ESTABLISHED, handle_established, [metrics]),
         (evt.EVT_REJECTED, handle_rejected, [metrics]),
         (evt.EVT_RELEASED, handle_released),

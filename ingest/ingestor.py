@@ -22,6 +22,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 import structlog
 
 from ingest import statuses
+from ingest.content_checks import check_encoding, check_first_frame_decodes, check_pixel_data
 from ingest.metrics import IngestMetrics
 from ingest.statuses import Failure
 from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
@@ -46,6 +47,8 @@ class ReceivedInstance:
     requested_sop_instance: str
     transfer_syntax_uid: str
     calling_ae: str | None
+    # The negotiated presentation context's abstract syntax: the dataset must be of this class.
+    context_sop_class: str | None = None
 
 
 class PendingPublish(Protocol):
@@ -75,6 +78,8 @@ class Ingestor:
         topic: str,
         metrics: IngestMetrics,
         max_instance_bytes: int,
+        image_sop_classes: frozenset[str] = frozenset(),
+        decode_first_frame: bool = True,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self._archive = archive
@@ -82,6 +87,8 @@ class Ingestor:
         self._topic = topic
         self._metrics = metrics
         self._max_bytes = max_instance_bytes
+        self._image_sop_classes = image_sop_classes
+        self._decode_first_frame = decode_first_frame
         self._clock = clock
 
     def ingest(self, received: ReceivedInstance) -> int:
@@ -105,8 +112,18 @@ class Ingestor:
         finally:
             self._metrics.store_seconds.observe(time.perf_counter() - started)
         self._metrics.instances_stored.inc()
+        if archived.replaced_sha256 is not None:
+            self._metrics.instances_replaced.inc()
+            log.warning(
+                "instance_replaced",
+                sop_instance_uid=header.sop_instance_uid,
+                previous_sha256=archived.replaced_sha256,
+                sha256=archived.sha256,
+                archive_uri=archived.uri,
+            )
         log.info(
             "instance_stored",
+            sop_instance_uid=header.sop_instance_uid,
             study_instance_uid=header.study_instance_uid,
             modality=header.modality,
             size_bytes=archived.size_bytes,
@@ -120,11 +137,21 @@ class Ingestor:
                 Failure.TOO_LARGE, f"{received.size_bytes} bytes exceed the limit of {self._max_bytes}"
             )
         ds = read_header(received.source)
-        return validate(
+        header = validate(
             ds,
             requested_sop_class=received.requested_sop_class,
             requested_sop_instance=received.requested_sop_instance,
+            context_sop_class=received.context_sop_class,
         )
+        check_encoding(received.source, received.transfer_syntax_uid)
+        # Images we classify must carry pixel data that fits; other classes only when they have some.
+        if header.sop_class_uid in self._image_sop_classes or "PixelData" in ds:
+            check_pixel_data(
+                ds, transfer_syntax_uid=received.transfer_syntax_uid, size_bytes=received.size_bytes
+            )
+            if self._decode_first_frame:
+                check_first_frame_decodes(received.source, transfer_syntax_uid=received.transfer_syntax_uid)
+        return header
 
     def _store_and_publish(
         self, received: ReceivedInstance, header: InstanceHeader, received_at: dt.datetime

@@ -7,6 +7,7 @@ the associations in flight up to `grace_s` to finish before aborting the rest.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import threading
 import time
@@ -15,6 +16,9 @@ from typing import Any
 import structlog
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
+
+from ingest.server import HardenedAssociationServer, ServerLimits
+from kidneyct.errors import binding
 
 log = structlog.get_logger(__name__)
 
@@ -30,8 +34,10 @@ class Listener:
         port: int,
         evt_handlers: list[Any],
         ssl_context: ssl.SSLContext | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._ae = ae
+        self._limits = limits or ServerLimits()
         self._address = (host, port)
         self._evt_handlers = evt_handlers
         self._ssl_context = ssl_context
@@ -39,10 +45,17 @@ class Listener:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        server = self._ae.start_server(
-            self._address, block=False, evt_handlers=self._evt_handlers, ssl_context=self._ssl_context
-        )
-        assert server is not None  # non-blocking start_server always returns the server
+        # As `AE.start_server(block=False)` does, with our hardened server class.
+        with binding("the DICOM listener", *self._address):
+            server = self._ae.make_server(
+                self._address,
+                ssl_context=self._ssl_context,
+                evt_handlers=self._evt_handlers,
+                server_class=functools.partial(HardenedAssociationServer, limits=self._limits),
+            )
+        thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+        thread.start()
+        self._ae._servers.append(server)
         self._server = server
         log.info("listener_started", ae_title=self._ae.ae_title, host=self.host, port=self.port, tls=self.tls)
 

@@ -26,6 +26,11 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.instances_replaced = Counter(
+            "kidneyct_ingest_instances_replaced",
+            "Instances received again with different content (kept as a new version).",
+            registry=registry,
+        )
         self.received_bytes = Counter(
             "kidneyct_ingest_received_bytes",
             "Bytes of received instances (file meta included).",

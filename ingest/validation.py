@@ -1,8 +1,9 @@
 """Checks a received dataset before anything is stored: the UIDs the archive path and the event
 are built from must be present and valid, and the dataset must be what the request said it is.
 
-Only the header is parsed (`stop_before_pixels`), so checking a 1 GB multi-frame instance reads
-a few kilobytes. Messages name attributes, never their values: a hostile value stays out of logs.
+Values larger than 64 KiB (the pixel data) are deferred, not read, so checking a 1 GB
+multi-frame instance reads a few kilobytes; the pixel data's length and offset stay known for
+`content_checks`. Messages name attributes, never their values: a hostile value stays out of logs.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ class InstanceHeader:
 
 
 def read_header(source: Path | BinaryIO) -> Dataset:
-    """The dataset up to its pixel data; `InvalidInstance(UNDECODABLE)` when it cannot be parsed."""
+    """The dataset, large values deferred; `InvalidInstance(UNDECODABLE)` when it cannot be parsed."""
     try:
-        ds = dcmread(source, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+        ds = dcmread(source, defer_size=_DEFER_BYTES)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
         raise InvalidInstance(
             Failure.UNDECODABLE, f"dataset cannot be decoded: {type(exc).__name__}"
@@ -53,7 +54,13 @@ def read_header(source: Path | BinaryIO) -> Dataset:
     return ds
 
 
-def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: str) -> InstanceHeader:
+def validate(
+    ds: Dataset,
+    *,
+    requested_sop_class: str,
+    requested_sop_instance: str,
+    context_sop_class: str | None = None,
+) -> InstanceHeader:
     """The header of a dataset fit to archive, or `InvalidInstance` saying what is wrong."""
     values = {keyword: _text(_get(ds, keyword)) for keyword in REQUIRED_UIDS}
     missing = [keyword for keyword, value in values.items() if not value]
@@ -62,12 +69,20 @@ def validate(ds: Dataset, *, requested_sop_class: str, requested_sop_instance: s
         raise InvalidInstance(Failure.UNDECODABLE, "no DICOM dataset: none of the required UIDs found")
     if missing:
         raise InvalidInstance(Failure.MISSING_UID, f"missing {', '.join(missing)}")
-    invalid = [keyword for keyword, value in values.items() if not is_valid_uid(value)]
+    invalid = [
+        keyword for keyword, value in values.items() if not is_valid_uid(value) or _vr(ds, keyword) != "UI"
+    ]
     if invalid:
         raise InvalidInstance(Failure.INVALID_UID, f"invalid UID syntax in {', '.join(invalid)}")
     if values["SOPClassUID"] != requested_sop_class:
         raise InvalidInstance(
             Failure.SOP_CLASS_MISMATCH, "SOPClassUID of the dataset differs from the request's"
+        )
+    if context_sop_class is not None and values["SOPClassUID"] != context_sop_class:
+        # The command's class is the sender's claim; the context is what we agreed to accept.
+        raise InvalidInstance(
+            Failure.SOP_CLASS_MISMATCH,
+            "SOPClassUID of the dataset differs from the presentation context's abstract syntax",
         )
     if values["SOPInstanceUID"] != requested_sop_instance:
         raise InvalidInstance(
@@ -92,6 +107,14 @@ def _get(ds: Dataset, keyword: str) -> Any:
         raise InvalidInstance(
             Failure.UNDECODABLE, f"{keyword} cannot be decoded: {type(exc).__name__}"
         ) from exc
+
+
+def _vr(ds: Dataset, keyword: str) -> str:
+    """The element's VR as received (explicit VR) or from the dictionary (implicit VR)."""
+    try:
+        return str(ds[keyword].VR)
+    except Exception:  # noqa: BLE001 - pydicom raises many types for corrupt input
+        return ""
 
 
 def _text(value: Any) -> str:

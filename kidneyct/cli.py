@@ -10,9 +10,13 @@ import importlib
 from typing import Any
 
 import click
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from kidneyct.errors import SetupError, database_error_line
 from kidneyct.log import configure_logging
 from kidneyct.settings import Settings
+from storage.stream import StreamUnavailable
 
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
@@ -66,6 +70,17 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attribute)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Setup problems end the command with one clear line instead of a traceback."""
+        try:
+            return super().invoke(ctx)
+        except SetupError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            raise click.ClickException(database_error_line(exc)) from None
+        except StreamUnavailable as exc:  # Kafka unreachable when a command starts
+            raise click.ClickException(f"the event stream is unavailable: {exc}") from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
@@ -85,12 +100,34 @@ def _unavailable(name: str, reason: str) -> click.Command:
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """kidneyct: receive kidney CT over DICOM, classify it, and keep the results in SQL."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(
         fmt=settings.log_format, level=settings.log_level, redact_accession=settings.log_redact_accession
     )
     ctx.obj = settings
 
 
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value is one clear line naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """`KIDNEYCT_X: why` for each bad variable; values are not repeated (one may be a password)."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"KIDNEYCT_{field.upper()}: {message}")
+    return "bad setting: " + "; ".join(problems)
+
+
 def main(argv: list[str] | None = None) -> Any:
     return cli.main(args=argv, prog_name="kidneyct")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kidneyct.errors import MIGRATE_HINT, SetupError
 from kidneyct.settings import Settings
 from storage.db import make_engine, make_session_factory
 
@@ -14,3 +17,19 @@ def make_database(settings: Settings) -> sessionmaker[Session]:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return make_session_factory(make_engine(url))
+
+
+def require_schema(sessions: sessionmaker[Session]) -> None:
+    """Refuse to start on a database that `kidneyct db upgrade` never ran on.
+
+    Otherwise the listener would answer every C-STORE 0xA700 and a worker would retry forever.
+    An unreachable database is not refused here: the components wait for it and retry.
+    """
+    engine = sessions.kw["bind"]
+    try:
+        with engine.connect() as connection:
+            migrated = inspect(connection).has_table("alembic_version")
+    except OperationalError:
+        return
+    if not migrated:
+        raise SetupError(f"the database has no kidneyct schema: {MIGRATE_HINT}")

@@ -372,26 +372,20 @@ def _report(
 
 
 def _plot_confusion(path: Path, pairs: list[tuple[str, str]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The study-level confusion matrix, drawn by the trainer's plot (same look, same contrast rule)."""
     import numpy as np
+
+    from training import plots as training_plots
 
     matrix = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), dtype=int)
     for expected, predicted in pairs:
         matrix[CLASS_NAMES.index(expected), CLASS_NAMES.index(predicted)] += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(4), CLASS_NAMES)
-    ax.set_yticks(range(4), CLASS_NAMES)
-    ax.set_xlabel("predicted (study)")
-    ax.set_ylabel("true (synthetic)")
-    for i in range(4):
-        for j in range(4):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center")
-    ax.set_title("kidneyct demo: test studies")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    training_plots.confusion(
+        matrix.tolist(),
+        CLASS_NAMES,
+        path,
+        "kidneyct demo: test studies",
+        xlabel="predicted (study)",
+        ylabel="true (synthetic)",
+    )

@@ -3,12 +3,20 @@
 Every event passes `redact_patient_data`, which removes patient-identifying DICOM attributes
 wherever they appear (top-level keys or nested dicts), so a careless `log.info(..., **tags)`
 cannot leak a patient's name into a log aggregator.
+
+Libraries log through the standard library (pydicom, pynetdicom, kafka-python, warnings) and their
+messages are free text that may quote a received value ("Invalid value for VR PN: 'Doe^Jane'"):
+those records go through the same processors and renderer (one JSON object per line in JSON mode),
+with every quoted value and bytes literal in the message or traceback replaced. Uncaught exceptions,
+in any thread, are logged the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -71,6 +79,39 @@ class PatientDataRedactor:
         return event_dict
 
 
+# A quoted value or a bytes literal inside free text: 'x', "x", b'x', b"x" (at most 10 kB each).
+_QUOTED = re.compile(r"b?'[^'\n]{0,10000}'" + r'|b?"[^"\n]{0,10000}"')
+QUOTED_REDACTED = "'[value]'"
+_MAX_FOREIGN_MESSAGE = 2000
+_HANDLER_MARK = "_kidneyct_handler"
+
+
+def scrub_free_text(text: str) -> str:
+    """Free text with every quoted value replaced and its length bounded."""
+    scrubbed = _QUOTED.sub(QUOTED_REDACTED, text)
+    return scrubbed if len(scrubbed) <= _MAX_FOREIGN_MESSAGE else scrubbed[:_MAX_FOREIGN_MESSAGE] + "..."
+
+
+def _scrub_foreign(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """For standard-library records: the message as scrubbed free text, plus the logger's name."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["event"] = scrub_free_text(str(event_dict.get("event", "")))
+        event_dict.setdefault("logger", record.name)
+    return event_dict
+
+
+def _scrub_exception(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Tracebacks quote exception messages, which may quote received values."""
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = _QUOTED.sub(QUOTED_REDACTED, event_dict["exception"])
+    return event_dict
+
+
 def configure_logging(*, fmt: str = "auto", level: str = "info", redact_accession: bool = False) -> None:
     """Configure structlog and the standard library's logging once, at start-up."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -89,15 +130,67 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", redact_accessio
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, _scrub_exception, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (pynetdicom, kafka-python, alembic) log through the standard library: keep them
-    # quieter than ours, and route them to stderr too.
-    logging.basicConfig(
-        level=max(numeric_level, logging.WARNING),
-        stream=sys.stderr,
-        format="%(name)s %(levelname)s %(message)s",
+    _route_standard_logging(shared, renderer, level=max(numeric_level, logging.WARNING))
+    _log_uncaught_exceptions()
+
+
+def _route_standard_logging(shared: list[Any], renderer: Any, *, level: int) -> None:
+    """Libraries (pydicom, pynetdicom, kafka-python, alembic) and `warnings` log through the
+    standard library: through our processors and renderer, quieter than ours, to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, _scrub_foreign, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _scrub_exception,
+                renderer,
+            ],
+        )
     )
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # the warnings Python shows (its default filters) become log events
+
+
+def _log_uncaught_exceptions() -> None:
+    """An uncaught exception (main or any thread) becomes one structured, redacted event."""
+    log = structlog.get_logger("kidneyct.uncaught")
+
+    def on_exception(exc_type: Any, exc: Any, tb: Any) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        log.error("uncaught_exception", exc_info=(exc_type, exc, tb))
+
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        log.error(
+            "uncaught_exception",
+            thread=args.thread.name if args.thread else None,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
+
+
+def reset_standard_logging() -> None:
+    """Undo `configure_logging`'s standard-library part (for tests that configure it several times)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+    logging.captureWarnings(False)
+    sys.excepthook = sys.__excepthook__
+    threading.excepthook = threading.__excepthook__

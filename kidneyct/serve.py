@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
-from prometheus_client import CollectorRegistry
 
 from classifier.device import DeviceError, parse_device, pin_device
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from classifier.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -52,14 +53,24 @@ def serve(settings: Settings, workers: int) -> None:
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
 
+    import keras
+
+    from classifier.device import require_device
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from ingest.app import build_listener, run_until_stopped
     from ingest.metrics import IngestMetrics
-    from kidneyct.database import make_database
+    from kidneyct.database import make_database, require_schema
+    from kidneyct.errors import binding
+    from kidneyct.health import process_readiness
     from kidneyct.metrics import serve_metrics
+    from kidneyct.registry import process_registry
     from kidneyct.streams import make_publisher
 
+    try:
+        require_device(parse_device(settings.device), keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         # The embedded default creates what it needs; a shared PostgreSQL is migrated by `kidneyct db upgrade`.
@@ -68,17 +79,14 @@ def serve(settings: Settings, workers: int) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrations.upgrade(url)
     sessions = make_database(settings)
-    registry = CollectorRegistry()
+    require_schema(sessions)
+    registry = process_registry()
     metrics = IngestMetrics(registry)
     listener_publisher = make_publisher(settings, sessions)
     try:
         listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    metrics_server = None
-    if settings.metrics_port > 0:
-        metrics_server = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
-
     worker_metrics = WorkerMetrics(registry)
     try:
         wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
@@ -86,6 +94,17 @@ def serve(settings: Settings, workers: int) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     runners = [w.worker for w in wired]
+    metrics_server = None
+    if settings.metrics_port > 0:
+        readiness = process_readiness(
+            sessions=sessions,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            models_loaded=lambda: all(r.model_loaded for r in runners),
+        )
+        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
+            metrics_server = serve_metrics(
+                registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+            )
     stop = threading.Event()
     failures: list[BaseException] = []
 

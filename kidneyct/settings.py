@@ -7,12 +7,48 @@ what each component needs down to it. The settings are flat (one env variable pe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEFAULT_DATA_DIR = Path("kidneyct-data")
+
+# Constrained types: a bad value is refused when the command starts, not discovered later.
+Port = Annotated[int, Field(ge=0, le=65535)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["auto", "json", "console"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError unless SQLAlchemy can parse `url` and load its dialect and driver.
+
+    Messages never repeat the URL: it may hold a password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; {_URL_EXAMPLE}") from None
+    if parsed.drivername == "postgres":
+        raise ValueError(f"name the driver: postgresql+psycopg://... ({_URL_EXAMPLE})")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise ValueError(f"no installed driver for {parsed.drivername!r}; {_URL_EXAMPLE}") from None
+
+
+_DEVICE = re.compile(r"^(cpu|gpu:\d+)$")  # as classifier.device parses it
+_URL_EXAMPLE = "use postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:////path/to/kidneyct.db"
 
 
 class Settings(BaseSettings):
@@ -22,12 +58,16 @@ class Settings(BaseSettings):
 
     # --- general -------------------------------------------------------------------------
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Folder for the embedded default's files.")
-    log_format: str = Field("auto", description="`json`, `console` or `auto` (JSON unless on a terminal).")
-    log_level: str = Field("info", description="Lowest log level written.")
+    log_format: LogFormat = Field(
+        "auto", description="`json`, `console` or `auto` (JSON unless on a terminal)."
+    )
+    log_level: LogLevel = Field(
+        "info", description="Lowest log level written: debug, info, warning, error or critical."
+    )
     log_redact_accession: bool = Field(
         False, description="Also remove AccessionNumber from log events (it can identify a patient)."
     )
-    metrics_port: int = Field(0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
+    metrics_port: Port = Field(0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
     metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint binds.")
 
     # --- database --------------------------------------------------------------------------
@@ -40,15 +80,32 @@ class Settings(BaseSettings):
     archive_dir: Path | None = Field(
         None, description="Where received instances are kept; default `<data_dir>/archive`."
     )
-    max_instance_bytes: int = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
+    max_instance_bytes: PositiveInt = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
+    verify_compressed_pixel_data: bool = Field(
+        True, description="Decode the first frame of compressed pixel data before answering success."
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the embedded durable database queue."
     )
-    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL, ...")
-    kafka_partitions: int = Field(4, description="Partitions of each topic created by `kidneyct kafka init`.")
-    kafka_replication_factor: int = Field(1, description="Replication factor of the topics.")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the brokers' certificates."
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* security protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_partitions: PositiveInt = Field(
+        4, description="Partitions of each topic created by `kidneyct kafka init`."
+    )
+    kafka_replication_factor: PositiveInt = Field(1, description="Replication factor of the topics.")
     kafka_publish_timeout_s: float = Field(10.0, description="Longest wait for the broker's acknowledgement.")
     topic_instances: str = Field("kidneyct.instances", description="Topic of received-instance events.")
     topic_results: str = Field("kidneyct.results", description="Topic of prediction and study results.")
@@ -62,15 +119,26 @@ class Settings(BaseSettings):
     # --- DICOM listener --------------------------------------------------------------------
     ae_title: str = Field("KIDNEYCT", description="Our AE title; associations calling another are rejected.")
     dicom_host: str = Field("0.0.0.0", description="Address the listener binds.")
-    dicom_port: int = Field(11112, description="Port the listener binds.")
+    dicom_port: Port = Field(11112, description="Port the listener binds.")
     allowed_calling_aes: str = Field(
         "", description="Comma-separated calling AE titles allowed, optionally `AE@host`; empty allows all."
     )
     extra_storage_sop_classes: str = Field(
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
     )
-    max_associations: int = Field(16, description="Associations served at once.")
-    max_pdu_size: int = Field(0, description="Maximum PDU size we receive; 0 means unlimited.")
+    max_associations: PositiveInt = Field(16, description="Associations served at once.")
+    max_pending_connections: PositiveInt = Field(
+        64,
+        description="Connections that have not completed A-ASSOCIATE yet, beyond which new ones are closed.",
+    )
+    association_establish_timeout_s: PositiveFloat = Field(
+        10.0,
+        description="A connection (TLS handshake included) not associated this long after connect is closed.",
+    )
+    max_pdu_size: NonNegativeInt = Field(
+        1024 * 1024,
+        description="Maximum PDU size we receive (bounds memory per association); 0 means unlimited.",
+    )
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
     network_timeout_s: float = Field(60.0, description="Network timeout.")
@@ -81,9 +149,9 @@ class Settings(BaseSettings):
 
     # --- classifier worker -----------------------------------------------------------------
     device: str = Field("cpu", description="`cpu` or `gpu:N`: the one device a worker uses.")
-    batch_size: int = Field(32, description="Most images predicted in one batch.")
-    batch_max_wait_ms: int = Field(50, description="Longest wait to fill a batch.")
-    decode_workers: int = Field(2, description="Threads that decode DICOM beside inference.")
+    batch_size: PositiveInt = Field(32, description="Most images predicted in one batch.")
+    batch_max_wait_ms: NonNegativeInt = Field(50, description="Longest wait to fill a batch.")
+    decode_workers: PositiveInt = Field(2, description="Threads that decode DICOM beside inference.")
     mixed_precision: bool = Field(False, description="Run inference in mixed float16.")
     window_center: float = Field(40.0, description="Default window centre (HU) for training from DICOM.")
     window_width: float = Field(400.0, description="Default window width (HU) for training from DICOM.")
@@ -93,10 +161,16 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(
         5.0, description="How often a worker checks for a newly active model version."
     )
-    study_abnormal_min_slices: int = Field(
+    dead_letter_limit_window: NonNegativeInt = Field(
+        50, description="A worker stops when most of this many recent events found no archive file; 0: never."
+    )
+    dead_letter_limit_ratio: Probability = Field(
+        0.5, description="The share of that window, unreadable from the archive, that stops the worker."
+    )
+    study_abnormal_min_slices: PositiveInt = Field(
         2, description="k: slices an abnormal class needs for the study label."
     )
-    study_abnormal_min_probability: float = Field(0.5, description="t: probability those slices need.")
+    study_abnormal_min_probability: Probability = Field(0.5, description="t: probability those slices need.")
     study_stable_age_s: float = Field(
         60.0, description="A study is complete this long after its last instance."
     )
@@ -126,8 +200,32 @@ class Settings(BaseSettings):
     result_tls_key: Path | None = Field(None, description="Its private key (PEM).")
 
     # --- trainer ---------------------------------------------------------------------------
-    image_size: int = Field(224, description="Training input size (pixels, square).")
+    image_size: PositiveInt = Field(224, description="Training input size (pixels, square).")
     train_dir: Path | None = Field(None, description="Where training runs write; default `<data_dir>/runs`.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not _DEVICE.match(value.strip().lower()):
+            raise ValueError("must be `cpu` or `gpu:N` (N: the GPU's index)")
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     # --- derived paths ---------------------------------------------------------------------
     def resolved_database_url(self) -> str:

@@ -4,6 +4,7 @@ embedded database queue. Both honour the same `Publisher`/`Consumer` contract.""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,7 +24,27 @@ def kafka_connection(settings: Settings, *, client_id: str = "kidneyct") -> Kafk
         bootstrap=settings.kafka_bootstrap,
         security_protocol=settings.kafka_security_protocol,
         client_id=client_id,
+        extra=kafka_security_options(settings),
     )
+
+
+def kafka_security_options(settings: Settings) -> dict[str, Any]:
+    """kafka-python's TLS and SASL options from the settings (producer, consumer and admin alike)."""
+    options: dict[str, Any] = {}
+    for option, path in (
+        ("ssl_cafile", settings.kafka_ssl_cafile),
+        ("ssl_certfile", settings.kafka_ssl_certfile),
+        ("ssl_keyfile", settings.kafka_ssl_keyfile),
+    ):
+        if path is not None:
+            options[option] = str(path)
+    if settings.kafka_sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username is not None:
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password is not None:
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
 
 
 def make_publisher(settings: Settings, session_factory: sessionmaker[Session]) -> Publisher:

@@ -6,6 +6,11 @@ so a crash leaves either the old file, the new one, or nothing, never a torn fil
 all but the last step: the file is complete and visible at its final path, and `sync_entry` then
 makes its directory entry durable; a caller can overlap other work (the publish) with that fsync. Paths are built
 only from strictly valid DICOM UIDs, so no sender-controlled string can leave the archive root.
+
+Nothing received is ever overwritten: the same content sent again is the same file, and different
+content under the same SOP Instance UID is kept beside the first as `<sop>.<sha256 prefix>.dcm`
+(`ArchivedFile.replaced_sha256` then names the content it supersedes), so every event's path and
+sha256 keep matching a file.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX_LENGTH = 64
 _CHUNK_BYTES = 1 << 20
 _TEMP_PREFIX = ".incoming-"
+_VERSION_DIGITS = 16  # of the sha256 in a later version's name: 64 bits, no collision in practice
 
 
 class ArchiveError(Exception):
@@ -42,6 +48,8 @@ class ArchivedFile:
     path: Path
     sha256: str
     size_bytes: int
+    # The sha256 of the instance's first file when this one holds different content (a re-send).
+    replaced_sha256: str | None = None
 
     @property
     def uri(self) -> str:
@@ -91,10 +99,10 @@ class Archive:
                 else:
                     with source.open("rb") as src:
                         digest, size = _copy_and_sync(src, temp)
-                os.replace(temp, final)
+                path, replaced = _settle(temp, final, digest)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=final, sha256=digest, size_bytes=size)
+        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
 
     def place_stream(
         self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
@@ -106,10 +114,10 @@ class Archive:
             temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
             with _removed_on_failure(temp):
                 digest, size = _copy_and_sync(source, temp)
-                os.replace(temp, final)
+                path, replaced = _settle(temp, final, digest)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=final, sha256=digest, size_bytes=size)
+        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
 
     def sync_entry(self, archived: ArchivedFile) -> None:
         """Make a placed file's directory entry durable (fsync of its directory after the rename)."""
@@ -131,6 +139,53 @@ class Archive:
             except FileExistsError:
                 continue  # another association created it first; its creator syncs the parent
             _fsync_dir(path.parent)
+
+
+def version_path(final: Path, sha256: str) -> Path:
+    """Where different content under the same SOP Instance UID is kept beside the first file."""
+    return final.with_name(f"{final.stem}.{sha256[:_VERSION_DIGITS]}.dcm")
+
+
+def _settle(temp: Path, final: Path, digest: str) -> tuple[Path, str | None]:
+    """Give the complete `temp` its name without overwriting other content: `final` if free or
+    identical, else its version name. Returns the path and the sha256 of `final`'s content when
+    that differs (None otherwise). `temp` is gone afterwards."""
+    first = _place_unless_other(temp, final, digest)
+    if first is None:
+        return final, None
+    versioned = version_path(final, digest)
+    if _place_unless_other(temp, versioned, digest) is not None:
+        raise OSError(errno.EEXIST, f"{versioned.name} holds other content")  # a sha256 prefix collision
+    return versioned, first
+
+
+def _place_unless_other(temp: Path, target: Path, digest: str) -> str | None:
+    """Move `temp` to `target` if `target` is free or holds the same bytes (None); else leave
+    `temp` and return the sha256 of what `target` holds."""
+    try:
+        os.link(temp, target)  # atomic: fails if the name exists, even against a concurrent store
+    except FileExistsError:
+        existing = _sha256_of(target)
+        if existing != digest:
+            return existing
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # No hard links here: check, then rename (a concurrent store of other content could race).
+        if target.exists() and (existing := _sha256_of(target)) != digest:
+            return existing
+        os.replace(temp, target)
+        return None
+    temp.unlink()
+    return None
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _try_link(source: Path, target: Path) -> bool:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +27,13 @@ _PUBLISH_LOCK_KEY = 0x6B69646E
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line (for example `no such table: queue_messages`), never the parameters."""
+    orig = getattr(exc, "orig", None)
+    detail = str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else ""
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 class DatabaseQueuePublisher:
@@ -47,7 +54,7 @@ class DatabaseQueuePublisher:
                     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PUBLISH_LOCK_KEY})
                 session.add(QueueMessage(topic=topic, key=key, value=value, created_at=_utcnow()))
         except SQLAlchemyError as exc:
-            raise StreamUnavailable(f"embedded queue write failed: {type(exc).__name__}") from exc
+            raise StreamUnavailable(f"embedded queue write failed: {_reason(exc)}") from exc
         if self._doorbell is not None:
             with self._doorbell:
                 self._doorbell.notify_all()
@@ -130,6 +137,25 @@ class DatabaseQueueConsumer:
                         row.next_offset = offset
         except SQLAlchemyError as exc:
             raise StreamUnavailable(f"embedded queue commit failed: {type(exc).__name__}") from exc
+
+    def backlog(self) -> int | None:
+        """Messages of the group's topics at or after the position read so far (or committed)."""
+        try:
+            with self._session_factory() as session:
+                position = self._position if self._position is not None else self._load_positions(session)
+                total = 0
+                for topic, next_offset in position.items():
+                    total += (
+                        session.scalar(
+                            select(func.count())
+                            .select_from(QueueMessage)
+                            .where(QueueMessage.topic == topic, QueueMessage.id >= next_offset)
+                        )
+                        or 0
+                    )
+                return total
+        except SQLAlchemyError as exc:
+            raise StreamUnavailable(f"embedded queue read failed: {_reason(exc)}") from exc
 
     def seek_to_committed(self) -> None:
         """Forget the in-memory position: the next poll re-reads from the committed offsets."""

@@ -26,7 +26,7 @@ class KafkaConnection:
     bootstrap: str
     security_protocol: str = "PLAINTEXT"
     client_id: str = "kidneyct"
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold a SASL password
 
     def options(self) -> dict[str, Any]:
         return {
@@ -151,16 +151,19 @@ class KafkaStreamConsumer:
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 30_000,
     ) -> None:
-        self._consumer = KafkaConsumer(
-            *topics,
-            **connection.options(),
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
-        )
+        try:
+            self._consumer = KafkaConsumer(
+                *topics,
+                **connection.options(),
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=max_poll_interval_ms,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=min(3000, session_timeout_ms // 3),
+            )
+        except KafkaError as exc:  # kafka-python 3 bootstraps in the constructor
+            raise StreamUnavailable(f"kafka bootstrap failed ({connection.bootstrap}): {exc}") from exc
         # A blocking metadata fetch: without it a new group member can join before it knows a just-created
         # topic, get no partitions, and idle until the next metadata refresh (kafka-python #2377).
         try:
@@ -181,6 +184,23 @@ class KafkaStreamConsumer:
         ]
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
+
+    def backlog(self) -> int | None:
+        """Records after this member's position on its partitions, from the high-water marks of
+        the last fetch (no extra broker round trip); None until every assigned partition was fetched."""
+        try:
+            total = 0
+            for tp in self._consumer.assignment():
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    return None
+                position = self._consumer.position(tp, timeout_ms=1000)
+                if position is None:
+                    return None
+                total += max(0, highwater - position)
+            return total
+        except KafkaError as exc:
+            raise StreamUnavailable(f"kafka position failed: {exc}") from exc
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:

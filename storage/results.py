@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -219,6 +219,24 @@ def upsert_instances(
         set_={f: case((keep_processed, getattr(Instance, f)), else_=getattr(excluded, f)) for f in fields},
     ).returning(Instance.sop_instance_uid, Instance.id)
     return {uid: id_ for uid, id_ in session.execute(stmt)}
+
+
+def forget_changed_instances(session: Session, *, instances: Sequence[tuple[str, str]]) -> set[str]:
+    """Delete the predictions of instances whose stored sha256 differs from the given one: their
+    content was re-sent with changes, so the old predictions no longer belong to the archived pixels.
+    `instances` are (SOP Instance UID, sha256) pairs; returns the UIDs whose predictions went."""
+    if not instances:
+        return set()
+    wanted = dict(instances)
+    rows = session.execute(
+        select(Instance.id, Instance.sop_instance_uid, Instance.sha256).where(
+            Instance.sop_instance_uid.in_(list(wanted))
+        )
+    )
+    changed = {id_: uid for id_, uid, sha in rows if sha != wanted[uid]}
+    if changed:
+        session.execute(delete(Prediction).where(Prediction.instance_id.in_(list(changed))))
+    return set(changed.values())
 
 
 def insert_predictions(

@@ -91,6 +91,9 @@ def _structlog_restore() -> Iterator[None]:
     """Undo a test's `configure_logging()` (e.g. through the CLI) so later tests can capture logs."""
     yield
     _test_structlog_config()
+    from kidneyct.log import reset_standard_logging
+
+    reset_standard_logging()
 
 
 # --- names ------------------------------------------------------------------------------------

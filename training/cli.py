@@ -11,15 +11,17 @@ import click
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from kidneyct.database import make_database
+from kidneyct.progress import progress_bars, progress_wanted
 from kidneyct.settings import Settings
-from storage.db import make_engine, make_session_factory
 from storage.models import CLASS_NAMES
 
 log = structlog.get_logger(__name__)
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    return make_session_factory(make_engine(settings.resolved_database_url()))
+    # make_database creates the embedded default's folder: a missing schema is then reported as such.
+    return make_database(settings)
 
 
 def _now() -> dt.datetime:
@@ -58,6 +60,8 @@ def label(
                 raise LabelInputError("give either --csv or --instance/--study with --class, not both")
             rows = read_csv(csv_path, default_source=source, default_annotator=annotator)
         else:
+            if not label:
+                raise LabelInputError(f"give the label with --class ({', '.join(CLASS_NAMES)})")
             rows = [
                 make_row(
                     label=label or "",
@@ -94,19 +98,28 @@ def dataset() -> None:
 @dataset.command("import-folder")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--source", default=None, help="Source name recorded with each image (default: folder:<name>).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
+)
 @click.pass_obj
-def import_folder_command(settings: Settings, root: Path, source: str | None) -> None:
+def import_folder_command(settings: Settings, root: Path, source: str | None, progress: bool | None) -> None:
     """Register ROOT/{Cyst,Normal,Stone,Tumor}/*.jpg in place (nothing is copied)."""
     from training.importer import ImportFolderError, import_folder
 
     try:
-        with _sessions(settings).begin() as session:
+        with (
+            progress_bars(progress_wanted(progress, log_format=settings.log_format)) as stages,
+            _sessions(settings).begin() as session,
+        ):
             summary = import_folder(
                 session,
                 root=root,
                 classes=CLASS_NAMES,
                 source=source or f"folder:{root.resolve().name}",
                 now=_now(),
+                progress=stages("hashing and registering images"),
             )
     except ImportFolderError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -156,6 +169,11 @@ def import_folder_command(settings: Settings, root: Path, source: str | None) ->
 @click.option(
     "--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE when it names a GPU)."
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -177,6 +195,7 @@ def train(
     phash_max_distance: int,
     chain_min_correlation: float,
     device: str | None,
+    progress: bool | None,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
     from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
@@ -202,6 +221,7 @@ def train(
     from training.run import TrainingError, TrainOptions, run_training
     from training.split import SplitFractions
 
+    _require_device(chosen)
     sessions = _sessions(settings)
     with sessions() as session:
         new = new_labels_since_last_version(session)
@@ -242,13 +262,15 @@ def train(
     started = _now()
     version = make_version(started)
     try:
-        run = run_training(
-            sessions,
-            options=options,
-            version=version,
-            run_dir=settings.resolved_train_dir() / version,
-            model_dir=settings.resolved_model_dir(),
-        )
+        with progress_bars(progress_wanted(progress, log_format=settings.log_format)) as stages:
+            run = run_training(
+                sessions,
+                options=options,
+                version=version,
+                run_dir=settings.resolved_train_dir() / version,
+                model_dir=settings.resolved_model_dir(),
+                stages=stages,
+            )
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from exc
     with sessions.begin() as session:
@@ -259,6 +281,18 @@ def train(
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
+
+
+def _require_device(chosen: str) -> None:
+    """`--device gpu:N` on a host without that GPU is an error, not a silent CPU run."""
+    import keras
+
+    from classifier.device import DeviceError, parse_device, require_device
+
+    try:
+        require_device(parse_device(chosen), keras.backend.backend())
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from exc
 
 
 @click.group()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import imagehash
@@ -84,8 +84,15 @@ class _UnionFind:
         return True
 
 
-def phash_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 1024) -> list[tuple[int, int]]:
-    """Index pairs (i < j) whose hashes differ in at most `max_distance` bits; chunked to bound memory."""
+def phash_pairs(
+    hashes: np.ndarray,
+    max_distance: int,
+    chunk: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[int, int]]:
+    """Index pairs (i < j) whose hashes differ in at most `max_distance` bits; chunked to bound memory.
+
+    `progress(done, total)` is told the images compared so far (the all-pairs step is the slow one)."""
     bits = hashes.astype(np.float32)
     ones = bits.sum(axis=1)
     pairs: list[tuple[int, int]] = []
@@ -97,6 +104,8 @@ def phash_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 1024) -> lis
         pairs.extend(
             (start + r, c) for r, c in zip(rows.tolist(), cols.tolist(), strict=True) if start + r < c
         )
+        if progress is not None:
+            progress(min(start + chunk, len(bits)), len(bits))
     return pairs
 
 
@@ -124,6 +133,7 @@ def group_items(
     group_keys: Sequence[str | None],
     ids: Sequence[tuple[str, str, int] | None],
     params: GroupingParams,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Grouping:
     """Join near-duplicates into groups and mark the later copies of exact duplicates for dropping.
 
@@ -152,7 +162,7 @@ def group_items(
     if n:
         hashes = np.stack([fp.phash for fp in fingerprints])
         thumbs = np.stack([fp.thumb for fp in fingerprints])
-        for a, b in phash_pairs(hashes, params.phash_max_distance):
+        for a, b in phash_pairs(hashes, params.phash_max_distance, progress=progress):
             links["phash"] += uf.union(a, b)
         for a, b in chain_pairs(ids, thumbs, params.chain_min_correlation, params.chain_max_gap):
             links["chain"] += uf.union(a, b)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +68,18 @@ def find_images(root: Path, classes: Sequence[str]) -> tuple[list[tuple[Path, st
 
 
 def import_folder(
-    session: Session, *, root: Path, classes: Sequence[str], source: str, now: dt.datetime
+    session: Session,
+    *,
+    root: Path,
+    classes: Sequence[str],
+    source: str,
+    now: dt.datetime,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
     """Register every image of `root` (caller commits); re-importing the same folder changes nothing."""
     images, ignored = find_images(root, classes)
     summary = ImportSummary(ignored=ignored)
-    for path, cls in images:
+    for done, (path, cls) in enumerate(images, start=1):
         outcome = register_dataset_image(
             session, path=str(path), sha256=sha256_of(path), label=cls, source=source, now=now
         )
@@ -81,6 +87,8 @@ def import_folder(
         summary.updated += outcome.updated
         summary.unchanged += not (outcome.created or outcome.updated)
         summary.per_class[cls] = summary.per_class.get(cls, 0) + 1
+        if progress is not None:
+            progress(done, len(images))
     log.info(
         "dataset_folder_imported",
         source=source,

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # before pyplot: the trainer runs on headless machines
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def class_histogram(
@@ -32,21 +33,37 @@ def class_histogram(
     ax.set_xticks(x, classes)
     ax.set_ylabel("images")
     ax.set_title(title)
-    ax.legend()
+    ax.margins(y=0.1)  # room for the count labels above the tallest bars
+    # Below the axis, in one row: inside it, "best" still covered a bar when all bars are tall.
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=max(1, len(counts)), fontsize=8, frameon=False
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str) -> None:
-    """The confusion matrix with counts in each cell; rows are the truth."""
+def confusion(
+    matrix: Sequence[Sequence[int]],
+    classes: Sequence[str],
+    path: Path,
+    title: str,
+    *,
+    xlabel: str = "predicted",
+    ylabel: str = "true",
+) -> None:
+    """The confusion matrix with counts in each cell; rows are the truth.
+
+    Counts are white on the dark half of the colour scale and black on the light half, so every
+    number stays readable.
+    """
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=30)
     ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     peak = m.max() if m.size else 0
     for (r, c), value in np.ndenumerate(m):
         ax.text(c, r, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
@@ -70,11 +87,13 @@ def learning_curves(phases: Mapping[str, Mapping[str, Any]], path: Path, title: 
                     ax.plot(
                         epochs, values, style, marker="o", ms=3, label=f"{name} {prefix or 'train_'}{metric}"
                     )
+        if offset and len(epochs):
+            for ax in axes:  # the boundary between the previous phase and this one
+                ax.axvline(offset + 0.5, color="grey", lw=0.5, ls=":")
         offset += len(epochs)
-        for ax in axes:
-            ax.axvline(offset + 0.5, color="grey", lw=0.5)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.set_xlabel("epoch (both phases)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_xlabel("epoch (both phases)" if len(phases) > 1 else "epoch")
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -94,14 +113,17 @@ def gradcam_grid(
     """Each image in grey with its heat map overlaid (jet, semi-transparent) and a caption."""
     n = len(images)
     rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    # Constrained layout reserves each caption's height above its image (tight_layout ignores the
+    # titles of axes turned off, so second-row captions ran into the images above them).
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
-        ax.axis("off")
+        ax.set_axis_off()
     for ax, image, heat, caption in zip(axes.flat, images, heatmaps, captions, strict=False):
         ax.imshow(image[..., 0] if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=255)
         ax.imshow(heat, cmap="jet", alpha=0.35, vmin=0, vmax=1)
-        ax.set_title(caption, fontsize=8)
+        ax.set_title(caption, fontsize=8, pad=4)
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -110,6 +110,8 @@ def _markdown(report: dict[str, Any]) -> str:
     ):
         if key in report["figures"]:
             lines += [f"### {title}", "", f"![{title}]({report['figures'][key]})", ""]
+        elif key == "gradcam" and report.get("gradcam_skipped"):
+            lines += [f"### {title}", "", f"Not drawn: {report['gradcam_skipped']}.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +158,7 @@ def write_report(
 
     report: dict[str, Any] = {
         "version": version,
+        "gradcam_skipped": gradcam.get("skipped"),
         "manifest_hash": manifest_hash,
         "dataset": {
             "items": len(manifest.items),

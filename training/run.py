@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.artifact import ModelCard, load_artifact, save_artifact
 from classifier.errors import ArtifactError
-from classifier.gradcam import grad_cam
+from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import build_model
 from classifier.preprocess import Window
 from storage.models import CLASS_NAMES
@@ -215,6 +216,10 @@ def _gradcam_examples(
     ]
     if not chosen:
         return {"images": np.zeros((0,)), "heatmaps": np.zeros((0,)), "captions": []}
+    too_small = too_small_for_heatmaps(model)
+    if too_small is not None:
+        log.warning("gradcam_skipped", reason=too_small)
+        return {"images": np.zeros((0,)), "heatmaps": np.zeros((0,)), "captions": [], "skipped": too_small}
     cam = grad_cam(model, to_three_channels(ts.images[chosen]))
     classes = ts.manifest.classes
     captions = [
@@ -252,6 +257,7 @@ def run_training(
     run_dir: Path,
     model_dir: Path,
     verbose: bool = False,
+    stages: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> TrainedRun:
     """Train, evaluate and save one model version (not yet registered); raise TrainingError when it cannot."""
     with session_factory() as session:
@@ -269,6 +275,8 @@ def run_training(
         fractions=options.fractions,
         seed=options.seed,
         threads=options.threads,
+        progress=stages("loading images") if stages else None,
+        grouping_progress=stages("grouping near-duplicates") if stages else None,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_hash = ts.manifest.write(run_dir / MANIFEST_FILE)

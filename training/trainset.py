@@ -143,6 +143,7 @@ def build_training_set(
     seed: int,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    grouping_progress: Callable[[int, int], None] | None = None,
 ) -> TrainingSet:
     """Decode every source once, drop exact duplicates, group near-duplicates and split both ways."""
     loaded: list[tuple[np.ndarray, Fingerprint] | str] = []
@@ -163,6 +164,7 @@ def build_training_set(
         group_keys=[s.group_key for s in good_sources],
         ids=[s.kaggle_id for s in good_sources],
         params=grouping,
+        progress=grouping_progress,
     )
     kept = [i for i, keep in enumerate(grouped.keep) if keep]
     labels = [good_sources[i].label for i in kept]

@@ -130,6 +130,24 @@ def test_committed_events_are_not_redelivered(backend: StreamBackend, unique_nam
     assert second.poll(max_records=10, timeout_s=1.0) == []
 
 
+def test_backlog_counts_what_this_consumer_has_not_read(backend: StreamBackend, unique_name) -> None:
+    """Ten published, four read: a backlog of six (Kafka: once both partitions were fetched)."""
+    publisher = backend.publisher()
+    for i in range(10):
+        publisher.publish(backend.topic, f"k{i}".encode(), b"v")
+    consumer = backend.consumer(unique_name("group"), [backend.topic])
+    read = poll_until(consumer, 4)
+    backlog = consumer.backlog()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while backlog is None and time.monotonic() < deadline:  # Kafka: high-water marks come with fetches
+        read.extend(consumer.poll(max_records=1, timeout_s=0.5))
+        backlog = consumer.backlog()  # type: ignore[attr-defined]
+    assert backlog == 10 - len(read)
+    read.extend(poll_until(consumer, 10 - len(read)))
+    assert len(read) == 10
+    assert consumer.backlog() == 0  # type: ignore[attr-defined]
+
+
 def test_poll_waits_at_most_its_timeout(backend: StreamBackend, unique_name) -> None:
     """An empty topic answers a poll with no records once the timeout has passed."""
     consumer = backend.consumer(unique_name("g"), [backend.topic])
@@ -137,6 +155,18 @@ def test_poll_waits_at_most_its_timeout(backend: StreamBackend, unique_name) -> 
     started = time.monotonic()
     assert consumer.poll(max_records=5, timeout_s=0.3) == []
     assert time.monotonic() - started < 10
+
+
+def test_kafka_consumer_raises_stream_unavailable_when_no_broker_answers() -> None:
+    """kafka-python 3 bootstraps in the consumer's constructor: no broker is StreamUnavailable, not a KafkaError."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    connection = KafkaConnection(bootstrap=f"127.0.0.1:{port}", extra={"bootstrap_timeout_ms": 1000})
+    with pytest.raises(StreamUnavailable, match=f"127.0.0.1:{port}"):
+        KafkaStreamConsumer(connection, group_id="g", topics=["t"])
 
 
 def test_kafka_publisher_raises_when_no_broker_answers() -> None:
@@ -160,7 +190,8 @@ def test_embedded_publisher_raises_when_the_database_is_gone(tmp_path) -> None:
     engine = make_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE queue_messages")
-    with pytest.raises(StreamUnavailable):
+    # The reason (the driver's first line) travels with it, so the listener's log says why it answered 0xA700.
+    with pytest.raises(StreamUnavailable, match="no such table: queue_messages"):
         DatabaseQueuePublisher(make_session_factory(engine)).publish("t", b"k", b"v")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,35 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = {name: service for name, service in SERVICES.items() if "build" in service}
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str]:
+# ${VAR}, ${VAR:-default}, ${VAR:?message}: Compose's interpolation, with VAR from this table.
+_INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::(?P<op>[-?])(?P<arg>[^}]*))?\}")
+HOST_ENV = {"POSTGRES_PASSWORD": "s3cret-Pw"}
+
+
+def _interpolate(value: str, host_env: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        if host_env.get(name):
+            return host_env[name]
+        if op == "-":
+            return arg
+        raise KeyError(f"{name} is required: {arg}")
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def _environment(service: dict[str, Any], host_env: dict[str, str] = HOST_ENV) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):  # the "KEY=value" list form
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): _interpolate(str(v), host_env) for k, v in env.items()}
 
 
 def test_compose_has_the_required_services() -> None:
     """Kafka, PostgreSQL, migrate, kafka-init, listener, worker and the trainer under a profile."""
-    assert {"kafka", "postgres", "migrate", "kafka-init", "listener", "worker", "trainer"} <= set(SERVICES)
+    assert {"kafka", "postgres", "migrate", "kafka-init", "listener", "worker-gpu0", "trainer"} <= set(
+        SERVICES
+    )
     assert SERVICES["kafka"]["image"] == "apache/kafka:3.9.1"
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert SERVICES["postgres"]["image"].startswith("postgres:16")
@@ -86,20 +107,77 @@ def test_environment_values_are_valid_settings(name: str, monkeypatch: pytest.Mo
     assert settings.resolved_database_url().startswith("postgresql+psycopg://")
 
 
-def test_worker_reserves_a_gpu_and_can_scale() -> None:
-    """The worker reserves one GPU and has no fixed container name or host port, so --scale works."""
-    worker = SERVICES["worker"]
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+def _gpu_reservation(service: dict[str, Any]) -> dict[str, Any]:
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"]
-    assert device["count"] == 1
-    assert "container_name" not in worker
-    assert "ports" not in worker
+    return dict(device)
+
+
+def test_each_worker_reserves_its_own_gpu() -> None:
+    """Worker services reserve distinct GPUs by device_ids (not `count`, which --scale would repeat)."""
+    workers = {name: s for name, s in SERVICES.items() if name.startswith("worker-gpu")}
+    assert workers, "no worker-gpuN service"
+    ids = []
+    for name, worker in workers.items():
+        device = _gpu_reservation(worker)
+        assert "count" not in device, name
+        assert device["device_ids"] == [name.removeprefix("worker-gpu")]
+        # The container sees its one reserved GPU as GPU 0.
+        assert _environment(worker)["KIDNEYCT_DEVICE"] == "gpu:0"
+        assert "container_name" not in worker and "ports" not in worker
+        ids.extend(device["device_ids"])
+    assert len(ids) == len(set(ids))
+
+
+def test_gpu_worker_generator_adds_one_service_per_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/compose_gpu_workers.py 3 writes worker-gpu1 and worker-gpu2, each the template but its GPU."""
+    script = REPO / "scripts" / "compose_gpu_workers.py"
+    namespace = runpy.run_path(str(script))
+    namespace["main"](["3"])
+    generated = yaml.safe_load(capsys.readouterr().out)["services"]
+    assert sorted(generated) == ["worker-gpu1", "worker-gpu2"]
+    template = SERVICES["worker-gpu0"]
+    for index, name in ((1, "worker-gpu1"), (2, "worker-gpu2")):
+        assert _gpu_reservation(generated[name])["device_ids"] == [str(index)]
+        assert {k: v for k, v in generated[name].items() if k != "deploy"} == {
+            k: v for k, v in template.items() if k != "deploy"
+        }
+
+
+def test_postgres_password_is_required() -> None:
+    """Without POSTGRES_PASSWORD Compose refuses to start: no silent default password anywhere."""
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "POSTGRES_PASSWORD:-" not in text
+    assert "${POSTGRES_PASSWORD:?" in SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    for name in ("postgres", "listener", "worker-gpu0"):
+        with pytest.raises(KeyError, match="POSTGRES_PASSWORD is required"):
+            _environment(SERVICES[name], host_env={})
+
+
+def test_postgres_is_published_for_reporting() -> None:
+    """PostgreSQL publishes its port (loopback by default, POSTGRES_PUBLISH to change it)."""
+    (mapping,) = SERVICES["postgres"]["ports"]
+    assert mapping == "${POSTGRES_PUBLISH:-127.0.0.1:5432}:5432"
+    assert _interpolate(mapping, {}) == "127.0.0.1:5432:5432"
+    assert _interpolate(mapping, {"POSTGRES_PUBLISH": "0.0.0.0:15432"}) == "0.0.0.0:15432:5432"
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    """The build context leaves out the venv, local services, data, git and caches."""
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {".git", ".venv", ".services", "kidneyct-data", "**/__pycache__"} <= ignored
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE)
+    for sources in copied:  # nothing the Dockerfile needs is ignored
+        assert not set(sources.split()) & ignored
 
 
 def test_services_have_healthchecks_and_named_volumes() -> None:
     """Long-running services have healthchecks; archive, models and database are named volumes."""
-    for name in ("kafka", "postgres", "listener", "worker"):
+    for name in ("kafka", "postgres", "listener", "worker-gpu0"):
         assert "healthcheck" in SERVICES[name], name
+        if name in ("listener", "worker"):
+            assert "/readyz" in str(SERVICES[name]["healthcheck"]["test"]), name
     assert {"archive", "models", "database"} <= set(COMPOSE["volumes"])
     mounts = {volume.split(":")[0] for service in SERVICES.values() for volume in service.get("volumes", [])}
     assert {"archive", "models", "database"} <= mounts
@@ -107,7 +185,7 @@ def test_services_have_healthchecks_and_named_volumes() -> None:
 
 def test_one_shot_services_gate_the_long_running_ones() -> None:
     """The listener and workers start only after migrate and kafka-init completed successfully."""
-    for name in ("listener", "worker"):
+    for name in ("listener", "worker-gpu0"):
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["kafka-init"]["condition"] == "service_completed_successfully"

@@ -108,3 +108,31 @@ def test_capture_logs_works_after_configure_logging() -> None:
     with structlog.testing.capture_logs() as logs:
         structlog.get_logger("test").info("something_happened", n=1)
     assert logs == [{"event": "something_happened", "n": 1, "log_level": "info"}]
+
+
+def test_standard_library_warnings_and_thread_crashes_are_json_and_scrubbed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In JSON mode every line is JSON: library log records (pydicom, pynetdicom), `warnings` and
+    an uncaught exception in a thread; values they quote (a patient's name) are replaced."""
+    import logging
+    import threading
+    import warnings
+
+    configure_logging(fmt="json", level="info")
+    logging.getLogger("pydicom").warning("Invalid value for VR PN: 'Doe^Jane' in (0010,0010)")
+    logging.getLogger("pynetdicom.dul").error("raw element b'PID-998877\\x00'")
+    warnings.warn("value 'Doe^Jane' is not conformant", UserWarning, stacklevel=1)
+
+    def crash() -> None:
+        raise ValueError("cannot decode 'Doe^Jane'")
+
+    thread = threading.Thread(target=crash, name="decoder")
+    thread.start()
+    thread.join()
+    err = capsys.readouterr().err
+    lines = _json_lines(err)  # raises if any line is not JSON
+    assert len(lines) == 4, err
+    assert "Doe^Jane" not in err and "PID-998877" not in err
+    assert lines[0]["logger"] == "pydicom" and lines[0]["level"] == "warning"
+    assert lines[3]["event"] == "uncaught_exception" and "ValueError" in lines[3]["exception"]

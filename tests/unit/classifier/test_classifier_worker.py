@@ -3,12 +3,16 @@ run the same against real Kafka and PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from classifier_kit import (
     T0,
@@ -27,7 +31,8 @@ from structlog.testing import capture_logs
 
 import migrations
 from classifier.batching import BatchPolicy
-from classifier.errors import NoActiveModel
+from classifier.dead_letter_limit import DeadLetterLimit
+from classifier.errors import DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel
@@ -208,6 +213,24 @@ def test_metrics_count_events_frames_and_poison(harness: Harness) -> None:
     assert (registry.get_sample_value("kidneyct_worker_predict_seconds_count") or 0) >= 1
 
 
+def test_metrics_time_store_to_prediction_and_name_the_model(harness: Harness) -> None:
+    """The latency histogram counts each predicted instance from its received_at; the model info names it."""
+    events = [
+        write_instance(harness.archive, received_at=harness.now - dt.timedelta(seconds=2)) for _ in range(3)
+    ]
+    harness.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 3)
+    harness.stop()
+    registry = harness.metrics.registry
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_count") == 3
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_sum") == pytest.approx(6.0)
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "1.0"}) == 0
+    assert registry.get_sample_value("kidneyct_worker_store_to_prediction_seconds_bucket", {"le": "2.5"}) == 3
+    assert registry.get_sample_value("kidneyct_worker_model_info", {"version": "v1", "image_size": "32"}) == 1
+
+
 def test_multiframe_instance_gives_one_row_per_frame(harness: Harness) -> None:
     """The two-frame enhanced CT gives predictions for frames 0 and 1."""
     event = write_instance(harness.archive, source="eCT_Supplemental.dcm")
@@ -238,6 +261,8 @@ def test_model_switch_between_batches(harness: Harness) -> None:
     with harness.sessions.begin() as s:
         activate_model_version(s, version="v2", now=T0)
     wait_for(lambda: harness.worker.serving.version == "v2")
+    info = {"version": "v2", "image_size": "32"}
+    assert harness.metrics.registry.get_sample_value("kidneyct_worker_model_info", info) == 1
     second = [write_instance(harness.archive) for _ in range(3)]
     for e in second:
         harness.consumer.append(e.to_json())
@@ -424,3 +449,95 @@ def test_event_whose_file_is_missing_is_failed_and_the_senders_retry_is_processe
         state = s.scalar(select(Instance.state).where(Instance.sop_instance_uid == event.sop_instance_uid))
     assert state == "processed"
     assert harness.count(Prediction) == 1
+
+
+def test_resent_instance_with_other_content_is_classified_again(harness: Harness) -> None:
+    """A second event for the same SOP instance with another file (sha256) replaces the first
+    predictions; re-delivering either event again adds no row."""
+    first = write_instance(harness.archive)
+    first_path = Path(first.archive_uri.removeprefix("file://"))
+    ds = pydicom.dcmread(first_path)
+    ds.PixelData = bytes(len(ds.PixelData))  # other pixels, same UIDs: a black slice
+    second_path = first_path.with_name(f"{first.sop_instance_uid}.v2.dcm")
+    ds.save_as(second_path)
+    data = second_path.read_bytes()
+    second = dataclasses.replace(
+        first, archive_uri=second_path.as_uri(), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)
+    )
+    harness.start()
+    harness.consumer.append(first.to_json())
+    wait_for(lambda: harness.committed() == 1)
+    with harness.sessions() as s:
+        before = s.execute(select(Prediction.p_cyst, Prediction.p_normal)).one()
+    with capture_logs() as logs:
+        harness.consumer.append(second.to_json())
+        wait_for(lambda: harness.committed() == 2)
+    harness.consumer.append(second.to_json())  # re-delivery of the same content
+    wait_for(lambda: harness.committed() == 3)
+    harness.stop()
+    with harness.sessions() as s:
+        after = s.execute(select(Prediction.p_cyst, Prediction.p_normal)).all()
+        instance = s.scalars(select(Instance)).one()
+    assert len(after) == 1 and tuple(after[0]) != tuple(before)
+    assert instance.sha256 == second.sha256 and instance.archive_uri == second.archive_uri
+    assert [e["sop_instance_uid"] for e in logs if e["event"] == "instance_reclassified"] == [
+        first.sop_instance_uid
+    ]
+
+
+def test_value_too_large_for_its_column_is_poison_not_an_outage(harness: Harness) -> None:
+    """An InstanceNumber beyond 64 bits cannot be written: that event is recorded failed, dead-lettered
+    and committed past; the other events of its batch are processed (no endless retry)."""
+    good = [write_instance(harness.archive) for _ in range(2)]
+    bad = dataclasses.replace(write_instance(harness.archive), instance_number=2**70)
+    harness.start()
+    for e in (good[0], bad, good[1]):
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 3, timeout_s=60)
+    harness.stop()
+    with harness.sessions() as s:
+        states = dict(s.execute(select(Instance.sop_instance_uid, Instance.state)).tuples().all())
+    assert states[bad.sop_instance_uid] == "failed"
+    assert all(states[e.sop_instance_uid] == "processed" for e in good)
+    assert harness.count(Prediction) == 2
+    [letter] = [json.loads(v) for v in harness.publisher.on(DLQ)]
+    assert "ValueDoesNotFit" in json.dumps(letter)
+
+
+def test_database_without_schema_stops_with_db_upgrade_advice(loader, tmp_path: Path) -> None:
+    """A database without the schema stops the worker at start with `kidneyct db upgrade`, not a wait."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = make_engine(url)
+    h = Harness(make_session_factory(engine), loader, tmp_path / "archive")
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            h.worker.start()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            raised.append(exc)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    h.worker.request_stop()  # before the fix it retries forever: let the thread end
+    thread.join(timeout=10)
+    assert raised and isinstance(raised[0], SchemaMissing), raised
+    assert "kidneyct db upgrade" in str(raised[0])
+    engine.dispose()
+
+
+def test_unreadable_archive_stops_the_worker_without_committing(harness: Harness, tmp_path: Path) -> None:
+    """When most of the window's events find no archive file (volume not mounted), the worker stops
+    with a clear error instead of dead-lettering everything, and commits nothing of that batch."""
+    harness.worker._dead_letters = DeadLetterLimit(window=4, ratio=0.5)
+    events = [write_instance(harness.archive) for _ in range(4)]
+    shutil.rmtree(harness.archive)  # as if the volume were not mounted
+    harness.worker.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    with capture_logs() as logs, pytest.raises(DeadLetterLimitExceeded, match="mounted"):
+        harness.worker.run()
+    assert harness.committed() == 0
+    assert harness.publisher.on(DLQ) == []
+    assert any(e["event"] == "dead_letter_limit_exceeded" for e in logs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.archive import Archive, ArchiveError, is_valid_uid
+from storage.archive import Archive, ArchivedFile, ArchiveError, is_valid_uid
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
@@ -68,14 +68,36 @@ def test_store_stream_reads_a_stream(tmp_path: Path) -> None:
     assert archived.sha256 == hashlib.sha256(content).hexdigest()
 
 
-def test_resent_instance_replaces_the_same_path(tmp_path: Path) -> None:
-    """Storing the same SOP instance again overwrites the one file atomically."""
+def test_resent_instance_with_the_same_content_is_the_same_file(tmp_path: Path) -> None:
+    """Storing the same bytes again under the same SOP instance keeps one file, nothing replaced."""
     archive = Archive(tmp_path / "archive")
     first = archive.store_stream(io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
-    second = archive.store_stream(io.BytesIO(b"second"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
-    assert first.path == second.path
-    assert second.path.read_bytes() == b"second"
-    assert len(list((tmp_path / "archive").rglob("*.dcm"))) == 1
+    again = archive.store_stream(io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert again == first and again.replaced_sha256 is None
+    assert len(list((tmp_path / "archive").rglob("*"))) == 3  # study, series, one file; no temp left
+
+
+@pytest.mark.parametrize("kind", ["stream", "file"])
+def test_resent_instance_with_other_content_keeps_both_versions(tmp_path: Path, kind: str) -> None:
+    """Different content under the same SOP instance never overwrites the first file: both are kept,
+    each at a path whose content matches its sha256, and the second names the one it supersedes."""
+    archive = Archive(tmp_path / "archive")
+
+    def store(data: bytes) -> ArchivedFile:
+        if kind == "stream":
+            return archive.store_stream(io.BytesIO(data), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+        source = tmp_path / f"src-{len(data)}"
+        source.write_bytes(data)
+        return archive.store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+
+    first = store(b"first")
+    second = store(b"second!")
+    third = store(b"second!")
+    assert first.path.read_bytes() == b"first" and second.path.read_bytes() == b"second!"
+    assert second.path != first.path and second.replaced_sha256 == first.sha256
+    assert third.path == second.path
+    assert hashlib.sha256(second.path.read_bytes()).hexdigest() == second.sha256
+    assert len(list((tmp_path / "archive").rglob("*.dcm"))) == 2
 
 
 @pytest.mark.parametrize(

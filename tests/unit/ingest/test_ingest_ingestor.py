@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -336,3 +338,30 @@ def test_overlapped_publish_refused_at_once_answers_failure(tmp_path: Path) -> N
 
 def get_testdata_file_bytes(name: str) -> bytes:
     return Path(get_testdata_file(name)).read_bytes()
+
+
+def test_resent_instance_with_other_content_keeps_both_and_is_logged_and_counted(tmp_path: Path) -> None:
+    """A re-send with different content gets its own file; both events' paths still match their
+    sha256; `instance_replaced` is logged and counted. The same content again replaces nothing."""
+    publisher = MemoryPublisher()
+    ingestor, metrics = _ingestor(tmp_path, publisher)
+    # Each received file is new (as pynetdicom's are): the archive hard-links them.
+    for name in ("first", "changed", "again"):
+        (tmp_path / name).mkdir()
+    assert ingestor.ingest(_received(tmp_path / "first")) == statuses.SUCCESS
+    changed = _received(tmp_path / "changed")
+    ds = dcmread(changed.source)  # type: ignore[arg-type]
+    ds.WindowCenter = 41  # other content, same UIDs
+    ds.save_as(changed.source)  # type: ignore[arg-type]
+    changed = dataclasses.replace(changed, size_bytes=changed.source.stat().st_size)  # type: ignore[union-attr]
+    with capture_logs() as logs:
+        assert ingestor.ingest(changed) == statuses.SUCCESS
+    assert ingestor.ingest(_received(tmp_path / "again")) == statuses.SUCCESS  # the first content again
+    events = [InstanceEvent.from_json(value) for _t, _k, value in publisher.records]
+    assert events[0].sha256 != events[1].sha256 and events[2].sha256 == events[0].sha256
+    for event in events:
+        path = Path(event.archive_uri.removeprefix("file://"))
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == event.sha256
+    replaced = [e for e in logs if e["event"] == "instance_replaced"]
+    assert len(replaced) == 1 and replaced[0]["previous_sha256"] == events[0].sha256
+    assert _value(metrics, "kidneyct_ingest_instances_replaced_total") == 1

@@ -421,3 +421,32 @@ def test_too_many_associations_is_rejected_and_logged(tmp_path: Path) -> None:
         )
         assert first.send_c_echo().Status == 0x0000
         first.release()
+
+
+def test_active_associations_gauge_follows_open_associations(tmp_path: Path) -> None:
+    """The associations_active gauge is 1 while a client holds an association and 0 after release."""
+    with running_listener(listener_settings(tmp_path / "archive"), MemoryPublisher()) as (listener, metrics):
+        gauge = "kidneyct_ingest_associations_active"
+        assert metrics.registry.get_sample_value(gauge) == 0
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(LOCALHOST, listener.port, ae_title=OUR_AE)
+        assert assoc.is_established
+        try:
+            assert metrics.registry.get_sample_value(gauge) == 1
+        finally:
+            assoc.release()
+        deadline = time.monotonic() + 10
+        while metrics.registry.get_sample_value(gauge) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metrics.registry.get_sample_value(gauge) == 0
+
+
+def test_process_registry_carries_process_metrics() -> None:
+    """The one registry of a process reports its memory, CPU time and open files."""
+    from kidneyct.registry import process_registry
+
+    registry = process_registry()
+    assert (registry.get_sample_value("process_resident_memory_bytes") or 0) > 0
+    assert registry.get_sample_value("process_cpu_seconds_total") is not None
+    assert (registry.get_sample_value("process_open_fds") or 0) > 0

@@ -1,0 +1,40 @@
+"""The fuzzer's CI subset: a few hundred malformed C-STOREs and PDU abuses against a real
+`kidneyct listen` process (embedded default, loopback). None may be wrongly accepted, crash the
+listener, leak a patient marker into its log, write outside the archive, leave a temporary file or
+hold a connection open; every log line is JSON; valid controls are stored and a valid sender is
+served at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fuzz.run import REPO, campaign, quiet_fuzzer_side
+
+pytestmark = pytest.mark.slow
+
+
+def test_fuzz_subset_finds_nothing(tmp_path: Path) -> None:
+    """16 cases per C-STORE category and 4 per PDU category (280 cases) find no fault."""
+    quiet_fuzzer_side()
+    result = campaign(
+        root=REPO,
+        work_dir=tmp_path,
+        per_category=16,
+        pdu_per_category=4,
+        pdu_wait_s=8.0,
+        settings={"KIDNEYCT_ASSOCIATION_ESTABLISH_TIMEOUT_S": "2"},
+    )
+    rows = {r["category"]: r for r in [*result["store_rows"], *result["pdu_rows"]]}
+    assert result["cases"] >= 250
+    assert result["alive_at_end"] and result["valid_sender_after_campaign"] == "0x0000"
+    assert {name: r["wrongly_accepted"] for name, r in rows.items() if r["wrongly_accepted"]} == {}
+    assert {name: r["crashes"] for name, r in rows.items() if r["crashes"]} == {}
+    assert rows["valid_control"]["answers"] == {"0x0000": 16}
+    held_open = {name: r["answers"] for name, r in rows.items() if "open" in r["answers"]}
+    assert held_open == {}
+    assert result["log_lines"] > 0 and result["log_lines_not_json"] == 0
+    assert result["log_lines_with_patient_marker"] == 0
+    assert result["files_outside_archive"] == 0
+    assert result["temp_files_left"] == 0
