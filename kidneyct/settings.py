@@ -180,14 +180,18 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated `AE@host:port` that get each study's SR and heat map; empty sends nothing.",
     )
-    result_heatmap: str = Field(
+    result_heatmap: Literal["pmap", "sc", "none"] = Field(
         "pmap", description="`pmap` (Parametric Map), `sc` (Secondary Capture, burned in) or `none`."
     )
-    result_max_attempts: int = Field(10, description="Delivery attempts before a result is marked failed.")
-    result_retry_initial_s: float = Field(5.0, description="Wait after the first failed delivery (doubles).")
-    result_retry_max_s: float = Field(600.0, description="Longest wait between delivery attempts.")
-    result_poll_s: float = Field(2.0, description="How often the sender looks for results to send.")
-    result_lease_s: float = Field(
+    result_max_attempts: PositiveInt = Field(
+        10, description="Delivery attempts before a result is marked failed."
+    )
+    result_retry_initial_s: PositiveFloat = Field(
+        5.0, description="Wait after the first failed delivery (doubles)."
+    )
+    result_retry_max_s: PositiveFloat = Field(600.0, description="Longest wait between delivery attempts.")
+    result_poll_s: PositiveFloat = Field(2.0, description="How often the sender looks for results to send.")
+    result_lease_s: PositiveFloat = Field(
         300.0,
         description="How long a sender holds a delivery it took; a killed sender's rows are due after it.",
     )

@@ -53,7 +53,7 @@ def test_there_are_files_to_check() -> None:
         "classifier/model.py",
         "classifier/artifact.py",
         "training/fit.py",
-        "training/gradcam.py",
+        "classifier/gradcam.py",
     } <= names
 
 
