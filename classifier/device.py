@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
+from classifier.backend_gpus import visible_gpus
+
 BACKEND_MODULES = ("keras", "tensorflow", "jax", "torch")
 _DEVICE = re.compile(r"^(cpu|gpu:(\d+))$")
 
@@ -70,23 +72,6 @@ def prefer_onednn(environ: MutableMapping[str, str]) -> bool:
     for name, value in ONEDNN_ENVIRONMENT.items():
         environ.setdefault(name, value)
     return "tensorflow" not in sys.modules
-
-
-def visible_gpus(backend: str) -> int:
-    """How many GPUs the Keras backend sees (after pinning). The one backend-specific corner here."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return len(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return sum(1 for d in jax.devices() if d.platform == "gpu")
-    if backend == "torch":
-        import torch
-
-        return int(torch.cuda.device_count())
-    return 0
 
 
 def require_device(device: Device, backend: str, count_gpus: Callable[[str], int] = visible_gpus) -> None:

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 CHECKED_PACKAGES = ("classifier", "training")
 FORBIDDEN_MODULES = ("tensorflow", "tf_keras", "jax", "torch")
 # (file, reason) of documented backend-specific corners; keep empty unless one is unavoidable.
-ALLOWED: dict[str, str] = {}
+ALLOWED: dict[str, str] = {
+    "classifier/backend_gpus.py": "Keras 3 cannot list physical GPUs; each backend is asked for its count",
+}
 
 
 def python_files() -> list[Path]:
