@@ -1,6 +1,8 @@
 # The kidneyct image for docker-compose.yml. EXTRAS=cpu (tensorflow-cpu) or EXTRAS=gpu
 # (TensorFlow with its CUDA libraries; the host needs the NVIDIA container toolkit).
-FROM python:3.11-slim
+# BASE_IMAGE: the tests build on a local stand-in (tests/images/build.sh); users keep the default.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ARG EXTRAS=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
