@@ -60,7 +60,16 @@ class Stack:
         self.log_dir = REPO / ".services" / "compose-test"
 
     def compose(self, *args: str, timeout_s: float = 900, check: bool = True) -> str:
-        command = ["docker-compose", "-p", self.project, "-f", "docker-compose.yml", "-f", str(OVERRIDE), *args]
+        command = [
+            "docker-compose",
+            "-p",
+            self.project,
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            str(OVERRIDE),
+            *args,
+        ]
         result = subprocess.run(
             command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False
         )
@@ -165,12 +174,16 @@ def test_compose_stack_classifies_a_study_and_two_workers_share_the_stream(
     stack.compose("up", "-d", "migrate", "kafka-init")
     stack.compose("run", "--rm", "seed-model")
     stack.compose("up", "-d", "listener", "worker-cpu")
-    _wait("listener and worker healthy", lambda: stack.healthy("listener") and stack.healthy("worker-cpu"), 300)
+    _wait(
+        "listener and worker healthy", lambda: stack.healthy("listener") and stack.healthy("worker-cpu"), 300
+    )
     print(f"stack healthy after {time.monotonic() - started:.0f}s")
 
     url = _database_url(stack)
     first = _send_study(stack, tmp_path / "study-0", seed=100)
-    n_instances, label, complete = _wait("the study's row in study_results", lambda: _study_row(url, first), 180)
+    n_instances, label, complete = _wait(
+        "the study's row in study_results", lambda: _study_row(url, first), 180
+    )
     assert (n_instances, complete) == (3, True)
     assert label, "a complete study has a label"
     print(f"first study in study_results after {time.monotonic() - started:.0f}s")

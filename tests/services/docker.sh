@@ -3,7 +3,7 @@
 # and exec root, with no default bridge and no iptables rules, so it shares nothing with a Docker
 # engine that may already run on the machine (and never touches one it did not start).
 #
-#   tests/services/docker.sh install  install docker.io and debootstrap when missing (Debian, as root)
+#   tests/services/docker.sh install  install docker.io, debootstrap and docker-compose when missing (Debian, as root)
 #   tests/services/docker.sh start    install if needed, start dockerd, wait until it answers
 #   tests/services/docker.sh stop     stop the dockerd started by `start` (its containers go with it)
 #   tests/services/docker.sh status   exit 0 when it runs and answers
@@ -24,7 +24,9 @@ SOCKET="$DIR/docker.sock"
 PID_FILE="$DIR/dockerd.pid"
 LOG_FILE="$DIR/dockerd.log"
 TIMEOUT="${KIDNEYCT_DOCKER_START_TIMEOUT:-60}"
-PACKAGES=(docker.io debootstrap)
+# docker-compose: Debian 12 has no Compose v2 plugin (docker-compose-plugin is Docker's own apt
+# repository); its docker-compose 1.29 reads the same docker-compose.yml.
+PACKAGES=(docker.io debootstrap docker-compose)
 # Debian's daemon, not whatever `dockerd` comes first on the PATH.
 DOCKERD=/usr/sbin/dockerd
 
