@@ -29,6 +29,7 @@ TIMEOUT="${KIDNEYCT_DOCKER_START_TIMEOUT:-60}"
 PACKAGES=(docker.io debootstrap docker-compose)
 # Debian's daemon, not whatever `dockerd` comes first on the PATH.
 DOCKERD=/usr/sbin/dockerd
+DOCKER=/usr/bin/docker
 
 say() { echo "docker.sh: $*" >&2; }
 
@@ -57,7 +58,7 @@ running_pid() {
     return 1
 }
 
-answers() { [[ -S "$SOCKET" ]] && docker -H "unix://$SOCKET" version >/dev/null 2>&1; }
+answers() { [[ -S "$SOCKET" ]] && "$DOCKER" -H "unix://$SOCKET" version >/dev/null 2>&1; }
 
 start() {
     if pid="$(running_pid)" && answers; then
@@ -94,7 +95,7 @@ start() {
         fi
         sleep 0.5
     done
-    say "Docker $(docker -H "unix://$SOCKET" version -f '{{.Server.Version}}') answers at unix://$SOCKET (pid $(cat "$PID_FILE"), log $LOG_FILE)"
+    say "Docker $("$DOCKER" -H "unix://$SOCKET" version -f '{{.Server.Version}}') answers at unix://$SOCKET (pid $(cat "$PID_FILE"), log $LOG_FILE)"
 }
 
 stop() {
