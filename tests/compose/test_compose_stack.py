@@ -86,6 +86,13 @@ class Stack:
         ).stdout
         return json.loads(out)[0]
 
+    def completed(self, service: str) -> bool:
+        """The one-shot `service` has exited 0 (a non-zero exit fails the test at once)."""
+        states = [self.inspect(c)["State"] for c in self.containers(service)]
+        if any(s["Status"] == "exited" and s["ExitCode"] != 0 for s in states):
+            raise AssertionError(f"{service} failed:\n{self.compose('logs', '--no-color', service)}")
+        return bool(states) and all(s["Status"] == "exited" for s in states)
+
     def healthy(self, service: str, replicas: int = 1) -> bool:
         states = [self.inspect(c)["State"] for c in self.containers(service)]
         return len(states) == replicas and all(s.get("Health", {}).get("Status") == "healthy" for s in states)
@@ -169,11 +176,12 @@ def test_compose_stack_classifies_a_study_and_two_workers_share_the_stream(
 ) -> None:
     """Up with the real compose file, a storescu study lands in study_results, and two workers both consume."""
     started = time.monotonic()
-    # Dependencies first (migrate and kafka-init run to completion), then the model, then the rest:
-    # a worker without an active model would exit and restart until there is one.
-    stack.compose("up", "-d", "migrate", "kafka-init")
-    stack.compose("run", "--rm", "seed-model")
-    stack.compose("up", "-d", "listener", "worker-cpu")
+    # The schema first, then the model, then the whole stack as users start it (migrate and
+    # kafka-init run again: both are idempotent). A worker without an active model would exit.
+    stack.compose("up", "-d", "migrate")
+    _wait("migrate to complete", lambda: stack.completed("migrate"), 300)
+    stack.compose("run", "--rm", "--no-deps", "seed-model")
+    stack.compose("up", "-d")
     _wait(
         "listener and worker healthy", lambda: stack.healthy("listener") and stack.healthy("worker-cpu"), 300
     )
@@ -188,7 +196,7 @@ def test_compose_stack_classifies_a_study_and_two_workers_share_the_stream(
     assert label, "a complete study has a label"
     print(f"first study in study_results after {time.monotonic() - started:.0f}s")
 
-    stack.compose("up", "-d", "--no-recreate", "--scale", "worker-cpu=2", "worker-cpu")
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "worker-cpu=2", "worker-cpu")
     _wait("two healthy workers", lambda: stack.healthy("worker-cpu", replicas=2), 300)
     workers = stack.containers("worker-cpu")
     # Studies are keyed to partitions; send more until each worker has processed a batch.
