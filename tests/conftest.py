@@ -268,12 +268,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     database = os.environ.get(DATABASE_ENV)
     if docker_answers():
         engine = os.environ.get("DOCKER_HOST") or "the default Docker engine"
-        fallback = f"testcontainers on {engine} ({containers.image('kafka')}, {containers.image('postgres')})"
+        kafka_fallback = f"testcontainers {containers.image('kafka')} on {engine}"
+        postgres_fallback = f"testcontainers {containers.image('postgres')} on {engine}"
     else:
-        fallback = "FAIL (CI=true)" if in_ci() else "skip"
+        kafka_fallback = postgres_fallback = "FAIL (CI=true)" if in_ci() else "skip"
     return [
-        f"kidneyct Kafka: {_kafka_description(kafka) if kafka else f'{KAFKA_ENV} unset -> {fallback}'}",
-        f"kidneyct PostgreSQL: {_postgres_description(database) if database else f'{DATABASE_ENV} unset -> {fallback}'}",
+        f"kidneyct Kafka: {_kafka_description(kafka) if kafka else f'{KAFKA_ENV} unset -> {kafka_fallback}'}",
+        f"kidneyct PostgreSQL: {_postgres_description(database) if database else f'{DATABASE_ENV} unset -> {postgres_fallback}'}",
     ]
 
 
