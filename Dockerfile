@@ -11,10 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall TensorFlow.
-COPY pyproject.toml README.md ./
-RUN mkdir -p kidneyct storage ingest classifier training migrations \
+# Dependencies first, so a code change does not reinstall TensorFlow; an empty README stands in for
+# the real one (package metadata only), so editing the README does not either.
+COPY pyproject.toml ./
+RUN mkdir -p kidneyct storage ingest classifier training migrations && touch README.md \
     && pip install --no-compile ".[${EXTRAS}]" && pip uninstall -y kidneyct
+COPY README.md ./
 COPY kidneyct ./kidneyct
 COPY storage ./storage
 COPY ingest ./ingest
