@@ -117,6 +117,10 @@ stop() {
         sleep 0.2
     done
     rm -f "$PID_FILE"
+    # dockerd leaves its default network namespace mounted under our exec root; nobody else uses it.
+    if mountpoint -q "$DIR/exec/netns/default" 2>/dev/null; then
+        umount "$DIR/exec/netns/default" || true
+    fi
     say "stopped"
 }
 
