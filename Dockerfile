@@ -1,6 +1,8 @@
 # The kidneyct image for docker-compose.yml. EXTRAS=cpu (tensorflow-cpu) or EXTRAS=gpu
 # (TensorFlow with its CUDA libraries; the host needs the NVIDIA container toolkit).
-FROM python:3.11-slim
+# BASE_IMAGE: the tests build on a local stand-in (tests/images/build.sh); users keep the default.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ARG EXTRAS=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,10 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall TensorFlow.
-COPY pyproject.toml README.md ./
-RUN mkdir -p kidneyct storage ingest classifier training migrations \
+# Dependencies first, so a code change does not reinstall TensorFlow; an empty README stands in for
+# the real one (package metadata only), so editing the README does not either.
+COPY pyproject.toml ./
+RUN mkdir -p kidneyct storage ingest classifier training migrations && touch README.md \
     && pip install --no-compile ".[${EXTRAS}]" && pip uninstall -y kidneyct
+COPY README.md ./
 COPY kidneyct ./kidneyct
 COPY storage ./storage
 COPY ingest ./ingest

@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   run the whole loop (listener, queue, worker, SQL results) on the embedded default
 #   make test   run the test suite against a real Kafka and a real PostgreSQL
+#               (KIDNEYCT_TEST_SERVICES=containers: both through testcontainers, as CI does)
+#   make compose-test   docker-compose.yml end to end, images built here (CI runs it too)
 # Both work on a fresh Debian 12 machine as root and are quick when everything is installed.
 
 SHELL := /bin/bash
@@ -12,7 +14,7 @@ INSTALLED := $(VENV)/.kidneyct-installed
 KAFKA_LIBS_DIR := $(or $(KIDNEYCT_SERVICES_DIR),.services)/kafka-3.9.1/libs
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv debian-packages kafka-jars services-start services-stop lint
+.PHONY: demo test compose-test test-engine-start test-engine-stop venv debian-packages kafka-jars services-start services-stop lint
 
 demo: $(INSTALLED)
 	$(VENV)/bin/kidneyct demo
@@ -23,6 +25,20 @@ test: debian-packages $(INSTALLED) kafka-jars
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest selected no tests"; status=0; fi; \
 	exit $$status
+
+# docker-compose.yml end to end on a private Docker engine, every image built here (no registry).
+compose-test: debian-packages $(INSTALLED) kafka-jars
+	bash tests/compose/compose-test.sh $(VENV_PYTHON) $(PYTEST_ARGS)
+
+# For development: the private Docker engine and the stand-in images; `make test` then takes Kafka
+# and PostgreSQL from testcontainers when KIDNEYCT_TEST_SERVICES=containers.
+test-engine-start: debian-packages kafka-jars
+	bash tests/services/docker.sh start
+	bash tests/images/build.sh services
+	@bash tests/services/docker.sh env
+
+test-engine-stop:
+	bash tests/services/docker.sh stop
 
 venv: $(INSTALLED)
 

@@ -3,7 +3,9 @@
 Services come from, in order:
 1. `KIDNEYCT_TEST_KAFKA_BOOTSTRAP` / `KIDNEYCT_TEST_DATABASE_URL` (what `make test` and `.ci/run`
    export after `tests/services/kafka.sh start` and `tests/services/postgres.sh start`);
-2. testcontainers (`KafkaContainer` in KRaft mode, `PostgresContainer`) where a Docker engine answers;
+2. testcontainers where a Docker engine answers: the private engine of `tests/services/docker.sh`
+   (with the stand-in images of `tests/images/build.sh`; what CI uses) when it runs, else DOCKER_HOST
+   or the default engine (with the public images); see tests/services/containers.py;
 3. otherwise the test is skipped with the reason, except under `CI=true`, where it fails: CI must
    never go green because the services it was meant to test against were missing.
 
@@ -36,12 +38,11 @@ from sqlalchemy.engine import make_url
 SERVICES_DIR = Path(__file__).resolve().parent / "services"
 sys.path.insert(0, str(SERVICES_DIR))
 
+import containers  # noqa: E402
 from kafka_process import KafkaProcess, default_libs_dir, libs_available, ping  # noqa: E402
 
 KAFKA_ENV = "KIDNEYCT_TEST_KAFKA_BOOTSTRAP"
 DATABASE_ENV = "KIDNEYCT_TEST_DATABASE_URL"
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.1"  # Kafka 3.9, like tests/services/pom.xml
-POSTGRES_IMAGE = "postgres:16"
 
 
 def in_ci() -> bool:
@@ -56,7 +57,8 @@ def missing_service(reason: str) -> None:
 
 
 def docker_answers() -> bool:
-    """True when a Docker engine answers a ping (testcontainers needs one)."""
+    """True when a Docker engine answers a ping (testcontainers needs one): the test engine first."""
+    containers.use_test_engine()
     try:
         import docker
 
@@ -113,17 +115,20 @@ def unique_name() -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def _kafka_container() -> Iterator[str | None]:
+def _container_network() -> Iterator[object]:
+    """The network of this session's containers (created only when a container is needed)."""
+    with containers.network() as network:
+        yield network
+
+
+@pytest.fixture(scope="session")
+def _kafka_container(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """A KRaft Kafka container when no broker is configured and Docker answers; else None."""
     if os.environ.get(KAFKA_ENV) or not docker_answers():
         yield None
         return
-    try:
-        from testcontainers.community.kafka import KafkaContainer
-    except ImportError:  # testcontainers < 4.9
-        from testcontainers.kafka import KafkaContainer
-    with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
-        yield container.get_bootstrap_server()
+    with containers.kafka(request.getfixturevalue("_container_network")) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +161,7 @@ def private_kafka() -> Iterator[KafkaProcess]:
 
 
 @pytest.fixture(scope="session")
-def _postgres_server_url() -> Iterator[str | None]:
+def _postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """URL of a PostgreSQL server's maintenance database: env, else a container, else None."""
     configured = os.environ.get(DATABASE_ENV)
     if configured:
@@ -165,12 +170,8 @@ def _postgres_server_url() -> Iterator[str | None]:
     if not docker_answers():
         yield None
         return
-    try:
-        from testcontainers.community.postgres import PostgresContainer
-    except ImportError:  # testcontainers < 4.9
-        from testcontainers.postgres import PostgresContainer
-    with PostgresContainer(POSTGRES_IMAGE, driver="psycopg") as container:
-        yield container.get_connection_url()
+    with containers.postgres(request.getfixturevalue("_container_network")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -268,10 +269,15 @@ def _postgres_description(url: str) -> str:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     kafka = os.environ.get(KAFKA_ENV)
     database = os.environ.get(DATABASE_ENV)
-    fallback = "testcontainers" if docker_answers() else ("FAIL (CI=true)" if in_ci() else "skip")
+    if docker_answers():
+        engine = os.environ.get("DOCKER_HOST") or "the default Docker engine"
+        kafka_fallback = f"testcontainers {containers.image('kafka')} on {engine}"
+        postgres_fallback = f"testcontainers {containers.image('postgres')} on {engine}"
+    else:
+        kafka_fallback = postgres_fallback = "FAIL (CI=true)" if in_ci() else "skip"
     return [
-        f"kidneyct Kafka: {_kafka_description(kafka) if kafka else f'{KAFKA_ENV} unset -> {fallback}'}",
-        f"kidneyct PostgreSQL: {_postgres_description(database) if database else f'{DATABASE_ENV} unset -> {fallback}'}",
+        f"kidneyct Kafka: {_kafka_description(kafka) if kafka else f'{KAFKA_ENV} unset -> {kafka_fallback}'}",
+        f"kidneyct PostgreSQL: {_postgres_description(database) if database else f'{DATABASE_ENV} unset -> {postgres_fallback}'}",
     ]
 
 
