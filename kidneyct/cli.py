@@ -38,7 +38,7 @@ HELP: dict[str, str] = {
     "label": "Record ground-truth labels.",
     "dataset": "Register labelled image folders.",
     "train": "Train, evaluate and register a model version.",
-    "models": "List and promote model versions.",
+    "models": "List, promote, import and export model versions.",
     "synth": "Write synthetic kidney-CT studies as DICOM.",
     "demo": "Run the whole loop on synthetic data.",
 }

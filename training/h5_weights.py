@@ -126,14 +126,18 @@ def _read_hdf5(f: h5py.File, path: Path, base_names: Mapping[str, str]) -> Sourc
         source = SourceWeights(path, "keras3-weights-h5", None, None)
         _read_v3(f, source, base_names)
         return source
-    raise WeightsFileError(f"{path} is HDF5 but holds no Keras weights (no model_weights, layer_names or layers)")
+    raise WeightsFileError(
+        f"{path} is HDF5 but holds no Keras weights (no model_weights, layer_names or layers)"
+    )
 
 
 def _read_keras_zip(path: Path, base_names: Mapping[str, str]) -> SourceWeights:
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
-            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in archive.namelist() else {}
+            metadata = (
+                json.loads(archive.read("metadata.json")) if "metadata.json" in archive.namelist() else {}
+            )
             weights = archive.read("model.weights.h5")
     except (KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise WeightsFileError(f"{path} is not a Keras 3 .keras archive: {exc}") from exc

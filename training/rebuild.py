@@ -207,7 +207,9 @@ def _copy(model: keras.Model, source: SourceWeights, head_layers: list[str], spe
         unmapped = [k for k in unmapped if k.rsplit("/", 1)[0] not in head_layers]
     problems.extend(f"{key}: in the file, but no layer of the rebuilt model takes it" for key in unmapped)
     if problems:
-        raise ImportRefused(f"{source.path} does not fit the rebuilt ResNet50 ({len(problems)} problem(s))", problems)
+        raise ImportRefused(
+            f"{source.path} does not fit the rebuilt ResNet50 ({len(problems)} problem(s))", problems
+        )
     filled = {id(variable) for variable, _ in plan}
     empty = [v.path for v in model.weights if id(v) not in filled]
     if empty:  # cannot happen while base and head are all covered above; never leave randomness
@@ -234,7 +236,9 @@ def _plan_one(
     if columns is not None and value.ndim >= 1 and value.shape[-1] == len(columns):
         value = value[..., columns]
     if tuple(value.shape) != tuple(variable.shape):
-        problems.append(f"{key}: shape {tuple(value.shape)} in the file, {tuple(variable.shape)} in the rebuilt model")
+        problems.append(
+            f"{key}: shape {tuple(value.shape)} in the file, {tuple(variable.shape)} in the rebuilt model"
+        )
         return
     plan.append((variable, value))
 
