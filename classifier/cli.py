@@ -39,7 +39,6 @@ def worker(
     import keras
     from prometheus_client import CollectorRegistry
 
-    from classifier.errors import ArtifactError, NoActiveModel
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
@@ -64,7 +63,9 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        runner.start()
+        if not runner.start_when_model_active():
+            log.info("worker_stopped_before_start")
+            return
         log.info(
             "worker_started",
             device=str(chosen),
@@ -73,8 +74,6 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except (NoActiveModel, ArtifactError) as exc:
-        raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # A batch takes from milliseconds (a few slices on a GPU) to tens of seconds (224 px on a CPU).
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -46,4 +46,9 @@ class WorkerMetrics:
         )
         self.model_switches = Counter(
             "kidneyct_worker_model_loads", "Model versions loaded (start and switches).", registry=registry
+        )
+        self.model_ready = Gauge(
+            "kidneyct_worker_model_ready",
+            "1 once an active model is loaded; 0 while the worker waits for one (not ready).",
+            registry=registry,
         )

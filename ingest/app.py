@@ -9,7 +9,10 @@ import threading
 
 import structlog
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from ingest.access import AccessPolicy
+from ingest.catalog import Catalog
 from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_context, parse_sop_classes
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
@@ -17,6 +20,7 @@ from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
+from kidneyct.streams import make_consumer
 from storage.archive import Archive
 from storage.stream import Publisher
 
@@ -68,6 +72,16 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         port=settings.dicom_port,
         evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics),
         ssl_context=tls,
+    )
+
+
+def build_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog:
+    """The catalogue consumer of `settings` (its consumer is made in the thread that runs it)."""
+    return Catalog(
+        make_consumer=lambda: make_consumer(
+            settings, sessions, group_id=settings.catalog_group, topics=[settings.topic_instances]
+        ),
+        sessions=sessions,
     )
 
 

@@ -202,6 +202,13 @@ def train(
     from training.run import TrainingError, TrainOptions, run_training
     from training.split import SplitFractions
 
+    if weights == "imagenet":  # air-gapped sites: say at once which file is missing and where it goes
+        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
+
+        try:
+            ensure_imagenet_weights(environ=os.environ)
+        except ImagenetWeightsUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
     sessions = _sessions(settings)
     with sessions() as session:
         new = new_labels_since_last_version(session)
