@@ -149,7 +149,11 @@ class Worker:
             except (NoActiveModel, ArtifactError) as exc:
                 self._metrics.model_ready.set(0)
                 if str(exc) != said:  # once per reason, not once per poll
-                    event = "waiting_for_active_model" if isinstance(exc, NoActiveModel) else "active_model_unusable"
+                    event = (
+                        "waiting_for_active_model"
+                        if isinstance(exc, NoActiveModel)
+                        else "active_model_unusable"
+                    )
                     log.warning(event, reason=str(exc), poll_s=self._config.model_poll_s)
                     said = str(exc)
             self._stop.wait(self._config.model_poll_s)

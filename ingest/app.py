@@ -8,12 +8,11 @@ from __future__ import annotations
 import threading
 
 import structlog
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.access import AccessPolicy
-from ingest.catalog import Catalog
 from ingest.ae import AEOptions, build_ae, enable_chunked_receive, make_tls_context, parse_sop_classes
+from ingest.catalog import Catalog
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener

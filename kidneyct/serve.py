@@ -106,7 +106,11 @@ def serve(settings: Settings, workers: int) -> None:
     ]
     for thread in threads:
         thread.start()
-    catalog = start_catalog_thread(build_catalog(settings, sessions), stop) if settings.catalog_in_listener else None
+    catalog = (
+        start_catalog_thread(build_catalog(settings, sessions), stop)
+        if settings.catalog_in_listener
+        else None
+    )
     log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
     run_until_stopped(
         listener,

@@ -99,7 +99,9 @@ def write(writer: str, out: Path) -> None:
     else:
         import keras as k
     out.mkdir(parents=True, exist_ok=True)
-    for i, (shape, (size, head, mode, classes)) in enumerate([*SHAPES.items(), (THREE_CLASSES, SHAPES["gap"])]):
+    for i, (shape, (size, head, mode, classes)) in enumerate(
+        [*SHAPES.items(), (THREE_CLASSES, SHAPES["gap"])]
+    ):
         k.utils.set_random_seed(100 + i)
         n = 3 if shape == THREE_CLASSES else len(classes)
         model = build(k, shape if shape != THREE_CLASSES else "gap", size, head, n)

@@ -8,8 +8,8 @@ only when the file is missing, and otherwise stops at once, naming the file and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 

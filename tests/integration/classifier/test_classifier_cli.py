@@ -43,7 +43,9 @@ def worker_process(url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_worker_without_a_model_waits_then_classifies_once_one_is_promoted(postgres_url: str, tmp_path: Path) -> None:
+def test_worker_without_a_model_waits_then_classifies_once_one_is_promoted(
+    postgres_url: str, tmp_path: Path
+) -> None:
     """No active model: the worker stays up, logs that it waits (no crash loop), and classifies once one is active."""
     migrations.upgrade(postgres_url)
     engine = make_engine(postgres_url)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from training.imagenet import WEIGHTS_FILE, ImagenetWeightsUnavailable, ensure_imagenet_weights, keras_cache_file
+from training.imagenet import (
+    WEIGHTS_FILE,
+    ImagenetWeightsUnavailable,
+    ensure_imagenet_weights,
+    keras_cache_file,
+)
 
 UNREACHABLE = "https://127.0.0.1:9/weights.h5"  # the discard port: refused at once
 

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from model_files_kit import SHAPES, inputs
 
 import migrations
 from classifier.artifact import load_artifact, read_card
 from classifier.preprocess import KIDNEY_WINDOW
 from kidneyct.cli import cli
-from model_files_kit import SHAPES, inputs
 from storage.db import make_engine, make_session_factory
 from storage.model_versions import list_model_versions
 from storage.models import CLASS_NAMES
@@ -71,7 +71,9 @@ def _folder(model_files: dict[str, Path], writer: str) -> Path:
 
 def _spec(shape: str) -> ImportSpec:
     size, head, mode, classes = SHAPES[shape]
-    return ImportSpec(source_classes=tuple(classes), image_size=None, default_image_size=size, normalization=mode)
+    return ImportSpec(
+        source_classes=tuple(classes), image_size=None, default_image_size=size, normalization=mode
+    )
 
 
 def _reordered(shape: str, probabilities: np.ndarray) -> np.ndarray:
@@ -98,12 +100,16 @@ def test_rebuilt_model_predicts_what_the_original_predicted(
     assert (rebuilt.image_size, rebuilt.head) == (size, head)
     assert rebuilt.tensors_copied == len(rebuilt.model.weights) == 322
     original = _reordered(shape, np.load(path.parent / f"{shape}.npy"))
-    assert original.std(axis=0).max() > 1e-3  # the inputs tell the classes apart: the comparison means something
+    assert (
+        original.std(axis=0).max() > 1e-3
+    )  # the inputs tell the classes apart: the comparison means something
     actual = np.asarray(rebuilt.model.predict(inputs(size), verbose=0))
     np.testing.assert_allclose(actual, original, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("writer", "shape"), [("keras", "gap"), ("tf_keras", "seq"), ("tf_keras", "flatten")])
+@pytest.mark.parametrize(
+    ("writer", "shape"), [("keras", "gap"), ("tf_keras", "seq"), ("tf_keras", "flatten")]
+)
 def test_import_measures_parity_and_writes_a_card_the_worker_rebuilds(
     model_files: dict[str, Path], tmp_path: Path, writer: str, shape: str
 ) -> None:
@@ -123,7 +129,9 @@ def test_import_measures_parity_and_writes_a_card_the_worker_rebuilds(
     np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-5, rtol=0)
 
 
-def test_weights_only_import_says_parity_was_not_checked(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_weights_only_import_says_parity_was_not_checked(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     """A weights-only file has no graph: the card says parity was not checked, and why."""
     path = model_files["keras"] / "gap.weights.h5"
     options = ImportOptions(spec=_spec("gap"), window=KIDNEY_WINDOW, version="v-w")
@@ -145,10 +153,15 @@ def test_a_graph_the_tensors_do_not_show_fails_parity_unless_forced(tmp_path: Pa
     spec = ImportSpec(normalization="caffe")
     models = tmp_path / "models"
     with pytest.raises(ImportRefused, match="parity failed"):
-        import_model_file(path, ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1"), model_dir=models, now=T0)
+        import_model_file(
+            path, ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1"), model_dir=models, now=T0
+        )
     assert not models.exists() or not any(models.iterdir())  # nothing written
     forced = import_model_file(
-        path, ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1", force=True), model_dir=models, now=T0
+        path,
+        ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1", force=True),
+        model_dir=models,
+        now=T0,
     )
     assert forced.card.extra["import"]["forced"] is True
     assert forced.card.extra["import"]["parity"]["max_abs_diff"] > 1e-4
@@ -210,11 +223,18 @@ def _bad_files(model_files: dict[str, Path], tmp: Path) -> dict[str, tuple[Path,
     wrong = _copy(k3 / "gap.h5", tmp / "wrong.h5")
     with h5py.File(wrong, "r+") as f:
         del f["model_weights/conv1_conv/conv1_conv/kernel"]
-        f["model_weights/conv1_conv"].create_dataset("conv1_conv/kernel", data=np.zeros((3, 3, 3, 64), "float32"))
+        f["model_weights/conv1_conv"].create_dataset(
+            "conv1_conv/kernel", data=np.zeros((3, 3, 3, 64), "float32")
+        )
     other = tmp / "other.keras"
     keras.utils.set_random_seed(3)
     tiny = keras.Sequential(
-        [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4),
+        ]
     )
     tiny.save(other)
     return {
@@ -240,9 +260,13 @@ def test_bad_files_are_refused_by_name_and_register_nothing(
         assert _model_dir_is_empty(site), name
 
 
-def test_a_good_import_through_the_cli_registers_one_candidate(model_files: dict[str, Path], site: dict[str, str]) -> None:
+def test_a_good_import_through_the_cli_registers_one_candidate(
+    model_files: dict[str, Path], site: dict[str, str]
+) -> None:
     """The same command on a good file registers a candidate whose artifact the worker can load."""
-    code, output = _import(site, model_files["keras"] / "pool.weights.h5", "--image-size", "32", "--version", "ok-1")
+    code, output = _import(
+        site, model_files["keras"] / "pool.weights.h5", "--image-size", "32", "--version", "ok-1"
+    )
     assert code == 0, output
     assert "registered candidate ok-1" in output
     assert _registered(site) == ["ok-1"]
@@ -250,7 +274,9 @@ def test_a_good_import_through_the_cli_registers_one_candidate(model_files: dict
     assert code == 1 and "already registered" in output
 
 
-def test_model_file_import_needs_the_preprocessing(model_files: dict[str, Path], site: dict[str, str]) -> None:
+def test_model_file_import_needs_the_preprocessing(
+    model_files: dict[str, Path], site: dict[str, str]
+) -> None:
     """Without --preprocessing the command refuses: parity cannot catch a wrong normalisation."""
     result = CliRunner().invoke(cli, ["models", "import", str(model_files["keras"] / "gap.h5")], env=site)
     assert result.exit_code == 2 and "--preprocessing is required" in result.output
