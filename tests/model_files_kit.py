@@ -60,6 +60,18 @@ def _randomise_batchnorm(k: Any, model: Any, rng: np.random.Generator) -> None:
             )
 
 
+def _calibrate_output(k: Any, model: Any, fed: np.ndarray) -> None:
+    """Scale and centre the output layer so the logits vary by about 2 across the inputs: a random deep base
+    gives features of any size, and saturated (0/1) or flat (1/n) probabilities would hide a misplaced tensor."""
+    hidden = np.asarray(k.Model(model.inputs, model.layers[-2].output).predict(fed, verbose=0), dtype=np.float64)
+    out = model.layers[-1]
+    kernel, bias = out.get_weights()
+    logits = hidden @ kernel
+    spread = float((logits - logits.mean(axis=0)).std()) or 1.0
+    scale = 2.0 / spread
+    out.set_weights([kernel * scale, (-scale * logits.mean(axis=0)).astype(bias.dtype)])
+
+
 def _all_layers(model: Any) -> list[Any]:
     out = []
     for layer in model.layers:
@@ -106,14 +118,16 @@ def write(writer: str, out: Path) -> None:
         n = 3 if shape == THREE_CLASSES else len(classes)
         model = build(k, shape if shape != THREE_CLASSES else "gap", size, head, n)
         _randomise_batchnorm(k, model, np.random.default_rng(i))
+        x = inputs(size)
+        fed = _normalize(k, x, mode)
+        _calibrate_output(k, model, fed)
+        np.save(out / f"{shape}.npy", np.asarray(model.predict(fed, verbose=0)))
         model.save(out / f"{shape}.h5")
         if writer == "tf_keras":
             model.save_weights(out / f"{shape}_w.h5")
         else:
             model.save_weights(out / f"{shape}.weights.h5")
             model.save(out / f"{shape}.keras")
-        x = inputs(size)
-        np.save(out / f"{shape}.npy", np.asarray(model.predict(_normalize(k, x, mode), verbose=0)))
     (out / "done.json").write_text(json.dumps({"writer": writer, "keras_version": k.__version__}))
 
 
