@@ -32,7 +32,9 @@ def notebook_h5(path: Path) -> Path:
 
 
 def send_study(tmp_path: Path, port: int, *, studies: int = 1, classes: list[str] | None = None) -> list:  # type: ignore[type-arg]
-    rows = generate(tmp_path / "synth", studies=studies, slices=SLICES, classes=classes or ["Stone"], seed=3, size=64)
+    rows = generate(
+        tmp_path / "synth", studies=studies, slices=SLICES, classes=classes or ["Stone"], seed=3, size=64
+    )
     results = send_files("127.0.0.1", port, [tmp_path / "synth" / r.path for r in rows], called_ae="KIDNEYCT")
     assert all(r.ok for r in results), [hex(r.status) for r in results if not r.ok]
     return rows
@@ -46,7 +48,9 @@ def served_under(url: str, version: str, n_instances: int) -> bool:
 
 def import_and_promote(env: dict[str, str], tmp_path: Path, version: str) -> None:
     path = notebook_h5(tmp_path / "best.h5")
-    out = run_kidneyct(["models", "import", str(path), "--preprocessing", "caffe", "--version", version], env).stdout
+    out = run_kidneyct(
+        ["models", "import", str(path), "--preprocessing", "caffe", "--version", version], env
+    ).stdout
     assert f"registered candidate {version}" in out and "parity: max abs diff" in out
     out = run_kidneyct(["models", "promote", version], env).stdout
     assert "no active model" in out
@@ -89,7 +93,11 @@ def test_an_imported_notebook_model_serves_on_kafka_and_postgresql(
         port = int(listen.wait_event("listener_started", timeout_s=180)["port"])
         worker.wait_event("worker_started", timeout_s=300)
         send_study(tmp_path, port)
-        wait_for(lambda: served_under(postgres_url, "notebook-pg", SLICES), timeout_s=300, what="rows under notebook-pg")
+        wait_for(
+            lambda: served_under(postgres_url, "notebook-pg", SLICES),
+            timeout_s=300,
+            what="rows under notebook-pg",
+        )
 
 
 @pytest.mark.kafka
@@ -129,16 +137,36 @@ def test_a_new_site_gets_its_first_model_from_received_studies(
             writer = csv.writer(f)
             writer.writerow(["sop_instance_uid", "label"])
             writer.writerows([r.sop_instance_uid, r.slice_class] for r in rows)
-        assert "recorded 32 label(s)" in run_kidneyct(["label", "--csv", str(labels), "--source", "test"], env).stdout
+        assert (
+            "recorded 32 label(s)"
+            in run_kidneyct(["label", "--csv", str(labels), "--source", "test"], env).stdout
+        )
         trained = run_kidneyct(
             [
-                "train", "--weights", "none", "--image-size", "32", "--epochs-phase1", "1", "--epochs-phase2", "0",
-                "--no-random-split", "--no-augment", "--phash-max-distance", "-1", "--seed", "0",
+                "train",
+                "--weights",
+                "none",
+                "--image-size",
+                "32",
+                "--epochs-phase1",
+                "1",
+                "--epochs-phase2",
+                "0",
+                "--no-random-split",
+                "--no-augment",
+                "--phash-max-distance",
+                "-1",
+                "--seed",
+                "0",
             ],
             env,
         ).stdout
         version = trained.split("registered candidate ", 1)[1].split(":", 1)[0]
         assert worker.proc.poll() is None  # still waiting, not crash-looping
         run_kidneyct(["models", "promote", version], env)
-        wait_for(lambda: served_under(postgres_url, version, len(rows)), timeout_s=300, what=f"rows under {version}")
+        wait_for(
+            lambda: served_under(postgres_url, version, len(rows)),
+            timeout_s=300,
+            what=f"rows under {version}",
+        )
         assert any(e.get("event") == "model_loaded" for e in worker.events)
