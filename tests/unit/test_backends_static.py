@@ -11,7 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 CHECKED_PACKAGES = ("classifier", "training")
 FORBIDDEN_MODULES = ("tensorflow", "tf_keras", "jax", "torch")
 # (file, reason) of documented backend-specific corners; keep empty unless one is unavoidable.
-ALLOWED: dict[str, str] = {}
+ALLOWED: dict[str, str] = {
+    "training/legacy_keras.py": "loads a Keras 2 file with tf-keras (optional extra, imported lazily) for "
+    "the model import's parity check; the imported model itself is Keras 3",
+}
 
 
 def python_files() -> list[Path]:
