@@ -28,11 +28,27 @@ THREE_CLASSES = "three"  # a 3-class model, for the refusal tests
 
 
 def inputs(size: int, n: int = 16) -> np.ndarray:
-    """Raw [0, 255] pixels: gray images replicated to RGB, as the workers feed, and a few colour ones."""
+    """Raw [0, 255] pixels that differ in structure, as CT slices do (gradients, a bright or dark disk,
+    noise), gray replicated to RGB as the workers feed, the first four in colour. Noise alone would
+    give a random network nearly the same features for every input."""
     rng = np.random.default_rng(size)
-    x = np.repeat(rng.uniform(0.0, 255.0, (n, size, size, 1)), 3, axis=-1)
-    x[:4] = rng.uniform(0.0, 255.0, (4, size, size, 3))
-    return x.astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    x = np.empty((n, size, size, 3), dtype=np.float32)
+    for i in range(n):
+        a, b, c = rng.uniform(-1, 1, 3)
+        cy, cx, r, level = (
+            rng.uniform(0.2, 0.8),
+            rng.uniform(0.2, 0.8),
+            rng.uniform(0.1, 0.4),
+            rng.uniform(-1, 1),
+        )
+        disk = level * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)
+        gray = np.clip(
+            0.5 + 0.5 * (a * xx + b * yy) + 0.3 * c + 0.5 * disk + rng.normal(0, 0.05, xx.shape), 0, 1
+        )
+        gains = rng.uniform(0.3, 1.0, 3) if i < 4 else np.ones(3)
+        x[i] = 255.0 * gray[..., None] * gains
+    return x
 
 
 def _normalize(k: Any, x: np.ndarray, mode: str) -> np.ndarray:
@@ -58,18 +74,6 @@ def _randomise_batchnorm(k: Any, model: Any, rng: np.random.Generator) -> None:
                     rng.uniform(0.5, 1.5, var.shape),
                 ]
             )
-
-
-def _calibrate_output(k: Any, model: Any, fed: np.ndarray) -> None:
-    """Scale and centre the output layer so the logits vary by about 2 across the inputs: a random deep base
-    gives features of any size, and saturated (0/1) or flat (1/n) probabilities would hide a misplaced tensor."""
-    hidden = np.asarray(k.Model(model.inputs, model.layers[-2].output).predict(fed, verbose=0), dtype=np.float64)
-    out = model.layers[-1]
-    kernel, bias = out.get_weights()
-    logits = hidden @ kernel
-    spread = float((logits - logits.mean(axis=0)).std()) or 1.0
-    scale = 2.0 / spread
-    out.set_weights([kernel * scale, (-scale * logits.mean(axis=0)).astype(bias.dtype)])
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -120,7 +124,6 @@ def write(writer: str, out: Path) -> None:
         _randomise_batchnorm(k, model, np.random.default_rng(i))
         x = inputs(size)
         fed = _normalize(k, x, mode)
-        _calibrate_output(k, model, fed)
         np.save(out / f"{shape}.npy", np.asarray(model.predict(fed, verbose=0)))
         model.save(out / f"{shape}.h5")
         if writer == "tf_keras":

@@ -102,6 +102,7 @@ def test_an_imported_notebook_model_serves_on_kafka_and_postgresql(
 
 @pytest.mark.kafka
 @pytest.mark.postgres
+@pytest.mark.timeout(1800)  # three kidneyct processes and a training run: over 10 min on a busy 2-core box
 def test_a_new_site_gets_its_first_model_from_received_studies(
     tmp_path: Path, kafka_bootstrap: str, postgres_url: str, unique_name: Callable[[str], str]
 ) -> None:
