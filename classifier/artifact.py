@@ -19,13 +19,20 @@ from typing import Any
 import keras
 
 from classifier.errors import ArtifactError
-from classifier.model import build_model
+from classifier.model import build_model, head_of
 from classifier.preprocess import KIDNEY_WINDOW, PREPROCESSING_DESCRIPTION, PREPROCESSING_ID, Window
 from storage.models import CLASS_NAMES
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.weights.h5"  # Keras 3 requires the `.weights.h5` suffix
 CARD_SCHEMA_VERSION = 1
+NORMALIZATION_DESCRIPTIONS = {
+    "caffe": "ResNet50 caffe (RGB->BGR, minus ImageNet means)",
+    "tf": "x/127.5-1",
+    "torch": "(x/255 - ImageNet mean)/ImageNet std",
+    "rescale": "x/255",
+    "none": "none (raw [0,255])",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class ModelCard:
     # The graph mode of `build_model` (see there): a rebuild must use the same one, so that training
     # continued from this artifact treats BatchNorm as the original run did. Old cards: fine-tuning.
     from_scratch: bool = False
+    # The head's pooling and the in-graph input normalisation (`classifier.model`); old cards: the seed's.
+    head: str = "avg"
+    normalization: str = "caffe"
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
@@ -84,7 +94,8 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     """Write `model`'s weights and its card into `directory`; return the card.
 
     `card_fields` must give `version`; it may give `window` (a `Window` or dict), `manifest_hash`,
-    `metrics`, `dropout`, `from_scratch` (how `build_model` built it) and `extra`. Classes, input size, backend and hashes are filled in here.
+    `metrics`, `dropout`, `from_scratch` (how `build_model` built it), `normalization`, `created_at`
+    and `extra`. Classes, input size, head, backend and hashes are filled in here.
     """
     if "version" not in card_fields:
         raise ValueError("card_fields must give a version")
@@ -97,12 +108,13 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     n_classes = int(model.output_shape[-1])
     if n_classes != len(CLASS_NAMES):
         raise ArtifactError(f"model has {n_classes} outputs, expected {len(CLASS_NAMES)} ({CLASS_NAMES})")
+    normalization = str(card_fields.get("normalization", "caffe"))
     card = ModelCard(
         version=str(card_fields["version"]),
         classes=list(CLASS_NAMES),
         image_size=int(model.input_shape[1]),
         window=window_dict,
-        preprocessing={"id": PREPROCESSING_ID, "description": PREPROCESSING_DESCRIPTION},
+        preprocessing=preprocessing_summary(normalization),
         backend=keras.backend.backend(),
         keras_version=keras.__version__,
         manifest_hash=card_fields.get("manifest_hash"),
@@ -111,6 +123,8 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
         weights_sha256=sha256_file(weights_path),
         dropout=float(card_fields.get("dropout", 0.4)),
         from_scratch=bool(card_fields.get("from_scratch", False)),
+        head=head_of(model),
+        normalization=normalization,
         created_at=str(card_fields.get("created_at") or dt.datetime.now(dt.UTC).isoformat()),
         extra=dict(card_fields.get("extra", {})),
     )
@@ -119,6 +133,17 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     tmp.write_text(card.to_json())
     tmp.replace(directory / CARD_FILE)
     return card
+
+
+def preprocessing_summary(normalization: str) -> dict[str, str]:
+    """The card's `preprocessing` entry: the pipeline's id and what it does, ending in `normalization`."""
+    if normalization == "caffe":  # the id every earlier artifact carries
+        return {"id": PREPROCESSING_ID, "description": PREPROCESSING_DESCRIPTION}
+    description = PREPROCESSING_DESCRIPTION.rsplit("; in-graph", 1)[0]
+    return {
+        "id": f"{PREPROCESSING_ID}+{normalization}",
+        "description": f"{description}; in-graph normalisation {NORMALIZATION_DESCRIPTIONS[normalization]}.",
+    }
 
 
 def read_card(directory: str | Path) -> ModelCard:
@@ -160,9 +185,17 @@ def load_artifact(
         raise ArtifactError(f"weights sha256 {actual} does not match the card's {card.weights_sha256}")
     if expected_sha256 is not None and actual != expected_sha256:
         raise ArtifactError(f"weights sha256 {actual} does not match the registered {expected_sha256}")
-    model = build_model(
-        image_size=card.image_size, weights=None, dropout=card.dropout, from_scratch=card.from_scratch
-    )
+    try:
+        model = build_model(
+            image_size=card.image_size,
+            weights=None,
+            dropout=card.dropout,
+            from_scratch=card.from_scratch,
+            head=card.head,
+            normalization=card.normalization,
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"model card {directory / CARD_FILE}: {exc}") from exc
     try:
         model.load_weights(weights_path)
     except (ValueError, KeyError, OSError) as exc:

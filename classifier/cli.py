@@ -38,7 +38,7 @@ def worker(
 
     import keras
 
-    from classifier.errors import ArtifactError, DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
+    from classifier.errors import DeadLetterLimitExceeded, SchemaMissing
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
     from classifier.worker import Abandoned
@@ -81,7 +81,9 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        runner.start()
+        if not runner.start_when_model_active():
+            log.info("worker_stopped_before_start")
+            return
         log.info(
             "worker_started",
             device=str(chosen),
@@ -90,7 +92,7 @@ def worker(
             mixed_precision=keras.mixed_precision.global_policy().name,
         )
         runner.run()
-    except (NoActiveModel, ArtifactError, SchemaMissing, DeadLetterLimitExceeded) as exc:
+    except (SchemaMissing, DeadLetterLimitExceeded) as exc:
         raise click.ClickException(str(exc)) from exc
     except Abandoned:
         log.info("worker_stopped_before_start")  # stopped while the database was unreachable

@@ -1,11 +1,13 @@
 """Grad-CAM heat maps for the classifier, backend-agnostic.
 
 Grad-CAM weighs the last convolutional feature maps A_k by the spatial mean of d(logit_c)/dA_k.
-Our head is global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax), so that
-gradient has a closed form: with p = mean(A), z = W1 p + b1, it is (W1 (relu'(z) * W2[:, c])) / (h w),
-the same at every position. We therefore need only the feature maps (one `predict` of the base,
-run by whichever backend Keras uses) and the head's weights as numpy arrays: no GradientTape, no
-jax.grad, no autograd, and exactly the Grad-CAM of the paper (dropout is off at inference).
+Our head is global average pooling (or Flatten) -> Dense(512, relu) -> Dropout -> Dense(softmax),
+so that gradient has a closed form: with p = mean(A) (or p = flatten(A)) and z = W1 p + b1, it is
+W1 (relu'(z) * W2[:, c]) divided by h w at every position (or, for Flatten, that vector reshaped to
+h x w x K, one gradient per position). We therefore need only the feature maps (one `predict` of
+the base, run by whichever backend Keras uses) and the head's weights as numpy arrays: no
+GradientTape, no jax.grad, no autograd, and exactly the Grad-CAM of the paper (dropout is off at
+inference). Every model `classifier.model.build_model` makes, imported ones included, has this form.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME
+from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME, head_of
 
 # Below 2x2 the last feature map has one position: the "heat map" is one uniform tint.
 MIN_FEATURE_SIDE = 2
@@ -60,23 +62,28 @@ def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return w1, b1, w2, b2
 
 
-def head_logits(features: np.ndarray, weights: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+def head_logits(
+    features: np.ndarray, weights: tuple[np.ndarray, ...], head: str = "avg"
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits, hidden pre-activation) of the head for feature maps [N, h, w, K]."""
     w1, b1, w2, b2 = weights
-    pooled = features.astype(np.float64).mean(axis=(1, 2))
+    f = features.astype(np.float64)
+    pooled = f.reshape(len(f), -1) if head == "flatten" else f.mean(axis=(1, 2))
     z = pooled @ w1 + b1
     return np.maximum(z, 0.0) @ w2 + b2, z
 
 
 def logit_gradient(
-    features: np.ndarray, weights: tuple[np.ndarray, ...], class_index: np.ndarray
+    features: np.ndarray, weights: tuple[np.ndarray, ...], class_index: np.ndarray, head: str = "avg"
 ) -> np.ndarray:
-    """d(logit_c)/dA at each position, [N, K] (the same at every position, so not repeated)."""
+    """Grad-CAM's channel weights: the spatial mean of d(logit_c)/dA, [N, K]."""
     w1, _, w2, _ = weights
-    _, z = head_logits(features, weights)
-    h, w = features.shape[1:3]
+    _, z = head_logits(features, weights, head)
+    n, h, w, k = features.shape
     upstream = (z > 0) * w2[:, class_index].T  # [N, 512]
-    return (upstream @ w1.T) / float(h * w)
+    if head == "flatten":  # one gradient per position: average them
+        return (upstream @ w1.T).reshape(n, h, w, k).mean(axis=(1, 2))
+    return (upstream @ w1.T) / float(h * w)  # the same at every position
 
 
 def grad_cam(
@@ -92,9 +99,10 @@ def grad_cam(
     extractor = features_of if features_of is not None else feature_model(model)
     features = np.asarray(extractor.predict_on_batch(images), dtype=np.float64)
     weights = head_weights(model)
-    logits, _ = head_logits(features, weights)
+    head = head_of(model)
+    logits, _ = head_logits(features, weights, head)
     chosen = logits.argmax(axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)
-    alpha = logit_gradient(features, weights, chosen)  # [N, K]
+    alpha = logit_gradient(features, weights, chosen, head)  # [N, K]
     cams = np.maximum(np.einsum("nhwk,nk->nhw", features, alpha), 0.0)
     size = images.shape[1]
     maps = np.empty((len(images), size, size), dtype=np.float32)

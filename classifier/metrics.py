@@ -61,3 +61,8 @@ class WorkerMetrics:
             registry=registry,
         )
         self.model = Info("kidneyct_worker_model", "The model version the worker serves.", registry=registry)
+        self.model_ready = Gauge(
+            "kidneyct_worker_model_ready",
+            "1 once an active model is loaded; 0 while the worker waits for one (not ready).",
+            registry=registry,
+        )

@@ -7,7 +7,7 @@ are used here: the same code runs under TensorFlow, JAX and PyTorch.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import keras
 from keras import layers, ops
@@ -19,8 +19,20 @@ BASE_NAME = "resnet50"
 LAST_CONV_LAYER = "conv5_block3_out"
 PREPROCESS_NAME = "resnet50_preprocess"
 HEAD_LAYERS = ("avg_pool", "dense_512", "dropout", "predictions")
+# The head's pooling of the base's feature maps: the seed notebook used either. `flatten` keeps the
+# spatial layout, so its Dense(512) kernel depends on the input size.
+Head = Literal["avg", "flatten"]
+HEADS: tuple[str, ...] = get_args(Head)
+FLATTEN_NAME = "flatten"
+# What the model does to raw [0, 255] pixels before the base, as Keras' `preprocess_input` modes or a
+# notebook's `ImageDataGenerator(rescale=1./255)`: "caffe" (ResNet50's own), "tf" ([-1, 1]), "torch"
+# (ImageNet mean/std on [0, 1]), "rescale" ([0, 1]) or "none".
+Normalization = Literal["caffe", "tf", "torch", "rescale", "none"]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 # ImageNet channel means of ResNet50's "caffe" preprocessing, in BGR order.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
+TORCH_RGB_STD = (0.229, 0.224, 0.225)
 MIN_IMAGE_SIZE = 32  # ResNet50 downsamples 32x; smaller inputs leave nothing to pool.
 # BatchNorm momentum of a from-scratch base: Keras' 0.99 needs hundreds of steps before the moving
 # statistics (used at inference) catch up with the batch statistics; a short CPU run has far fewer.
@@ -29,20 +41,42 @@ FROM_SCRATCH_BN_MOMENTUM = 0.9
 Phase = Literal[1, 2]
 
 
+def normalize_pixels(x: Any, mode: str) -> Any:
+    """Raw [0, 255] RGB pixels -> what the base was trained on; `keras.ops` or numpy arrays alike."""
+    if mode == "caffe":  # keras.applications.resnet50.preprocess_input: RGB->BGR, minus means
+        bgr = ops.flip(x, axis=-1)
+        return bgr - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=bgr.dtype)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        mean = ops.convert_to_tensor(TORCH_RGB_MEAN, dtype=x.dtype)
+        std = ops.convert_to_tensor(TORCH_RGB_STD, dtype=x.dtype)
+        return (x / 255.0 - mean) / std
+    if mode == "rescale":
+        return x / 255.0
+    if mode == "none":
+        return x
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+
+
 @keras.saving.register_keras_serializable(package="kidneyct")
 class ResNet50Preprocess(layers.Layer):
-    """`keras.applications.resnet50.preprocess_input` ("caffe" mode) as a graph layer: RGB->BGR, minus means."""
+    """The input normalisation as a graph layer (default: ResNet50's "caffe" `preprocess_input`)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, mode: str = "caffe", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+        self.mode = mode
 
     def call(self, inputs: Any) -> Any:
-        bgr = ops.flip(inputs, axis=-1)
-        mean = ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=bgr.dtype)
-        return bgr - mean
+        return normalize_pixels(inputs, self.mode)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
 
 
 def build_model(
@@ -52,8 +86,14 @@ def build_model(
     num_classes: int = len(CLASS_NAMES),
     *,
     from_scratch: bool = False,
+    head: str = "avg",
+    normalization: str = "caffe",
 ) -> keras.Model:
     """ResNet50 (no top) -> global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax).
+
+    `head="flatten"` pools with Flatten instead (the seed notebook's other head), and
+    `normalization` picks the in-graph input normalisation (see `Normalization`); the model card
+    records both so that `load_artifact` rebuilds the same graph.
 
     `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
     `from_scratch=False` (fine-tuning pre-trained weights) keeps the pre-trained BatchNorm statistics:
@@ -69,8 +109,10 @@ def build_model(
     """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
-    x = ResNet50Preprocess(name=PREPROCESS_NAME)(inputs)
+    x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
     base = keras.applications.ResNet50(
         include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
     )
@@ -83,11 +125,19 @@ def build_model(
         # Intent: BatchNorm in inference mode. Keras 3 overrides this with fit's training=True, so the
         # frozen BatchNorm layers of `set_trainable_for_phase` are what actually guarantee it.
         x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D(name=HEAD_LAYERS[0])(x)
+    if head == "flatten":
+        x = layers.Flatten(name=FLATTEN_NAME)(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name=HEAD_LAYERS[0])(x)
     x = layers.Dense(512, activation="relu", name=HEAD_LAYERS[1])(x)
     x = layers.Dropout(dropout, name=HEAD_LAYERS[2])(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[3])(x)
     return keras.Model(inputs, outputs, name="kidneyct_resnet50")
+
+
+def head_of(model: keras.Model) -> str:
+    """Which head (`Head`) a model built by `build_model` has."""
+    return "flatten" if any(layer.name == FLATTEN_NAME for layer in model.layers) else "avg"
 
 
 def get_base(model: keras.Model) -> keras.Model:
@@ -121,5 +171,5 @@ def set_trainable_for_phase(
             layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
     else:
         raise ValueError(f"phase must be 1 or 2, got {phase!r}")
-    for name in HEAD_LAYERS:
+    for name in HEAD_LAYERS[1:]:
         model.get_layer(name).trainable = True

@@ -167,11 +167,37 @@ class Worker:
         self._serving = self._load_model(row)
         self._metrics.model_switches.inc()
         self._publish_model_info()
+        self._metrics.model_ready.set(1)
         self._next_model_check = self._clock() + self._config.model_poll_s
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
         )
         return self._serving
+
+    def start_when_model_active(self) -> bool:
+        """`start`, waiting (every `model_poll_s`) while no model is active or its artifact is unusable.
+
+        A site's first worker starts before its first model exists: it says so once in its log,
+        reports not-ready (`kidneyct_worker_model_ready` 0) and keeps polling instead of exiting, so
+        a supervisor (`restart: unless-stopped`) sees no crash loop. False when stopped meanwhile.
+        """
+        said = None
+        while not self._stop.is_set():
+            try:
+                self.start()
+                return True
+            except (NoActiveModel, ArtifactError) as exc:
+                self._metrics.model_ready.set(0)
+                if str(exc) != said:  # once per reason, not once per poll
+                    event = (
+                        "waiting_for_active_model"
+                        if isinstance(exc, NoActiveModel)
+                        else "active_model_unusable"
+                    )
+                    log.warning(event, reason=str(exc), poll_s=self._config.model_poll_s)
+                    said = str(exc)
+            self._stop.wait(self._config.model_poll_s)
+        return False
 
     def run(self) -> None:
         """Consume until `request_stop`; returns after the batches in hand are committed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.access import AccessPolicy
 from ingest.ae import (
@@ -18,6 +19,7 @@ from ingest.ae import (
     make_tls_context,
     parse_sop_classes,
 )
+from ingest.catalog import Catalog
 from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
@@ -25,6 +27,7 @@ from ingest.metrics import IngestMetrics
 from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
+from kidneyct.streams import make_consumer
 from storage.archive import Archive
 from storage.stream import Publisher
 
@@ -92,6 +95,16 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
     # Read at scrape time from the server's own list, so no event handler can leave it off by one.
     metrics.associations_active.set_function(listener.active_associations)
     return listener
+
+
+def build_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog:
+    """The catalogue consumer of `settings` (its consumer is made in the thread that runs it)."""
+    return Catalog(
+        make_consumer=lambda: make_consumer(
+            settings, sessions, group_id=settings.catalog_group, topics=[settings.topic_instances]
+        ),
+        sessions=sessions,
+    )
 
 
 def run_until_stopped(

@@ -8,7 +8,8 @@ from types import FrameType
 
 import click
 
-from ingest.app import build_listener, run_until_stopped
+from ingest.app import build_catalog, build_listener, run_until_stopped
+from ingest.catalog import start_catalog_thread
 from ingest.metrics import IngestMetrics
 from kidneyct.database import make_database, require_schema
 from kidneyct.errors import binding
@@ -50,6 +51,9 @@ def listen(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    catalog = None
+    if settings.catalog_in_listener:
+        catalog = start_catalog_thread(build_catalog(settings, sessions), stop)
     run_until_stopped(
         listener,
         publisher=publisher,
@@ -57,3 +61,19 @@ def listen(settings: Settings) -> None:
         grace_s=settings.shutdown_grace_s,
         metrics_server=metrics_server,
     )
+    if catalog is not None:
+        catalog.join(timeout=30)
+
+
+@click.command("catalog")
+@click.pass_obj
+def catalog(settings: Settings) -> None:
+    """Record every received instance in the database (state `received`), model or no model."""
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    build_catalog(settings, make_database(settings)).run(stop)

@@ -3,8 +3,9 @@
 1. synthesize a training part and a test part (`kidneyct synth`'s generator, truth in CSV): the
    targeted kidney protocol with enlarged lesions, which a from-scratch model can learn in minutes;
 2. start the C-STORE listener and send the training part to it (a pynetdicom SCU);
-3. record the received instances (the demo's catalogue consumer) and label their slices from the
-   truth, as a radiologist would, through `kidneyct label --csv`;
+3. wait until the catalogue (the product's, run beside the listener as `kidneyct listen` runs it)
+   has recorded the received instances, and label their slices from the truth, as a radiologist
+   would, through `kidneyct label --csv`;
 4. train with CPU-friendly settings (`kidneyct train`: small images, few epochs, no pre-trained
    weights since none can be downloaded here) and promote the result (`kidneyct models promote`);
 5. start a classifier worker, send the test part, wait for its study results;
@@ -38,7 +39,6 @@ from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
 
 log = structlog.get_logger(__name__)
 
-DEMO_GROUP = "kidneyct-demo-catalogue"
 STUDY_SQL = """SELECT study_instance_uid, accession_number, model_version, label,
        p_cyst, p_normal, p_stone, p_tumor, n_instances, complete
 FROM study_results
@@ -164,12 +164,12 @@ def demo(
         )
 
     import migrations
-    from ingest.app import build_listener
+    from ingest.app import build_catalog, build_listener
+    from ingest.catalog import start_catalog_thread
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database
-    from kidneyct.demo_catalog import catalogue_until
     from kidneyct.scu import send_files
-    from kidneyct.streams import make_consumer, make_publisher
+    from kidneyct.streams import make_publisher
 
     url = cfg.resolved_database_url()
     if url.startswith("sqlite"):
@@ -181,6 +181,8 @@ def demo(
 
     listener = build_listener(cfg, publisher=publisher, metrics=IngestMetrics(CollectorRegistry()))
     listener.start()
+    catalog_stop = threading.Event()
+    catalog = start_catalog_thread(build_catalog(cfg, sessions), catalog_stop)
     try:
         with steps.step(
             f"sending the training part over C-STORE to {cfg.ae_title}@127.0.0.1:{listener.port}"
@@ -188,13 +190,7 @@ def demo(
             _send(steps, send_files, listener.port, cfg.ae_title, root / "synth" / "train", train_rows)
 
         with steps.step("recording the received instances and labelling their slices (kidneyct label --csv)"):
-            consumer = make_consumer(cfg, sessions, group_id=DEMO_GROUP, topics=[cfg.topic_instances])
-            try:
-                catalogue_until(
-                    consumer, sessions, expected={r.sop_instance_uid for r in train_rows}, timeout_s=120
-                )
-            finally:
-                consumer.close()
+            _wait_for_catalogue(sessions, {r.sop_instance_uid for r in train_rows}, timeout_s=120)
             labels = root / "labels.csv"
             with labels.open("w", newline="") as f:
                 writer = csv.writer(f)
@@ -273,6 +269,8 @@ def demo(
             thread.join()
             wired.close()
     finally:
+        catalog_stop.set()
+        catalog.join(timeout=30)
         listener.stop(grace_s=5.0)
         publisher.close()
 
@@ -298,6 +296,27 @@ def _send(steps: Steps, send_files, port: int, ae_title: str, folder: Path, rows
                 f"{len(failed)} instance(s) refused, first status 0x{failed[0].status:04X}"
             )
         _every(steps, i, len(by_study), f"study {i}/{len(by_study)}: {len(results)} instances acknowledged")
+
+
+def _wait_for_catalogue(sessions, expected: set[str], timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Poll until every SOP Instance UID in `expected` has its instance row (the catalogue's work)."""
+    from sqlalchemy import func, select
+
+    from storage.models import Instance
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with sessions() as session:
+            found = session.scalar(
+                select(func.count()).select_from(Instance).where(Instance.sop_instance_uid.in_(expected))
+            )
+        if found == len(expected):
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"only {found} of {len(expected)} instances catalogued after {timeout_s:.0f} s"
+            )
+        time.sleep(0.5)
 
 
 def _newest_candidate(sessions) -> str:  # type: ignore[no-untyped-def]

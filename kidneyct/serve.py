@@ -6,8 +6,9 @@ Kafka and a PostgreSQL URL it runs the very same components against them. Nothin
 crash: the listener answers success only after the archive and the event are durable, and the
 worker commits its position only after the database commit, so a restart replays what was pending.
 
-The listener accepts instances even before a model is active; the worker then waits for one
-(`kidneyct models promote`) and works through the backlog.
+The listener accepts instances even before a model is active, and the catalogue (`ingest.catalog`)
+records each one at once, so labels and training find them; the worker waits for an active model
+(`kidneyct models promote`) and then works through the backlog.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def serve(settings: Settings, workers: int) -> None:
     from classifier.device import require_device
     from classifier.metrics import WorkerMetrics
     from classifier.wiring import build_worker
-    from ingest.app import build_listener, run_until_stopped
+    from ingest.app import build_catalog, build_listener, run_until_stopped
+    from ingest.catalog import start_catalog_thread
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database, require_schema
     from kidneyct.errors import binding
@@ -129,6 +131,11 @@ def serve(settings: Settings, workers: int) -> None:
         thread.start()
     if sender_thread is not None:
         sender_thread.start(stop)
+    catalog = (
+        start_catalog_thread(build_catalog(settings, sessions), stop)
+        if settings.catalog_in_listener
+        else None
+    )
     log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
     run_until_stopped(
         listener,
@@ -143,6 +150,8 @@ def serve(settings: Settings, workers: int) -> None:
         thread.join()
     if sender_thread is not None:
         sender_thread.join()
+    if catalog is not None:
+        catalog.join(timeout=30)
     for w in wired:
         w.close()
     log.info("serve_stopped")

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     consumer_group: str = Field(
         "kidneyct-classifier", description="Consumer group of the classifier workers."
     )
+    catalog_group: str = Field(
+        "kidneyct-catalog", description="Consumer group of the catalogue (instance rows before any model)."
+    )
+    catalog_in_listener: bool = Field(
+        True,
+        description="`listen` and `serve` also run the catalogue; false when `kidneyct catalog` runs apart.",
+    )
 
     # --- DICOM listener --------------------------------------------------------------------
     ae_title: str = Field("KIDNEYCT", description="Our AE title; associations calling another are rejected.")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -173,7 +173,8 @@ def upsert_instances(
     """Insert or update instances with their processing state; returns ids by SOP Instance UID.
 
     A failure never overwrites `processed`: a re-sent instance whose second delivery fails keeps
-    the result of the first.
+    the result of the first. `received` (the catalogue's row, written before any worker saw the
+    instance) never overwrites anything: whichever of the two comes second, the worker's state stays.
     """
     if not instances:
         return {}
@@ -198,7 +199,9 @@ def upsert_instances(
     ]
     stmt = _insert(session, Instance).values(values)
     excluded = stmt.excluded
-    keep_processed = and_(Instance.state == "processed", excluded.state != "processed")
+    keep_existing = or_(
+        and_(Instance.state == "processed", excluded.state != "processed"), excluded.state == "received"
+    )
     fields = (
         "series_id",
         "sop_class_uid",
@@ -216,7 +219,7 @@ def upsert_instances(
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[Instance.sop_instance_uid],
-        set_={f: case((keep_processed, getattr(Instance, f)), else_=getattr(excluded, f)) for f in fields},
+        set_={f: case((keep_existing, getattr(Instance, f)), else_=getattr(excluded, f)) for f in fields},
     ).returning(Instance.sop_instance_uid, Instance.id)
     return {uid: id_ for uid, id_ in session.execute(stmt)}
 

@@ -222,6 +222,13 @@ def train(
     from training.split import SplitFractions
 
     _require_device(chosen)
+    if weights == "imagenet":  # air-gapped sites: say at once which file is missing and where it goes
+        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
+
+        try:
+            ensure_imagenet_weights(environ=os.environ)
+        except ImagenetWeightsUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
     sessions = _sessions(settings)
     with sessions() as session:
         new = new_labels_since_last_version(session)
@@ -297,7 +304,7 @@ def _require_device(chosen: str) -> None:
 
 @click.group()
 def models() -> None:
-    """List and promote model versions."""
+    """List, promote, import and export model versions."""
 
 
 @models.command("list")
@@ -339,3 +346,168 @@ def promote_command(settings: Settings, version: str, force: bool) -> None:
     click.echo(decision.reason)
     if not decision.promote:
         raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
+
+
+@models.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--preprocessing",
+    type=click.Choice(["caffe", "tf", "torch", "rescale", "none"]),
+    default=None,
+    help="What the notebook did to [0,255] pixels before the model (required for a model file): "
+    "caffe = ResNet50's preprocess_input, tf = x/127.5-1, torch = ImageNet mean/std, "
+    "rescale = x/255 (ImageDataGenerator(rescale=1./255)), none.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="The model's outputs in the notebook's order, comma-separated (default: Cyst,Normal,Stone,Tumor, "
+    "flow_from_directory's alphabetical order).",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=32),
+    default=None,
+    help="Input size (default: from the file, else settings).",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["avg", "flatten"]),
+    default=None,
+    help="Pooling of the head (default: from the file).",
+)
+@click.option("--window", default=None, help="DICOM window CENTER,WIDTH in HU (default: settings).")
+@click.option(
+    "--version", "version", default=None, help="Version name (default: import time, e.g. 20261129T160000Z)."
+)
+@click.option("--force", is_flag=True, help="Register even when parity is above 1e-4 (recorded in the card).")
+@click.option("--no-parity", is_flag=True, help="Do not load the original to compare (the card says so).")
+@click.pass_obj
+def import_command(
+    settings: Settings,
+    path: Path,
+    preprocessing: str | None,
+    classes: str | None,
+    image_size: int | None,
+    head: str | None,
+    window: str | None,
+    version: str | None,
+    force: bool,
+    no_parity: bool,
+) -> None:
+    """Register a candidate from a notebook's .h5 / .weights.h5 / .keras file, or an exported artifact folder."""
+    from training.model_transfer import TransferError, import_artifact_dir, register_imported
+
+    sessions = _sessions(settings)
+    if path.is_dir():
+        if any(v is not None for v in (preprocessing, classes, image_size, head, window, version)):
+            raise click.UsageError(
+                "an exported artifact folder carries its own card: give no model-file options"
+            )
+        try:
+            with sessions.begin() as session:
+                row = import_artifact_dir(
+                    session, source=path, model_dir=settings.resolved_model_dir(), now=_now()
+                )
+                name = row.version
+        except TransferError as exc:
+            raise click.ClickException(str(exc)) from exc
+        log.info("model_version_imported", version=name, source="artifact", status="candidate")
+        click.echo(f"registered candidate {name} from the artifact folder {path}")
+        return
+    imported = _import_file(
+        settings, path, preprocessing, classes, image_size, head, window, version, force, no_parity
+    )
+    try:
+        with sessions.begin() as session:
+            register_imported(session, card=imported.card, artifact_dir=imported.artifact_dir, now=_now())
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(imported.artifact_dir, ignore_errors=True)  # nothing registered: nothing kept
+        raise
+    parity = imported.parity
+    figure = f"max abs diff {parity.max_abs_diff:.2e} ({parity.loader})" if parity.checked else parity.note
+    log.info(
+        "model_version_imported", version=imported.card.version, source="file", parity=parity.max_abs_diff
+    )
+    click.echo(
+        f"registered candidate {imported.card.version}: head {imported.card.head}, {imported.card.image_size} px, "
+        f"preprocessing {imported.card.normalization}; parity: {figure}"
+    )
+
+
+def _import_file(  # noqa: PLR0913 - the command's options, passed through
+    settings: Settings,
+    path: Path,
+    preprocessing: str | None,
+    classes: str | None,
+    image_size: int | None,
+    head: str | None,
+    window: str | None,
+    version: str | None,
+    force: bool,
+    no_parity: bool,
+):  # type: ignore[no-untyped-def]
+    from classifier.preprocess import Window
+    from training.model_import import ImportOptions, import_model_file, parse_classes
+    from training.rebuild import ImportRefused, ImportSpec
+    from training.registry import make_version
+
+    if preprocessing is None:
+        raise click.UsageError(
+            "--preprocessing is required for a model file: say what the notebook fed the model "
+            "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
+        )
+    try:
+        win = _parse_window(window) if window else Window(settings.window_center, settings.window_width)
+        options = ImportOptions(
+            spec=ImportSpec(
+                source_classes=parse_classes(classes),
+                image_size=image_size,
+                default_image_size=settings.image_size,
+                head=head,
+                normalization=preprocessing,
+            ),
+            window=win,
+            version=version or make_version(_now()),
+            force=force,
+            check_parity=not no_parity,
+        )
+        with _sessions(settings)() as session:
+            from storage.model_versions import get_model_version
+
+            if get_model_version(session, version=options.version) is not None:
+                raise ImportRefused(
+                    f"model version {options.version} is already registered: choose another --version"
+                )
+        return import_model_file(path, options, model_dir=settings.resolved_model_dir(), now=_now())
+    except (ImportRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _parse_window(text: str):  # type: ignore[no-untyped-def]
+    from classifier.preprocess import Window
+
+    try:
+        center, width = (float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--window must be CENTER,WIDTH in HU, got {text!r}") from exc
+    return Window(center=center, width=width)
+
+
+@models.command("export")
+@click.argument("version")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def export_command(settings: Settings, version: str, directory: Path) -> None:
+    """Write VERSION's artifact, card and registration to DIRECTORY (for `models import DIRECTORY` elsewhere)."""
+    from training.model_transfer import TransferError, export_version
+
+    try:
+        with _sessions(settings)() as session:
+            export_version(session, version=version, destination=directory, now=_now())
+    except TransferError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("model_version_exported", version=version)
+    click.echo(f"exported {version} to {directory}")

@@ -58,11 +58,33 @@ def decide_promotion(*, candidate_f1: float, active_f1: float | None, force: boo
     )
 
 
+def _manifest_path(version: ModelVersion) -> Path:
+    artifact = Path(path_from_uri(version.artifact_uri))
+    return artifact / (version.card.get("extra") or {}).get("manifest_file", "manifest.json")
+
+
+def decide_without_evaluation_set(
+    *, version: str, active: ModelVersion | None, force: bool
+) -> PromotionDecision:
+    """An imported version with nothing to evaluate it on: first model of a site, or --force."""
+    if active is None:
+        return PromotionDecision(True, False, f"no active model; {version} (imported) has no evaluation set")
+    if force:
+        return PromotionDecision(
+            True,
+            True,
+            f"FORCED: {version} (imported) and active {active.version} have no common evaluation set",
+        )
+    return PromotionDecision(
+        False,
+        False,
+        f"refused: {version} (imported) has no evaluation set and neither has active {active.version}",
+    )
+
+
 def evaluation_set(candidate: ModelVersion) -> Manifest:
     """The manifest stored with the candidate's artifact (its test split is the evaluation set)."""
-    artifact = Path(path_from_uri(candidate.artifact_uri))
-    manifest_file = (candidate.card.get("extra") or {}).get("manifest_file", "manifest.json")
-    path = artifact / manifest_file
+    path = _manifest_path(candidate)
     if not path.is_file():
         raise PromotionError(
             f"version {candidate.version} has no manifest at {path}; cannot build its evaluation set"
@@ -95,7 +117,22 @@ def promote(session: Session, *, version: str, force: bool, now: dt.datetime) ->
     if candidate.status == "active":
         raise PromotionError(f"version {version} is already active")
     active = get_active_model_version(session)
-    manifest = evaluation_set(candidate)
+    if candidate.manifest_hash is None and not _manifest_path(candidate).is_file():
+        # Imported from a notebook's file: no split of ours. Judge it on the active model's set.
+        if active is None or not _manifest_path(active).is_file():
+            decision = decide_without_evaluation_set(version=version, active=active, force=force)
+            set_model_status(
+                session,
+                version=version,
+                status="active" if decision.promote else candidate.status,
+                now=now,
+                note=decision.reason,
+            )
+            log.info("promotion_decided", version=version, promote=decision.promote, forced=decision.forced)
+            return decision
+        manifest = evaluation_set(active)
+    else:
+        manifest = evaluation_set(candidate)
     candidate_f1 = macro_f1_on(candidate, manifest)
     active_f1 = macro_f1_on(active, manifest) if active is not None else None
     decision = decide_promotion(candidate_f1=candidate_f1, active_f1=active_f1, force=force)

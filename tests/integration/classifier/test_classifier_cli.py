@@ -1,4 +1,4 @@
-"""`kidneyct worker` as a process: refuses without a model, and SIGTERM finishes the batch and exits 0.
+"""`kidneyct worker` as a process: waits for a model without exiting, and SIGTERM finishes the batch and exits 0.
 
 The worker runs on the embedded queue in a real PostgreSQL database (no Kafka needed for this).
 """
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,46 @@ def worker_process(url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_worker_refuses_to_start_without_an_active_model(postgres_url: str, tmp_path: Path) -> None:
-    """No active model version: exit status 1 and a message that says what to do."""
+def test_worker_without_a_model_waits_then_classifies_once_one_is_promoted(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """No active model: the worker stays up, logs that it waits (no crash loop), and classifies once one is active."""
     migrations.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    sessions = make_session_factory(engine)
+    publisher = DatabaseQueuePublisher(sessions)
+    event = write_instance(tmp_path / "archive")
+    publisher.publish(TOPIC, event.key, event.to_json())
     process = worker_process(postgres_url, tmp_path, "--device", "cpu")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1
-    assert "no active model version" in stderr and "models promote" in stderr
+    lines: list[str] = []
+    assert process.stderr is not None
+    drain = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # JSON log lines
+    drain.start()
+    try:
+
+        def waiting() -> list[str]:
+            return [line for line in list(lines) if "waiting_for_active_model" in line]
+
+        wait_for(lambda: bool(waiting()) or process.poll() is not None, timeout_s=300)
+        assert process.poll() is None, "".join(lines)
+        assert "models promote" in json.loads(waiting()[0])["reason"]
+        directory, sha = make_tiny_artifact(tmp_path / "models" / "v1", "v1", seed=3)
+        register(sessions, version="v1", directory=directory, sha256=sha, active=True)
+
+        def predicted() -> int:
+            with sessions() as s:
+                return int(s.scalar(select(func.count()).select_from(Prediction)) or 0)
+
+        wait_for(lambda: predicted() == 1 or process.poll() is not None, timeout_s=300)
+        assert process.poll() is None and predicted() == 1
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        engine.dispose()
 
 
 def test_bad_device_is_a_usage_error(postgres_url: str, tmp_path: Path) -> None:

@@ -120,3 +120,30 @@ def test_model_with_wrong_output_count_cannot_be_saved(tmp_path: Path) -> None:
     model = build_model(image_size=32, num_classes=3)
     with pytest.raises(ArtifactError, match="outputs"):
         save_artifact(model, tmp_path, {"version": "bad"})
+
+
+def test_head_and_normalization_survive_the_card(tmp_path: Path) -> None:
+    """A Flatten head with `tf` normalisation is recorded in the card and rebuilt the same by load_artifact."""
+    keras.utils.set_random_seed(8)
+    model = build_model(image_size=64, head="flatten", normalization="tf")
+    card = save_artifact(model, tmp_path / "a", {"version": "v-flat", "normalization": "tf"})
+    assert (card.head, card.normalization) == ("flatten", "tf")
+    assert card.preprocessing["id"].endswith("+tf") and "x/127.5-1" in card.preprocessing["description"]
+    loaded, read = load_artifact(tmp_path / "a")
+    assert (read.head, read.normalization) == ("flatten", "tf")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        np.asarray(loaded.predict(x, verbose=0)), np.asarray(model.predict(x, verbose=0))
+    )
+
+
+def test_old_cards_mean_the_seed_graph(tmp_path: Path) -> None:
+    """A card written before heads and normalisations existed reads as avg + caffe."""
+    keras.utils.set_random_seed(9)
+    save_artifact(build_model(image_size=32), tmp_path / "old", {"version": "old"})
+    card_path = tmp_path / "old" / CARD_FILE
+    data = json.loads(card_path.read_text())
+    del data["head"], data["normalization"]
+    card_path.write_text(json.dumps(data))
+    _, card = load_artifact(tmp_path / "old")
+    assert (card.head, card.normalization) == ("avg", "caffe")

@@ -92,3 +92,36 @@ def test_model_code_uses_no_tensorflow_api() -> None:
     source = Path(model_module.__file__).read_text()
     assert "tensorflow" not in source
     assert not re.search(r"\btf\.", source)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [
+        ("caffe", lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="caffe")),
+        ("tf", lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="tf")),
+        ("torch", lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="torch")),
+        ("rescale", lambda x: x / 255.0),
+        ("none", lambda x: x),
+    ],
+)
+def test_every_normalization_equals_what_a_notebook_did(mode: str, reference) -> None:  # type: ignore[no-untyped-def]
+    """Each in-graph normalisation does what Keras' preprocess_input mode (or rescale=1/255) does."""
+    from classifier.model import ResNet50Preprocess
+
+    x = np.random.default_rng(2).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    actual = np.asarray(ResNet50Preprocess(mode=mode)(x))
+    np.testing.assert_allclose(actual, reference(x.copy()), atol=1e-4)
+
+
+def test_flatten_head_and_unknown_options() -> None:
+    """head="flatten" puts Flatten where the pooling was (its Dense kernel grows with the input); bad options are refused."""
+    from classifier.model import head_of
+
+    keras.utils.set_random_seed(3)
+    flat = build_model(image_size=64, head="flatten", normalization="rescale")
+    assert head_of(flat) == "flatten" and "avg_pool" not in [layer.name for layer in flat.layers]
+    assert tuple(flat.get_layer("dense_512").kernel.shape) == (2 * 2 * 2048, 512)
+    with pytest.raises(ValueError, match="head"):
+        build_model(image_size=32, head="max")
+    with pytest.raises(ValueError, match="normalization"):
+        build_model(image_size=32, normalization="imagenet")

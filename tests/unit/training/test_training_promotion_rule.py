@@ -41,3 +41,18 @@ def test_version_names_sort_by_time_in_utc() -> None:
     cet = dt.timezone(dt.timedelta(hours=1))
     assert make_version(dt.datetime(2026, 3, 1, 13, 0, 5, tzinfo=cet)) == "20260301T120005Z"
     assert make_version(dt.datetime(2026, 3, 1, 12, 0, 6, tzinfo=dt.UTC)) > "20260301T120005Z"
+
+
+def test_an_imported_version_without_an_evaluation_set() -> None:
+    """First model of a site: promoted; against an active model with no common set: only with --force."""
+    from types import SimpleNamespace
+
+    from training.promotion import decide_without_evaluation_set
+
+    first = decide_without_evaluation_set(version="seed", active=None, force=False)
+    assert first.promote and not first.forced and "no active model" in first.reason
+    active = SimpleNamespace(version="v1")
+    refused = decide_without_evaluation_set(version="seed", active=active, force=False)  # type: ignore[arg-type]
+    assert not refused.promote and "refused" in refused.reason
+    forced = decide_without_evaluation_set(version="seed", active=active, force=True)  # type: ignore[arg-type]
+    assert forced.promote and forced.forced and forced.reason.startswith("FORCED")

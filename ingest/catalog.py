@@ -1,0 +1,149 @@
+"""The catalogue: every accepted instance becomes a row (state `received`) as soon as its event is out.
+
+Instance rows are what `kidneyct label` and `kidneyct train` look labelled instances up in. The
+classifier worker writes them too, but only once a model is active; a new site has none, so without
+the catalogue its first labels would never find their instances. The catalogue reads the listener's
+instance events in a consumer group of its own (`KIDNEYCT_CATALOG_GROUP`), upserts studies, series
+and instances, and commits its offsets only after the database commit. It never overwrites what a
+worker wrote (`storage.results.upsert_instances`), and the worker's own group is untouched, so
+every instance is still classified. `kidneyct listen` and `kidneyct serve` run it in a thread by
+default (`KIDNEYCT_CATALOG_IN_LISTENER`); `kidneyct catalog` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.events import InstanceEvent, InvalidEvent
+from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
+from storage.stream import Consumer, Record, StreamUnavailable, next_offsets
+
+log = structlog.get_logger(__name__)
+
+POLL_RECORDS = 256
+POLL_TIMEOUT_S = 0.5
+
+
+def record_events(session: Session, *, events: list[InstanceEvent], now: dt.datetime) -> None:
+    """Upsert the studies, series and instances of `events` (state `received`); never commits."""
+    if not events:
+        return
+    received = {e.sop_instance_uid: dt.datetime.fromisoformat(e.received_at) for e in events}
+    study_ids = upsert_studies(
+        session,
+        studies=[StudyRow(e.study_instance_uid, None, received[e.sop_instance_uid]) for e in events],
+    )
+    series_ids = upsert_series(
+        session,
+        series=[SeriesRow(e.series_instance_uid, e.study_instance_uid, e.modality) for e in events],
+        study_ids=study_ids,
+    )
+    upsert_instances(
+        session,
+        instances=[
+            InstanceRow(
+                sop_instance_uid=e.sop_instance_uid,
+                series_instance_uid=e.series_instance_uid,
+                sop_class_uid=e.sop_class_uid,
+                transfer_syntax_uid=e.transfer_syntax_uid,
+                archive_uri=e.archive_uri,
+                sha256=e.sha256,
+                size_bytes=e.size_bytes,
+                calling_ae=e.calling_ae,
+                instance_number=e.instance_number if isinstance(e.instance_number, int) else None,
+                number_of_frames=e.number_of_frames if isinstance(e.number_of_frames, int) else 1,
+                received_at=received[e.sop_instance_uid],
+                state="received",
+            )
+            for e in events
+        ],
+        series_ids=series_ids,
+        now=now,
+    )
+
+
+def parse_records(records: list[Record]) -> list[InstanceEvent]:
+    """The valid events of `records`; an invalid one is logged and skipped (the worker dead-letters it)."""
+    events = []
+    for record in records:
+        try:
+            events.append(InstanceEvent.from_json(record.value))
+        except InvalidEvent as exc:
+            log.warning("catalog_skipped_invalid_event", offset=record.offset, error=str(exc))
+    return events
+
+
+class Catalog:
+    """The catalogue consumer loop; `run` creates its consumer in the calling thread and closes it."""
+
+    def __init__(
+        self,
+        *,
+        make_consumer: Callable[[], Consumer],
+        sessions: sessionmaker[Session],
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+        utcnow: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._make_consumer = make_consumer
+        self._sessions = sessions
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._utcnow = utcnow
+        self.catalogued = 0  # instances recorded (for tests and logs)
+
+    def run(self, stop: threading.Event) -> None:
+        """Record events until `stop` is set; a batch in hand during an outage is never committed."""
+        consumer = self._make_consumer()
+        log.info("catalog_started")
+        try:
+            while not stop.is_set():
+                try:
+                    records = consumer.poll(POLL_RECORDS, POLL_TIMEOUT_S)
+                except StreamUnavailable as exc:
+                    log.warning("catalog_poll_failed", error=str(exc))
+                    stop.wait(self._retry_initial_s)
+                    continue
+                if records and not self._record(records, stop):
+                    break  # stopped during a database outage: nothing committed, re-delivered later
+                if records:
+                    self._commit(consumer, records)
+        finally:
+            consumer.close()
+            log.info("catalog_stopped", catalogued=self.catalogued)
+
+    def _record(self, records: list[Record], stop: threading.Event) -> bool:
+        events = parse_records(records)
+        delay = self._retry_initial_s
+        while True:
+            try:
+                with self._sessions.begin() as session:
+                    record_events(session, events=events, now=self._utcnow())
+            except SQLAlchemyError as exc:
+                log.warning("catalog_database_unavailable", error=type(exc).__name__, retry_in_s=delay)
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self.catalogued += len(events)
+            log.info("instances_catalogued", count=len(events))
+            return True
+
+    def _commit(self, consumer: Consumer, records: list[Record]) -> None:
+        try:
+            consumer.commit(next_offsets(records))
+        except StreamUnavailable as exc:  # re-delivery only repeats idempotent upserts
+            log.warning("catalog_commit_failed", error=str(exc))
+
+
+def start_catalog_thread(catalog: Catalog, stop: threading.Event) -> threading.Thread:
+    """Run `catalog` in a daemon thread until `stop` is set."""
+    thread = threading.Thread(target=catalog.run, args=(stop,), name="catalog", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,181 @@
+"""The catalogue on real streams and databases: instance rows before any model, offsets, no duplicates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+from ingest.catalog import Catalog, start_catalog_thread
+from storage.db import make_engine, make_session_factory
+from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.events import InstanceEvent
+from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
+from storage.labels import add_label, labelled_instances
+from storage.models import Instance, Study
+from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
+
+TOPIC = "instances"
+T0 = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+
+
+def _event(study: str, sop: str) -> InstanceEvent:
+    return InstanceEvent(
+        study_instance_uid=study,
+        series_instance_uid=f"{study}.1",
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="CT",
+        archive_uri=f"file:///archive/{sop}.dcm",
+        sha256="0" * 64,
+        size_bytes=100,
+        calling_ae="SCU",
+        received_at=T0.isoformat(),
+        instance_number=1,
+        number_of_frames=1,
+    )
+
+
+@pytest.fixture
+def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(migrated_database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _states(sessions: sessionmaker[Session]) -> dict[str, str]:
+    with sessions() as session:
+        return dict(session.execute(select(Instance.sop_instance_uid, Instance.state)).all())
+
+
+def _run_until(catalog: Catalog, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    stop = threading.Event()
+    thread = start_catalog_thread(catalog, stop)
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout_s)
+    try:
+        while not done():
+            assert dt.datetime.now(dt.UTC) < deadline, "the catalogue did not record the events in time"
+            assert thread.is_alive(), "the catalogue thread died"
+            stop.wait(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def _embedded(sessions: sessionmaker[Session], group: str) -> Catalog:
+    return Catalog(
+        make_consumer=lambda: DatabaseQueueConsumer(sessions, group_id=group, topics=[TOPIC]),
+        sessions=sessions,
+    )
+
+
+def test_events_become_received_rows_that_labels_find(sessions: sessionmaker[Session]) -> None:
+    """Events become study/series/instance rows in state `received`; a poison event is skipped; labels see them."""
+    publisher = DatabaseQueuePublisher(sessions)
+    events = [_event("1.2.3", f"1.2.3.{i}") for i in range(5)]
+    publisher.publish(TOPIC, b"x", b"not json")
+    for e in events:
+        publisher.publish(TOPIC, e.key, e.to_json())
+    catalog = _embedded(sessions, "catalog")
+    _run_until(catalog, lambda: len(_states(sessions)) == 5)
+    assert _states(sessions) == {e.sop_instance_uid: "received" for e in events}
+    with sessions.begin() as session:
+        add_label(session, label="Stone", source="test", now=T0, study_instance_uid="1.2.3")
+    with sessions() as session:
+        assert {i.sop_instance_uid for i in labelled_instances(session)} == {
+            e.sop_instance_uid for e in events
+        }
+
+
+def test_offsets_are_committed_and_a_replay_adds_no_rows(sessions: sessionmaker[Session]) -> None:
+    """After a pass its group has nothing left; another group replaying everything makes no second row."""
+    publisher = DatabaseQueuePublisher(sessions)
+    for i in range(3):
+        e = _event("1.2.4", f"1.2.4.{i}")
+        publisher.publish(TOPIC, e.key, e.to_json())
+    _run_until(_embedded(sessions, "g1"), lambda: len(_states(sessions)) == 3)
+    assert DatabaseQueueConsumer(sessions, group_id="g1", topics=[TOPIC]).poll(10, 0.2) == []
+    replay = _embedded(sessions, "g2")
+    _run_until(replay, lambda: replay.catalogued == 3)
+    with sessions() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 3
+        assert session.scalar(select(func.count(Study.id))) == 1
+
+
+def test_the_catalogue_never_overwrites_what_a_worker_wrote(sessions: sessionmaker[Session]) -> None:
+    """A worker's `processed`/`failed` row stays as it is when the catalogue's `received` comes later."""
+    done, failed = _event("1.2.6", "1.2.6.1"), _event("1.2.6", "1.2.6.2")
+    with sessions.begin() as session:
+        study_ids = upsert_studies(session, studies=[StudyRow("1.2.6", "ACC", T0)])
+        series_ids = upsert_series(session, series=[SeriesRow("1.2.6.1", "1.2.6", "CT")], study_ids=study_ids)
+        rows = [
+            InstanceRow(
+                e.sop_instance_uid,
+                e.series_instance_uid,
+                e.sop_class_uid,
+                e.transfer_syntax_uid,
+                e.archive_uri,
+                e.sha256,
+                e.size_bytes,
+                e.calling_ae,
+                1,
+                1,
+                T0,
+                state,
+                reason,
+            )
+            for e, state, reason in ((done, "processed", None), (failed, "failed", "undecodable"))
+        ]
+        upsert_instances(session, instances=rows, series_ids=series_ids, now=T0)
+    publisher = DatabaseQueuePublisher(sessions)
+    for e in (done, failed):
+        publisher.publish(TOPIC, e.key, e.to_json())
+    catalog = _embedded(sessions, "late")
+    _run_until(catalog, lambda: catalog.catalogued == 2)
+    assert _states(sessions) == {"1.2.6.1": "processed", "1.2.6.2": "failed"}
+    with sessions() as session:
+        assert session.scalar(select(Study.accession_number)) == "ACC"  # the worker's accession survives
+
+
+@pytest.mark.kafka
+def test_the_catalogue_reads_kafka_in_its_own_group(
+    kafka_bootstrap: str, postgres_url: str, unique_name: Callable[[str], str]
+) -> None:
+    """On Kafka + PostgreSQL, events published by the listener's publisher become rows; the worker's group is untouched."""
+    migrations.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    sessions = make_session_factory(engine)
+    topic = unique_name("instances")
+    connection = KafkaConnection(bootstrap=kafka_bootstrap)
+    ensure_topics(connection, [topic], partitions=2, replication_factor=1)
+    publisher = KafkaPublisher(connection, publish_timeout_s=10)
+    events = [_event("1.2.7", f"1.2.7.{i}") for i in range(4)]
+    for e in events:
+        publisher.publish(topic, e.key, e.to_json())
+    publisher.close()
+    catalog = Catalog(
+        make_consumer=lambda: KafkaStreamConsumer(
+            connection, group_id=unique_name("catalog"), topics=[topic]
+        ),
+        sessions=sessions,
+    )
+    try:
+        _run_until(catalog, lambda: len(_states(sessions)) == 4, timeout_s=120)
+        worker_group = KafkaStreamConsumer(connection, group_id=unique_name("classifier"), topics=[topic])
+        try:
+            seen: list[object] = []
+            deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+            while len(seen) < 4 and dt.datetime.now(dt.UTC) < deadline:
+                seen.extend(worker_group.poll(10, 1.0))
+            assert len(seen) == 4  # the worker's group still gets every event
+        finally:
+            worker_group.close()
+    finally:
+        engine.dispose()
