@@ -72,7 +72,7 @@ def test_unknown_weights_are_refused(tmp_path) -> None:  # type: ignore[no-untyp
 
 def test_heat_maps_are_refused_when_the_last_feature_map_is_one_pixel(model: keras.Model) -> None:
     """At 32 px the last feature map is 1x1 (one uniform tint): refused with the size to use; 64 px is fine."""
-    from training.gradcam import too_small_for_heatmaps
+    from classifier.gradcam import too_small_for_heatmaps
 
     assert too_small_for_heatmaps(model) is None  # 64 px: 2x2
     reason = too_small_for_heatmaps(build_model(image_size=32, weights=None))
