@@ -282,9 +282,11 @@ def train(
         register_candidate(session, run=run, now=_now())
     log.info("model_version_registered", version=version, status="candidate")
     g = run.grouped.test_metrics
-    line = f"registered candidate {version}: grouped-split macro-F1 {g['macro_f1']:.3f}, accuracy {g['accuracy']:.3f}"
     ci = run.grouped.evaluations["test"].intervals["macro_f1"]
-    line += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    line = (
+        f"registered candidate {version}: grouped-split macro-F1 {g['macro_f1']:.3f} "
+        f"[{ci[0]:.2f}, {ci[1]:.2f}], accuracy {g['accuracy']:.3f}"
+    )
     if "latest" in run.grouped.evaluations:
         line += f"; latest-IDs macro-F1 {run.grouped.evaluations['latest'].metrics['macro_f1']:.3f}"
     baselines = run.grouped.evaluations["test"].baselines

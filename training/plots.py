@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # before pyplot: the trainer runs on headless machines
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def class_histogram(
@@ -88,6 +89,7 @@ def learning_curves(
         for ax in axes:
             ax.axvline(selected_epoch, color="red", lw=1.2, ls="--", label=f"selected epoch {selected_epoch}")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (both phases)")
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)

@@ -89,6 +89,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "training": outcome.fit.to_json(),
         "selected_epochs": outcome.selected_epochs,
         "refit": outcome.refit.to_json() if outcome.refit is not None else None,
+        "study_rule": outcome.study_rule,
         "from_scratch": outcome.from_scratch,
     }
 
@@ -200,6 +201,18 @@ def _per_class(title: str, evaluation: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _study_rule_line(rule: dict[str, Any] | None) -> str:
+    if rule is None:
+        return (
+            "Study rule: no DICOM studies in both the validation and the test split, so (k, t) was not tuned."
+        )
+    return (
+        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation studies "
+        f"(accuracy {rule['val_accuracy']:.3f}); on the test studies {rule['test_right']}/{rule['test_studies']} "
+        f"right ({rule['test_accuracy']:.3f})."
+    )
+
+
 def _markdown(report: dict[str, Any]) -> str:
     g = report["grouped"]
     ds = report["dataset"]
@@ -234,6 +247,8 @@ def _markdown(report: dict[str, Any]) -> str:
             if g.get("refit")
             else "no refit (the served model is the selection run's)."
         ),
+        "",
+        _study_rule_line(g.get("study_rule")),
         "",
         "## Groups (scans) per split and class, images in brackets",
         "",
@@ -332,6 +347,7 @@ def write_report(
     options: TrainOptions,
     reload_max_abs_diff: float,
     straddling_groups: int = 0,
+    commit: str | None = None,
 ) -> dict[str, Any]:
     """Write report.json, report.md and the figures into `run_dir`; return the report dict."""
     classes = manifest.classes
@@ -364,7 +380,7 @@ def write_report(
             "backend": keras.backend.backend(),
             "machine": platform.machine(),
             "python": platform.python_version(),
-            "commit": git_commit(),
+            "commit": commit if commit is not None else git_commit(),
             "libraries": library_versions(),
         },
         "grouped": _outcome_json(grouped),

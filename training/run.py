@@ -29,8 +29,9 @@ from training.dedup import GroupingParams
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
 from training.gradcam import grad_cam
-from training.report import write_report
+from training.report import git_commit, write_report
 from training.split import SplitFractions
+from training.study_tuning import tune_and_measure
 from training.trainset import TrainingSet, build_training_set, collect_sources
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,7 @@ class SplitOutcome:
     from_scratch: bool = False  # trained end to end from random weights (see `training.fit`)
     selected_epochs: int | None = None
     refit: FitResult | None = None  # the train + val refit whose model is served (grouped split)
+    study_rule: dict[str, Any] | None = None  # (k, t) chosen on val DICOM studies, accuracy on test studies
 
     @property
     def test_metrics(self) -> dict[str, Any]:
@@ -292,6 +294,14 @@ def evaluate_set(
     )
 
 
+def _study_view(
+    ts: TrainingSet, indices: np.ndarray, probabilities: np.ndarray
+) -> tuple[np.ndarray, list[str | None], list[str]]:
+    """(probabilities, study of each item, label of each item): DICOM items' group is their study."""
+    items = [ts.manifest.items[int(i)] for i in indices]
+    return probabilities, [i.group if i.source == "dicom" else None for i in items], [i.label for i in items]
+
+
 def _train_and_evaluate(
     ts: TrainingSet, *, random: bool, options: TrainOptions, checkpoint_dir: Path
 ) -> tuple[keras.Model, SplitOutcome]:
@@ -317,11 +327,10 @@ def _train_and_evaluate(
     model, fit, from_scratch = _fit(
         ts, train_idx, val_idx, options=options, fit_config=options.fit, checkpoint_dir=checkpoint_dir / name
     )
-    val_metrics = None
+    val_metrics, val_probs = None, np.zeros((0, len(ts.manifest.classes)))
     if len(val_idx):
-        val_metrics = classification_metrics(
-            labels[val_idx], _predict(model, ts, val_idx, bs), ts.manifest.classes
-        )
+        val_probs = _predict(model, ts, val_idx, bs)
+        val_metrics = classification_metrics(labels[val_idx], val_probs, ts.manifest.classes)
     selection = {
         k: classification_metrics(labels[v], _predict(model, ts, v, bs), ts.manifest.classes)
         for k, v in held_out.items()
@@ -351,6 +360,11 @@ def _train_and_evaluate(
     }
     for k, evaluation in evaluations.items():
         evaluation.selection_metrics = selection[k]
+    study_rule = tune_and_measure(
+        _study_view(ts, val_idx, val_probs),
+        _study_view(ts, test_idx, evaluations["test"].probabilities),
+        ts.manifest.classes,
+    )
     outcome = SplitOutcome(
         name=name,
         fit=fit,
@@ -361,6 +375,7 @@ def _train_and_evaluate(
         from_scratch=from_scratch,
         selected_epochs=fit.selected_epochs() if len(val_idx) else None,
         refit=refit,
+        study_rule=study_rule,
     )
     for k, evaluation in evaluations.items():
         log.info(
@@ -435,6 +450,7 @@ def run_training(
     verbose: bool = False,
 ) -> TrainedRun:
     """Train, evaluate and save one model version (not yet registered); raise TrainingError when it cannot."""
+    commit = git_commit()  # now: the code that runs, not whatever is checked out when the run ends
     with session_factory() as session:
         sources = collect_sources(session)
     if not sources:
@@ -518,6 +534,7 @@ def run_training(
         options=options,
         reload_max_abs_diff=reload_diff,
         straddling_groups=len(straddling),
+        commit=commit,
     )
     log.info("training_run_finished", version=version, manifest_hash=manifest_hash, run_dir=str(run_dir))
     return TrainedRun(

@@ -39,7 +39,9 @@ from training.manifest import Manifest
 from training.promotion import promote
 from training.registry import new_labels_since_last_version, training_due
 
-pytestmark = pytest.mark.slow
+# Three ResNet50 fits (selection, refit on train + val, random split) share the first test's time;
+# their tracing alone takes minutes on a loaded 2-core box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
