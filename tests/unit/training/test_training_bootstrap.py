@@ -41,6 +41,8 @@ def test_paired_difference_sees_a_clear_winner_and_a_tie() -> None:
     groups = np.repeat(np.arange(24), 5)
     perfect = np.eye(4)[truth]
     constant = np.tile([1.0, 0, 0, 0], (120, 1))
-    out = paired_macro_f1_difference(truth, perfect, {"const": constant, "self": perfect}, groups, 4, n_boot=300)
+    out = paired_macro_f1_difference(
+        truth, perfect, {"const": constant, "self": perfect}, groups, 4, n_boot=300
+    )
     assert out["const"]["interval"][0] > 0.5 and out["const"]["candidate_macro_f1"] == 1.0
     assert out["self"]["interval"] == [0.0, 0.0] and out["self"]["difference"] == 0.0

@@ -26,7 +26,9 @@ def test_first_model_must_beat_the_baselines_too() -> None:
     unclear = decide_promotion(
         comparisons={"nearest_neighbour": _vs(0.05, -0.02, 0.1), "ridge": _vs(0.15, 0.01, 0.3)}, force=False
     )
-    assert not unclear.promote and unclear.reason.startswith("refused: does not clearly beat nearest_neighbour")
+    assert not unclear.promote and unclear.reason.startswith(
+        "refused: does not clearly beat nearest_neighbour"
+    )
 
 
 def test_an_interval_touching_zero_is_not_enough() -> None:
@@ -42,7 +44,9 @@ def test_force_overrides_and_records_the_reason_and_what_it_overrode() -> None:
         comparisons={"ridge": _vs(-0.1, -0.2, -0.01)}, force=True, force_reason="rollback after incident 12"
     )
     assert forced.promote and forced.forced
-    assert forced.reason.startswith("FORCED (reason: rollback after incident 12): does not clearly beat ridge")
+    assert forced.reason.startswith(
+        "FORCED (reason: rollback after incident 12): does not clearly beat ridge"
+    )
     assert not decide_promotion(comparisons={"ridge": _vs(0.1, 0.05, 0.2)}, force=True).forced
 
 
