@@ -386,7 +386,8 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
         env=env,
     )
     assert by_version.exit_code == 0, by_version.output
-    result = json.loads(by_version.output[by_version.output.index("{") :])
+    # Log lines (one-line JSON) come first; the result is the indented JSON document after them.
+    result = json.loads(by_version.output[by_version.output.index("{\n") :])
     assert result["slices"] == 4 * 6 + 1  # the duplicate copy counts: this is a test set, not a training set
     assert result["metrics"]["n"] == result["slices"] and set(result["metrics"]["per_class"]) == set(
         CLASS_NAMES
@@ -399,7 +400,7 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
         cli, ["evaluate", str(folder), "--artifact", str(trained["artifact_dir"]), "--json"], env=env
     )
     assert by_dir.exit_code == 0, by_dir.output
-    again = json.loads(by_dir.output[by_dir.output.index("{") :])
+    again = json.loads(by_dir.output[by_dir.output.index("{\n") :])
     assert again["metrics"]["confusion_matrix"] == result["metrics"]["confusion_matrix"]
     model, card = load_artifact(trained["artifact_dir"])
     files = sorted((folder / "Cyst").glob("*.jpg"))
