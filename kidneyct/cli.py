@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "dataset": "training.cli:dataset",
     "train": "training.cli:train",
     "models": "training.cli:models",
+    "evaluate": "training.cli:evaluate",
     "synth": "training.synth.cli:synth",
     "demo": "kidneyct.demo:demo",
 }
@@ -47,6 +48,7 @@ HELP: dict[str, str] = {
     "dataset": "Register labelled image folders.",
     "train": "Train, evaluate and register a model version.",
     "models": "List, promote, import, export models.",
+    "evaluate": "Evaluate a model on a labelled folder.",
     "synth": "Write synthetic kidney-CT studies as DICOM.",
     "demo": "Run the whole loop on synthetic data.",
 }

@@ -164,8 +164,28 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
     help="Also train on a random image-level split for comparison.",
 )
 @click.option("--no-augment", is_flag=True, help="Turn off shift/rotation/intensity augmentation.")
-@click.option("--phash-max-distance", type=int, default=4, show_default=True)
-@click.option("--chain-min-correlation", type=float, default=0.9, show_default=True)
+@click.option("--phash-max-distance", type=int, default=2, show_default=True)
+@click.option("--chain-min-correlation", type=float, default=0.85, show_default=True)
+@click.option(
+    "--chain-max-gap",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Largest ID step a chain of slices (one scan) may bridge.",
+)
+@click.option(
+    "--latest-fraction",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.15,
+    show_default=True,
+    help="Hold out the highest IDs of each class (whole scans) as a second test set; 0 turns it off.",
+)
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="After choosing the epoch on the validation set, train again on train + val for that many epochs.",
+)
 @click.option(
     "--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE when it names a GPU)."
 )
@@ -194,6 +214,9 @@ def train(
     no_augment: bool,
     phash_max_distance: int,
     chain_min_correlation: float,
+    chain_max_gap: int,
+    latest_fraction: float,
+    refit: bool,
     device: str | None,
     progress: bool | None,
 ) -> None:
@@ -260,11 +283,15 @@ def train(
         seed=seed,
         fractions=fractions,
         grouping=GroupingParams(
-            phash_max_distance=phash_max_distance, chain_min_correlation=chain_min_correlation
+            phash_max_distance=phash_max_distance,
+            chain_min_correlation=chain_min_correlation,
+            chain_max_gap=chain_max_gap,
         ),
         window=Window(settings.window_center, settings.window_width),
         augment=None if no_augment else AugmentConfig(),
         compare_random=random_split,
+        latest_fraction=latest_fraction,
+        refit=refit,
     )
     started = _now()
     version = make_version(started)
@@ -284,7 +311,15 @@ def train(
         register_candidate(session, run=run, now=_now())
     log.info("model_version_registered", version=version, status="candidate")
     g = run.grouped.test_metrics
-    line = f"registered candidate {version}: grouped-split macro-F1 {g['macro_f1']:.3f}, accuracy {g['accuracy']:.3f}"
+    ci = run.grouped.evaluations["test"].intervals["macro_f1"]
+    line = (
+        f"registered candidate {version}: grouped-split macro-F1 {g['macro_f1']:.3f} "
+        f"[{ci[0]:.2f}, {ci[1]:.2f}], accuracy {g['accuracy']:.3f}"
+    )
+    if "latest" in run.grouped.evaluations:
+        line += f"; latest-IDs macro-F1 {run.grouped.evaluations['latest'].metrics['macro_f1']:.3f}"
+    baselines = run.grouped.evaluations["test"].baselines
+    line += "; baselines " + ", ".join(f"{b} {v['metrics']['macro_f1']:.3f}" for b, v in baselines.items())
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
@@ -330,17 +365,26 @@ def list_command(settings: Settings) -> None:
 @models.command("promote")
 @click.argument("version")
 @click.option(
-    "--force", is_flag=True, help="Promote even if it scores lower than the active model (recorded)."
+    "--force",
+    is_flag=True,
+    help="Promote even if it does not clearly beat the baselines or the active model (recorded).",
 )
+@click.option("--reason", default=None, help="Why --force is used; required with it, recorded in the note.")
 @click.pass_obj
-def promote_command(settings: Settings, version: str, force: bool) -> None:
-    """Make VERSION active if its macro-F1 on its evaluation set is at least the active model's on that set."""
+def promote_command(settings: Settings, version: str, force: bool, reason: str | None) -> None:
+    """Make VERSION active if it beats the baselines and the active model by more than the uncertainty.
+
+    On its evaluation set (the held-out splits of its manifest), the 95 % group-bootstrap interval of
+    its macro-F1 minus each other model's must lie above zero; the first promotion included.
+    """
     from classifier.errors import ArtifactError
     from training.promotion import PromotionError, promote
 
+    if force and not (reason or "").strip():
+        raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
     try:
         with _sessions(settings).begin() as session:
-            decision = promote(session, version=version, force=force, now=_now())
+            decision = promote(session, version=version, force=force, now=_now(), force_reason=reason)
     except (PromotionError, ArtifactError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(decision.reason)
@@ -511,3 +555,88 @@ def export_command(settings: Settings, version: str, directory: Path) -> None:
         raise click.ClickException(str(exc)) from exc
     log.info("model_version_exported", version=version)
     click.echo(f"exported {version} to {directory}")
+
+
+@click.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--version", "version", default=None, help="A registered model version.")
+@click.option(
+    "--artifact",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A model artifact directory (instead of --version).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write evaluation.json, evaluation.md and figures here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (for scripts).")
+@click.option("--study-k", type=click.IntRange(min=1), default=None, help="Study rule k (default: settings).")
+@click.option(
+    "--study-t", type=click.FloatRange(0.0, 1.0), default=None, help="Study rule t (default: settings)."
+)
+@click.pass_obj
+def evaluate(
+    settings: Settings,
+    root: Path,
+    version: str | None,
+    artifact: Path | None,
+    out: Path | None,
+    as_json: bool,
+    study_k: int | None,
+    study_t: float | None,
+) -> None:
+    """Evaluate a model on ROOT/<Class>/... (images or DICOM), through the serving preprocessing."""
+    import json
+
+    from classifier.artifact import load_artifact
+    from classifier.errors import ArtifactError
+    from classifier.study_rule import StudyRule
+    from storage.model_versions import get_model_version
+    from training import plots
+    from training.external_eval import EvaluationInputError, evaluate_folder, markdown
+    from training.trainset import path_from_uri
+
+    if (version is None) == (artifact is None):
+        raise click.BadParameter("give exactly one of --version and --artifact")
+    try:
+        if version is not None:
+            with _sessions(settings)() as session:
+                row = get_model_version(session, version=version)
+                if row is None:
+                    raise click.ClickException(f"no model version {version!r}")
+                directory, sha = Path(path_from_uri(row.artifact_uri)), row.sha256
+        else:
+            directory, sha = artifact, None  # type: ignore[assignment]
+        model, card = load_artifact(directory, expected_sha256=sha)
+        rule = StudyRule(
+            study_k or settings.study_abnormal_min_slices,
+            settings.study_abnormal_min_probability if study_t is None else study_t,
+        )
+        result = evaluate_folder(
+            model,
+            image_size=card.image_size,
+            window=card.window_obj,
+            classes=card.classes,
+            root=root,
+            rule=rule,
+        )
+    except (ArtifactError, EvaluationInputError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    result["model"] = {"version": card.version, "artifact": str(directory), "image_size": card.image_size}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "evaluation.md").write_text(markdown(result, card.version))
+        plots.confusion(
+            result["metrics"]["confusion_matrix"], card.classes, out / "confusion.png", card.version
+        )
+        plots.reliability_diagram(
+            result["calibration"]["bins"], out / "reliability.png", card.version, result["calibration"]["ece"]
+        )
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(markdown(result, card.version), nl=False)

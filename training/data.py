@@ -5,9 +5,11 @@ JAX or PyTorch on a GPU. Images are kept as one channel (float32 in [0, 255], ex
 `classifier.preprocess.to_model_input` produced) and replicated to the model's three channels per
 batch, which keeps the memory of a 224x224 set at a third.
 
-Augmentation suits CT slices: small shifts and rotations with a black (air) fill, and a small global
-intensity jitter (contrast about the mean, brightness). No flips (left and right kidney are not
-interchangeable in a report) and no colour.
+Augmentation suits CT slices and how acquisitions differ between scans: small shifts and rotations
+and a zoom in or out (another field of view) with a black (air) fill, a different display window
+(level shifted, width narrowed or widened about mid-grey, clipped as a real window clips), and a
+small global intensity jitter (contrast about the mean, brightness). No flips (left and right kidney
+are not interchangeable in a report) and no colour.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class AugmentConfig:
     rotation: float = 10.0  # degrees, either way
     contrast: float = 0.1  # multiply by 1 +- this, about the image mean
     brightness: float = 10.0  # add +- this many grey levels
+    zoom: float = 0.2  # field of view: scale by 1 +- this (keras RandomZoom)
+    window_level: float = 20.0  # shift the window level by +- this many grey levels
+    window_width: float = 0.3  # scale the window width by 1 +- this (narrower: more contrast, clipped)
 
 
 class Augmenter:
@@ -43,6 +48,9 @@ class Augmenter:
                 keras.layers.RandomRotation(
                     config.rotation / 360.0, fill_mode="constant", fill_value=0.0, seed=seed + 1
                 ),
+                keras.layers.RandomZoom(
+                    (-config.zoom, config.zoom), fill_mode="constant", fill_value=0.0, seed=seed + 2
+                ),
             ],
             name="ct_augmentation",
         )
@@ -54,7 +62,14 @@ class Augmenter:
         offset = self._rng.uniform(-self.config.brightness, self.config.brightness, (n, 1, 1, 1))
         mean = moved.mean(axis=(1, 2, 3), keepdims=True)
         jittered = (moved - mean) * gain.astype(np.float32) + mean + offset.astype(np.float32)
-        return np.clip(jittered, 0.0, 255.0)
+        return np.clip(self._rewindow(jittered), 0.0, 255.0)
+
+    def _rewindow(self, batch: np.ndarray) -> np.ndarray:
+        """Another display window: level moved by +-L, width scaled by 1 +- w, about mid-grey (clipped by the caller)."""
+        n = len(batch)
+        level = self._rng.uniform(-self.config.window_level, self.config.window_level, (n, 1, 1, 1))
+        width = self._rng.uniform(1 - self.config.window_width, 1 + self.config.window_width, (n, 1, 1, 1))
+        return ((batch - 127.5 - level) / width + 127.5).astype(np.float32)
 
 
 def to_three_channels(images: np.ndarray) -> np.ndarray:

@@ -32,9 +32,14 @@ class Fingerprint:
 
 @dataclass(frozen=True, slots=True)
 class GroupingParams:
-    phash_max_distance: int = 4
-    chain_min_correlation: float = 0.9
-    chain_max_gap: int = 2
+    """Measured on the 5,995-slice real sample (docs/training.md): consecutive slices of one scan correlate
+    at r >= 0.99, IDs missing inside a Normal scan leave gaps of up to 20 that still correlate >= 0.92,
+    and scan boundaries fall to 0.2-0.8; pHash at 4 bits joined Cyst with Tumor scans (6 mixed groups),
+    at 2 bits none."""
+
+    phash_max_distance: int = 2
+    chain_min_correlation: float = 0.85
+    chain_max_gap: int = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,3 +79,65 @@ def classification_metrics(
         "confusion_matrix": matrix.tolist(),
         "classes": list(class_names),
     }
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(
+    y_true: Sequence[int] | np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
+    """Expected calibration error of the top-class probability and the reliability diagram's bins.
+
+    ECE = sum over equal-width confidence bins of (bin share) x |accuracy - mean confidence|: 0 when a
+    model that says 0.8 is right 80 % of the time; large when it is confident and wrong.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1) if len(y_true) else np.zeros(0)
+    correct = (probabilities.argmax(axis=1) == y_true) if len(y_true) else np.zeros(0, bool)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        member = which == b
+        count = int(member.sum())
+        mean_conf = float(confidence[member].mean()) if count else None
+        accuracy = float(correct[member].mean()) if count else None
+        if count:
+            ece += count / len(y_true) * abs(accuracy - mean_conf)  # type: ignore[operator]
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": count,
+                "confidence": mean_conf,
+                "accuracy": accuracy,
+            }
+        )
+    return {
+        "ece": float(ece),
+        "mean_confidence": float(confidence.mean()) if len(y_true) else None,
+        "bins": rows,
+    }
+
+
+def normal_vs_abnormal(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    normal: str = "Normal",
+) -> dict[str, Any] | None:
+    """Sensitivity (abnormal slices called any abnormal class) and specificity (normal slices called Normal)."""
+    if normal not in class_names:
+        return None
+    y_true = np.asarray(y_true, dtype=np.int64)
+    c = list(class_names).index(normal)
+    predicted = np.asarray(probabilities).argmax(axis=1) if len(y_true) else np.zeros(0, np.int64)
+    abnormal, called_abnormal = y_true != c, predicted != c
+    return {
+        "sensitivity": _safe_divide(float((abnormal & called_abnormal).sum()), float(abnormal.sum())),
+        "specificity": _safe_divide(float((~abnormal & ~called_abnormal).sum()), float((~abnormal).sum())),
+        "abnormal": int(abnormal.sum()),
+        "normal": int((~abnormal).sum()),
+    }

@@ -58,6 +58,14 @@ class PhaseResult:
 class FitResult:
     phases: list[PhaseResult] = field(default_factory=list)
 
+    def selected_epochs(self) -> int:
+        """Epochs (all phases) up to and including the best validation epoch of the last phase: what a refit repeats."""
+        total = 0
+        for phase in self.phases:
+            scores = phase.history.get(f"val_{BALANCED_ACCURACY}")
+            total += int(np.argmax(scores)) + 1 if scores and phase is self.phases[-1] else phase.epochs_run
+        return total
+
     def to_json(self) -> dict[str, Any]:
         return {
             f"phase{p.phase}": {
@@ -135,12 +143,17 @@ def _callbacks(
     monitor: str, patience: int, checkpoint: Path | None, recalibrate: keras.utils.PyDataset | None
 ) -> list[keras.callbacks.Callback]:
     mode = "max" if monitor.endswith("accuracy") else "min"
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True
+    callbacks: list[keras.callbacks.Callback] = []
+    if monitor.startswith("val_"):
+        # Without a validation set there is nothing to select on: the refit on train + val trains
+        # exactly the epochs the selection run chose (early stopping on training loss would only
+        # restore whichever epoch fitted the training set best).
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=patience, restore_best_weights=True
+            )
         )
-    ]
-    if checkpoint is not None:
+    if checkpoint is not None and monitor.startswith("val_"):
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
                 str(checkpoint), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True

@@ -73,14 +73,25 @@ def confusion(
     plt.close(fig)
 
 
-def learning_curves(phases: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch of both phases on one axis, the phase boundary marked."""
+def learning_curves(
+    phases: Mapping[str, Mapping[str, Any]], path: Path, title: str, selected_epoch: int | None = None
+) -> None:
+    """Loss and accuracy per epoch of both phases on one axis, the phase boundary and the selected epoch marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     offset = 0
     for name, phase in phases.items():
         history = phase["history"]
         epochs = np.arange(1, len(history.get("loss", [])) + 1) + offset
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            if metric == "accuracy" and history.get("val_balanced_accuracy"):
+                ax.plot(
+                    epochs,
+                    history["val_balanced_accuracy"],
+                    ":",
+                    marker="s",
+                    ms=3,
+                    label=f"{name} val_balanced_accuracy (selects)",
+                )
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = history.get(prefix + metric)
                 if values:
@@ -91,6 +102,9 @@ def learning_curves(phases: Mapping[str, Mapping[str, Any]], path: Path, title: 
             for ax in axes:  # the boundary between the previous phase and this one
                 ax.axvline(offset + 0.5, color="grey", lw=0.5, ls=":")
         offset += len(epochs)
+    if selected_epoch is not None:
+        for ax in axes:
+            ax.axvline(selected_epoch, color="red", lw=1.2, ls="--", label=f"selected epoch {selected_epoch}")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch (both phases)" if len(phases) > 1 else "epoch")
@@ -125,5 +139,43 @@ def gradcam_grid(
         ax.imshow(heat, cmap="jet", alpha=0.35, vmin=0, vmax=1)
         ax.set_title(caption, fontsize=8, pad=4)
     fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reliability_diagram(bins: Sequence[Mapping[str, Any]], path: Path, title: str, ece: float) -> None:
+    """Accuracy against mean confidence per confidence bin (bar width: the bin), with counts; the diagonal is perfect."""
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    for row in bins:
+        if not row["count"]:
+            continue
+        width = row["high"] - row["low"]
+        ax.bar(
+            row["low"],
+            row["accuracy"],
+            width=width,
+            align="edge",
+            color="tab:blue",
+            alpha=0.7,
+            edgecolor="black",
+            lw=0.5,
+        )
+        ax.plot(row["confidence"], row["accuracy"], "o", color="tab:red", ms=4)
+        ax.text(
+            row["low"] + width / 2,
+            min(row["accuracy"] + 0.02, 0.95),
+            str(row["count"]),
+            ha="center",
+            fontsize=7,
+        )
+    ax.plot([], [], "o", color="tab:red", ms=4, label="mean confidence of the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("top-class probability (confidence)")
+    ax.set_ylabel("accuracy in the bin (n above the bar)")
+    ax.set_title(f"{title}\nECE {ece:.3f}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,26 +1,40 @@
-"""Promotion: a candidate becomes active only if it is at least as good as the active model on the same data.
+"""Promotion: a candidate becomes active only if it beats the trivial baselines and the active model by more
+than the uncertainty, on the same held-out data.
 
-"The same data" is the candidate's evaluation set: the test split of its manifest. Both models are
-evaluated afresh on those items, each at its own input size through the classifier's preprocessing,
-so a candidate is never compared with a number measured on another test set. (If the active model
-was trained on some of those items its score is flattering, which only makes promotion stricter.)
+"The same data" is the candidate's evaluation set: the held-out splits of its manifest (`test` and, when
+the run held out the latest IDs, `latest`). The candidate and the active model are evaluated afresh on
+those items, each at its own input size through the classifier's preprocessing; the baselines
+(1-nearest-neighbour and ridge on 32x32 pixels) are fitted afresh on the manifest's train + val items.
+"By more than the uncertainty": the 95 % group-bootstrap interval of the paired macro-F1 difference
+(candidate minus each other model, the same resampled groups for both) must lie above zero. This holds
+for the first promotion too: a model that does not beat a lookup table is noise on new patients
+whatever else is active. (If the active model was trained on some of those items its score is
+flattering, which only makes promotion stricter.) `--force` overrides, and the note records it with
+the reason given and the comparison it overrode.
+
+A version imported from a notebook's file has no split of ours: it is judged on the active model's
+evaluation set when there is one; a site's first model, imported with nothing to evaluate it on, is
+promoted with the note saying so (training on the site's own labels then has a bar to clear).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
 from sqlalchemy.orm import Session
 
 from classifier.artifact import load_artifact
+from classifier.preprocess import KIDNEY_WINDOW, Window
 from storage.model_versions import get_active_model_version, get_model_version, set_model_status
 from storage.models import ModelVersion
-from training.evaluate import classification_metrics
-from training.manifest import Manifest
+from training.baseline import baseline_probabilities
+from training.bootstrap import paired_macro_f1_difference
+from training.manifest import Manifest, ManifestItem
 from training.trainset import load_model_inputs, path_from_uri
 
 log = structlog.get_logger(__name__)
@@ -35,26 +49,40 @@ class PromotionDecision:
     promote: bool
     forced: bool
     reason: str
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def decide_promotion(*, candidate_f1: float, active_f1: float | None, force: bool) -> PromotionDecision:
-    """Promote when there is no active model or the candidate's macro-F1 is at least the active one's."""
-    if active_f1 is None:
-        return PromotionDecision(True, False, f"no active model; candidate macro-F1 {candidate_f1:.4f}")
-    if candidate_f1 >= active_f1:
-        return PromotionDecision(
-            True, False, f"candidate macro-F1 {candidate_f1:.4f} >= active {active_f1:.4f} on the same set"
-        )
+def _describe(name: str, c: dict[str, Any]) -> str:
+    lo, hi = c["interval"]
+    return (
+        f"{name} {c['other_macro_f1']:.3f} (difference {c['difference']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}])"
+    )
+
+
+def decide_promotion(
+    *, comparisons: dict[str, dict[str, Any]], force: bool, force_reason: str | None = None
+) -> PromotionDecision:
+    """Promote when, against every other model (baselines and the active one), the lower end of the paired
+    macro-F1 difference's interval is above zero; `force` overrides and says so.
+
+    `comparisons`: other model -> `training.bootstrap.paired_macro_f1_difference` entry.
+    """
+    if not comparisons:
+        raise PromotionError("nothing to compare the candidate with")
+    candidate = next(iter(comparisons.values()))["candidate_macro_f1"]
+    losing = [n for n, c in comparisons.items() if not c["interval"][0] > 0.0]
+    detail = "; ".join(_describe(n, c) for n, c in comparisons.items())
+    head = f"candidate macro-F1 {candidate:.3f} vs {detail}"
+    if not losing:
+        return PromotionDecision(True, False, f"beats all by more than the uncertainty: {head}", comparisons)
+    not_beaten = ", ".join(losing)
     if force:
+        why = f" (reason: {force_reason})" if force_reason else ""
         return PromotionDecision(
-            True,
-            True,
-            f"FORCED: candidate macro-F1 {candidate_f1:.4f} < active {active_f1:.4f} on the same set",
+            True, True, f"FORCED{why}: does not clearly beat {not_beaten}: {head}", comparisons
         )
     return PromotionDecision(
-        False,
-        False,
-        f"refused: candidate macro-F1 {candidate_f1:.4f} < active {active_f1:.4f} on the same set",
+        False, False, f"refused: does not clearly beat {not_beaten}: {head}", comparisons
     )
 
 
@@ -64,7 +92,7 @@ def _manifest_path(version: ModelVersion) -> Path:
 
 
 def decide_without_evaluation_set(
-    *, version: str, active: ModelVersion | None, force: bool
+    *, version: str, active: ModelVersion | None, force: bool, force_reason: str | None = None
 ) -> PromotionDecision:
     """An imported version with nothing to evaluate it on: first model of a site, or --force."""
     if active is None:
@@ -73,7 +101,8 @@ def decide_without_evaluation_set(
         return PromotionDecision(
             True,
             True,
-            f"FORCED: {version} (imported) and active {active.version} have no common evaluation set",
+            f"FORCED{f' (reason: {force_reason})' if force_reason else ''}: {version} (imported) and active "
+            f"{active.version} have no common evaluation set",
         )
     return PromotionDecision(
         False,
@@ -97,19 +126,39 @@ def evaluation_set(candidate: ModelVersion) -> Manifest:
     return manifest
 
 
-def macro_f1_on(version: ModelVersion, manifest: Manifest) -> float:
-    """Macro-F1 of `version` on the test split of `manifest`."""
-    model, card = load_artifact(Path(path_from_uri(version.artifact_uri)), expected_sha256=version.sha256)
-    items = manifest.items_in("test")
+EVALUATION_SPLITS = ("test", "latest")
+BASELINE_IMAGE_SIZE = 64  # the baselines downsample to 32x32 anyway
+
+
+def evaluation_items(manifest: Manifest) -> list[ManifestItem]:
+    items = [i for i in manifest.items if i.split in EVALUATION_SPLITS]
     if not items:
-        raise PromotionError("the evaluation set (the manifest's test split) is empty")
+        raise PromotionError("the evaluation set (the manifest's test and latest splits) is empty")
+    return items
+
+
+def probabilities_on(version: ModelVersion, items: list[ManifestItem]) -> np.ndarray:
+    """`version`'s class probabilities on `items`, through the classifier's preprocessing at its own size."""
+    model, card = load_artifact(Path(path_from_uri(version.artifact_uri)), expected_sha256=version.sha256)
     inputs = load_model_inputs(items, image_size=card.image_size, window=card.window_obj)
-    probabilities = np.asarray(model.predict(inputs, verbose=0))
-    truth = [manifest.classes.index(i.label) for i in items]
-    return float(classification_metrics(truth, probabilities, manifest.classes)["macro_f1"])
+    return np.asarray(model.predict(inputs, verbose=0))
 
 
-def promote(session: Session, *, version: str, force: bool, now: dt.datetime) -> PromotionDecision:
+def baselines_on(manifest: Manifest, items: list[ManifestItem], window: Window) -> dict[str, np.ndarray]:
+    """The baselines fitted on the manifest's train + val items, predicting `items`."""
+    train = [i for i in manifest.items if i.split in ("train", "val")]
+    if not train:
+        raise PromotionError("the manifest has no train/val items to fit the baselines on")
+    size = BASELINE_IMAGE_SIZE
+    train_images = load_model_inputs(train, image_size=size, window=window)[..., :1]
+    test_images = load_model_inputs(items, image_size=size, window=window)[..., :1]
+    labels = np.asarray([manifest.classes.index(i.label) for i in train])
+    return baseline_probabilities(train_images, labels, test_images, len(manifest.classes))
+
+
+def promote(
+    session: Session, *, version: str, force: bool, now: dt.datetime, force_reason: str | None = None
+) -> PromotionDecision:
     """Evaluate and, if allowed, make `version` active (retiring the active one); the caller commits."""
     candidate = get_model_version(session, version=version)
     if candidate is None:
@@ -120,28 +169,35 @@ def promote(session: Session, *, version: str, force: bool, now: dt.datetime) ->
     if candidate.manifest_hash is None and not _manifest_path(candidate).is_file():
         # Imported from a notebook's file: no split of ours. Judge it on the active model's set.
         if active is None or not _manifest_path(active).is_file():
-            decision = decide_without_evaluation_set(version=version, active=active, force=force)
-            set_model_status(
-                session,
-                version=version,
-                status="active" if decision.promote else candidate.status,
-                now=now,
-                note=decision.reason,
+            decision = decide_without_evaluation_set(
+                version=version, active=active, force=force, force_reason=force_reason
             )
+            status = "active" if decision.promote else candidate.status
+            set_model_status(session, version=version, status=status, now=now, note=decision.reason)
             log.info("promotion_decided", version=version, promote=decision.promote, forced=decision.forced)
             return decision
         manifest = evaluation_set(active)
     else:
         manifest = evaluation_set(candidate)
-    candidate_f1 = macro_f1_on(candidate, manifest)
-    active_f1 = macro_f1_on(active, manifest) if active is not None else None
-    decision = decide_promotion(candidate_f1=candidate_f1, active_f1=active_f1, force=force)
+    items = evaluation_items(manifest)
+    truth = np.asarray([manifest.classes.index(i.label) for i in items])
+    groups = [i.group for i in items]
+    # The window the trainer decoded DICOM with (recorded in the manifest); images ignore it.
+    window = Window(**manifest.grouping.get("window", KIDNEY_WINDOW.as_dict()))
+    others = baselines_on(manifest, items, window)
+    if active is not None:
+        others[f"active {active.version}"] = probabilities_on(active, items)
+    comparisons = paired_macro_f1_difference(
+        truth, probabilities_on(candidate, items), others, groups, len(manifest.classes)
+    )
+    decision = decide_promotion(comparisons=comparisons, force=force, force_reason=force_reason)
     log.info(
         "promotion_decided",
         version=version,
         active_version=active.version if active else None,
-        candidate_macro_f1=round(candidate_f1, 4),
-        active_macro_f1=None if active_f1 is None else round(active_f1, 4),
+        candidate_macro_f1=round(next(iter(comparisons.values()))["candidate_macro_f1"], 4),
+        others={n: round(c["other_macro_f1"], 4) for n, c in comparisons.items()},
+        lower_bounds={n: round(c["interval"][0], 4) for n, c in comparisons.items()},
         promote=decision.promote,
         forced=decision.forced,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,25 +15,81 @@ from training import plots
 from training.manifest import Manifest
 
 if TYPE_CHECKING:
-    from training.run import SplitOutcome, TrainOptions
+    from training.run import SetEvaluation, SplitOutcome, TrainOptions
 
 FIGURES = {
     "histogram": "class_histogram.png",
     "confusion_grouped": "confusion_grouped.png",
+    "confusion_latest": "confusion_latest.png",
     "confusion_random": "confusion_random.png",
     "curves_grouped": "learning_curves_grouped.png",
     "curves_random": "learning_curves_random.png",
+    "reliability_grouped": "reliability_grouped.png",
+    "reliability_latest": "reliability_latest.png",
     "gradcam": "gradcam.png",
 }
+LIBRARIES = ("keras", "tensorflow", "jax", "numpy", "pillow", "pydicom", "imagehash", "matplotlib")
+HELD_OUT_TITLES = {
+    "test": "grouped test (held-out scans)",
+    "latest": "latest IDs (held-out block)",
+}
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    """The commit of the code that ran (with `+dirty` if it had uncommitted changes), or None outside git."""
+    where = directory or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _evaluation_json(evaluation: SetEvaluation) -> dict[str, Any]:
+    return {
+        "n": evaluation.metrics["n"],
+        "metrics": evaluation.metrics,
+        "intervals": evaluation.intervals,
+        "calibration": evaluation.calibration,
+        "normal_vs_abnormal": evaluation.normal_vs_abnormal,
+        "baselines": evaluation.baselines,
+        "versus_baselines": evaluation.versus_baselines,
+        "selection_model_metrics": evaluation.selection_metrics,
+    }
 
 
 def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
     return {
         "counts": outcome.counts,
+        "groups": outcome.groups,
+        "held_out": {k: _evaluation_json(v) for k, v in outcome.evaluations.items()},
         "test": outcome.test_metrics,
         "val": outcome.val_metrics,
         "nearest_neighbour_test": outcome.nearest_neighbour_metrics,
         "training": outcome.fit.to_json(),
+        "selected_epochs": outcome.selected_epochs,
+        "refit": outcome.refit.to_json() if outcome.refit is not None else None,
+        "study_rule": outcome.study_rule,
         "from_scratch": outcome.from_scratch,
     }
 
@@ -40,72 +98,179 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _ci(point: float, bounds: list[float]) -> str:
+    return f"{point:.3f} [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(title, held-out evaluation) pairs: grouped test, latest IDs, random test."""
+    cols = [(HELD_OUT_TITLES[k], v) for k, v in report["grouped"]["held_out"].items()]
+    if report.get("random"):
+        cols.append(("random image-level split", report["random"]["held_out"]["test"]))
+    return cols
+
+
+def _side_by_side(report: dict[str, Any]) -> list[str]:
+    cols = _columns(report)
+    lines = [
+        "| macro-F1 [95 % group-bootstrap interval] | " + " | ".join(t for t, _ in cols) + " |",
+        "|---|" + "---|" * len(cols),
+        "| test images (groups) | "
+        + " | ".join(f"{e['n']} ({e['intervals']['groups']})" for _, e in cols)
+        + " |",
+        "| **network (served model)** | "
+        + " | ".join(_ci(e["metrics"]["macro_f1"], e["intervals"]["macro_f1"]) for _, e in cols)
+        + " |",
+    ]
+    if any(e.get("selection_model_metrics") for _, e in cols):
+        cells = [
+            _fmt((e.get("selection_model_metrics") or {}).get("macro_f1"))
+            if e.get("selection_model_metrics")
+            else "-"
+            for _, e in cols
+        ]
+        lines.append("| network trained on train only (selection run) | " + " | ".join(cells) + " |")
+    for name, label in (("nearest_neighbour", "1-NN, 32x32 pixels"), ("ridge", "ridge, 32x32 pixels")):
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                _ci(
+                    e["baselines"][name]["metrics"]["macro_f1"], e["baselines"][name]["intervals"]["macro_f1"]
+                )
+                for _, e in cols
+            )
+            + " |"
+        )
+    for name, label in (("nearest_neighbour", "1-NN"), ("ridge", "ridge")):
+        lines.append(
+            f"| network minus {label} (paired) | "
+            + " | ".join(
+                _ci(e["versus_baselines"][name]["difference"], e["versus_baselines"][name]["interval"])
+                for _, e in cols
+            )
+            + " |"
+        )
+    lines.append("| network accuracy | " + " | ".join(_fmt(e["metrics"]["accuracy"]) for _, e in cols) + " |")
+    lines.append(
+        "| network macro ROC AUC | " + " | ".join(_fmt(e["metrics"]["macro_roc_auc"]) for _, e in cols) + " |"
+    )
+    lines.append(
+        "| sensitivity / specificity, abnormal vs Normal | "
+        + " | ".join(
+            f"{e['normal_vs_abnormal']['sensitivity']:.3f} / {e['normal_vs_abnormal']['specificity']:.3f}"
+            if e.get("normal_vs_abnormal")
+            else "n/a"
+            for _, e in cols
+        )
+        + " |"
+    )
+    lines.append(
+        "| ECE (mean confidence) | "
+        + " | ".join(
+            f"{e['calibration']['ece']:.3f} ({_fmt(e['calibration']['mean_confidence'])})" for _, e in cols
+        )
+        + " |"
+    )
+    return lines
+
+
+def _groups_table(report: dict[str, Any]) -> list[str]:
+    g = report["grouped"]
+    classes = report["classes"]
+    lines = ["| split | " + " | ".join(classes) + " | images |", "|---|" + "---|" * (len(classes) + 1)]
+    for split, per_class in g["groups"].items():
+        images = sum(g["counts"][split].values())
+        cells = [f"{per_class[c]} ({g['counts'][split][c]})" for c in classes]
+        lines.append(f"| {split} | " + " | ".join(cells) + f" | {images} |")
+    return lines
+
+
+def _per_class(title: str, evaluation: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**{title}**",
+        "",
+        "| class | precision | recall | F1 [95 % interval] | ROC AUC | support |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cls, m in evaluation["metrics"]["per_class"].items():
+        ci = evaluation["intervals"]["per_class"][cls]
+        lines.append(
+            f"| {cls} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_ci(m['f1'], ci['f1'])} | "
+            f"{_fmt(m['roc_auc'])} | {m['support']} |"
+        )
+    return lines + [""]
+
+
+def _study_rule_line(rule: dict[str, Any] | None) -> str:
+    if rule is None:
+        return (
+            "Study rule: no DICOM studies in both the validation and the test split, so (k, t) was not tuned."
+        )
+    return (
+        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation studies "
+        f"(accuracy {rule['val_accuracy']:.3f}); on the test studies {rule['test_right']}/{rule['test_studies']} "
+        f"right ({rule['test_accuracy']:.3f})."
+    )
+
+
 def _markdown(report: dict[str, Any]) -> str:
-    g, r = report["grouped"], report.get("random")
-    columns = [("grouped split", g)] + ([("random image-level split", r)] if r else [])
+    g = report["grouped"]
+    ds = report["dataset"]
+    env = report["environment"]
     lines = [
         f"# Training report: {report['version']}",
         "",
-        f"Manifest `{report['manifest_hash']}`: {report['dataset']['items']} images in "
-        f"{report['dataset']['groups']} near-duplicate groups; {report['dataset']['duplicates_dropped']} exact "
-        f"duplicates dropped, {report['dataset']['skipped']} unreadable items skipped. Image size "
-        f"{report['config']['image_size']} px, initial weights `{report['config']['weights']}`"
+        f"Manifest `{report['manifest_hash']}`: {ds['items']} images in {ds['groups']} groups (scans); "
+        f"{ds['duplicates_dropped']} exact duplicates dropped, {ds['skipped']} unreadable items skipped; "
+        f"groups straddling two splits: {ds['straddling_groups']}. Image size {report['config']['image_size']} px, "
+        f"initial weights `{report['config']['weights']}`"
+        + (" (from scratch)" if g.get("from_scratch") else "")
+        + f", seed {report['config']['seed']}. Code {env['commit'] or 'unknown'}; "
+        + ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
+        + f"; Keras backend {env['backend']}.",
+        "",
+        "Held-out sets: the **grouped test** split holds whole scans (groups) drawn at random from the older "
+        "IDs; the **latest IDs** block holds the highest IDs of each class (whole scans), like scans that "
+        "arrive after the training data: the honest proxy for new patients. The **random** split assigns "
+        "single images (as most published results do) and measures near-duplicate matching. The baselines "
+        "(1-nearest-neighbour and a class-weighted ridge classifier on standardised 32x32 pixels) are fitted "
+        "on the same training images as the served network. Intervals resample groups, not images.",
+        "",
+        "## Network and baselines, side by side",
+        "",
+        *_side_by_side(report),
+        "",
+        f"Model selection: the epoch with the best class-balanced validation accuracy, "
+        f"{g['selected_epochs']} (of {sum(p['epochs_run'] for p in g['training'].values())} run); "
         + (
-            " (from scratch: phase 1 trains every layer, BatchNorm included; phase 2 skipped)"
-            if g.get("from_scratch")
-            else ""
-        )
-        + f", seed "
-        f"{report['config']['seed']}, Keras {report['environment']['keras']} on {report['environment']['backend']}.",
+            f"the served model was refitted on train + val for {g['selected_epochs']} epoch(s)."
+            if g.get("refit")
+            else "no refit (the served model is the selection run's)."
+        ),
         "",
-        "The grouped split keeps every group of near-duplicates (a DICOM study; a chain of consecutive, highly "
-        "correlated slice IDs; a perceptual-hash cluster) on one side. The random split assigns single images, as "
-        "most published results on the Kaggle kidney-CT data do: neighbouring slices of one scan then sit on both "
-        "sides, so it measures near-duplicate matching rather than generalisation. The 1-nearest-neighbour row "
-        "(raw 32x32 pixels, no learning) shows how much of a score such matching alone explains.",
+        _study_rule_line(g.get("study_rule")),
         "",
-        "## Test metrics",
+        "## Groups (scans) per split and class, images in brackets",
         "",
-        "| metric | " + " | ".join(name for name, _ in columns) + " |",
-        "|---|" + "---|" * len(columns),
+        *_groups_table(report),
+        "",
+        f"Grouping: {json.dumps({k: v for k, v in ds['grouping'].items() if k != 'window'})}.",
+        "",
+        "## Per class",
+        "",
     ]
-    for key, label in (
-        ("n", "test images"),
-        ("accuracy", "accuracy"),
-        ("macro_f1", "macro-F1"),
-        ("macro_roc_auc", "macro ROC AUC (one-vs-rest)"),
-    ):
-        cells = [str(o["test"][key]) if key == "n" else _fmt(o["test"][key]) for _, o in columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    nn_cells = [_fmt(o["nearest_neighbour_test"]["accuracy"]) for _, o in columns]
-    lines.append("| 1-NN raw-pixel accuracy (no learning) | " + " | ".join(nn_cells) + " |")
-    for phase in ("phase1", "phase2"):
-        if phase in g["training"]:
-            cells = [
-                f"{o['training'][phase]['images_per_second']:.1f}" if phase in o["training"] else "n/a"
-                for _, o in columns
-            ]
-            lines.append(f"| training images/s, {phase} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per class (test)", ""]
-    for name, o in columns:
-        lines += [
-            f"**{name}**",
-            "",
-            "| class | precision | recall | F1 | ROC AUC | support |",
-            "|---|---|---|---|---|---|",
-        ]
-        for cls, m in o["test"]["per_class"].items():
-            lines.append(
-                f"| {cls} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {_fmt(m['roc_auc'])} | {m['support']} |"
-            )
-        lines.append("")
+    for title, evaluation in _columns(report):
+        lines += _per_class(title, evaluation)
     lines += ["## Figures", ""]
     for key, title in (
         ("histogram", "Images per class and split"),
-        ("confusion_grouped", "Confusion matrix, grouped split"),
+        ("confusion_grouped", "Confusion matrix, grouped test"),
+        ("confusion_latest", "Confusion matrix, latest IDs"),
         ("confusion_random", "Confusion matrix, random split"),
-        ("curves_grouped", "Learning curves, grouped split (both phases)"),
-        ("curves_random", "Learning curves, random split (both phases)"),
+        ("curves_grouped", "Learning curves of the selection run, grouped split (selected epoch marked)"),
+        ("curves_random", "Learning curves, random split"),
+        ("reliability_grouped", "Reliability diagram, grouped test"),
+        ("reliability_latest", "Reliability diagram, latest IDs"),
         ("gradcam", "Grad-CAM, test images of the grouped split"),
     ):
         if key in report["figures"]:
@@ -113,6 +278,63 @@ def _markdown(report: dict[str, Any]) -> str:
         elif key == "gradcam" and report.get("gradcam_skipped"):
             lines += [f"### {title}", "", f"Not drawn: {report['gradcam_skipped']}.", ""]
     return "\n".join(lines) + "\n"
+
+
+def _figures(
+    run_dir: Path,
+    classes: list[str],
+    grouped: SplitOutcome,
+    random: SplitOutcome | None,
+    gradcam: dict[str, Any],
+) -> dict[str, str]:
+    figures: dict[str, str] = {}
+    hist_counts = {f"grouped {s}": c for s, c in grouped.counts.items()}
+    if random is not None:
+        hist_counts |= {f"random {s}": c for s, c in random.counts.items() if s == "test"}
+    plots.class_histogram(hist_counts, classes, run_dir / FIGURES["histogram"], "Images per class")
+    figures["histogram"] = FIGURES["histogram"]
+    for key, evaluation in grouped.evaluations.items():
+        name = "grouped" if key == "test" else "latest"
+        plots.confusion(
+            evaluation.metrics["confusion_matrix"],
+            classes,
+            run_dir / FIGURES[f"confusion_{name}"],
+            HELD_OUT_TITLES[key],
+        )
+        plots.reliability_diagram(
+            evaluation.calibration["bins"],
+            run_dir / FIGURES[f"reliability_{name}"],
+            HELD_OUT_TITLES[key],
+            evaluation.calibration["ece"],
+        )
+        figures[f"confusion_{name}"] = FIGURES[f"confusion_{name}"]
+        figures[f"reliability_{name}"] = FIGURES[f"reliability_{name}"]
+    plots.learning_curves(
+        grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
+    )
+    figures["curves_grouped"] = FIGURES["curves_grouped"]
+    if random is not None:
+        plots.confusion(
+            random.test_metrics["confusion_matrix"],
+            classes,
+            run_dir / FIGURES["confusion_random"],
+            "random split",
+        )
+        plots.learning_curves(
+            random.fit.to_json(), run_dir / FIGURES["curves_random"], "random split", random.selected_epochs
+        )
+        figures["confusion_random"] = FIGURES["confusion_random"]
+        figures["curves_random"] = FIGURES["curves_random"]
+    if len(gradcam["captions"]):
+        plots.gradcam_grid(
+            gradcam["images"],
+            gradcam["heatmaps"],
+            gradcam["captions"],
+            run_dir / FIGURES["gradcam"],
+            "Grad-CAM (grouped split, test)",
+        )
+        figures["gradcam"] = FIGURES["gradcam"]
+    return figures
 
 
 def write_report(
@@ -126,45 +348,23 @@ def write_report(
     gradcam: dict[str, Any],
     options: TrainOptions,
     reload_max_abs_diff: float,
+    straddling_groups: int = 0,
+    commit: str | None = None,
 ) -> dict[str, Any]:
     """Write report.json, report.md and the figures into `run_dir`; return the report dict."""
     classes = manifest.classes
-    figures: dict[str, str] = {}
-    hist_counts = {f"grouped {s}": c for s, c in grouped.counts.items()}
-    if random is not None:
-        hist_counts |= {f"random {s}": c for s, c in random.counts.items() if s == "test"}
-    plots.class_histogram(hist_counts, classes, run_dir / FIGURES["histogram"], "Images per class")
-    figures["histogram"] = FIGURES["histogram"]
-    for outcome in [grouped] + ([random] if random is not None else []):
-        key = outcome.name
-        plots.confusion(
-            outcome.test_metrics["confusion_matrix"],
-            classes,
-            run_dir / FIGURES[f"confusion_{key}"],
-            f"{key} split (test)",
-        )
-        plots.learning_curves(outcome.fit.to_json(), run_dir / FIGURES[f"curves_{key}"], f"{key} split")
-        figures[f"confusion_{key}"] = FIGURES[f"confusion_{key}"]
-        figures[f"curves_{key}"] = FIGURES[f"curves_{key}"]
-    if len(gradcam["captions"]):
-        plots.gradcam_grid(
-            gradcam["images"],
-            gradcam["heatmaps"],
-            gradcam["captions"],
-            run_dir / FIGURES["gradcam"],
-            "Grad-CAM (grouped split, test)",
-        )
-        figures["gradcam"] = FIGURES["gradcam"]
-
+    figures = _figures(run_dir, classes, grouped, random, gradcam)
     report: dict[str, Any] = {
         "version": version,
         "gradcam_skipped": gradcam.get("skipped"),
         "manifest_hash": manifest_hash,
+        "classes": classes,
         "dataset": {
             "items": len(manifest.items),
             "groups": len({i.group for i in manifest.items}),
             "duplicates_dropped": len(manifest.dropped_duplicates),
             "skipped": len(manifest.skipped),
+            "straddling_groups": straddling_groups,
             "grouping": manifest.grouping,
         },
         "config": {
@@ -172,6 +372,7 @@ def write_report(
             "weights": options.weights,
             "seed": options.seed,
             "fractions": manifest.fractions,
+            "refit": options.refit,
             "fit": {k: getattr(options.fit, k) for k in options.fit.__dataclass_fields__ if k != "verbose"},
             "augment": None
             if options.augment is None
@@ -182,6 +383,8 @@ def write_report(
             "backend": keras.backend.backend(),
             "machine": platform.machine(),
             "python": platform.python_version(),
+            "commit": commit if commit is not None else git_commit(),
+            "libraries": library_versions(),
         },
         "grouped": _outcome_json(grouped),
         "random": _outcome_json(random) if random is not None else None,

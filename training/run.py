@@ -1,5 +1,7 @@
-"""One training run, end to end: data -> manifest -> two-phase fit (grouped and random split) -> evaluation
--> Grad-CAM -> artifact -> report. Registration in the database is separate (`training.registry`).
+"""One training run, end to end: data -> manifest -> fit with model selection on the validation set ->
+refit on train + val with the selected epochs -> evaluation beside the baselines (test split and the
+held-out latest IDs; a random split for comparison) -> Grad-CAM -> artifact -> report. Registration in
+the database is separate (`training.registry`).
 """
 
 from __future__ import annotations
@@ -7,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,15 @@ from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import build_model
 from classifier.preprocess import Window
 from storage.models import CLASS_NAMES
-from training.baseline import nearest_neighbour_predict
+from training.baseline import baseline_probabilities
+from training.bootstrap import metric_intervals, paired_macro_f1_difference
 from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_channels
 from training.dedup import GroupingParams
-from training.evaluate import classification_metrics
+from training.evaluate import calibration, classification_metrics, normal_vs_abnormal
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
-from training.report import write_report
+from training.report import git_commit, write_report
 from training.split import SplitFractions
+from training.study_tuning import tune_and_measure
 from training.trainset import TrainingSet, build_training_set, collect_sources
 
 log = structlog.get_logger(__name__)
@@ -52,21 +56,56 @@ class TrainOptions:
     window: Window = field(default_factory=lambda: Window(40.0, 400.0))
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     compare_random: bool = True
+    latest_fraction: float = 0.15  # the top IDs of each class held out as the `latest` split (0: none)
+    refit: bool = True  # after selecting the epoch on val, train again on train + val for that many epochs
     gradcam_per_class: int = 2
     threads: int = 4
+
+
+@dataclass
+class SetEvaluation:
+    """The served model and the baselines on one held-out set (`test` or `latest`)."""
+
+    name: str
+    indices: np.ndarray
+    probabilities: np.ndarray  # the served model's
+    metrics: dict[str, Any]
+    intervals: dict[str, Any]  # group-bootstrap 95 % intervals of the served model's metrics
+    calibration: dict[str, Any]
+    normal_vs_abnormal: dict[str, Any] | None
+    baselines: dict[str, dict[str, Any]]  # baseline -> {"metrics", "intervals"}
+    versus_baselines: dict[str, dict[str, Any]]  # paired macro-F1 differences, served model minus baseline
+    selection_metrics: dict[str, Any] | None = None  # the model trained on train only (before the refit)
 
 
 @dataclass
 class SplitOutcome:
     name: str  # "grouped" or "random"
     fit: FitResult
-    test_metrics: dict[str, Any]
+    evaluations: dict[str, SetEvaluation]  # "test", and "latest" when the grouped split holds one out
     val_metrics: dict[str, Any] | None
-    nearest_neighbour_metrics: dict[str, Any]
-    test_indices: np.ndarray
-    test_probabilities: np.ndarray
     counts: dict[str, dict[str, int]]
+    groups: dict[str, dict[str, int]]  # groups per split and class
     from_scratch: bool = False  # trained end to end from random weights (see `training.fit`)
+    selected_epochs: int | None = None
+    refit: FitResult | None = None  # the train + val refit whose model is served (grouped split)
+    study_rule: dict[str, Any] | None = None  # (k, t) chosen on val DICOM studies, accuracy on test studies
+
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        return self.evaluations["test"].metrics
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return self.evaluations["test"].indices
+
+    @property
+    def test_probabilities(self) -> np.ndarray:
+        return self.evaluations["test"].probabilities
+
+    @property
+    def nearest_neighbour_metrics(self) -> dict[str, Any]:
+        return self.evaluations["test"].baselines["nearest_neighbour"]["metrics"]
 
 
 @dataclass
@@ -117,13 +156,151 @@ def make_model(image_size: int, weights: str) -> tuple[keras.Model, bool]:
     )
 
 
+def _split_names(ts: TrainingSet, *, random: bool) -> list[str]:
+    present = {i.random_split if random else i.split for i in ts.manifest.items}
+    return [s for s in ("train", "val", "test", "latest") if s in present or s != "latest"]
+
+
 def _counts(ts: TrainingSet, *, random: bool) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {
-        s: dict.fromkeys(ts.manifest.classes, 0) for s in ("train", "val", "test")
-    }
+    counts = {s: dict.fromkeys(ts.manifest.classes, 0) for s in _split_names(ts, random=random)}
     for item in ts.manifest.items:
         counts[item.random_split if random else item.split][item.label] += 1
     return counts
+
+
+def group_counts(ts: TrainingSet, *, random: bool = False) -> dict[str, dict[str, int]]:
+    """How many groups (scans) of each class (a group's majority class) each split holds."""
+    members: dict[str, list[Any]] = {}
+    for item in ts.manifest.items:
+        members.setdefault(item.group, []).append(item)
+    counts = {s: dict.fromkeys(ts.manifest.classes, 0) for s in _split_names(ts, random=random)}
+    for items in members.values():
+        labels = [i.label for i in items]
+        majority = min(set(labels), key=lambda c: (-labels.count(c), c))
+        for split in {i.random_split if random else i.split for i in items}:
+            counts[split][majority] += 1
+    return counts
+
+
+def straddling_groups(ts: TrainingSet) -> list[str]:
+    """Groups (scans) found in more than one split of the grouped split: must be empty."""
+    split_of: dict[str, set[str]] = {}
+    for item in ts.manifest.items:
+        split_of.setdefault(item.group, set()).add(item.split)
+    return sorted(g for g, splits in split_of.items() if len(splits) > 1)
+
+
+def _sequence(
+    ts: TrainingSet, indices: np.ndarray, options: TrainOptions, *, training: bool
+) -> ImageSequence:
+    labels = ts.label_indices()
+    k = len(ts.manifest.classes)
+    if training:
+        return ImageSequence(
+            ts.images[indices],
+            labels[indices],
+            num_classes=k,
+            batch_size=options.fit.batch_size,
+            shuffle=True,
+            seed=options.seed,
+            augmenter=Augmenter(options.augment, seed=options.seed) if options.augment else None,
+        )
+    return ImageSequence(
+        ts.images[indices],
+        labels[indices],
+        num_classes=k,
+        batch_size=options.fit.batch_size,
+        shuffle=False,
+        seed=0,
+        # Balanced over the validation set's own classes, so that its weighted accuracy (what
+        # early stopping watches) is the mean per-class recall.
+        class_weight=class_weights(labels[indices], k),
+    )
+
+
+def _fit(
+    ts: TrainingSet,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    options: TrainOptions,
+    fit_config: FitConfig,
+    checkpoint_dir: Path,
+) -> tuple[keras.Model, FitResult, bool]:
+    keras.utils.set_random_seed(options.seed)  # the same initial weights for every fit
+    model, from_scratch = make_model(options.image_size, options.weights)
+    fit = fit_two_phase(
+        model,
+        train=_sequence(ts, train_idx, options, training=True),
+        train_labels=ts.label_indices()[train_idx],
+        val=_sequence(ts, val_idx, options, training=False) if len(val_idx) else None,
+        num_classes=len(ts.manifest.classes),
+        config=fit_config,
+        checkpoint_dir=checkpoint_dir,
+        from_scratch=from_scratch,
+    )
+    return model, fit, from_scratch
+
+
+def refit_config(fit: FitResult, config: FitConfig, *, from_scratch: bool) -> FitConfig:
+    """The selection run's epochs, to repeat on train + val: phase 1 as run (or up to its best epoch when it
+    is the only phase), phase 2 up to its best epoch."""
+    selected = fit.selected_epochs()
+    if len(fit.phases) == 1 or from_scratch:
+        return replace(config, epochs_phase1=max(1, selected), epochs_phase2=0)
+    phase1 = fit.phases[0].epochs_run
+    return replace(config, epochs_phase1=phase1, epochs_phase2=max(1, selected - phase1))
+
+
+def _predict(model: keras.Model, ts: TrainingSet, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.asarray(model.predict(to_three_channels(ts.images[indices]), batch_size=batch_size, verbose=0))
+
+
+def evaluate_set(
+    ts: TrainingSet,
+    name: str,
+    indices: np.ndarray,
+    probabilities: np.ndarray,
+    baseline_train: np.ndarray,
+    *,
+    seed: int,
+) -> SetEvaluation:
+    """The served model's metrics, intervals and calibration on one held-out set, beside the baselines
+    fitted on the same training images."""
+    labels = ts.label_indices()
+    classes = ts.manifest.classes
+    truth = labels[indices]
+    groups = [ts.manifest.items[int(i)].group for i in indices]
+    base = baseline_probabilities(
+        ts.images[baseline_train], labels[baseline_train], ts.images[indices], len(classes)
+    )
+    return SetEvaluation(
+        name=name,
+        indices=indices,
+        probabilities=probabilities,
+        metrics=classification_metrics(truth, probabilities, classes),
+        intervals=metric_intervals(truth, probabilities, groups, classes, seed=seed),
+        calibration=calibration(truth, probabilities),
+        normal_vs_abnormal=normal_vs_abnormal(truth, probabilities, classes),
+        baselines={
+            b: {
+                "metrics": classification_metrics(truth, p, classes),
+                "intervals": metric_intervals(truth, p, groups, classes, seed=seed),
+            }
+            for b, p in base.items()
+        },
+        versus_baselines=paired_macro_f1_difference(
+            truth, probabilities, base, groups, len(classes), seed=seed
+        ),
+    )
+
+
+def _study_view(
+    ts: TrainingSet, indices: np.ndarray, probabilities: np.ndarray
+) -> tuple[np.ndarray, list[str | None], list[str]]:
+    """(probabilities, study of each item, label of each item): DICOM items' group is their study."""
+    items = [ts.manifest.items[int(i)] for i in indices]
+    return probabilities, [i.group if i.source == "dicom" else None for i in items], [i.label for i in items]
 
 
 def _train_and_evaluate(
@@ -131,76 +308,84 @@ def _train_and_evaluate(
 ) -> tuple[keras.Model, SplitOutcome]:
     name = "random" if random else "grouped"
     labels = ts.label_indices()
-    train_idx, val_idx, test_idx = (ts.indices(s, random=random) for s in ("train", "val", "test"))
+    train_idx, val_idx, test_idx, latest_idx = (
+        ts.indices(s, random=random) for s in ("train", "val", "test", "latest")
+    )
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise TrainingError(
             f"the {name} split left {len(train_idx)} training and {len(test_idx)} test images; label more data "
             "(or more distinct studies/scans) before training"
         )
-    k = len(ts.manifest.classes)
-    keras.utils.set_random_seed(options.seed)  # the same initial weights for both splits
-    model, from_scratch = make_model(options.image_size, options.weights)
+    held_out = {"test": test_idx} | ({"latest": latest_idx} if len(latest_idx) else {})
+    log.info(
+        "training_split_started",
+        split=name,
+        train=len(train_idx),
+        val=len(val_idx),
+        **{k: len(v) for k, v in held_out.items()},
+    )
     bs = options.fit.batch_size
-    train = ImageSequence(
-        ts.images[train_idx],
-        labels[train_idx],
-        num_classes=k,
-        batch_size=bs,
-        shuffle=True,
-        seed=options.seed,
-        augmenter=Augmenter(options.augment, seed=options.seed) if options.augment else None,
+    model, fit, from_scratch = _fit(
+        ts, train_idx, val_idx, options=options, fit_config=options.fit, checkpoint_dir=checkpoint_dir / name
     )
-    val = (
-        ImageSequence(
-            ts.images[val_idx],
-            labels[val_idx],
-            num_classes=k,
-            batch_size=bs,
-            shuffle=False,
-            seed=0,
-            # Balanced over the validation set's own classes, so that its weighted accuracy (what
-            # early stopping watches) is the mean per-class recall.
-            class_weight=class_weights(labels[val_idx], k),
-        )
-        if len(val_idx)
-        else None
-    )
-    log.info("training_split_started", split=name, train=len(train_idx), val=len(val_idx), test=len(test_idx))
-    fit = fit_two_phase(
-        model,
-        train=train,
-        train_labels=labels[train_idx],
-        val=val,
-        num_classes=k,
-        config=options.fit,
-        checkpoint_dir=checkpoint_dir / name,
-        from_scratch=from_scratch,
-    )
-    test_probs = np.asarray(model.predict(to_three_channels(ts.images[test_idx]), batch_size=bs, verbose=0))
-    val_metrics = None
+    val_metrics, val_probs = None, np.zeros((0, len(ts.manifest.classes)))
     if len(val_idx):
-        val_probs = np.asarray(model.predict(to_three_channels(ts.images[val_idx]), batch_size=bs, verbose=0))
+        val_probs = _predict(model, ts, val_idx, bs)
         val_metrics = classification_metrics(labels[val_idx], val_probs, ts.manifest.classes)
-    nn = nearest_neighbour_predict(ts.images[train_idx], labels[train_idx], ts.images[test_idx])
+    selection = {
+        k: classification_metrics(labels[v], _predict(model, ts, v, bs), ts.manifest.classes)
+        for k, v in held_out.items()
+    }
+    refit, served_train = None, train_idx
+    if options.refit and not random and len(val_idx):
+        # The selected settings, trained again on every image not held out: the served model.
+        served_train = np.sort(np.concatenate([train_idx, val_idx]))
+        config = refit_config(fit, options.fit, from_scratch=from_scratch)
+        log.info(
+            "training_refit_started",
+            split=name,
+            images=len(served_train),
+            epochs=config.epochs_phase1 + config.epochs_phase2,
+        )
+        model, refit, _ = _fit(
+            ts,
+            served_train,
+            np.zeros(0, np.int64),
+            options=options,
+            fit_config=config,
+            checkpoint_dir=checkpoint_dir / f"{name}-refit",
+        )
+    evaluations = {
+        k: evaluate_set(ts, k, v, _predict(model, ts, v, bs), served_train, seed=options.seed)
+        for k, v in held_out.items()
+    }
+    for k, evaluation in evaluations.items():
+        evaluation.selection_metrics = selection[k]
+    study_rule = tune_and_measure(
+        _study_view(ts, val_idx, val_probs),
+        _study_view(ts, test_idx, evaluations["test"].probabilities),
+        ts.manifest.classes,
+    )
     outcome = SplitOutcome(
         name=name,
         fit=fit,
-        test_metrics=classification_metrics(labels[test_idx], test_probs, ts.manifest.classes),
+        evaluations=evaluations,
         val_metrics=val_metrics,
-        nearest_neighbour_metrics=classification_metrics(
-            labels[test_idx], np.eye(k)[nn], ts.manifest.classes
-        ),
-        test_indices=test_idx,
-        test_probabilities=test_probs,
         counts=_counts(ts, random=random),
+        groups=group_counts(ts, random=random),
         from_scratch=from_scratch,
+        selected_epochs=fit.selected_epochs() if len(val_idx) else None,
+        refit=refit,
+        study_rule=study_rule,
     )
-    log.info(
-        "training_split_evaluated",
-        split=name,
-        accuracy=round(outcome.test_metrics["accuracy"], 4),
-        macro_f1=round(outcome.test_metrics["macro_f1"], 4),
-    )
+    for k, evaluation in evaluations.items():
+        log.info(
+            "training_split_evaluated",
+            split=name,
+            held_out=k,
+            accuracy=round(evaluation.metrics["accuracy"], 4),
+            macro_f1=round(evaluation.metrics["macro_f1"], 4),
+        )
     return model, outcome
 
 
@@ -230,22 +415,33 @@ def _gradcam_examples(
 
 
 def _write_predictions(path: Path, ts: TrainingSet, outcome: SplitOutcome) -> None:
-    """The grouped model's test probabilities per item: for audits, and to check the worker reproduces them."""
+    """The served model's held-out probabilities per item: for audits, and to check the worker reproduces them."""
     items = ts.manifest.items
     rows = [
-        {"key": items[i].key, "label": items[i].label, "probabilities": [float(p) for p in probs]}
-        for i, probs in zip(outcome.test_indices.tolist(), outcome.test_probabilities, strict=True)
+        {
+            "key": items[i].key,
+            "label": items[i].label,
+            "held_out": name,
+            "probabilities": [float(p) for p in probs],
+        }
+        for name, evaluation in outcome.evaluations.items()
+        for i, probs in zip(evaluation.indices.tolist(), evaluation.probabilities, strict=True)
     ]
     path.write_text(json.dumps({"classes": ts.manifest.classes, "items": rows}, indent=1) + "\n")
 
 
-def summary_metrics(outcome: SplitOutcome) -> dict[str, Any]:
-    m = outcome.test_metrics
+def summary_metrics(outcome: SplitOutcome, held_out: str = "test") -> dict[str, Any] | None:
+    evaluation = outcome.evaluations.get(held_out)
+    if evaluation is None:
+        return None
+    m = evaluation.metrics
     return {
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
+        "macro_f1_interval": evaluation.intervals["macro_f1"],
         "macro_roc_auc": m["macro_roc_auc"],
         "n": m["n"],
+        "baselines_macro_f1": {b: v["metrics"]["macro_f1"] for b, v in evaluation.baselines.items()},
     }
 
 
@@ -260,6 +456,7 @@ def run_training(
     stages: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> TrainedRun:
     """Train, evaluate and save one model version (not yet registered); raise TrainingError when it cannot."""
+    commit = git_commit()  # now: the code that runs, not whatever is checked out when the run ends
     with session_factory() as session:
         sources = collect_sources(session)
     if not sources:
@@ -274,10 +471,14 @@ def run_training(
         grouping=options.grouping,
         fractions=options.fractions,
         seed=options.seed,
+        latest_fraction=options.latest_fraction,
         threads=options.threads,
         progress=stages("loading images") if stages else None,
         grouping_progress=stages("grouping near-duplicates") if stages else None,
     )
+    straddling = straddling_groups(ts)
+    if straddling:  # cannot happen by construction; checked because every figure depends on it
+        raise TrainingError(f"{len(straddling)} group(s) straddle two splits, e.g. {straddling[0]}")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_hash = ts.manifest.write(run_dir / MANIFEST_FILE)
 
@@ -295,6 +496,7 @@ def run_training(
     metrics = {
         "eval_set": "grouped test split of the manifest",
         "grouped_test": summary_metrics(grouped),
+        "latest_ids_test": summary_metrics(grouped, "latest"),
         "random_test": summary_metrics(random_outcome) if random_outcome else None,
     }
     card = save_artifact(
@@ -339,6 +541,8 @@ def run_training(
         gradcam=examples,
         options=options,
         reload_max_abs_diff=reload_diff,
+        straddling_groups=len(straddling),
+        commit=commit,
     )
     log.info("training_run_finished", version=version, manifest_hash=manifest_hash, run_dir=str(run_dir))
     return TrainedRun(

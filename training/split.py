@@ -89,3 +89,33 @@ def _give_every_split_a_group(
 def random_split(labels: Sequence[str], *, fractions: SplitFractions, seed: int) -> list[str]:
     """A stratified random image-level split: what most published results on this data use."""
     return grouped_split(labels, list(range(len(labels))), fractions=fractions, seed=seed)
+
+
+def latest_block(
+    labels: Sequence[str],
+    numbers: Sequence[int | None],
+    groups: Sequence[Hashable],
+    *,
+    fraction: float,
+) -> list[bool]:
+    """Which items form the held-out block of the latest IDs: the top `fraction` of each class's numbered items.
+
+    Like a temporal split: the highest IDs of a dataset are its latest scans, and a product meets
+    scans later than everything it learnt from. A group (scan) with any item in the block goes to the
+    block whole, so no scan straddles it. Items without a number (DICOM) are never in it.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the latest-IDs fraction must be in [0, 1), got {fraction}")
+    chosen = [False] * len(labels)
+    if fraction == 0.0:
+        return chosen
+    by_class: dict[str, list[tuple[int, int]]] = {}
+    for index, (label, number) in enumerate(zip(labels, numbers, strict=True)):
+        if number is not None:
+            by_class.setdefault(label, []).append((number, index))
+    for members in by_class.values():
+        members.sort(reverse=True)
+        for _, index in members[: int(round(fraction * len(members)))]:
+            chosen[index] = True
+    in_block = {g for g, c in zip(groups, chosen, strict=True) if c}
+    return [g in in_block for g in groups]

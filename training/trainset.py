@@ -23,7 +23,7 @@ from storage.datasets import list_dataset_images
 from storage.labels import labelled_instances
 from training.dedup import Fingerprint, GroupingParams, fingerprint, group_items, kaggle_id
 from training.manifest import Manifest, ManifestItem
-from training.split import SplitFractions, grouped_split, random_split
+from training.split import SplitFractions, grouped_split, latest_block, random_split
 
 log = structlog.get_logger(__name__)
 
@@ -141,11 +141,17 @@ def build_training_set(
     grouping: GroupingParams,
     fractions: SplitFractions,
     seed: int,
+    latest_fraction: float = 0.0,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
     grouping_progress: Callable[[int, int], None] | None = None,
 ) -> TrainingSet:
-    """Decode every source once, drop exact duplicates, group near-duplicates and split both ways."""
+    """Decode every source once, drop exact duplicates, group near-duplicates and split both ways.
+
+    With `latest_fraction`, the top fraction of each class's Kaggle IDs (whole scans) is held out as
+    the `latest` split, and train/val/test are drawn from the rest: the honest proxy for scans that
+    arrive after everything the model learnt from.
+    """
     loaded: list[tuple[np.ndarray, Fingerprint] | str] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for done, result in enumerate(pool.map(lambda s: _load_one(s, window, image_size), sources), start=1):
@@ -169,7 +175,15 @@ def build_training_set(
     kept = [i for i, keep in enumerate(grouped.keep) if keep]
     labels = [good_sources[i].label for i in kept]
     groups = [good_sources[grouped.group_of[i]].key for i in kept]  # a group is named by its first item
-    splits = grouped_split(labels, groups, fractions=fractions, seed=seed)
+    numbers = [good_sources[i].kaggle_id[2] if good_sources[i].kaggle_id else None for i in kept]
+    latest = latest_block(labels, numbers, groups, fraction=latest_fraction)
+    older = [i for i, is_latest in enumerate(latest) if not is_latest]
+    older_splits = grouped_split(
+        [labels[i] for i in older], [groups[i] for i in older], fractions=fractions, seed=seed
+    )
+    splits = ["latest"] * len(kept)
+    for i, split in zip(older, older_splits, strict=True):
+        splits[i] = split
     randoms = random_split(labels, fractions=fractions, seed=seed)
     items = [
         ManifestItem(
@@ -201,7 +215,12 @@ def build_training_set(
     manifest = Manifest(
         classes=list(classes),
         seed=seed,
-        fractions={"train": fractions.train, "val": fractions.val, "test": fractions.test},
+        fractions={
+            "train": fractions.train,
+            "val": fractions.val,
+            "test": fractions.test,
+            **({"latest": latest_fraction} if latest_fraction else {}),
+        },
         grouping={
             "phash_max_distance": grouping.phash_max_distance,
             "chain_min_correlation": grouping.chain_min_correlation,

@@ -39,7 +39,9 @@ from training.manifest import Manifest
 from training.promotion import promote
 from training.registry import new_labels_since_last_version, training_due
 
-pytestmark = pytest.mark.slow
+# Three ResNet50 fits (selection, refit on train + val, random split) share the first test's time;
+# their tracing alone takes minutes on a loaded 2-core box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -212,9 +214,34 @@ def test_report_gives_grouped_and_random_metrics_side_by_side(trained: dict[str,
         assert set(report[split]["training"]) == {"phase1"} and report[split]["from_scratch"] is True
         assert len(report[split]["training"]["phase1"]["history"]["val_loss"]) >= 1
     markdown = (trained["run_dir"] / "report.md").read_text()
-    assert "| macro-F1 |" in markdown and "random image-level split" in markdown
+    assert (
+        "| macro-F1 [95 % group-bootstrap interval] |" in markdown and "random image-level split" in markdown
+    )
     assert "Not drawn: at 32 px the last feature map is 1x1" in markdown
     assert "from scratch" in markdown
+    assert "latest IDs" in markdown and "ridge" in markdown and "ECE" in markdown
+
+
+def test_report_puts_baselines_intervals_and_calibration_beside_the_network(trained: dict[str, Any]) -> None:
+    """Both held-out sets carry the baselines, group-bootstrap intervals, paired differences and calibration;
+    the served model was refitted on train + val for the selected number of epochs."""
+    report = json.loads((trained["run_dir"] / "report.json").read_text())
+    grouped = report["grouped"]
+    assert set(grouped["held_out"]) == {"test", "latest"}
+    for evaluation in grouped["held_out"].values():
+        low, high = evaluation["intervals"]["macro_f1"]
+        assert low <= evaluation["metrics"]["macro_f1"] <= high
+        assert set(evaluation["baselines"]) == {"nearest_neighbour", "ridge"}
+        assert set(evaluation["versus_baselines"]) == {"nearest_neighbour", "ridge"}
+        assert 0.0 <= evaluation["calibration"]["ece"] <= 1.0
+        assert sum(b["count"] for b in evaluation["calibration"]["bins"]) == evaluation["n"]
+        assert evaluation["selection_model_metrics"]["n"] == evaluation["n"]
+    assert 1 <= grouped["selected_epochs"] <= 2
+    assert grouped["refit"]["phase1"]["epochs_run"] == grouped["selected_epochs"]
+    assert report["dataset"]["straddling_groups"] == 0
+    assert report["environment"]["libraries"]["keras"] == keras.__version__
+    for name in ("reliability_grouped.png", "reliability_latest.png", "confusion_latest.png"):
+        assert (trained["run_dir"] / name).stat().st_size > 0, name
 
 
 def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any]) -> None:
@@ -229,7 +256,17 @@ def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any
     assert len(dicom) == 5 and len({i.group for i in dicom}) == 2  # two studies, one group each
     assert [s["key"] for s in manifest.skipped] == [f"dicom:{trained['missing_uid']}#0"]
     assert "file missing" in manifest.skipped[0]["reason"]
-    assert {i.split for i in manifest.items} == {"train", "val", "test"}
+    assert {i.split for i in manifest.items} == {"train", "val", "test", "latest"}
+    # The latest block is the highest IDs of each class, whole scans.
+    for cls in CLASS_NAMES:
+        numbered = sorted(
+            (int(i.key.rsplit("(", 1)[1].split(")")[0]), i.split)
+            for i in manifest.items
+            if i.source == "image" and i.label == cls
+        )
+        splits = [s for _, s in numbered]
+        first_latest = splits.index("latest")
+        assert set(splits[first_latest:]) == {"latest"}
 
 
 def test_worker_path_reproduces_the_trainers_probabilities(trained: dict[str, Any]) -> None:
@@ -261,8 +298,8 @@ def _derived_candidate(trained: dict[str, Any], name: str, head: str) -> str:
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in out.weights)
     if head == "zero":  # uniform probabilities: always the first class, macro-F1 at most 0.1 on balanced data
         kernel, bias = np.zeros_like(kernel), np.zeros_like(bias)
-    else:  # least squares from the hidden layer to the test labels: perfect on the evaluation set
-        items = manifest.items_in("test")
+    else:  # least squares from the hidden layer to the held-out labels: perfect on the evaluation set
+        items = [i for i in manifest.items if i.split in ("test", "latest")]
         inputs = np.stack(
             [
                 image_file_to_model_input(i.path, 32)[0]
@@ -297,37 +334,95 @@ def _derived_candidate(trained: dict[str, Any], name: str, head: str) -> str:
     return name
 
 
-def test_promotion_accepts_better_refuses_worse_and_records_force(trained: dict[str, Any]) -> None:
-    """First promotion with no active model; a perfect candidate is promoted; a worse one is refused unless forced."""
+def test_promotion_gates_on_baselines_and_active_model_and_records_force(trained: dict[str, Any]) -> None:
+    """Even the first promotion must beat the baselines by more than the uncertainty: a constant model is
+    refused with no active model; a perfect one is promoted; a worse one is refused unless forced with a reason."""
     sessions, runner, env = trained["sessions"], trained["runner"], trained["env"]
     oracle = _derived_candidate(trained, "oracle", "oracle")
     constant = _derived_candidate(trained, "constant", "zero")
 
-    first = runner.invoke(cli, ["models", "promote", trained["version"]], env=env)
-    assert first.exit_code == 0, first.output
-    assert "no active model" in first.output
+    first = runner.invoke(cli, ["models", "promote", constant], env=env)
+    assert first.exit_code != 0 and "refused" in first.output and "nearest_neighbour" in first.output
+    with sessions() as session:
+        assert get_active_model_version(session) is None
 
     with sessions.begin() as session:
         better = promote(session, version=oracle, force=False, now=dt.datetime.now(dt.UTC))
-    assert better.promote and not better.forced
+    assert better.promote and not better.forced, better.reason
+    assert set(better.comparisons) == {"nearest_neighbour", "ridge"}
+    assert all(c["interval"][0] > 0 for c in better.comparisons.values())
 
     refused = runner.invoke(cli, ["models", "promote", constant], env=env)
-    assert refused.exit_code != 0 and "refused" in refused.output
+    assert refused.exit_code != 0 and "refused" in refused.output and "active oracle" in refused.output
     with sessions() as session:
         assert get_active_model_version(session).version == oracle  # type: ignore[union-attr]
         assert get_model_version(session, version=constant).promotion_note.startswith("refused")  # type: ignore[union-attr]
 
-    forced = runner.invoke(cli, ["models", "promote", constant, "--force"], env=env)
+    no_reason = runner.invoke(cli, ["models", "promote", constant, "--force"], env=env)
+    assert no_reason.exit_code != 0 and "--reason" in no_reason.output
+    forced = runner.invoke(
+        cli, ["models", "promote", constant, "--force", "--reason", "rollback drill"], env=env
+    )
     assert forced.exit_code == 0, forced.output
     with sessions() as session:
         active = get_active_model_version(session)
-        assert (
-            active is not None and active.version == constant and active.promotion_note.startswith("FORCED")
-        )
+        assert active is not None and active.version == constant
+        assert active.promotion_note.startswith("FORCED (reason: rollback drill)")
         assert get_model_version(session, version=oracle).status == "retired"  # type: ignore[union-attr]
 
     listing = runner.invoke(cli, ["models", "list"], env=env)
     assert listing.exit_code == 0 and constant in listing.output and "FORCED" in listing.output
+
+
+def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """`kidneyct evaluate` on a version and on an artifact directory: the same numbers, JSON and files written,
+    the predictions equal to the artifact's own on the same files."""
+    folder = tmp_path / "unseen"
+    write_kaggle_folder(folder, scans_per_class=2, slices_per_scan=3)
+    runner, env = trained["runner"], trained["env"]
+    by_version = runner.invoke(
+        cli,
+        ["evaluate", str(folder), "--version", trained["version"], "--json", "--out", str(tmp_path / "o")],
+        env=env,
+    )
+    assert by_version.exit_code == 0, by_version.output
+    # Log lines (one-line JSON) come first; the result is the indented JSON document after them.
+    result = json.loads(by_version.output[by_version.output.index("{\n") :])
+    assert result["slices"] == 4 * 6 + 1  # the duplicate copy counts: this is a test set, not a training set
+    assert result["metrics"]["n"] == result["slices"] and set(result["metrics"]["per_class"]) == set(
+        CLASS_NAMES
+    )
+    low, high = result["intervals"]["macro_f1"]
+    assert low <= result["metrics"]["macro_f1"] <= high
+    for name in ("evaluation.json", "evaluation.md", "confusion.png", "reliability.png"):
+        assert (tmp_path / "o" / name).stat().st_size > 0
+    by_dir = runner.invoke(
+        cli, ["evaluate", str(folder), "--artifact", str(trained["artifact_dir"]), "--json"], env=env
+    )
+    assert by_dir.exit_code == 0, by_dir.output
+    again = json.loads(by_dir.output[by_dir.output.index("{\n") :])
+    assert again["metrics"]["confusion_matrix"] == result["metrics"]["confusion_matrix"]
+    model, card = load_artifact(trained["artifact_dir"])
+    files = sorted((folder / "Cyst").glob("*.jpg"))
+    direct = np.asarray(
+        model.predict(
+            np.concatenate([image_file_to_model_input(f, card.image_size) for f in files]), verbose=0
+        )
+    )
+    assert (
+        result["metrics"]["confusion_matrix"][0] == np.bincount(direct.argmax(axis=1), minlength=4).tolist()
+    )
+
+    both = runner.invoke(cli, ["evaluate", str(folder)], env=env)
+    assert both.exit_code != 0 and "exactly one of --version and --artifact" in both.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = runner.invoke(
+        cli, ["evaluate", str(empty), "--artifact", str(trained["artifact_dir"])], env=env
+    )
+    assert nothing.exit_code != 0 and "no class folders" in nothing.output
 
 
 def test_min_new_labels_waits_for_enough_new_labels(trained: dict[str, Any]) -> None:

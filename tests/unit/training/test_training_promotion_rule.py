@@ -8,25 +8,46 @@ from training.promotion import decide_promotion
 from training.registry import make_version, training_due
 
 
-def test_first_model_is_promoted() -> None:
-    """With no active model any candidate is promoted."""
-    decision = decide_promotion(candidate_f1=0.1, active_f1=None, force=False)
-    assert decision.promote and not decision.forced
+def _vs(difference: float, low: float, high: float, candidate: float = 0.6) -> dict[str, float | list[float]]:
+    return {
+        "candidate_macro_f1": candidate,
+        "other_macro_f1": candidate - difference,
+        "difference": difference,
+        "interval": [low, high],
+    }
 
 
-def test_equal_or_better_is_promoted_worse_is_refused() -> None:
-    """Macro-F1 at least the active one's promotes; lower is refused."""
-    assert decide_promotion(candidate_f1=0.80, active_f1=0.80, force=False).promote
-    assert decide_promotion(candidate_f1=0.81, active_f1=0.80, force=False).promote
-    refused = decide_promotion(candidate_f1=0.79, active_f1=0.80, force=False)
-    assert not refused.promote and refused.reason.startswith("refused")
+def test_first_model_must_beat_the_baselines_too() -> None:
+    """With no active model the baselines still gate: a candidate inside their uncertainty is refused."""
+    clear = decide_promotion(
+        comparisons={"nearest_neighbour": _vs(0.2, 0.05, 0.3), "ridge": _vs(0.15, 0.01, 0.3)}, force=False
+    )
+    assert clear.promote and not clear.forced and "beats all" in clear.reason
+    unclear = decide_promotion(
+        comparisons={"nearest_neighbour": _vs(0.05, -0.02, 0.1), "ridge": _vs(0.15, 0.01, 0.3)}, force=False
+    )
+    assert not unclear.promote and unclear.reason.startswith(
+        "refused: does not clearly beat nearest_neighbour"
+    )
 
 
-def test_force_overrides_and_says_so() -> None:
-    """--force promotes a worse candidate and the reason records it."""
-    forced = decide_promotion(candidate_f1=0.5, active_f1=0.8, force=True)
-    assert forced.promote and forced.forced and forced.reason.startswith("FORCED")
-    assert not decide_promotion(candidate_f1=0.9, active_f1=0.8, force=True).forced
+def test_an_interval_touching_zero_is_not_enough() -> None:
+    """Better on average but not by more than the uncertainty (lower bound at 0) is refused; equal is refused."""
+    assert not decide_promotion(comparisons={"active v1": _vs(0.04, 0.0, 0.09)}, force=False).promote
+    assert not decide_promotion(comparisons={"active v1": _vs(0.0, 0.0, 0.0)}, force=False).promote
+    assert decide_promotion(comparisons={"active v1": _vs(0.04, 0.001, 0.09)}, force=False).promote
+
+
+def test_force_overrides_and_records_the_reason_and_what_it_overrode() -> None:
+    """--force promotes a candidate that loses, the note starts FORCED with the reason and names the loser."""
+    forced = decide_promotion(
+        comparisons={"ridge": _vs(-0.1, -0.2, -0.01)}, force=True, force_reason="rollback after incident 12"
+    )
+    assert forced.promote and forced.forced
+    assert forced.reason.startswith(
+        "FORCED (reason: rollback after incident 12): does not clearly beat ridge"
+    )
+    assert not decide_promotion(comparisons={"ridge": _vs(0.1, 0.05, 0.2)}, force=True).forced
 
 
 def test_training_due_counts_new_labels() -> None:

@@ -70,3 +70,21 @@ def test_bad_fractions_are_refused(fractions: tuple[float, float, float]) -> Non
     """Fractions that do not sum to one, or leave nothing to train on, raise ValueError."""
     with pytest.raises(ValueError, match="split fractions"):
         SplitFractions(*fractions)
+
+
+def test_latest_block_takes_the_highest_ids_of_each_class_and_whole_groups() -> None:
+    """The top fraction of each class's IDs is held out; a group reaching into it goes whole; unnumbered items never."""
+    from training.split import latest_block
+
+    labels = ["A"] * 10 + ["B"] * 10 + ["A"]
+    numbers: list[int | None] = list(range(1, 11)) + list(range(1, 11)) + [None]
+    groups = [f"a{n // 3}" for n in range(1, 11)] + [f"b{n}" for n in range(1, 11)] + ["dicom"]
+    chosen = latest_block(labels, numbers, groups, fraction=0.2)
+    # A: IDs 10 and 9 are the top 20 %; 9 shares group a3 with ID 10 only (9 // 3 == 3, 10 // 3 == 3),
+    # and a3 also holds no other; B: IDs 10 and 9, each its own group.
+    assert [n for n, c, label in zip(numbers, chosen, labels, strict=True) if c and label == "A"] == [9, 10]
+    assert [n for n, c, label in zip(numbers, chosen, labels, strict=True) if c and label == "B"] == [9, 10]
+    assert not chosen[-1]
+    wide = latest_block(labels, numbers, groups, fraction=0.1)  # only A's ID 10, but its group a3 holds 9 too
+    assert [n for n, c, label in zip(numbers, wide, labels, strict=True) if c and label == "A"] == [9, 10]
+    assert latest_block(labels, numbers, groups, fraction=0.0) == [False] * len(labels)
