@@ -245,13 +245,6 @@ def train(
     from training.split import SplitFractions
 
     _require_device(chosen)
-    if weights == "imagenet":  # air-gapped sites: say at once which file is missing and where it goes
-        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
-
-        try:
-            ensure_imagenet_weights(environ=os.environ)
-        except ImagenetWeightsUnavailable as exc:
-            raise click.ClickException(str(exc)) from exc
     sessions = _sessions(settings)
     with sessions() as session:
         new = new_labels_since_last_version(session)
@@ -261,6 +254,15 @@ def train(
             f"{new} new label(s) since the last model version, fewer than {min_new_labels}: nothing to do"
         )
         return
+    # Checked once training is due (a scheduled `--min-new-labels` run with nothing to do needs no
+    # weights), and before any image is read: air-gapped sites learn at once which file is missing.
+    if weights == "imagenet":  # air-gapped sites: say at once which file is missing and where it goes
+        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
+
+        try:
+            ensure_imagenet_weights(environ=os.environ)
+        except ImagenetWeightsUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
     try:
         fractions = SplitFractions(
             train=1.0 - val_fraction - test_fraction, val=val_fraction, test=test_fraction
