@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import random
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -382,15 +384,25 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def quiet_fuzzer_side() -> None:
+@contextlib.contextmanager
+def quiet_fuzzer_side() -> Iterator[None]:
     """The fuzzer builds invalid datasets on purpose: pydicom's and pynetdicom's complaints in
-    this process are expected noise (the listener's own log is what is checked)."""
+    this process are expected noise (the listener's own log is what is checked). Restored on exit,
+    so a test run in the same process sees those loggers and warnings as before."""
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore")
-    for name in ("pydicom", "pynetdicom"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("pydicom", "pynetdicom")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -406,8 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    quiet_fuzzer_side()
-    with tempfile.TemporaryDirectory(prefix="kidneyct-fuzz-") as work:
+    with quiet_fuzzer_side(), tempfile.TemporaryDirectory(prefix="kidneyct-fuzz-") as work:
         result = campaign(
             root=args.listener_root.resolve(),
             work_dir=Path(work),

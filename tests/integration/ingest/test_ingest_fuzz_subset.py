@@ -17,15 +17,15 @@ pytestmark = pytest.mark.slow
 
 def test_fuzz_subset_finds_nothing(tmp_path: Path) -> None:
     """16 cases per C-STORE category and 4 per PDU category (280 cases) find no fault."""
-    quiet_fuzzer_side()
-    result = campaign(
-        root=REPO,
-        work_dir=tmp_path,
-        per_category=16,
-        pdu_per_category=4,
-        pdu_wait_s=8.0,
-        settings={"KIDNEYCT_ASSOCIATION_ESTABLISH_TIMEOUT_S": "2"},
-    )
+    with quiet_fuzzer_side():
+        result = campaign(
+            root=REPO,
+            work_dir=tmp_path,
+            per_category=16,
+            pdu_per_category=4,
+            pdu_wait_s=8.0,
+            settings={"KIDNEYCT_ASSOCIATION_ESTABLISH_TIMEOUT_S": "2"},
+        )
     rows = {r["category"]: r for r in [*result["store_rows"], *result["pdu_rows"]]}
     assert result["cases"] >= 250
     assert result["alive_at_end"] and result["valid_sender_after_campaign"] == "0x0000"
