@@ -23,6 +23,7 @@ COPY ingest ./ingest
 COPY classifier ./classifier
 COPY training ./training
 COPY migrations ./migrations
+COPY delivery ./delivery
 RUN pip install --no-deps ".[${EXTRAS}]"
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/kidneyct kidneyct \

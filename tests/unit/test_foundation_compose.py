@@ -172,6 +172,20 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
         assert not set(sources.split()) & ignored
 
 
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """Each package of pyproject's include list is copied into the image (a missing one fails at import)."""
+    include = re.search(r"^include = \[(.+)\]$", (REPO / "pyproject.toml").read_text(), flags=re.MULTILINE)
+    assert include is not None
+    packages = {name.strip().strip('"').rstrip("*") for name in include.group(1).split(",")}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = {
+        source
+        for line in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE)
+        for source in line.split()
+    }
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+
+
 def test_services_have_healthchecks_and_named_volumes() -> None:
     """Long-running services have healthchecks; archive, models and database are named volumes."""
     for name in ("kafka", "postgres", "listener", "worker-gpu0"):
