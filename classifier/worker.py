@@ -281,25 +281,9 @@ class Worker:
                 partition=p.record.partition,
             )
 
-        def write() -> int:
-            with self._sessions.begin() as session:
-                written = write_batch(
-                    session,
-                    predicted=predicted,
-                    poisoned=poisoned,
-                    model_version_id=serving.model_version_id,
-                    rule=self._config.rule,
-                    now=self._utcnow(),
-                )
-            for sop_instance_uid in sorted(written.reclassified):
-                log.warning(
-                    "instance_reclassified", sop_instance_uid=sop_instance_uid, reason="content_changed"
-                )
-            return written.new_prediction_rows
-
         started = self._clock()
         try:
-            new_rows = self._retry("write_batch", write)
+            new_rows = self._write(serving, predicted, poisoned, step="write_batch")
         except _DataProblem as exc:
             log.warning("batch_write_refused_data", error=type(exc.__cause__).__name__, events=len(outcomes))
             predicted, poisoned, new_rows = self._write_one_by_one(serving, predicted, poisoned)
@@ -360,8 +344,15 @@ class Worker:
         return kept, [*poisoned, *failed], new_rows
 
     def _write(
-        self, serving: ServingModel, predicted: list[Predicted], poisoned: list[PoisonInstance]
+        self,
+        serving: ServingModel,
+        predicted: list[Predicted],
+        poisoned: list[PoisonInstance],
+        *,
+        step: str = "write_instance",
     ) -> int:
+        """Write in one transaction, retried through outages; returns the new prediction rows."""
+
         def write() -> int:
             with self._sessions.begin() as session:
                 written = write_batch(
@@ -372,9 +363,13 @@ class Worker:
                     rule=self._config.rule,
                     now=self._utcnow(),
                 )
+            for sop_instance_uid in sorted(written.reclassified):
+                log.warning(
+                    "instance_reclassified", sop_instance_uid=sop_instance_uid, reason="content_changed"
+                )
             return written.new_prediction_rows
 
-        return self._retry("write_instance", write)
+        return self._retry(step, write)
 
     def _check_dead_letter_limit(self, outcomes: list[Outcome]) -> None:
         self._dead_letters.observe(
