@@ -47,7 +47,7 @@ from classifier.result_model import StudyReport
 from classifier.serving import ServingModel, load_serving_model
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
-from storage.archive_reader import ArchiveReader
+from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.model_versions import get_active_model_version
 from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
@@ -57,7 +57,7 @@ from storage.stream import Consumer, Publisher, Record, StreamUnavailable, Topic
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-RECOVERABLE = (SQLAlchemyError, OverflowError, StreamUnavailable)
+RECOVERABLE = (SQLAlchemyError, OverflowError, StreamUnavailable, ArchiveUnavailable)
 MAX_COMMIT_ATTEMPTS = 5
 
 
@@ -238,7 +238,7 @@ class Worker:
 
     def _finish_batch(self, batch: _Batch) -> None:
         serving = self.serving
-        outcomes = [f.result() for f in batch.futures]
+        outcomes = [self._outcome(f, r) for f, r in zip(batch.futures, batch.records, strict=True)]
         decoded: list[DecodedInstance] = []
         poisoned: list[PoisonInstance] = []
         for outcome in outcomes:
@@ -355,6 +355,16 @@ class Worker:
             return written.new_prediction_rows
 
         return self._retry("write_instance", write)
+
+    def _outcome(self, future: Future[Outcome], record: Record) -> Outcome:
+        """A decode's outcome; an object store outage is waited out (the event stays uncommitted)."""
+        try:
+            return future.result()
+        except ArchiveUnavailable:
+            reader = self._config.reader()
+            return self._retry(
+                "read_archive", lambda: decode_record(record, self.serving.preprocessing, reader)
+            )
 
     def _check_dead_letter_limit(self, outcomes: list[Outcome]) -> None:
         self._dead_letters.observe(

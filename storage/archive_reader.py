@@ -16,9 +16,13 @@ from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.s3_archive import download
+from storage.s3_archive import download, object_missing
 
 _SPOOL_BYTES = 64 << 20
+
+
+class ArchiveUnavailable(Exception):  # noqa: N818 - reads as the condition, as StreamUnavailable
+    """The object store did not answer (after botocore's retries): try again later, the object is not lost."""
 
 
 class ArchiveReader:
@@ -57,8 +61,12 @@ class ArchiveReader:
         with tempfile.SpooledTemporaryFile(max_size=self._spool_bytes) as spool:
             try:
                 download(client, uri, spool)
-            except (BotoCoreError, ClientError, ValueError) as exc:
-                raise OSError(f"cannot read {uri} from the object store: {type(exc).__name__}") from exc
+            except ValueError as exc:
+                raise OSError(f"not an object URI: {uri}") from exc
+            except (BotoCoreError, ClientError) as exc:
+                if object_missing(exc):
+                    raise OSError(f"no object at {uri}") from exc
+                raise ArchiveUnavailable(f"object store unavailable: {type(exc).__name__}") from exc
             spool.seek(0)
             yield spool  # type: ignore[misc]
 
