@@ -374,7 +374,7 @@ class Worker:
             return
         message = (
             f"{self._dead_letters.unreadable} of the last {self._dead_letters.window} events could not "
-            f"read their archived file from {self._config.reader().describe()}: is the archive reachable and "
+            f"read their archived file from {self._config.reader().describe()}: is the archive mounted (or the object store reachable) and "
             "readable? Stopping without committing this batch (it is delivered again after a restart)."
         )
         log.error(
