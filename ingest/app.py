@@ -77,6 +77,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         establish_timeout_s=settings.association_establish_timeout_s,
         max_pdu_bytes=settings.max_pdu_size,
         network_timeout_s=settings.network_timeout_s,
+        reuse_port=settings.dicom_reuse_port,
     )
     slots = AssociationSlots(settings.max_associations)
     listener = Listener(

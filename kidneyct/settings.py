@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     extra_storage_sop_classes: str = Field(
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
     )
+    dicom_reuse_port: bool = Field(
+        False, description="SO_REUSEPORT: N listener processes on one host share the DICOM port."
+    )
     max_associations: PositiveInt = Field(16, description="Associations served at once.")
     max_pending_connections: PositiveInt = Field(
         64,

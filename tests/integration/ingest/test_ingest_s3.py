@@ -166,3 +166,20 @@ def test_a_large_instance_goes_up_in_parts_within_the_memory_bound(
         bucket, prefix = split_s3_uri(s3_archive_url)
         (obj,) = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
         assert obj["Size"] >= LARGE_MB << 20
+
+
+def test_two_listeners_share_one_port_with_reuse_port(
+    tmp_path: Path, s3_server: SeaweedProcess, s3_archive_url: str
+) -> None:
+    """Several listener processes on one host: SO_REUSEPORT lets both bind the port, both store to one bucket."""
+    first_publisher, second_publisher = MemoryPublisher(), MemoryPublisher()
+    settings = _s3_settings(tmp_path, s3_archive_url, s3_server, dicom_reuse_port=True)
+    with running_listener(settings, first_publisher) as (first, _):
+        shared = _s3_settings(
+            tmp_path, s3_archive_url, s3_server, dicom_reuse_port=True, dicom_port=first.port
+        )
+        with running_listener(shared, second_publisher) as (second, _):
+            assert second.port == first.port
+            for _ in range(8):
+                assert send_files(first.port, [Path(get_testdata_file("CT_small.dcm"))]) == [statuses.SUCCESS]
+    assert len(first_publisher.records) + len(second_publisher.records) == 8
