@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from e2e_kit import KIDNEYCT, Process, kidneyct_env
-from ingest_support import MemoryPublisher, listener_settings, running_listener, send_files
+from ingest_support import LOCALHOST, MemoryPublisher, listener_settings, running_listener, send_files
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from seaweed_process import SeaweedProcess
 
 import migrations
 from ingest import statuses
+from kidneyct.scu import send_files as scu_send_files
 from storage.archive_reader import ArchiveReader
 from storage.events import InstanceEvent
 from storage.s3_archive import S3Archive, S3Location, split_s3_uri
@@ -149,6 +150,7 @@ def test_a_large_instance_goes_up_in_parts_within_the_memory_bound(
     data.mkdir()
     migrations.upgrade(f"sqlite:///{data / 'kidneyct.db'}")
     settings: dict[str, object] = {"verify_compressed_pixel_data": "false", "ae_title": "KIDNEYCT"}
+    settings |= {"dimse_timeout_s": 300, "network_timeout_s": 300}
     if archive == "s3":
         settings |= {"archive_url": s3_archive_url, "s3_endpoint_url": s3_server.endpoint_url}
         settings |= {"s3_part_bytes": PART_BYTES}
@@ -156,7 +158,9 @@ def test_a_large_instance_goes_up_in_parts_within_the_memory_bound(
     try:
         port = int(listener.wait_event("listener_started", timeout_s=120)["port"])
         idle_kb = _vm_kb(listener.proc.pid, "VmRSS")
-        assert send_files(port, [path]) == [statuses.SUCCESS]
+        # A long DIMSE timeout: the answer comes only once the last part is up.
+        (result,) = scu_send_files(LOCALHOST, port, [path], called_ae="KIDNEYCT", timeout_s=300)
+        assert result.status == statuses.SUCCESS
         growth_mb = (_vm_kb(listener.proc.pid, "VmHWM") - idle_kb) / 1024
     finally:
         listener.terminate()
