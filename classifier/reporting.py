@@ -17,12 +17,13 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from classifier.decoding import archive_path
+from classifier.decoding import as_reader
 from classifier.preprocess import dicom_to_frames, to_model_input
 from classifier.result_heatmap import build_parametric_map, build_secondary_capture, to_source_geometry
 from classifier.result_model import HEATMAP_MODES, StudyReport
 from classifier.result_sr import build_sr
 from classifier.serving import ServingModel
+from storage.archive_reader import ArchiveReader
 from storage.models import CLASS_NAMES
 from storage.outbox import NewObject
 
@@ -74,19 +75,21 @@ def encode(kind: str, ds: Dataset) -> NewObject:
     )
 
 
-def read_key_slices(report: StudyReport, archive_dir: Path) -> list[Dataset]:
+def read_key_slices(report: StudyReport, archive_dir: Path | ArchiveReader) -> list[Dataset]:
     """The key slices' archived datasets, one per key slice (a multi-frame instance is read once)."""
+    reader = as_reader(archive_dir)
     read: dict[str, Dataset] = {}
     for key in report.key_slices:
         if key.sop_instance_uid not in read:
-            read[key.sop_instance_uid] = pydicom.dcmread(archive_path(key.archive_uri, archive_dir))
+            with reader.open(key.archive_uri) as f:
+                read[key.sop_instance_uid] = pydicom.dcmread(f)
     return [read[k.sop_instance_uid] for k in report.key_slices]
 
 
 def build_objects(
     report: StudyReport,
     *,
-    archive_dir: Path,
+    archive_dir: Path | ArchiveReader,
     heatmap: str,
     serving: ServingModel | None,
     mapper: HeatMapper,

@@ -13,6 +13,7 @@ from classifier.reporting import ResultConfig
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from delivery.destinations import parse_destinations
+from kidneyct.archives import build_archive_reader
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
 from storage.stream import Consumer, Publisher
@@ -34,6 +35,7 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
     """The worker's configuration; ValueError names a bad result setting."""
     return WorkerConfig(
         archive_dir=settings.resolved_archive_dir(),
+        archive_reader=build_archive_reader(settings),
         topic_results=settings.topic_results,
         topic_dead_letter=settings.topic_dead_letter,
         batch=BatchPolicy(

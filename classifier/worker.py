@@ -47,6 +47,7 @@ from classifier.result_model import StudyReport
 from classifier.serving import ServingModel, load_serving_model
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
+from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.model_versions import get_active_model_version
 from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
@@ -56,7 +57,7 @@ from storage.stream import Consumer, Publisher, Record, StreamUnavailable, Topic
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-RECOVERABLE = (SQLAlchemyError, OverflowError, StreamUnavailable)
+RECOVERABLE = (SQLAlchemyError, OverflowError, StreamUnavailable, ArchiveUnavailable)
 MAX_COMMIT_ATTEMPTS = 5
 
 
@@ -77,6 +78,11 @@ class WorkerConfig:
     dead_letter_window: int = 50
     dead_letter_ratio: float = 0.5
     results: ResultConfig = field(default_factory=ResultConfig)
+    # Opens the URIs events carry (local files and s3:// objects); None: `archive_dir` only.
+    archive_reader: ArchiveReader | None = None
+
+    def reader(self) -> ArchiveReader:
+        return self.archive_reader if self.archive_reader is not None else ArchiveReader(self.archive_dir)
 
 
 @dataclass
@@ -247,8 +253,8 @@ class Worker:
 
     def _submit(self, records: list[Record]) -> _Batch:
         preprocessing = self.serving.preprocessing
-        archive_dir = self._config.archive_dir
-        futures = [self._pool.submit(decode_record, r, preprocessing, archive_dir) for r in records]
+        reader = self._config.reader()
+        futures = [self._pool.submit(decode_record, r, preprocessing, reader) for r in records]
         return _Batch(records=records, futures=futures)
 
     # --- one batch ---------------------------------------------------------------------------
@@ -258,13 +264,13 @@ class Worker:
 
     def _finish_batch(self, batch: _Batch) -> None:
         serving = self.serving
-        outcomes = [f.result() for f in batch.futures]
+        outcomes = [self._outcome(f, r) for f, r in zip(batch.futures, batch.records, strict=True)]
         decoded: list[DecodedInstance] = []
         poisoned: list[PoisonInstance] = []
         for outcome in outcomes:
             if isinstance(outcome, DecodedInstance) and outcome.preprocessing != serving.preprocessing:
                 # Decoded for the previous model before a switch: decode again for this one.
-                outcome = decode_record(outcome.record, serving.preprocessing, self._config.archive_dir)
+                outcome = decode_record(outcome.record, serving.preprocessing, self._config.reader())
             (decoded if isinstance(outcome, DecodedInstance) else poisoned).append(outcome)
         self._check_dead_letter_limit(outcomes)
 
@@ -371,6 +377,16 @@ class Worker:
 
         return self._retry(step, write)
 
+    def _outcome(self, future: Future[Outcome], record: Record) -> Outcome:
+        """A decode's outcome; an object store outage is waited out (the event stays uncommitted)."""
+        try:
+            return future.result()
+        except ArchiveUnavailable:
+            reader = self._config.reader()
+            return self._retry(
+                "read_archive", lambda: decode_record(record, self.serving.preprocessing, reader)
+            )
+
     def _check_dead_letter_limit(self, outcomes: list[Outcome]) -> None:
         self._dead_letters.observe(
             isinstance(o, PoisonInstance) and isinstance(o.error, ArchiveFileMissing) for o in outcomes
@@ -379,7 +395,7 @@ class Worker:
             return
         message = (
             f"{self._dead_letters.unreadable} of the last {self._dead_letters.window} events could not "
-            f"read their archived file under {self._config.archive_dir}: is the archive mounted and "
+            f"read their archived file from {self._config.reader().describe()}: is the archive mounted (or the object store reachable) and "
             "readable? Stopping without committing this batch (it is delivered again after a restart)."
         )
         log.error(
@@ -652,7 +668,7 @@ class Worker:
         try:
             objects = build_objects(
                 c.report,
-                archive_dir=self._config.archive_dir,
+                archive_dir=self._config.reader(),
                 heatmap=results.heatmap,
                 serving=serving,
                 mapper=self._heat_mapper,

@@ -25,10 +25,10 @@ from ingest.ingestor import Ingestor
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from ingest.server import AssociationSlots, ServerLimits
+from kidneyct.archives import build_archive
 from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer
-from storage.archive import Archive
 from storage.stream import Publisher
 
 log = structlog.get_logger(__name__)
@@ -53,10 +53,8 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         dimse_timeout_s=settings.dimse_timeout_s,
         network_timeout_s=settings.network_timeout_s,
     )
-    archive_dir = settings.resolved_archive_dir()
-    archive_dir.mkdir(parents=True, exist_ok=True)
     ingestor = Ingestor(
-        archive=Archive(archive_dir),
+        archive=build_archive(settings),
         publisher=publisher,
         topic=settings.topic_instances,
         metrics=metrics,
@@ -82,6 +80,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         establish_timeout_s=settings.association_establish_timeout_s,
         max_pdu_bytes=settings.max_pdu_size,
         network_timeout_s=settings.network_timeout_s,
+        reuse_port=settings.dicom_reuse_port,
     )
     slots = AssociationSlots(settings.max_associations)
     listener = Listener(

@@ -26,7 +26,7 @@ from ingest.content_checks import check_encoding, check_first_frame_decodes, che
 from ingest.metrics import IngestMetrics
 from ingest.statuses import Failure
 from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
-from storage.archive import Archive, ArchivedFile, ArchiveError
+from storage.archive import ArchiveError, InstanceArchive, StoredInstance
 from storage.events import InstanceEvent
 from storage.stream import Publisher, StreamUnavailable
 
@@ -73,7 +73,7 @@ class Ingestor:
     def __init__(
         self,
         *,
-        archive: Archive,
+        archive: InstanceArchive,
         publisher: Publisher,
         topic: str,
         metrics: IngestMetrics,
@@ -155,7 +155,7 @@ class Ingestor:
 
     def _store_and_publish(
         self, received: ReceivedInstance, header: InstanceHeader, received_at: dt.datetime
-    ) -> ArchivedFile:
+    ) -> StoredInstance:
         archive_started = time.perf_counter()
         archived = self._place(received, header)
         archive_seconds = time.perf_counter() - archive_started
@@ -168,7 +168,7 @@ class Ingestor:
         self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
         return archived
 
-    def _place(self, received: ReceivedInstance, header: InstanceHeader) -> ArchivedFile:
+    def _place(self, received: ReceivedInstance, header: InstanceHeader) -> StoredInstance:
         uids = {
             "study_uid": header.study_instance_uid,
             "series_uid": header.series_instance_uid,
@@ -187,7 +187,7 @@ class Ingestor:
 
     @staticmethod
     def _event(
-        received: ReceivedInstance, header: InstanceHeader, archived: ArchivedFile, received_at: dt.datetime
+        received: ReceivedInstance, header: InstanceHeader, archived: StoredInstance, received_at: dt.datetime
     ) -> InstanceEvent:
         return InstanceEvent(
             study_instance_uid=header.study_instance_uid,

@@ -48,6 +48,8 @@ class ServerLimits:
     # Largest P-DATA PDU accepted after association: our advertised maximum PDU; 0 is unlimited.
     max_pdu_bytes: int = 0
     network_timeout_s: float | None = 60.0
+    # SO_REUSEPORT: several listener processes bind the same port; the kernel spreads connections.
+    reuse_port: bool = False
 
 
 class AssociationSlots:
@@ -138,6 +140,12 @@ class HardenedAssociationServer(ThreadedAssociationServer):
         self._handshaking = 0
         self._lock = threading.Lock()
         super().__init__(*args, request_handler=BoundedRequestHandler, **kwargs)  # type: ignore[misc]
+
+    def server_bind(self) -> None:
+        if self.limits.reuse_port:
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept only; the TLS handshake runs in the connection's thread (`process_request_thread`)."""

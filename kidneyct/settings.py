@@ -80,6 +80,24 @@ class Settings(BaseSettings):
     archive_dir: Path | None = Field(
         None, description="Where received instances are kept; default `<data_dir>/archive`."
     )
+    archive_url: str | None = Field(
+        None,
+        description="`s3://bucket/prefix` keeps the archive on S3-compatible object storage; unset: the "
+        "local `archive_dir`. Credentials and region: the standard AWS variables or profile.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 endpoint of a non-AWS store (MinIO, Ceph RGW, ...); unset: AWS S3."
+    )
+    s3_verify_tls: bool = Field(True, description="Verify the S3 endpoint's TLS certificate.")
+    s3_ca_bundle: Path | None = Field(None, description="CA bundle (PEM) for the S3 endpoint's certificate.")
+    s3_max_attempts: PositiveInt = Field(
+        5, description="S3 attempts per request, with backoff on throttling, 5xx and timeouts."
+    )
+    s3_connect_timeout_s: PositiveFloat = Field(5.0, description="S3 connect timeout.")
+    s3_read_timeout_s: PositiveFloat = Field(30.0, description="S3 read timeout per request.")
+    s3_part_bytes: PositiveInt = Field(
+        16 * 1024**2, description="Larger instances go up in multipart parts of this size (>= 5 MiB)."
+    )
     max_instance_bytes: PositiveInt = Field(2 * 1024**3, description="Larger C-STORE datasets are refused.")
     verify_compressed_pixel_data: bool = Field(
         True, description="Decode the first frame of compressed pixel data before answering success."
@@ -132,6 +150,9 @@ class Settings(BaseSettings):
     )
     extra_storage_sop_classes: str = Field(
         "", description="Comma-separated extra Storage SOP Class UIDs accepted besides CT and Enhanced CT."
+    )
+    dicom_reuse_port: bool = Field(
+        False, description="SO_REUSEPORT: N listener processes on one host share the DICOM port."
     )
     max_associations: PositiveInt = Field(16, description="Associations served at once.")
     max_pending_connections: PositiveInt = Field(
@@ -221,6 +242,18 @@ class Settings(BaseSettings):
             check_database_url(value.get_secret_value())
         return value
 
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError("must be a local folder, file:// or s3://bucket/prefix")
+        if value.startswith("s3://") and not value.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError("s3:// URL names no bucket")
+        return value
+
     @field_validator("device")
     @classmethod
     def _device_name(cls, value: str) -> str:
@@ -245,7 +278,14 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'kidneyct.db').resolve()}"
 
     def resolved_archive_dir(self) -> Path:
+        """The local archive folder (also where a local `archive_url` points)."""
+        if self.archive_url is not None and not self.uses_object_store:
+            return Path(self.archive_url.removeprefix("file://"))
         return self.archive_dir if self.archive_dir is not None else self.data_dir / "archive"
+
+    @property
+    def uses_object_store(self) -> bool:
+        return bool(self.archive_url) and str(self.archive_url).startswith("s3://")
 
     def resolved_model_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else self.data_dir / "models"

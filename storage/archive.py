@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 # PS3.5 9.1: components of digits without leading zeros, dot-separated, at most 64 characters.
 _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -54,6 +54,33 @@ class ArchivedFile:
     @property
     def uri(self) -> str:
         return self.path.resolve().as_uri()
+
+
+class StoredInstance(Protocol):
+    """What an archive says about one stored instance (a local file or an object)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def replaced_sha256(self) -> str | None: ...
+
+
+class InstanceArchive(Protocol):
+    """Where the listener stores instances: the local `Archive` or `storage.s3_archive.S3Archive`."""
+
+    def place_file(
+        self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str
+    ) -> StoredInstance: ...
+
+    def place_stream(
+        self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
+    ) -> StoredInstance: ...
+
+    def sync_entry(self, archived: Any) -> None: ...
 
 
 class Archive:

