@@ -1,6 +1,7 @@
 """docker-compose.yml for real (`make compose-test`): up, migrate, topics, a study from DCMTK's storescu
 to the published DICOM port, its study_results row over SQL from the published PostgreSQL port, two
-workers that both consume, then `down -v`.
+workers that both consume; then the same project with docker-compose.s3.yml (the archive in a bucket,
+no shared archive volume), then `down -v`.
 
 It needs the private engine of tests/services/docker.sh and the images of tests/images/build.sh,
 which `make compose-test` provides; anywhere else it is skipped (`make test` does not run it).
@@ -27,6 +28,8 @@ from training.synth.generate import generate
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDE = REPO / "tests" / "compose" / "docker-compose.test.yml"
+S3_FILES = (REPO / "docker-compose.s3.yml", REPO / "tests" / "compose" / "docker-compose.s3.test.yml")
+ARCHIVE_PATH = "/var/lib/kidneyct/archive"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.skipif(
@@ -52,24 +55,23 @@ def _wait(what: str, condition: Callable[[], T | None], timeout_s: float, interv
 
 
 class Stack:
-    """One compose project on the test engine: `compose(...)` runs docker-compose with both files."""
+    """One compose project on the test engine: `compose(...)` runs docker-compose with its files."""
 
-    def __init__(self, project: str, env: dict[str, str]) -> None:
+    def __init__(self, project: str, env: dict[str, str], extra_files: tuple[Path, ...] = ()) -> None:
         self.project = project
         self.env = env
+        self.files = (REPO / "docker-compose.yml", OVERRIDE, *extra_files)
         self.log_dir = REPO / ".services" / "compose-test"
 
+    def with_files(self, *extra_files: Path) -> Stack:
+        """The same project (containers, volumes, network) seen through more compose files."""
+        return Stack(self.project, self.env, extra_files)
+
     def compose(self, *args: str, timeout_s: float = 900, check: bool = True) -> str:
-        command = [
-            "docker-compose",
-            "-p",
-            self.project,
-            "-f",
-            "docker-compose.yml",
-            "-f",
-            str(OVERRIDE),
-            *args,
-        ]
+        command = ["docker-compose", "-p", self.project]
+        for file in self.files:
+            command += ["-f", str(file)]
+        command += args
         result = subprocess.run(
             command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False
         )
@@ -119,13 +121,16 @@ def stack() -> Iterator[Stack]:
         POSTGRES_PASSWORD=secrets.token_hex(12),
         POSTGRES_PUBLISH=f"127.0.0.1:{_free_port()}",
         KIDNEYCT_DICOM_PUBLISH=f"127.0.0.1:{_free_port()}",
+        MINIO_ROOT_PASSWORD=secrets.token_hex(12),
     )
     stack = Stack(f"kidneyct-test-{secrets.token_hex(3)}", env)
     try:
         yield stack
     finally:
-        stack.save_logs()
-        stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+        # Every file, so the object store's services and volume go too.
+        everything = stack.with_files(*S3_FILES)
+        everything.save_logs()
+        everything.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
 
 
 def _database_url(stack: Stack) -> str:
@@ -207,3 +212,50 @@ def test_compose_stack_classifies_a_study_and_two_workers_share_the_stream(
             break
     assert all(_consumed(stack, worker) for worker in workers), "both workers consume from the stream"
     print(f"both workers consumed after {time.monotonic() - started:.0f}s")
+
+
+def _archive_uris(url: str, study_uid: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT i.archive_uri FROM instances i JOIN series se ON se.id = i.series_id"
+                    " JOIN studies st ON st.id = se.study_id WHERE st.study_instance_uid = :uid"
+                ),
+                {"uid": study_uid},
+            )
+            return [row[0] for row in rows]
+    finally:
+        engine.dispose()
+
+
+def _shared_archive_mounts(stack: Stack, container: str) -> list[dict]:
+    """Mounts at the archive's path other than a private tmpfs (a volume or a host folder)."""
+    mounts = stack.inspect(container)["Mounts"]
+    return [m for m in mounts if m["Destination"] == ARCHIVE_PATH and m["Type"] != "tmpfs"]
+
+
+def test_the_s3_overlay_classifies_a_study_with_no_shared_archive(stack: Stack, tmp_path: Path) -> None:
+    """docker-compose.s3.yml on the running project: the object store and its bucket come up, the
+    listener and the worker are recreated without the archive volume, and a study still reaches
+    study_results, archived as s3:// objects."""
+    started = time.monotonic()
+    s3 = stack.with_files(*S3_FILES)
+    s3.compose("up", "-d", "--scale", "worker-cpu=1")
+    _wait("the bucket", lambda: s3.completed("minio-init"), 300)
+    _wait("listener and worker healthy", lambda: s3.healthy("listener") and s3.healthy("worker-cpu"), 300)
+    print(f"S3 stack healthy after {time.monotonic() - started:.0f}s")
+    for service in ("listener", "worker-cpu"):
+        for container in s3.containers(service):
+            assert not _shared_archive_mounts(s3, container), f"{service} still shares the archive"
+
+    url = _database_url(stack)
+    study = _send_study(stack, tmp_path / "study-s3", seed=200)
+    n_instances, label, complete = _wait(
+        "the study's row in study_results", lambda: _study_row(url, study), 180
+    )
+    assert (n_instances, complete) == (3, True) and label
+    uris = _archive_uris(url, study)
+    assert len(uris) == 3 and all(uri.startswith("s3://kidneyct/archive/") for uri in uris), uris
+    print(f"S3 study in study_results after {time.monotonic() - started:.0f}s")

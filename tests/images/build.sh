@@ -7,9 +7,10 @@
 #   kidneyct-test/python:3.11       stand-in for python:3.11-slim            (tests/images/python)
 #   kidneyct-test/kafka:3.9.1       stand-in for apache/kafka:3.9.1           (tests/images/kafka)
 #   kidneyct-test/postgres:15       stand-in for postgres:16                  (tests/images/postgres)
+#   kidneyct-test/seaweedfs:4       stand-in for minio/minio (S3 on :9000)    (tests/images/seaweedfs)
 #   kidneyct:latest                 the real Dockerfile, BASE_IMAGE=kidneyct-test/python:3.11, EXTRAS=cpu
 #
-#   tests/images/build.sh [all|services|debian|python|kafka|postgres|kidneyct]...   (default: all)
+#   tests/images/build.sh [all|services|debian|python|kafka|postgres|seaweedfs|kidneyct]...   (default: all)
 #
 # Docker's layer cache makes a second run quick (seconds) until a Dockerfile, a jar or the code changes.
 # Environment: as tests/services/docker.sh (the engine must be started), KIDNEYCT_DEBIAN_MIRROR
@@ -25,6 +26,7 @@ DEBIAN_IMAGE=kidneyct-test/debian:bookworm
 PYTHON_IMAGE=kidneyct-test/python:3.11
 KAFKA_IMAGE=kidneyct-test/kafka:3.9.1
 POSTGRES_IMAGE=kidneyct-test/postgres:15
+SEAWEEDFS_IMAGE=kidneyct-test/seaweedfs:4
 KIDNEYCT_IMAGE=kidneyct:latest
 
 DOCKER_HOST="$(bash "$REPO/tests/services/docker.sh" host)"
@@ -96,6 +98,11 @@ kafka() {
 
 postgres() { build "$POSTGRES_IMAGE" "$HERE/postgres"; }
 
+seaweedfs() {
+    have_image "$PYTHON_IMAGE" || python
+    build "$SEAWEEDFS_IMAGE" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" "$HERE/seaweedfs"
+}
+
 kidneyct() {
     have_image "$PYTHON_IMAGE" || python
     # The real Dockerfile and build context; only the base image is the local stand-in.
@@ -106,15 +113,15 @@ targets=("$@")
 ((${#targets[@]})) || targets=(all)
 for target in "${targets[@]}"; do
     case "$target" in
-    all) timed debian debian; timed python python; timed kafka kafka; timed postgres postgres; timed kidneyct kidneyct ;;
+    all) timed debian debian; timed python python; timed kafka kafka; timed postgres postgres; timed seaweedfs seaweedfs; timed kidneyct kidneyct ;;
     services) timed debian debian; timed kafka kafka; timed postgres postgres ;;
-    debian | python | kafka | postgres)
+    debian | python | kafka | postgres | seaweedfs)
         [[ "$target" == debian ]] || have_image "$DEBIAN_IMAGE" || timed debian debian
         timed "$target" "$target"
         ;;
     kidneyct) have_image "$DEBIAN_IMAGE" || timed debian debian; timed kidneyct kidneyct ;;
     *)
-        echo "usage: $0 [all|services|debian|python|kafka|postgres|kidneyct]..." >&2
+        echo "usage: $0 [all|services|debian|python|kafka|postgres|seaweedfs|kidneyct]..." >&2
         exit 2
         ;;
     esac
