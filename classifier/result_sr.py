@@ -15,6 +15,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from classifier import result_codes as rc
 from classifier.result_model import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
@@ -142,6 +143,6 @@ def build_sr(report: StudyReport, evidence: Sequence[Dataset]) -> hd.sr.Comprehe
         previous_versions=_previous_version(report, evidence[0]) or None,
     )
     sr.SeriesDescription = rc.SERIES_DESCRIPTION
-    sr.ContentDate = report.completed_at.strftime("%Y%m%d")
-    sr.ContentTime = report.completed_at.strftime("%H%M%S")
+    sr.ContentDate = DA(report.completed_at.strftime("%Y%m%d"))
+    sr.ContentTime = TM(report.completed_at.strftime("%H%M%S"))
     return sr

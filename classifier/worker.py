@@ -271,7 +271,10 @@ class Worker:
             if isinstance(outcome, DecodedInstance) and outcome.preprocessing != serving.preprocessing:
                 # Decoded for the previous model before a switch: decode again for this one.
                 outcome = decode_record(outcome.record, serving.preprocessing, self._config.reader())
-            (decoded if isinstance(outcome, DecodedInstance) else poisoned).append(outcome)
+            if isinstance(outcome, DecodedInstance):
+                decoded.append(outcome)
+            else:
+                poisoned.append(outcome)
         self._check_dead_letter_limit(outcomes)
 
         started = self._clock()

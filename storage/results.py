@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from storage.models import CLASS_NAMES, Instance, Prediction, Series, Study, StudyPrediction
@@ -386,13 +387,17 @@ def mark_study_complete(
 ) -> bool:
     """Mark one study result complete if it is still open and unchanged since `expected_updated_at`
     (a recompute in between re-opened it); returns whether it was marked."""
-    result = session.execute(
-        update(StudyPrediction)
-        .where(
-            StudyPrediction.id == study_prediction_id,
-            StudyPrediction.complete.is_(False),
-            StudyPrediction.updated_at == expected_updated_at,
-        )
-        .values(complete=True, completed_at=now)
+    # An UPDATE's result is a CursorResult (it has a row count); Session.execute is typed for any statement.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(StudyPrediction)
+            .where(
+                StudyPrediction.id == study_prediction_id,
+                StudyPrediction.complete.is_(False),
+                StudyPrediction.updated_at == expected_updated_at,
+            )
+            .values(complete=True, completed_at=now)
+        ),
     )
     return bool(result.rowcount)
