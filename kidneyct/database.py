@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kidneyct.errors import MIGRATE_HINT, SetupError
+from common.errors import MIGRATE_HINT, SetupError
 from kidneyct.settings import Settings
 from storage.db import make_engine, make_session_factory
 

@@ -31,10 +31,10 @@ import structlog
 from sqlalchemy import text
 
 from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
-from kidneyct.log import configure_logging
+from common.log import configure_logging
+from kidneyct.commands.synth import lesion_scale_option, protocol_option
 from kidneyct.settings import Settings
 from storage.models import CLASS_NAMES
-from training.synth.cli import lesion_scale_option, protocol_option
 from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
 
 log = structlog.get_logger(__name__)
@@ -164,12 +164,12 @@ def demo(
         )
 
     import migrations
-    from ingest.app import build_catalog, build_listener
     from ingest.catalog import start_catalog_thread
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database
     from kidneyct.scu import send_files
     from kidneyct.streams import make_publisher
+    from kidneyct.wiring.ingest import build_catalog, build_listener
 
     url = cfg.resolved_database_url()
     if url.startswith("sqlite"):
@@ -199,12 +199,12 @@ def demo(
                     writer.writerow(
                         [r.sop_instance_uid, r.slice_class, "demo-truth", "synthetic radiologist"]
                     )
-            from training.cli import label
+            from kidneyct.commands.training import label
 
             click.get_current_context().invoke(label, csv_path=labels, source="demo-truth", annotator=None)
 
         with steps.step(f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)"):
-            from training.cli import train
+            from kidneyct.commands.training import train
 
             click.get_current_context().invoke(
                 train,
@@ -237,8 +237,8 @@ def demo(
         from prometheus_client import CollectorRegistry
 
         from classifier.metrics import WorkerMetrics
-        from classifier.wiring import build_worker
         from kidneyct.serve import run_worker_when_model_active
+        from kidneyct.wiring.classifier import build_worker
 
         wired = build_worker(cfg, sessions, metrics=WorkerMetrics(CollectorRegistry()))
         runner = wired.worker
@@ -412,7 +412,7 @@ def _promote_for_demo(version: str) -> None:
     """Promote through the real gate; a candidate it refuses (a few CPU minutes on synthetic phantoms
     rarely beat the baselines by more than the uncertainty) is forced with a recorded reason, so the
     demo still shows the rest of the loop and the user sees the gate's verdict first."""
-    from training.cli import promote_command
+    from kidneyct.commands.training import promote_command
 
     ctx = click.get_current_context()
     try:

@@ -58,16 +58,16 @@ def serve(settings: Settings, workers: int) -> None:
 
     from classifier.device import require_device
     from classifier.metrics import WorkerMetrics
-    from classifier.wiring import build_worker
-    from ingest.app import build_catalog, build_listener, run_until_stopped
+    from common.errors import binding
+    from common.health import process_readiness
+    from common.metrics import serve_metrics
+    from common.registry import process_registry
     from ingest.catalog import start_catalog_thread
     from ingest.metrics import IngestMetrics
     from kidneyct.database import make_database, require_schema
-    from kidneyct.errors import binding
-    from kidneyct.health import process_readiness
-    from kidneyct.metrics import serve_metrics
-    from kidneyct.registry import process_registry
     from kidneyct.streams import make_publisher
+    from kidneyct.wiring.classifier import build_worker
+    from kidneyct.wiring.ingest import build_catalog, build_listener, run_until_stopped
 
     try:
         require_device(parse_device(settings.device), keras.backend.backend())
@@ -183,7 +183,7 @@ def _result_sender_thread(
     if not settings.result_destinations.strip():
         return None
     from delivery.metrics import SenderMetrics
-    from delivery.wiring import build_sender
+    from kidneyct.wiring.delivery import build_sender
 
     return _SenderThread(build_sender(settings, sessions, SenderMetrics(registry)))
 

@@ -15,11 +15,11 @@ from pydicom import dcmread
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 
-from ingest.app import build_listener
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from kidneyct.scu import presentation_contexts
 from kidneyct.settings import Settings
+from kidneyct.wiring.ingest import build_listener
 from storage.stream import Publisher
 
 LOCALHOST = "127.0.0.1"

@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from kidneyct.log import REDACTED, PatientDataRedactor, configure_logging
+from common.log import REDACTED, PatientDataRedactor, configure_logging
 
 PATIENT = {
     "PatientName": "Doe^Jane",

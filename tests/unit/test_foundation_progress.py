@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import migrations
-from kidneyct.progress import progress_bars, progress_wanted
+from common.progress import progress_bars, progress_wanted
 from storage.db import make_engine, make_session_factory
 from storage.models import CLASS_NAMES
 from training.dedup import phash_pairs

@@ -40,13 +40,13 @@ def worker(
 
     from classifier.errors import DeadLetterLimitExceeded, SchemaMissing
     from classifier.metrics import WorkerMetrics
-    from classifier.wiring import build_worker
     from classifier.worker import Abandoned
+    from common.errors import binding
+    from common.health import process_readiness
+    from common.metrics import serve_metrics
+    from common.registry import process_registry
     from kidneyct.database import make_database, require_schema
-    from kidneyct.errors import binding
-    from kidneyct.health import process_readiness
-    from kidneyct.metrics import serve_metrics
-    from kidneyct.registry import process_registry
+    from kidneyct.wiring.classifier import build_worker
 
     try:
         require_device(chosen, keras.backend.backend())

@@ -10,6 +10,7 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.metrics import MetricsServer
 from ingest.access import AccessPolicy
 from ingest.ae import (
     CT_SOP_CLASSES,
@@ -26,7 +27,6 @@ from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.archives import build_archive
-from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer
 from storage.stream import Publisher

@@ -8,16 +8,16 @@ from types import FrameType
 
 import click
 
-from ingest.app import build_catalog, build_listener, run_until_stopped
+from common.errors import binding
+from common.health import process_readiness
+from common.metrics import serve_metrics
+from common.registry import process_registry
 from ingest.catalog import start_catalog_thread
 from ingest.metrics import IngestMetrics
 from kidneyct.database import make_database, require_schema
-from kidneyct.errors import binding
-from kidneyct.health import process_readiness
-from kidneyct.metrics import serve_metrics
-from kidneyct.registry import process_registry
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
+from kidneyct.wiring.ingest import build_catalog, build_listener, run_until_stopped
 
 
 @click.command("listen")

@@ -11,8 +11,8 @@ import click
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.progress import progress_bars, progress_wanted
 from kidneyct.database import make_database
-from kidneyct.progress import progress_bars, progress_wanted
 from kidneyct.settings import Settings
 from storage.models import CLASS_NAMES
 

@@ -21,10 +21,10 @@ log = structlog.get_logger(__name__)
 @click.pass_obj
 def send_results(settings: Settings, once: bool) -> None:
     """Send the results waiting in the outbox to their PACS destinations (C-STORE)."""
+    from common.metrics import serve_metrics
     from delivery.metrics import SenderMetrics
-    from delivery.wiring import build_sender
     from kidneyct.database import make_database
-    from kidneyct.metrics import serve_metrics
+    from kidneyct.wiring.delivery import build_sender
 
     metrics = SenderMetrics(CollectorRegistry())
     try:
