@@ -19,7 +19,7 @@ from pydicom.valuerep import DA, TM
 
 from classifier import result_codes as rc
 from classifier.result_model import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 DEVICE_UID = str(generate_uid(entropy_srcs=["kidneyct-device"]))
 SR_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR Storage

@@ -38,7 +38,6 @@ from classifier.errors import (
     ArtifactError,
     DeadLetterLimitExceeded,
     NoActiveModel,
-    SchemaMissing,
     ValueDoesNotFit,
 )
 from classifier.metrics import WorkerMetrics
@@ -47,9 +46,11 @@ from classifier.result_model import StudyReport
 from classifier.serving import ServingModel, load_serving_model
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
+from common.errors import SchemaMissing
+from common.vocabulary import CLASS_NAMES
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.model_versions import get_active_model_version
-from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
+from storage.models import ModelVersion, StudyPrediction
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
 from storage.results import PROBABILITY_COLUMNS, IncompleteStudy, incomplete_studies, mark_study_complete
 from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
@@ -707,9 +708,7 @@ class Worker:
                 if is_database_error(exc):
                     kind = classify(exc)
                     if kind is DbErrorKind.SCHEMA_MISSING:
-                        raise SchemaMissing(
-                            "the database has no kidneyct schema (or an older one): run `kidneyct db upgrade`"
-                        ) from exc
+                        raise SchemaMissing() from exc
                     if kind is DbErrorKind.DATA:
                         raise _DataProblem(what) from exc
                 self._metrics.dependency_retries.labels(action=what).inc()

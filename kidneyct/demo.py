@@ -32,9 +32,9 @@ from sqlalchemy import text
 
 from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
 from common.log import configure_logging
+from common.vocabulary import CLASS_NAMES
 from kidneyct.commands.synth import lesion_scale_option, protocol_option
 from kidneyct.settings import Settings
-from storage.models import CLASS_NAMES
 from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
 
 log = structlog.get_logger(__name__)

@@ -18,8 +18,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from common.vocabulary import CLASS_NAMES
 from storage.models import (
-    CLASS_NAMES,
     DELIVERY_STATES,
     Instance,
     ModelVersion,

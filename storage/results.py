@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from storage.models import CLASS_NAMES, Instance, Prediction, Series, Study, StudyPrediction
+from common.vocabulary import CLASS_NAMES
+from storage.events import InstanceEvent
+from storage.models import Instance, Prediction, Series, Study, StudyPrediction
 
 PROBABILITY_COLUMNS = tuple(f"p_{c.lower()}" for c in CLASS_NAMES)
 COUNT_COLUMNS = tuple(f"n_{c.lower()}" for c in CLASS_NAMES)
@@ -54,6 +56,33 @@ class InstanceRow:
     received_at: dt.datetime
     state: str
     state_reason: str | None = None
+
+    @classmethod
+    def of_event(
+        cls,
+        event: InstanceEvent,
+        *,
+        received_at: dt.datetime,
+        state: str,
+        frames: int,
+        reason: str | None = None,
+    ) -> InstanceRow:
+        """The row an instance event describes (an InstanceNumber that is not an integer is stored as none)."""
+        return cls(
+            sop_instance_uid=event.sop_instance_uid,
+            series_instance_uid=event.series_instance_uid,
+            sop_class_uid=event.sop_class_uid,
+            transfer_syntax_uid=event.transfer_syntax_uid,
+            archive_uri=event.archive_uri,
+            sha256=event.sha256,
+            size_bytes=event.size_bytes,
+            calling_ae=event.calling_ae,
+            instance_number=event.instance_number if isinstance(event.instance_number, int) else None,
+            number_of_frames=frames,
+            received_at=received_at,
+            state=state,
+            state_reason=reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import structlog
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from classifier.errors import DecodeError
 from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from common.files import file_uri_path
 from storage.datasets import list_dataset_images
 from storage.labels import labelled_instances
 from training.dedup import Fingerprint, GroupingParams, fingerprint, group_items, kaggle_id
@@ -61,8 +61,7 @@ def _kaggle_number(item: SourceItem) -> int | None:
 
 def path_from_uri(uri: str) -> str:
     """A local path from an archive URI (`file:///...`) or a plain path."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
+    return file_uri_path(uri) or uri
 
 
 def collect_sources(session: Session) -> list[SourceItem]:

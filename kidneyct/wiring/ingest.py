@@ -11,12 +11,12 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.metrics import MetricsServer
+from common.pynetdicom_switches import enable_chunked_receive
 from ingest.access import AccessPolicy
 from ingest.ae import (
     CT_SOP_CLASSES,
     AEOptions,
     build_ae,
-    enable_chunked_receive,
     make_tls_context,
     parse_sop_classes,
 )

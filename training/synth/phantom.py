@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 FIELD_OF_VIEW_MM = 360.0
 COVERAGE_MM = 160.0  # cranio-caudal extent of a study: the kidneys and the liver's lower part
