@@ -1,7 +1,7 @@
 """The `kidneyct` command. It only wires: settings are read once here and passed down.
 
-Subcommands live beside the code they run (`kidneyct/commands/ingest.py`, `kidneyct/commands/classifier.py`, ...) and are
-imported only when invoked, so `kidneyct --help` does not pay for importing Keras.
+Subcommands live in `kidneyct/commands/` (one module per area) and are imported only when
+invoked, so `kidneyct --help` does not pay for importing Keras.
 """
 
 from __future__ import annotations
