@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from common.vocabulary import CLASS_NAMES
 from storage.events import InstanceEvent
-from storage.models import Instance, Prediction, Series, Study, StudyPrediction
+from storage.models import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
 
 PROBABILITY_COLUMNS = tuple(f"p_{c.lower()}" for c in CLASS_NAMES)
 COUNT_COLUMNS = tuple(f"n_{c.lower()}" for c in CLASS_NAMES)
@@ -409,6 +409,38 @@ def incomplete_studies(session: Session, *, cutoff: dt.datetime) -> list[Incompl
         .order_by(StudyPrediction.id)
     )
     return [IncompleteStudy(*row) for row in session.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class StudyResult:
+    """A study's current result by class name (the columns stay storage's business)."""
+
+    model_version: str
+    label: str
+    max_probability: dict[str, float]
+    n_predicted: dict[str, int]
+    n_instances: int
+
+
+def study_result(session: Session, *, study_prediction_id: int) -> StudyResult | None:
+    """The study result `study_prediction_id` with its model version's name; None if it is gone."""
+    found = session.execute(
+        select(StudyPrediction, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.id == StudyPrediction.model_version_id)
+        .where(StudyPrediction.id == study_prediction_id)
+    ).one_or_none()
+    if found is None:
+        return None
+    row, version = found
+    return StudyResult(
+        model_version=version,
+        label=row.label,
+        max_probability={
+            c: float(getattr(row, col)) for c, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS, strict=True)
+        },
+        n_predicted={c: int(getattr(row, col)) for c, col in zip(CLASS_NAMES, COUNT_COLUMNS, strict=True)},
+        n_instances=row.n_instances,
+    )
 
 
 def mark_study_complete(
