@@ -19,14 +19,20 @@ def make_database(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
 
 
-def upgrade_embedded(settings: Settings) -> None:
-    """Create or upgrade the embedded SQLite schema; a shared PostgreSQL is left to `kidneyct db upgrade`."""
+def upgrade_schema(settings: Settings) -> None:
+    """Create or upgrade the schema of the configured database (the embedded folder is created)."""
+    import migrations  # imported here to keep `kidneyct --help` light
+
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
-        import migrations  # the top layer may run migrations; imported here to keep `--help` light
-
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrations.upgrade(url)
+    migrations.upgrade(url)
+
+
+def upgrade_embedded(settings: Settings) -> None:
+    """`upgrade_schema` for the embedded SQLite only; a shared PostgreSQL is left to `kidneyct db upgrade`."""
+    if settings.resolved_database_url().startswith("sqlite"):
+        upgrade_schema(settings)
 
 
 def open_database(settings: Settings, *, migrate_embedded: bool = False) -> sessionmaker[Session]:
