@@ -17,6 +17,7 @@ COPY pyproject.toml ./
 RUN mkdir -p kidneyct storage ingest classifier training migrations && touch README.md \
     && pip install --no-compile ".[${EXTRAS}]" && pip uninstall -y kidneyct
 COPY README.md ./
+COPY common ./common
 COPY kidneyct ./kidneyct
 COPY storage ./storage
 COPY ingest ./ingest

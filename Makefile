@@ -3,6 +3,7 @@
 #   make test   run the test suite against a real Kafka and a real PostgreSQL
 #               (KIDNEYCT_TEST_SERVICES=containers: both through testcontainers, as CI does)
 #   make compose-test   docker-compose.yml end to end, images built here (CI runs it too)
+#   make lint   ruff (lint and format) and mypy (CI runs it first)
 # Both work on a fresh Debian 12 machine as root and are quick when everything is installed.
 
 SHELL := /bin/bash
@@ -67,6 +68,10 @@ services-stop:
 	bash tests/services/kafka.sh stop
 	bash tests/services/postgres.sh stop
 
+# The packages (the code that ships); mypy reads its options, the pydantic plugin included, from pyproject.toml.
+MYPY_PATHS := common kidneyct storage ingest classifier training delivery migrations
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(MYPY_PATHS)

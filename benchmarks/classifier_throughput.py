@@ -35,7 +35,7 @@ from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
-from kidneyct.log import configure_logging
+from common.log import configure_logging
 from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.events import InstanceEvent

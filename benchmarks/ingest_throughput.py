@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
+
+from common.pynetdicom_switches import chunked_send, enable_chunked_receive
 
 AE_TITLE = "KIDNEYCT"
 
@@ -68,7 +70,7 @@ def make_slices(directory: Path, count: int, size: int = 512) -> list[Path]:
 
 def run_bare_scp(out_dir: Path, max_pdu: int) -> None:
     """Serve until killed; prints the bound port on stdout."""
-    _config.STORE_RECV_CHUNKED_DATASET = False
+    enable_chunked_receive(False)
 
     def handle_store(event: evt.Event) -> int:
         path = out_dir / f"{event.request.AffectedSOPInstanceUID}.dcm"
@@ -246,8 +248,12 @@ def main() -> None:
     if args.bare_scp:
         run_bare_scp(args.bare_scp, args.bare_max_pdu)
         return
-    _config.STORE_SEND_CHUNKED_DATASET = True  # send the files' bytes; the sender costs the same for both
-    with tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp, s3_archive(args) as s3_env:
+    # chunked_send: send the files' bytes; the sender costs the same for both.
+    with (
+        chunked_send(),
+        tempfile.TemporaryDirectory(prefix="kidneyct-bench-") as tmp,
+        s3_archive(args) as s3_env,
+    ):
         work = Path(tmp)
         (work / "slices").mkdir()
         paths = make_slices(work / "slices", args.count)

@@ -9,7 +9,6 @@ match is refused with an `ArtifactError` that says which.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -21,7 +20,8 @@ import keras
 from classifier.errors import ArtifactError
 from classifier.model import build_model, head_of
 from classifier.preprocess import KIDNEY_WINDOW, PREPROCESSING_DESCRIPTION, PREPROCESSING_ID, Window
-from storage.models import CLASS_NAMES
+from common.files import sha256_file
+from common.vocabulary import CLASS_NAMES
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.weights.h5"  # Keras 3 requires the `.weights.h5` suffix
@@ -80,14 +80,6 @@ class ModelCard:
         kwargs.setdefault("manifest_hash", None)
         kwargs.setdefault("metrics", {})
         return cls(**kwargs)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mapping[str, Any]) -> ModelCard:

@@ -7,7 +7,6 @@ a `PoisonError` here, so the worker never crashes on bad input and never blocks 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -25,9 +24,10 @@ from classifier.errors import (
     PoisonError,
 )
 from classifier.preprocess import Window, dicom_to_frames, to_model_input
+from common.files import sha256_stream
+from common.vocabulary import UID_LENGTH
 from storage.archive_reader import ArchiveReader, local_path
 from storage.events import InstanceEvent, InvalidEvent
-from storage.models import UID_LENGTH
 from storage.stream import Record
 
 CLASSIFIED_MODALITIES = frozenset({"CT"})
@@ -106,13 +106,6 @@ def as_reader(archive: Path | ArchiveReader) -> ArchiveReader:
     return archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive)
 
 
-def _sha256(f: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _accession(ds: Dataset) -> str | None:
     value = str(ds.get("AccessionNumber", "") or "").strip()
     # A value longer than its VR allows is malformed; storing nothing beats storing a truncation.
@@ -136,7 +129,7 @@ def read_archived(event: InstanceEvent, archive: Path | ArchiveReader) -> Datase
     """The archived dataset (a local file or an object), after checking it is what the event announced."""
     try:
         with as_reader(archive).open(event.archive_uri) as f:
-            actual = _sha256(f)
+            actual = sha256_stream(f)
             if actual != event.sha256:
                 raise ArchiveFileChanged("archived file's sha256 differs from the event's")
             f.seek(0)

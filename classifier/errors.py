@@ -2,10 +2,10 @@
 
 - `PoisonError`: this one event can never succeed (missing file, undecodable pixels, not CT).
   The worker records the reason, sends the event to the dead-letter topic and commits past it.
-- `RecoverableError`: the world is broken for a while (database down). The worker stops
-  consuming, retries with backoff, commits nothing and loses nothing.
-- `ArtifactError` / `NoActiveModel` / `SchemaMissing` / `DeadLetterLimitExceeded`: configuration
-  problems that stop the worker with a clear message.
+- Outages (database or broker down) are the libraries' own exceptions (`classifier.db_errors` sorts
+  the database's): the worker stops consuming, retries with backoff, commits nothing and loses nothing.
+- `ArtifactError` / `NoActiveModel` / `DeadLetterLimitExceeded` (and `common.errors.SchemaMissing`,
+  which `kidneyct/database.py` raises too): configuration problems that stop the worker with a clear message.
 """
 
 from __future__ import annotations
@@ -51,24 +51,12 @@ class NotClassifiable(PoisonError):
     state = "skipped"
 
 
-class RecoverableError(ClassifierError):
-    """A temporary failure outside this event: retry later without committing anything."""
-
-
-class DatabaseUnavailable(RecoverableError):
-    """The database cannot be reached or the transaction failed for operational reasons."""
-
-
 class ArtifactError(ClassifierError):
     """A model artifact is missing, damaged or does not match what it claims to be."""
 
 
 class NoActiveModel(ClassifierError):
     """No model version is marked active in the database."""
-
-
-class SchemaMissing(ClassifierError):
-    """The database has no kidneyct schema (or an older one): `kidneyct db upgrade` creates it."""
 
 
 class DeadLetterLimitExceeded(ClassifierError):

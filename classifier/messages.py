@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 from storage.stream import Record
 
 MESSAGE_SCHEMA_VERSION = 1

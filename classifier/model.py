@@ -12,11 +12,9 @@ from typing import Any, Literal, get_args
 import keras
 from keras import layers, ops
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 BASE_NAME = "resnet50"
-# The last convolutional block's output inside the base: what Grad-CAM differentiates against.
-LAST_CONV_LAYER = "conv5_block3_out"
 PREPROCESS_NAME = "resnet50_preprocess"
 HEAD_LAYERS = ("avg_pool", "dense_512", "dropout", "predictions")
 # The head's pooling of the base's feature maps: the seed notebook used either. `flatten` keeps the

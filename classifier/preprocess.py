@@ -21,6 +21,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from classifier.errors import DecodeError
+from common.vocabulary import KIDNEY_WINDOW_CENTER_HU, KIDNEY_WINDOW_WIDTH_HU
 
 PREPROCESSING_ID = "kidneyct-v1"
 PREPROCESSING_DESCRIPTION = (
@@ -47,7 +48,7 @@ class Window:
 
 
 # A soft-tissue/abdomen window: kidneys, cysts and tumours in contrast; stones saturate white.
-KIDNEY_WINDOW = Window(center=40.0, width=400.0)
+KIDNEY_WINDOW = Window(center=KIDNEY_WINDOW_CENTER_HU, width=KIDNEY_WINDOW_WIDTH_HU)
 
 
 def read_dataset(source: str | PathLike[str] | Dataset) -> Dataset:

@@ -23,8 +23,8 @@ from classifier.result_heatmap import build_parametric_map, build_secondary_capt
 from classifier.result_model import HEATMAP_MODES, StudyReport
 from classifier.result_sr import build_sr
 from classifier.serving import ServingModel
+from common.vocabulary import CLASS_NAMES
 from storage.archive_reader import ArchiveReader
-from storage.models import CLASS_NAMES
 from storage.outbox import NewObject
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 PRIVATE_SCHEME = "99KIDNEYCT"
 

@@ -86,6 +86,10 @@ def body_part(source: Dataset) -> str:
     return str(source.get("BodyPartExamined", "") or "ABDOMEN")
 
 
+def _pixel_spacing(source: Dataset) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in source.PixelSpacing) if "PixelSpacing" in source else None
+
+
 def _patient_orientation(source: Dataset) -> tuple[str, str]:
     """Row and column directions as patient letters, from Image Orientation (Patient)."""
     iop = [float(v) for v in source.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
@@ -114,7 +118,8 @@ def build_secondary_capture(
         ),
         instance_number=report.revision * 100 + index + 1,
         manufacturer=rc.MANUFACTURER,
-        pixel_spacing=tuple(float(v) for v in source.PixelSpacing) if "PixelSpacing" in source else None,
+        # highdicom annotates tuple[int, int] but takes (and needs) the source's decimal spacing.
+        pixel_spacing=_pixel_spacing(source),  # type: ignore[arg-type]
         patient_orientation=_patient_orientation(source),
         transfer_syntax_uid="1.2.840.10008.1.2.1",
     )

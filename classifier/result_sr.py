@@ -15,10 +15,11 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from classifier import result_codes as rc
 from classifier.result_model import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 DEVICE_UID = str(generate_uid(entropy_srcs=["kidneyct-device"]))
 SR_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR Storage
@@ -142,6 +143,6 @@ def build_sr(report: StudyReport, evidence: Sequence[Dataset]) -> hd.sr.Comprehe
         previous_versions=_previous_version(report, evidence[0]) or None,
     )
     sr.SeriesDescription = rc.SERIES_DESCRIPTION
-    sr.ContentDate = report.completed_at.strftime("%Y%m%d")
-    sr.ContentTime = report.completed_at.strftime("%H%M%S")
+    sr.ContentDate = DA(report.completed_at.strftime("%Y%m%d"))
+    sr.ContentTime = TM(report.completed_at.strftime("%H%M%S"))
     return sr

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from classifier.artifact import ModelCard, load_artifact
 from classifier.decoding import Preprocessing
+from common.files import file_uri_path
 from storage.models import ModelVersion
 
 
@@ -45,9 +45,7 @@ class ServingModel:
 
 def artifact_directory(artifact_uri: str) -> Path:
     """A model version's artifact folder from its `file://` URI or path."""
-    if artifact_uri.startswith("file:"):
-        return Path(unquote(urlparse(artifact_uri).path))
-    return Path(artifact_uri)
+    return Path(file_uri_path(artifact_uri) or artifact_uri)
 
 
 def load_serving_model(row: ModelVersion) -> ServingModel:

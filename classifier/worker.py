@@ -38,20 +38,18 @@ from classifier.errors import (
     ArtifactError,
     DeadLetterLimitExceeded,
     NoActiveModel,
-    SchemaMissing,
     ValueDoesNotFit,
 )
 from classifier.metrics import WorkerMetrics
-from classifier.reporting import HeatMapper, ResultConfig, build_objects
-from classifier.result_model import StudyReport
+from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel, load_serving_model
-from classifier.study_rule import StudyRule, completion_cutoff, is_complete
+from classifier.study_completion import CompletionOptions, StudyCompletion
+from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, write_batch
+from common.errors import SchemaMissing
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.model_versions import get_active_model_version
-from storage.models import CLASS_NAMES, ModelVersion, StudyPrediction
-from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
-from storage.results import PROBABILITY_COLUMNS, IncompleteStudy, incomplete_studies, mark_study_complete
+from storage.models import ModelVersion
 from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
 
 log = structlog.get_logger(__name__)
@@ -89,17 +87,6 @@ class WorkerConfig:
 class _Batch:
     records: list[Record]
     futures: list[Future[Outcome]] = field(default_factory=list)
-
-
-@dataclass
-class _Completion:
-    """A study result about to be completed: its report and announcement, then its objects."""
-
-    candidate: IncompleteStudy
-    report: StudyReport
-    message: bytes
-    objects: list[NewObject] = field(default_factory=list)
-    build_error: str | None = None
 
 
 class Abandoned(Exception):
@@ -140,7 +127,18 @@ class Worker:
         self._serving: ServingModel | None = None
         self._next_model_check = 0.0
         self._next_sweep = 0.0
-        self._heat_mapper = HeatMapper()
+        self._completion = StudyCompletion(
+            sessions=session_factory,
+            options=CompletionOptions(
+                topic_results=config.topic_results,
+                stable_age_s=config.stable_age_s,
+                rule=config.rule,
+                results=config.results,
+                reader=config.reader,
+            ),
+            metrics=self._metrics,
+            clock=clock,
+        )
         self._uncommitted: dict[TopicPartition, int] = {}
         self._commit_failures = 0
         self._dead_letters = DeadLetterLimit(window=config.dead_letter_window, ratio=config.dead_letter_ratio)
@@ -271,7 +269,10 @@ class Worker:
             if isinstance(outcome, DecodedInstance) and outcome.preprocessing != serving.preprocessing:
                 # Decoded for the previous model before a switch: decode again for this one.
                 outcome = decode_record(outcome.record, serving.preprocessing, self._config.reader())
-            (decoded if isinstance(outcome, DecodedInstance) else poisoned).append(outcome)
+            if isinstance(outcome, DecodedInstance):
+                decoded.append(outcome)
+            else:
+                poisoned.append(outcome)
         self._check_dead_letter_limit(outcomes)
 
         started = self._clock()
@@ -533,163 +534,8 @@ class Worker:
             log.warning("study_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     def sweep_completed_studies(self) -> int:
-        """Mark stable studies complete, announce them and queue their reports for PACS.
-
-        Short steps, so that no database transaction is open while building or publishing (on the
-        embedded default the publisher writes to the same SQLite file): read the candidates, build
-        each one's DICOM objects (SR, heat map; skipped without destinations), announce them
-        (at-least-once), then mark each complete unless it was re-opened meanwhile, and in the
-        same transaction record its report revision and outbox rows.
-        """
-        now = self._utcnow()
-        completions = self._completable_studies(now)
-        for c in completions:
-            c.objects, c.build_error = self._build_objects(c)
-        for c in completions:
-            self._publisher.publish(
-                self._config.topic_results, c.candidate.study_instance_uid.encode(), c.message
-            )
-        done = 0
-        with self._sessions.begin() as session:
-            for c in completions:
-                marked = mark_study_complete(
-                    session,
-                    study_prediction_id=c.candidate.study_prediction_id,
-                    expected_updated_at=c.candidate.updated_at,
-                    now=now,
-                )
-                if not marked:
-                    continue
-                add_report(
-                    session,
-                    study_id=c.candidate.study_id,
-                    model_version_id=c.candidate.model_version_id,
-                    revision=c.report.revision,
-                    label=c.report.label,
-                    key_slices=c.report.key_slices,
-                    objects=c.objects,
-                    destinations=self._config.results.destinations,
-                    build_error=c.build_error,
-                    now=now,
-                )
-                done += 1
-                log.info(
-                    "study_completed",
-                    study_instance_uid=c.candidate.study_instance_uid,
-                    model_version=c.report.model_version,
-                    label=c.report.label,
-                    revision=c.report.revision,
-                    result_objects=len(c.objects),
-                )
-        self._metrics.studies_completed.inc(done)
-        return done
-
-    def _completable_studies(self, now: dt.datetime) -> list[_Completion]:
-        stable_age_s = self._config.stable_age_s
-        out: list[_Completion] = []
-        with self._sessions() as session:
-            for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, stable_age_s)):
-                if not is_complete(
-                    last_received_at=candidate.last_received_at,
-                    last_updated_at=candidate.updated_at,
-                    pending_instances=candidate.pending_instances,
-                    now=now,
-                    stable_age_s=stable_age_s,
-                ):
-                    continue
-                row = session.get(StudyPrediction, candidate.study_prediction_id)
-                version = session.get(ModelVersion, candidate.model_version_id)
-                if row is None or version is None:
-                    continue
-                out.append(self._completion(session, candidate, row, version.version, now))
-        return out
-
-    def _completion(
-        self,
-        session: Session,
-        candidate: IncompleteStudy,
-        row: StudyPrediction,
-        version: str,
-        now: dt.datetime,
-    ) -> _Completion:
-        accession, issuer = study_identity(session, study_id=candidate.study_id)
-        previous = previous_report(session, study_id=candidate.study_id)
-        revision = previous[0] + 1 if previous else 1
-        max_probability = {
-            c: float(getattr(row, col)) for c, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS, strict=True)
-        }
-        report = StudyReport(
-            study_instance_uid=candidate.study_instance_uid,
-            model_version=version,
-            revision=revision,
-            label=row.label,
-            max_probability=max_probability,
-            n_instances=row.n_instances,
-            rule=self._config.rule,
-            key_slices=tuple(
-                key_slices(
-                    session,
-                    study_id=candidate.study_id,
-                    model_version_id=candidate.model_version_id,
-                    label=row.label,
-                    limit=self._config.rule.min_slices,
-                )
-            ),
-            completed_at=now,
-            previous=(previous[1], previous[0]) if previous else None,
-        )
-        message = messages.study_complete(
-            study_instance_uid=candidate.study_instance_uid,
-            model_version=version,
-            label=row.label,
-            max_probability=max_probability,
-            n_predicted={c: getattr(row, f"n_{c.lower()}") for c in CLASS_NAMES},
-            n_instances=row.n_instances,
-            completed_at=now,
-            revision=revision,
-            accession_number=accession,
-            accession_number_issuer=issuer,
-        )
-        return _Completion(candidate=candidate, report=report, message=message)
-
-    def _build_objects(self, c: _Completion) -> tuple[list[NewObject], str | None]:
-        """The report's DICOM objects; none without destinations; on failure, none and the reason."""
-        results = self._config.results
-        if not results.destinations:
-            return [], None
-        if not c.report.key_slices:
-            return [], "no predicted slice to reference"
-        serving = (
-            self._serving
-            if self._serving and self._serving.model_version_id == c.candidate.model_version_id
-            else None
-        )
-        started = self._clock()
-        try:
-            objects = build_objects(
-                c.report,
-                archive_dir=self._config.reader(),
-                heatmap=results.heatmap,
-                serving=serving,
-                mapper=self._heat_mapper,
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure of one study's objects is recorded, not fatal
-            # The type only: messages of DICOM libraries may quote attribute values (patient data).
-            log.error(
-                "result_build_failed",
-                study_instance_uid=c.candidate.study_instance_uid,
-                error=type(exc).__name__,
-            )
-            return [], f"{type(exc).__name__}: {exc}"
-        log.info(
-            "result_built",
-            study_instance_uid=c.candidate.study_instance_uid,
-            revision=c.report.revision,
-            kinds=[o.kind for o in objects],
-            heatmap_skipped=serving is None and results.heatmap != "none",
-            build_s=round(self._clock() - started, 3),
-        )
-        return objects, None
+        """Mark stable studies complete, announce them and queue their reports (classifier.study_completion)."""
+        return self._completion.sweep(self._utcnow(), publisher=self._publisher, serving=self._serving)
 
     # --- retries -----------------------------------------------------------------------------
     def _retry(self, what: str, action: Callable[[], T]) -> T:
@@ -704,9 +550,7 @@ class Worker:
                 if is_database_error(exc):
                     kind = classify(exc)
                     if kind is DbErrorKind.SCHEMA_MISSING:
-                        raise SchemaMissing(
-                            "the database has no kidneyct schema (or an older one): run `kidneyct db upgrade`"
-                        ) from exc
+                        raise SchemaMissing() from exc
                     if kind is DbErrorKind.DATA:
                         raise _DataProblem(what) from exc
                 self._metrics.dependency_retries.labels(action=what).inc()

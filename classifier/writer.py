@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from classifier.decoding import DecodedInstance, PoisonInstance, received_at
 from classifier.study_rule import StudyRule, study_label
+from common.vocabulary import CLASS_NAMES
 from storage.events import InstanceEvent
-from storage.models import CLASS_NAMES
 from storage.results import (
     InstanceRow,
     PredictionRow,
@@ -50,20 +50,8 @@ class BatchWritten:
 
 
 def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frames: int) -> InstanceRow:
-    return InstanceRow(
-        sop_instance_uid=event.sop_instance_uid,
-        series_instance_uid=event.series_instance_uid,
-        sop_class_uid=event.sop_class_uid,
-        transfer_syntax_uid=event.transfer_syntax_uid,
-        archive_uri=event.archive_uri,
-        sha256=event.sha256,
-        size_bytes=event.size_bytes,
-        calling_ae=event.calling_ae,
-        instance_number=event.instance_number if isinstance(event.instance_number, int) else None,
-        number_of_frames=frames,
-        received_at=received_at(event),
-        state=state,
-        state_reason=reason,
+    return InstanceRow.of_event(
+        event, received_at=received_at(event), state=state, frames=frames, reason=reason
     )
 
 

@@ -26,9 +26,9 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, _config
+from pynetdicom import AE
 
-from storage.archive import is_valid_uid
+from common.vocabulary import is_valid_uid
 
 log = structlog.get_logger(__name__)
 
@@ -75,15 +75,6 @@ class AEOptions:
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
-
-
-def enable_chunked_receive() -> None:
-    """Write each received C-STORE dataset to a temporary file instead of memory.
-
-    pynetdicom keeps this switch module-global; the listener turns it on before it serves, so a
-    1 GB multi-frame instance costs disk, not memory (the handler gets `event.dataset_path`).
-    """
-    _config.STORE_RECV_CHUNKED_DATASET = True
 
 
 def build_ae(options: AEOptions) -> AE:

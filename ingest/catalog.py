@@ -47,19 +47,11 @@ def record_events(session: Session, *, events: list[InstanceEvent], now: dt.date
     upsert_instances(
         session,
         instances=[
-            InstanceRow(
-                sop_instance_uid=e.sop_instance_uid,
-                series_instance_uid=e.series_instance_uid,
-                sop_class_uid=e.sop_class_uid,
-                transfer_syntax_uid=e.transfer_syntax_uid,
-                archive_uri=e.archive_uri,
-                sha256=e.sha256,
-                size_bytes=e.size_bytes,
-                calling_ae=e.calling_ae,
-                instance_number=e.instance_number if isinstance(e.instance_number, int) else None,
-                number_of_frames=e.number_of_frames if isinstance(e.number_of_frames, int) else 1,
+            InstanceRow.of_event(
+                e,
                 received_at=received[e.sop_instance_uid],
                 state="received",
+                frames=e.number_of_frames if isinstance(e.number_of_frames, int) else 1,
             )
             for e in events
         ],

@@ -18,9 +18,12 @@ from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
 from ingest.server import AssociationSlots
 from ingest.statuses import (
+    DIAG_CALLED_AE_NOT_RECOGNISED,
     DIAG_LOCAL_LIMIT_EXCEEDED,
+    REJECTED_PERMANENT,
     REJECTED_TRANSIENT,
     SOURCE_SERVICE_PROVIDER_PRESENTATION,
+    SOURCE_SERVICE_USER,
 )
 
 log = structlog.get_logger(__name__)
@@ -98,7 +101,7 @@ def handle_requested(
         peer_address=address,
     )
     # Permanent rejection by the service user (PS3.8 7.1.1.9); pynetdicom skips negotiation after it.
-    assoc.acse.send_reject(0x01, 0x01, denial.diagnostic)
+    assoc.acse.send_reject(REJECTED_PERMANENT, SOURCE_SERVICE_USER, denial.diagnostic)
     # As pynetdicom does for its own rejections: wait until the peer got it and closed the connection.
     assoc.kill()
 
@@ -119,8 +122,8 @@ def handle_aborted(event: Event) -> None:
 
 # pynetdicom's own rejections (PS3.8 7.1.1.9): (source, diagnostic) -> reason.
 _PYNETDICOM_REJECTIONS: dict[tuple[Any, Any], str] = {
-    (0x03, 0x02): "too_many_associations",
-    (0x01, 0x07): "called_ae_unknown",
+    (SOURCE_SERVICE_PROVIDER_PRESENTATION, DIAG_LOCAL_LIMIT_EXCEEDED): "too_many_associations",
+    (SOURCE_SERVICE_USER, DIAG_CALLED_AE_NOT_RECOGNISED): "called_ae_unknown",
 }
 
 

@@ -17,8 +17,8 @@ import structlog
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
+from common.errors import binding
 from ingest.server import HardenedAssociationServer, ServerLimits
-from kidneyct.errors import binding
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any, BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from common.vocabulary import is_valid_uid
 from ingest.statuses import Failure
-from storage.archive import is_valid_uid
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 # Elements larger than this are not read while checking (there should be none before pixels).

@@ -1,3 +1,4 @@
-"""kidneyct's shared corner: settings, logging and the command line."""
+"""The top layer: the `kidneyct` command, its subcommands, the wiring of each process, and the
+settings, which only this package reads (docs/architecture.md)."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The `kidneyct` command. It only wires: settings are read once here and passed down.
 
-Subcommands live beside the code they run (`ingest/cli.py`, `classifier/cli.py`, ...) and are
-imported only when invoked, so `kidneyct --help` does not pay for importing Keras.
+Subcommands live in `kidneyct/commands/` (one module per area) and are imported only when
+invoked, so `kidneyct --help` does not pay for importing Keras.
 """
 
 from __future__ import annotations
@@ -13,26 +13,26 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from kidneyct.errors import SetupError, database_error_line
-from kidneyct.log import configure_logging
+from common.errors import SetupError, database_error_line
+from common.log import configure_logging
 from kidneyct.settings import Settings
 from storage.stream import StreamUnavailable
 
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
-    "db": "kidneyct.db_cli:db",
-    "kafka": "kidneyct.kafka_cli:kafka",
-    "listen": "ingest.cli:listen",
-    "catalog": "ingest.cli:catalog",
-    "worker": "classifier.cli:worker",
+    "db": "kidneyct.commands.db:db",
+    "kafka": "kidneyct.commands.kafka:kafka",
+    "listen": "kidneyct.commands.ingest:listen",
+    "catalog": "kidneyct.commands.ingest:catalog",
+    "worker": "kidneyct.commands.classifier:worker",
     "serve": "kidneyct.serve:serve",
-    "send-results": "delivery.cli:send_results",
-    "label": "training.cli:label",
-    "dataset": "training.cli:dataset",
-    "train": "training.cli:train",
-    "models": "training.cli:models",
-    "evaluate": "training.cli:evaluate",
-    "synth": "training.synth.cli:synth",
+    "send-results": "kidneyct.commands.delivery:send_results",
+    "label": "kidneyct.commands.training:label",
+    "dataset": "kidneyct.commands.training:dataset",
+    "train": "kidneyct.commands.training:train",
+    "models": "kidneyct.commands.training:models",
+    "evaluate": "kidneyct.commands.training:evaluate",
+    "synth": "kidneyct.commands.synth:synth",
     "demo": "kidneyct.demo:demo",
 }
 

@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kidneyct.errors import MIGRATE_HINT, SetupError
+from common.errors import SchemaMissing
 from kidneyct.settings import Settings
 from storage.db import make_engine, make_session_factory
 
@@ -17,6 +17,32 @@ def make_database(settings: Settings) -> sessionmaker[Session]:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return make_session_factory(make_engine(url))
+
+
+def upgrade_schema(settings: Settings) -> None:
+    """Create or upgrade the schema of the configured database (the embedded folder is created)."""
+    import migrations  # imported here to keep `kidneyct --help` light
+
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(url)
+
+
+def upgrade_embedded(settings: Settings) -> None:
+    """`upgrade_schema` for the embedded SQLite only; a shared PostgreSQL is left to `kidneyct db upgrade`."""
+    if settings.resolved_database_url().startswith("sqlite"):
+        upgrade_schema(settings)
+
+
+def open_database(settings: Settings, *, migrate_embedded: bool = False) -> sessionmaker[Session]:
+    """The session factory of a process that needs the schema: refuses a database never migrated.
+    With `migrate_embedded`, the embedded default is first created or upgraded (`kidneyct serve`)."""
+    if migrate_embedded:
+        upgrade_embedded(settings)
+    sessions = make_database(settings)
+    require_schema(sessions)
+    return sessions
 
 
 def require_schema(sessions: sessionmaker[Session]) -> None:
@@ -32,4 +58,4 @@ def require_schema(sessions: sessionmaker[Session]) -> None:
     except OperationalError:
         return
     if not migrated:
-        raise SetupError(f"the database has no kidneyct schema: {MIGRATE_HINT}")
+        raise SchemaMissing()

@@ -24,18 +24,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import structlog
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
-from kidneyct.log import configure_logging
+from common.log import configure_logging
+from common.vocabulary import CLASS_NAMES
+from kidneyct.commands.synth import lesion_scale_option, protocol_option
 from kidneyct.settings import Settings
-from storage.models import CLASS_NAMES
-from training.synth.cli import lesion_scale_option, protocol_option
 from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
+from training.synth.truth import TruthRow
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +111,42 @@ def demo(
     seed: int,
 ) -> None:
     """Run the whole loop on synthetic data: synthesize, send, label, train, promote, classify, query."""
+    cfg = _demo_settings(settings, root.resolve(), image_size)
+    root = root.resolve()
+    steps = Steps(total=7)
+    click.echo(f"kidneyct demo in {root} (synthetic data: it exercises the system, not clinical accuracy)")
+    scan = Synthesis(train_studies, test_studies, slices, size, PROTOCOLS[protocol], lesion_scale, seed)
+    with steps.step(f"synthesizing {train_studies} training and {test_studies} test studies"):
+        train_rows, test_rows = _synthesize(steps, root, scan)
+    with _listening(cfg) as (sessions, port):
+        with steps.step(f"sending the training part over C-STORE to {cfg.ae_title}@127.0.0.1:{port}"):
+            _send(steps, port, cfg.ae_title, root / "synth" / "train", train_rows)
+        with steps.step("recording the received instances and labelling their slices (kidneyct label --csv)"):
+            _label(cfg, sessions, root / "labels.csv", train_rows)
+        with steps.step(f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)"):
+            version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
+        with steps.step(f"promoting {version} (kidneyct models promote)"):
+            _promote_for_demo(cfg, version)
+        with steps.step("worker started; sending the test part and waiting for its study results"):
+            sql, results = _classify_test_part(steps, cfg, sessions, port, root, test_rows, version, slices)
+    with steps.step("results"):
+        _report(steps, root, sql, version, slices, results, test_rows, PROTOCOLS[protocol])
+    click.secho(f"demo finished in {steps.elapsed:.0f} s", bold=True)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    train_studies: int
+    test_studies: int
+    slices: int
+    size: int
+    protocol: ScanProtocol
+    lesion_scale: float
+    seed: int
+
+
+def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
+    """The settings the demo runs on: local, fast to react, its data under `root` unless set."""
     prefer_onednn(os.environ)  # fast CPU training and inference kernels; before Keras is imported
     if "log_level" not in settings.model_fields_set:
         # The numbered steps are the demo's progress; a log line per received instance would bury them.
@@ -117,7 +157,6 @@ def demo(
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
-    root = root.resolve()
     overrides: dict[str, object] = {
         "dicom_host": "127.0.0.1",
         "dicom_port": 0,
@@ -127,154 +166,151 @@ def demo(
     }
     if settings.data_dir == Settings.model_fields["data_dir"].default:
         overrides["data_dir"] = root / "data"
-    cfg = settings.model_copy(update=overrides)
-    click.get_current_context().obj = cfg  # the label/train/promote commands invoked below read it
-    steps = Steps(total=7)
-    click.echo(f"kidneyct demo in {root} (synthetic data: it exercises the system, not clinical accuracy)")
+    return settings.model_copy(update=overrides)
 
+
+def _synthesize(steps: Steps, root: Path, scan: Synthesis) -> tuple[list[TruthRow], list[TruthRow]]:
     from training.synth.generate import generate
 
-    with steps.step(f"synthesizing {train_studies} training and {test_studies} test studies"):
-        train_rows = generate(
-            root / "synth" / "train",
-            studies=train_studies,
-            slices=slices,
+    def part(folder: str, studies: int, **extra: Any) -> list[TruthRow]:
+        return generate(
+            root / "synth" / folder,
+            studies=studies,
+            slices=scan.slices,
             classes=CLASS_NAMES,
-            seed=seed,
-            size=size,
-            protocol=PROTOCOLS[protocol],
-            lesion_scale=lesion_scale,
-            progress=lambda done, total, cls: _every(
-                steps, done, total, f"training study {done}/{total} ({cls})"
-            ),
-        )
-        test_rows = generate(
-            root / "synth" / "test",
-            studies=test_studies,
-            slices=slices,
-            classes=CLASS_NAMES,
-            seed=seed,
-            size=size,
-            protocol=PROTOCOLS[protocol],
-            lesion_scale=lesion_scale,
-            first_number=train_studies + 1,
-        )
-        steps.note(
-            f"{len(train_rows)} + {len(test_rows)} slices; truth in {root / 'synth' / '*' / 'truth.csv'}"
+            seed=scan.seed,
+            size=scan.size,
+            protocol=scan.protocol,
+            lesion_scale=scan.lesion_scale,
+            **extra,
         )
 
-    import migrations
-    from ingest.app import build_catalog, build_listener
-    from ingest.catalog import start_catalog_thread
-    from ingest.metrics import IngestMetrics
-    from kidneyct.database import make_database
-    from kidneyct.scu import send_files
-    from kidneyct.streams import make_publisher
+    train_rows = part(
+        "train",
+        scan.train_studies,
+        progress=lambda done, total, cls: _every(
+            steps, done, total, f"training study {done}/{total} ({cls})"
+        ),
+    )
+    test_rows = part("test", scan.test_studies, first_number=scan.train_studies + 1)
+    steps.note(f"{len(train_rows)} + {len(test_rows)} slices; truth in {root / 'synth' / '*' / 'truth.csv'}")
+    return train_rows, test_rows
 
-    url = cfg.resolved_database_url()
-    if url.startswith("sqlite"):
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    migrations.upgrade(url)
-    sessions = make_database(cfg)
-    publisher = make_publisher(cfg, sessions)
+
+@contextmanager
+def _listening(cfg: Settings) -> Iterator[tuple[sessionmaker[Session], int]]:
+    """The database (migrated), the listener and its catalogue, for the duration of the block."""
     from prometheus_client import CollectorRegistry
 
+    from ingest.catalog import start_catalog_thread
+    from ingest.metrics import IngestMetrics
+    from kidneyct.database import make_database, upgrade_schema
+    from kidneyct.streams import make_publisher
+    from kidneyct.wiring.ingest import build_catalog, build_listener
+
+    upgrade_schema(cfg)
+    sessions = make_database(cfg)
+    publisher = make_publisher(cfg, sessions)
     listener = build_listener(cfg, publisher=publisher, metrics=IngestMetrics(CollectorRegistry()))
     listener.start()
     catalog_stop = threading.Event()
     catalog = start_catalog_thread(build_catalog(cfg, sessions), catalog_stop)
     try:
-        with steps.step(
-            f"sending the training part over C-STORE to {cfg.ae_title}@127.0.0.1:{listener.port}"
-        ):
-            _send(steps, send_files, listener.port, cfg.ae_title, root / "synth" / "train", train_rows)
-
-        with steps.step("recording the received instances and labelling their slices (kidneyct label --csv)"):
-            _wait_for_catalogue(sessions, {r.sop_instance_uid for r in train_rows}, timeout_s=120)
-            labels = root / "labels.csv"
-            with labels.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["sop_instance_uid", "label", "source", "annotator"])
-                for r in train_rows:
-                    writer.writerow(
-                        [r.sop_instance_uid, r.slice_class, "demo-truth", "synthetic radiologist"]
-                    )
-            from training.cli import label
-
-            click.get_current_context().invoke(label, csv_path=labels, source="demo-truth", annotator=None)
-
-        with steps.step(f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)"):
-            from training.cli import train
-
-            click.get_current_context().invoke(
-                train,
-                weights="none",
-                image_size=image_size,
-                epochs_phase1=epochs,
-                epochs_phase2=0,
-                lr_phase1=5e-4,  # from scratch, every layer: 1e-3 oscillated on 9 steps per epoch
-                lr_phase2=1e-5,
-                batch_size=32,
-                patience=6,  # a from-scratch validation score is noisy early on
-                unfreeze_from="conv5_",
-                val_fraction=0.15,
-                test_fraction=0.15,
-                seed=seed,
-                min_new_labels=0,
-                random_split=False,
-                no_augment=True,
-                # Every synthetic study is an independent draw and the study key already keeps its
-                # slices together; perceptual-hash links between look-alike phantoms would merge
-                # studies into a few groups and leave the grouped split without a test part.
-                phash_max_distance=-1,
-                chain_min_correlation=0.9,
-            )
-            version = _newest_candidate(sessions)
-
-        with steps.step(f"promoting {version} (kidneyct models promote)"):
-            _promote_for_demo(version)
-
-        from prometheus_client import CollectorRegistry
-
-        from classifier.metrics import WorkerMetrics
-        from classifier.wiring import build_worker
-        from kidneyct.serve import run_worker_when_model_active
-
-        wired = build_worker(cfg, sessions, metrics=WorkerMetrics(CollectorRegistry()))
-        runner = wired.worker
-        stop = threading.Event()
-        failures: list[BaseException] = []
-        thread = threading.Thread(
-            target=run_worker_when_model_active, args=(runner, stop, 1.0, failures), daemon=True
-        )
-        thread.start()
-        try:
-            with steps.step("worker started; sending the test part and waiting for its study results"):
-                _send(steps, send_files, listener.port, cfg.ae_title, root / "synth" / "test", test_rows)
-                accessions = sorted({r.accession_number for r in test_rows})
-                sql = STUDY_SQL.format(accessions=", ".join(f"'{a}'" for a in accessions))
-                results = _wait_for_results(
-                    sessions,
-                    sql,
-                    {"version": version, "slices": slices},
-                    len(accessions),
-                    failures,
-                    timeout_s=600,
-                )
-        finally:
-            stop.set()
-            runner.request_stop()
-            thread.join()
-            wired.close()
+        yield sessions, listener.port
     finally:
         catalog_stop.set()
         catalog.join(timeout=30)
         listener.stop(grace_s=5.0)
         publisher.close()
 
-    with steps.step("results"):
-        _report(steps, root, sql, version, slices, results, test_rows, PROTOCOLS[protocol])
-    click.secho(f"demo finished in {steps.elapsed:.0f} s", bold=True)
+
+def _run_command(cfg: Settings, command: click.Command, **options: Any) -> Any:
+    """Run another `kidneyct` command on `cfg` in a context of its own (click fills the defaults of
+    the options not given); the demo's own context is left as it is."""
+    with click.Context(command, obj=cfg) as ctx:
+        return ctx.invoke(command, **options)
+
+
+def _label(cfg: Settings, sessions: sessionmaker[Session], labels: Path, train_rows: list[TruthRow]) -> None:
+    """Wait for the catalogue, then label every training slice from the truth (`kidneyct label --csv`)."""
+    from kidneyct.commands.training import label
+
+    _wait_for_catalogue(sessions, {r.sop_instance_uid for r in train_rows}, timeout_s=120)
+    with labels.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sop_instance_uid", "label", "source", "annotator"])
+        for r in train_rows:
+            writer.writerow([r.sop_instance_uid, r.slice_class, "demo-truth", "synthetic radiologist"])
+    _run_command(cfg, label, csv_path=labels, source="demo-truth", annotator=None)
+
+
+def _train(cfg: Settings, sessions: sessionmaker[Session], *, image_size: int, epochs: int, seed: int) -> str:
+    """`kidneyct train` with CPU-friendly settings; the new candidate's version."""
+    from kidneyct.commands.training import train
+
+    _run_command(
+        cfg,
+        train,
+        weights="none",
+        image_size=image_size,
+        epochs_phase1=epochs,
+        epochs_phase2=0,
+        lr_phase1=5e-4,  # from scratch, every layer: 1e-3 oscillated on 9 steps per epoch
+        lr_phase2=1e-5,
+        batch_size=32,
+        patience=6,  # a from-scratch validation score is noisy early on
+        unfreeze_from="conv5_",
+        val_fraction=0.15,
+        test_fraction=0.15,
+        seed=seed,
+        min_new_labels=0,
+        random_split=False,
+        no_augment=True,
+        # Every synthetic study is an independent draw and the study key already keeps its
+        # slices together; perceptual-hash links between look-alike phantoms would merge
+        # studies into a few groups and leave the grouped split without a test part.
+        phash_max_distance=-1,
+        chain_min_correlation=0.9,
+    )
+    return _newest_candidate(sessions)
+
+
+def _classify_test_part(
+    steps: Steps,
+    cfg: Settings,
+    sessions: sessionmaker[Session],
+    port: int,
+    root: Path,
+    test_rows: list[TruthRow],
+    version: str,
+    slices: int,
+) -> tuple[str, list[Any]]:
+    """Run a worker, send the test part and wait for its study results; (the SQL, its rows)."""
+    from prometheus_client import CollectorRegistry
+
+    from classifier.metrics import WorkerMetrics
+    from kidneyct.serve import run_worker_when_model_active
+    from kidneyct.wiring.classifier import build_worker
+
+    wired = build_worker(cfg, sessions, metrics=WorkerMetrics(CollectorRegistry()))
+    runner = wired.worker
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    thread = threading.Thread(
+        target=run_worker_when_model_active, args=(runner, stop, 1.0, failures), daemon=True
+    )
+    thread.start()
+    try:
+        _send(steps, port, cfg.ae_title, root / "synth" / "test", test_rows)
+        accessions = sorted({r.accession_number for r in test_rows})
+        sql = STUDY_SQL.format(accessions=", ".join(f"'{a}'" for a in accessions))
+        params = {"version": version, "slices": slices}
+        return sql, _wait_for_results(sessions, sql, params, len(accessions), failures, timeout_s=600)
+    finally:
+        stop.set()
+        runner.request_stop()
+        thread.join()
+        wired.close()
 
 
 def _every(steps: Steps, done: int, total: int, line: str) -> None:
@@ -282,7 +318,9 @@ def _every(steps: Steps, done: int, total: int, line: str) -> None:
         steps.note(line)
 
 
-def _send(steps: Steps, send_files, port: int, ae_title: str, folder: Path, rows: list) -> None:  # type: ignore[no-untyped-def]
+def _send(steps: Steps, port: int, ae_title: str, folder: Path, rows: list[TruthRow]) -> None:
+    from kidneyct.scu import send_files
+
     by_study: dict[str, list[Path]] = {}
     for r in rows:
         by_study.setdefault(r.study_instance_uid, []).append(folder / r.path)
@@ -296,7 +334,7 @@ def _send(steps: Steps, send_files, port: int, ae_title: str, folder: Path, rows
         _every(steps, i, len(by_study), f"study {i}/{len(by_study)}: {len(results)} instances acknowledged")
 
 
-def _wait_for_catalogue(sessions, expected: set[str], timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+def _wait_for_catalogue(sessions: sessionmaker[Session], expected: set[str], timeout_s: float) -> None:
     """Poll until every SOP Instance UID in `expected` has its instance row (the catalogue's work)."""
     from sqlalchemy import func, select
 
@@ -317,7 +355,7 @@ def _wait_for_catalogue(sessions, expected: set[str], timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def _newest_candidate(sessions) -> str:  # type: ignore[no-untyped-def]
+def _newest_candidate(sessions: sessionmaker[Session]) -> str:
     from storage.model_versions import list_model_versions
 
     with sessions() as session:
@@ -327,7 +365,14 @@ def _newest_candidate(sessions) -> str:  # type: ignore[no-untyped-def]
     return max(candidates, key=lambda v: v.created_at).version
 
 
-def _wait_for_results(sessions, sql: str, params: dict, n: int, failures: list, timeout_s: float) -> list:  # type: ignore[no-untyped-def]
+def _wait_for_results(
+    sessions: sessionmaker[Session],
+    sql: str,
+    params: dict[str, Any],
+    n: int,
+    failures: list[BaseException],
+    timeout_s: float,
+) -> list[Any]:
     """Poll until `n` studies have every slice classified (their `complete` flag follows after the stable age)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -351,7 +396,7 @@ def _report(
     results: list,
     test_rows: list,
     protocol: ScanProtocol,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     truth = {r.study_instance_uid: r.study_class for r in test_rows}
     click.echo(f"\n-- the SQL a reporting system would run (here :version = {version!r}, :slices = {slices})")
     click.echo(sql + ";\n")
@@ -408,18 +453,18 @@ def _plot_confusion(path: Path, pairs: list[tuple[str, str]]) -> None:
     )
 
 
-def _promote_for_demo(version: str) -> None:
+def _promote_for_demo(cfg: Settings, version: str) -> None:
     """Promote through the real gate; a candidate it refuses (a few CPU minutes on synthetic phantoms
     rarely beat the baselines by more than the uncertainty) is forced with a recorded reason, so the
     demo still shows the rest of the loop and the user sees the gate's verdict first."""
-    from training.cli import promote_command
+    from kidneyct.commands.training import promote_command
 
-    ctx = click.get_current_context()
     try:
-        ctx.invoke(promote_command, version=version, force=False)
+        _run_command(cfg, promote_command, version=version, force=False)
     except click.ClickException as refused:
         click.echo(f"the promotion gate said: {refused.format_message()}")
-        ctx.invoke(
+        _run_command(
+            cfg,
             promote_command,
             version=version,
             force=True,

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import structlog
 from pydicom import dcmread
-from pynetdicom import AE, _config
+from pynetdicom import AE
+
+from common.pynetdicom_switches import chunked_send
 
 log = structlog.get_logger(__name__)
 
@@ -59,10 +61,8 @@ def send_files(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     for sop_class, syntax in presentation_contexts(paths):
         ae.add_requested_context(sop_class, [syntax])
-    previous = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
     results: list[StoreResult] = []
-    try:
+    with chunked_send():
         assoc = ae.associate(host, port, ae_title=called_ae)
         if not assoc.is_established:
             raise AssociationRefused(f"{called_ae}@{host}:{port} did not accept the association")
@@ -80,6 +80,4 @@ def send_files(
                 on_result(result)
         if assoc.is_established:
             assoc.release()
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = previous
     return results

@@ -14,15 +14,15 @@ records each one at once, so labels and training find them; the worker waits for
 from __future__ import annotations
 
 import os
-import signal
 import threading
-from types import FrameType
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
 
 from classifier.device import DeviceError, parse_device, pin_device
+from common.runtime import GracefulStop, start_metrics_endpoint
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,114 +49,135 @@ def serve(settings: Settings, workers: int) -> None:
             "the embedded queue serves one consumer per group: use --workers 1 or configure Kafka",
             param_hint="--workers",
         )
+    _pin_device(settings)  # before Keras is imported
+    from common.registry import process_registry
+    from kidneyct.database import open_database
+
+    sessions = open_database(settings, migrate_embedded=True)
+    failures = _Process(settings, sessions, process_registry(), workers).run()
+    if failures:
+        raise click.ClickException(f"a worker failed: {failures[0]!r}")
+
+
+def _pin_device(settings: Settings) -> None:
     try:
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
-
     import keras
 
     from classifier.device import require_device
-    from classifier.metrics import WorkerMetrics
-    from classifier.wiring import build_worker
-    from ingest.app import build_catalog, build_listener, run_until_stopped
-    from ingest.catalog import start_catalog_thread
-    from ingest.metrics import IngestMetrics
-    from kidneyct.database import make_database, require_schema
-    from kidneyct.errors import binding
-    from kidneyct.health import process_readiness
-    from kidneyct.metrics import serve_metrics
-    from kidneyct.registry import process_registry
-    from kidneyct.streams import make_publisher
 
     try:
         require_device(parse_device(settings.device), keras.backend.backend())
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
-    url = settings.resolved_database_url()
-    if url.startswith("sqlite"):
-        # The embedded default creates what it needs; a shared PostgreSQL is migrated by `kidneyct db upgrade`.
-        import migrations
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrations.upgrade(url)
-    sessions = make_database(settings)
-    require_schema(sessions)
-    registry = process_registry()
-    metrics = IngestMetrics(registry)
-    listener_publisher = make_publisher(settings, sessions)
-    try:
-        listener = build_listener(settings, publisher=listener_publisher, metrics=metrics)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    worker_metrics = WorkerMetrics(registry)
-    try:
-        wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
-        sender_thread = _result_sender_thread(settings, sessions, registry)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    runners = [w.worker for w in wired]
-    metrics_server = None
-    if settings.metrics_port > 0:
-        readiness = process_readiness(
-            sessions=sessions,
-            kafka_bootstrap=settings.kafka_bootstrap,
-            models_loaded=lambda: all(r.model_loaded for r in runners),
-        )
-        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
-            metrics_server = serve_metrics(
-                registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+
+class _Process:
+    """The components of one `serve` process, built from the settings, run until a stop is requested."""
+
+    def __init__(self, settings: Settings, sessions: Any, registry: CollectorRegistry, workers: int) -> None:
+        from classifier.metrics import WorkerMetrics
+        from ingest.metrics import IngestMetrics
+        from kidneyct.streams import make_publisher
+        from kidneyct.wiring.classifier import build_worker
+        from kidneyct.wiring.ingest import build_listener
+
+        self.settings, self.sessions, self.registry = settings, sessions, registry
+        self.publisher = make_publisher(settings, sessions)
+        try:
+            self.listener = build_listener(
+                settings, publisher=self.publisher, metrics=IngestMetrics(registry)
             )
-    stop = threading.Event()
-    failures: list[BaseException] = []
+            worker_metrics = WorkerMetrics(registry)
+            self.wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+            self.sender = _result_sender_thread(settings, sessions, registry)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        self.runners = [w.worker for w in self.wired]
+        self.failures: list[BaseException] = []
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("serve_stopping", signal=signal.Signals(signum).name)
-        stop.set()
-        for runner in runners:
-            runner.request_stop()
+    def run(self) -> list[BaseException]:
+        """Serve until SIGTERM/SIGINT or a worker's crash; the failures of the workers, if any."""
+        from kidneyct.wiring.ingest import run_until_stopped
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    threads = [
-        threading.Thread(
-            target=run_worker_when_model_active,
-            args=(runner, stop, settings.model_poll_s, failures),
-            name=f"worker-{i}",
-            daemon=True,
+        settings = self.settings
+        metrics_server = self._metrics_endpoint()
+        stop = GracefulStop(log_event="serve_stopping")
+        for runner in self.runners:
+            stop.on_request(runner.request_stop)
+        stop.install()
+        threads = self._start_background(stop.event)
+        log.info(
+            "serve_started", workers=len(self.runners), stream="kafka" if settings.uses_kafka else "embedded"
         )
-        for i, runner in enumerate(runners)
-    ]
-    for thread in threads:
-        thread.start()
-    if sender_thread is not None:
-        sender_thread.start(stop)
-    catalog = (
-        start_catalog_thread(build_catalog(settings, sessions), stop)
-        if settings.catalog_in_listener
-        else None
-    )
-    log.info("serve_started", workers=workers, stream="kafka" if settings.uses_kafka else "embedded")
-    run_until_stopped(
-        listener,
-        publisher=listener_publisher,
-        stop=stop,
-        grace_s=settings.shutdown_grace_s,
-        metrics_server=metrics_server,
-    )
-    for runner in runners:
-        runner.request_stop()
-    for thread in threads:
-        thread.join()
-    if sender_thread is not None:
-        sender_thread.join()
-    if catalog is not None:
-        catalog.join(timeout=30)
-    for w in wired:
-        w.close()
-    log.info("serve_stopped")
-    if failures:
-        raise click.ClickException(f"a worker failed: {failures[0]!r}")
+        run_until_stopped(
+            self.listener,
+            publisher=self.publisher,
+            stop=stop.event,
+            grace_s=settings.shutdown_grace_s,
+            metrics_server=metrics_server,
+        )
+        self._join(threads)
+        log.info("serve_stopped")
+        return self.failures
+
+    def _metrics_endpoint(self) -> Any:
+        from common.health import process_readiness
+
+        readiness = process_readiness(
+            sessions=self.sessions,
+            kafka_bootstrap=self.settings.kafka_bootstrap,
+            models_loaded=lambda: all(r.model_loaded for r in self.runners),
+        )
+        return start_metrics_endpoint(
+            self.registry,
+            host=self.settings.metrics_host,
+            port=self.settings.metrics_port,
+            readiness=readiness,
+        )
+
+    def _start_background(self, stop: threading.Event) -> _Background:
+        from ingest.catalog import start_catalog_thread
+        from kidneyct.wiring.ingest import build_catalog
+
+        workers = [
+            threading.Thread(
+                target=run_worker_when_model_active,
+                args=(runner, stop, self.settings.model_poll_s, self.failures),
+                name=f"worker-{i}",
+                daemon=True,
+            )
+            for i, runner in enumerate(self.runners)
+        ]
+        for thread in workers:
+            thread.start()
+        if self.sender is not None:
+            self.sender.start(stop)
+        catalog = None
+        if self.settings.catalog_in_listener:
+            catalog = start_catalog_thread(build_catalog(self.settings, self.sessions), stop)
+        return _Background(workers, catalog)
+
+    def _join(self, background: _Background) -> None:
+        """After the listener drained: stop and join the workers, the sender and the catalogue."""
+        for runner in self.runners:
+            runner.request_stop()
+        for thread in background.workers:
+            thread.join()
+        if self.sender is not None:
+            self.sender.join()
+        if background.catalog is not None:
+            background.catalog.join(timeout=30)
+        for w in self.wired:
+            w.close()
+
+
+@dataclass(frozen=True)
+class _Background:
+    workers: list[threading.Thread]
+    catalog: threading.Thread | None
 
 
 class _SenderThread:
@@ -183,7 +204,7 @@ def _result_sender_thread(
     if not settings.result_destinations.strip():
         return None
     from delivery.metrics import SenderMetrics
-    from delivery.wiring import build_sender
+    from kidneyct.wiring.delivery import build_sender
 
     return _SenderThread(build_sender(settings, sessions, SenderMetrics(registry)))
 

@@ -32,10 +32,9 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connectable = config.attributes.get("connection")
-    if connectable is None:
-        connectable = create_engine(config.attributes["database_url"], poolclass=pool.NullPool)
-    with connectable.connect() if hasattr(connectable, "connect") else connectable as connection:
+    # migrations.upgrade() passes the URL (never a connection): one way in.
+    engine = create_engine(config.attributes["database_url"], poolclass=pool.NullPool)
+    with engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

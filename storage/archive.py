@@ -19,28 +19,21 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-# PS3.5 9.1: components of digits without leading zeros, dot-separated, at most 64 characters.
-_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_UID_MAX_LENGTH = 64
-_CHUNK_BYTES = 1 << 20
+from common.files import CHUNK_BYTES, sha256_file
+from common.vocabulary import is_valid_uid
+
 _TEMP_PREFIX = ".incoming-"
 _VERSION_DIGITS = 16  # of the sha256 in a later version's name: 64 bits, no collision in practice
 
 
 class ArchiveError(Exception):
     """The archive could not store a file (disk full, not writable, ...): retry later."""
-
-
-def is_valid_uid(value: str) -> bool:
-    """True when `value` is a syntactically valid DICOM UID (and therefore a safe path component)."""
-    return len(value) <= _UID_MAX_LENGTH and _UID_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,27 +185,19 @@ def _place_unless_other(temp: Path, target: Path, digest: str) -> str | None:
     try:
         os.link(temp, target)  # atomic: fails if the name exists, even against a concurrent store
     except FileExistsError:
-        existing = _sha256_of(target)
+        existing = sha256_file(target)
         if existing != digest:
             return existing
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
         # No hard links here: check, then rename (a concurrent store of other content could race).
-        if target.exists() and (existing := _sha256_of(target)) != digest:
+        if target.exists() and (existing := sha256_file(target)) != digest:
             return existing
         os.replace(temp, target)
         return None
     temp.unlink()
     return None
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _try_link(source: Path, target: Path) -> bool:
@@ -230,7 +215,7 @@ def _hash_and_sync(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             size += len(chunk)
         os.fsync(f.fileno())
@@ -241,7 +226,7 @@ def _copy_and_sync(source: BinaryIO, target: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with target.open("xb") as out:
-        for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
+        for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)

@@ -12,10 +12,10 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common.files import file_uri_path
 from storage.s3_archive import download, object_missing
 
 _SPOOL_BYTES = 64 << 20
@@ -81,7 +81,8 @@ class ArchiveReader:
 
 def local_path(archive_uri: str, archive_dir: Path) -> Path:
     """A `file://` URI or a path; relative paths are relative to the archive folder."""
-    if archive_uri.startswith("file:"):
-        return Path(unquote(urlparse(archive_uri).path))
+    local = file_uri_path(archive_uri)
+    if local is not None:
+        return Path(local)
     path = Path(archive_uri)
     return path if path.is_absolute() else archive_dir / path

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import CLASS_NAMES, DatasetImage
+from common.vocabulary import CLASS_NAMES
+from storage.models import DatasetImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,9 +100,11 @@ class KafkaPublisher:
     def _discard_producer(self, failed: KafkaProducer | None) -> None:
         with self._lock:
             # Another thread may already have replaced the failed producer: keep the new one.
-            if failed is None or self._producer is not failed:
-                return
-            self._producer = None
+            current = self._producer is failed
+            if current:
+                self._producer = None
+        if failed is None or not current:
+            return
         try:
             failed.close(timeout=0)
         except Exception:  # noqa: BLE001 - best effort on an already failed producer

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import CLASS_NAMES, Instance, Label, Series, Study
+from common.vocabulary import CLASS_NAMES
+from storage.models import Instance, Label, Series, Study
 
 
 class InvalidLabel(ValueError):

@@ -1,8 +1,9 @@
 """The relational schema: SQLAlchemy 2.0 typed models.
 
-Alembic migrations in `migrations/` create this schema; `tests/unit/test_migrations.py` fails
-when the models and the migrations drift apart. Analysts do not query these tables: the SQL
-views `instance_results` and `study_results` (see `storage/views.py`) are the public contract.
+Alembic migrations in `migrations/` create this schema; `tests/integration/test_foundation_migrations.py`
+fails when the models and the migrations drift apart. Analysts do not query these tables: the SQL
+views `instance_results` and `study_results` (created by the migrations in `migrations/versions/`) are
+the public contract.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-CLASS_NAMES: tuple[str, ...] = ("Cyst", "Normal", "Stone", "Tumor")
+from common.vocabulary import CLASS_NAMES, UID_LENGTH
+
 INSTANCE_STATES: tuple[str, ...] = ("received", "processed", "failed", "skipped")
 MODEL_STATUSES: tuple[str, ...] = ("candidate", "active", "retired")
 RESULT_OBJECT_KINDS: tuple[str, ...] = ("sr", "pmap", "sc")
 DELIVERY_STATES: tuple[str, ...] = ("pending", "delivered", "failed")
-UID_LENGTH = 64
 
 # Constraint names are fixed so that migrations can drop them on every database.
 NAMING_CONVENTION = {

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from common.vocabulary import CLASS_NAMES
 from storage.models import (
-    CLASS_NAMES,
     DELIVERY_STATES,
     Instance,
     ModelVersion,
@@ -189,14 +191,18 @@ def due_delivery_ids(session: Session, *, now: dt.datetime, limit: int) -> list[
 
 def claim(session: Session, *, delivery_id: int, now: dt.datetime, lease_s: float) -> ClaimedDelivery | None:
     """Take a due delivery for `lease_s` unless another sender holds it; None when it is gone."""
-    taken = session.execute(
-        update(ResultDelivery)
-        .where(
-            ResultDelivery.id == delivery_id,
-            ResultDelivery.state == "pending",
-            or_(ResultDelivery.claimed_until.is_(None), ResultDelivery.claimed_until < now),
-        )
-        .values(claimed_until=now + dt.timedelta(seconds=lease_s))
+    # An UPDATE's result is a CursorResult (it has a row count); Session.execute is typed for any statement.
+    taken = cast(
+        CursorResult[Any],
+        session.execute(
+            update(ResultDelivery)
+            .where(
+                ResultDelivery.id == delivery_id,
+                ResultDelivery.state == "pending",
+                or_(ResultDelivery.claimed_until.is_(None), ResultDelivery.claimed_until < now),
+            )
+            .values(claimed_until=now + dt.timedelta(seconds=lease_s))
+        ),
     )
     if not taken.rowcount:
         return None

@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from storage.models import CLASS_NAMES, Instance, Prediction, Series, Study, StudyPrediction
+from common.vocabulary import CLASS_NAMES
+from storage.events import InstanceEvent
+from storage.models import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
 
 PROBABILITY_COLUMNS = tuple(f"p_{c.lower()}" for c in CLASS_NAMES)
 COUNT_COLUMNS = tuple(f"n_{c.lower()}" for c in CLASS_NAMES)
@@ -53,6 +56,33 @@ class InstanceRow:
     received_at: dt.datetime
     state: str
     state_reason: str | None = None
+
+    @classmethod
+    def of_event(
+        cls,
+        event: InstanceEvent,
+        *,
+        received_at: dt.datetime,
+        state: str,
+        frames: int,
+        reason: str | None = None,
+    ) -> InstanceRow:
+        """The row an instance event describes (an InstanceNumber that is not an integer is stored as none)."""
+        return cls(
+            sop_instance_uid=event.sop_instance_uid,
+            series_instance_uid=event.series_instance_uid,
+            sop_class_uid=event.sop_class_uid,
+            transfer_syntax_uid=event.transfer_syntax_uid,
+            archive_uri=event.archive_uri,
+            sha256=event.sha256,
+            size_bytes=event.size_bytes,
+            calling_ae=event.calling_ae,
+            instance_number=event.instance_number if isinstance(event.instance_number, int) else None,
+            number_of_frames=frames,
+            received_at=received_at,
+            state=state,
+            state_reason=reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,18 +411,54 @@ def incomplete_studies(session: Session, *, cutoff: dt.datetime) -> list[Incompl
     return [IncompleteStudy(*row) for row in session.execute(stmt)]
 
 
+@dataclass(frozen=True, slots=True)
+class StudyResult:
+    """A study's current result by class name (the columns stay storage's business)."""
+
+    model_version: str
+    label: str
+    max_probability: dict[str, float]
+    n_predicted: dict[str, int]
+    n_instances: int
+
+
+def study_result(session: Session, *, study_prediction_id: int) -> StudyResult | None:
+    """The study result `study_prediction_id` with its model version's name; None if it is gone."""
+    found = session.execute(
+        select(StudyPrediction, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.id == StudyPrediction.model_version_id)
+        .where(StudyPrediction.id == study_prediction_id)
+    ).one_or_none()
+    if found is None:
+        return None
+    row, version = found
+    return StudyResult(
+        model_version=version,
+        label=row.label,
+        max_probability={
+            c: float(getattr(row, col)) for c, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS, strict=True)
+        },
+        n_predicted={c: int(getattr(row, col)) for c, col in zip(CLASS_NAMES, COUNT_COLUMNS, strict=True)},
+        n_instances=row.n_instances,
+    )
+
+
 def mark_study_complete(
     session: Session, *, study_prediction_id: int, expected_updated_at: dt.datetime, now: dt.datetime
 ) -> bool:
     """Mark one study result complete if it is still open and unchanged since `expected_updated_at`
     (a recompute in between re-opened it); returns whether it was marked."""
-    result = session.execute(
-        update(StudyPrediction)
-        .where(
-            StudyPrediction.id == study_prediction_id,
-            StudyPrediction.complete.is_(False),
-            StudyPrediction.updated_at == expected_updated_at,
-        )
-        .values(complete=True, completed_at=now)
+    # An UPDATE's result is a CursorResult (it has a row count); Session.execute is typed for any statement.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(StudyPrediction)
+            .where(
+                StudyPrediction.id == study_prediction_id,
+                StudyPrediction.complete.is_(False),
+                StudyPrediction.updated_at == expected_updated_at,
+            )
+            .values(complete=True, completed_at=now)
+        ),
     )
     return bool(result.rowcount)

@@ -24,7 +24,8 @@ from typing import IO, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.archive import ArchiveError, is_valid_uid
+from common.vocabulary import is_valid_uid
+from storage.archive import ArchiveError
 
 _CHUNK_BYTES = 1 << 20
 _VERSION_DIGITS = 16  # as the local archive's version names

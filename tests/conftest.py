@@ -97,7 +97,7 @@ def _structlog_restore() -> Iterator[None]:
     """Undo a test's `configure_logging()` (e.g. through the CLI) so later tests can capture logs."""
     yield
     _test_structlog_config()
-    from kidneyct.log import reset_standard_logging
+    from common.log import reset_standard_logging
 
     reset_standard_logging()
 

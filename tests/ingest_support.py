@@ -12,14 +12,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydicom import dcmread
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 
-from ingest.app import build_listener
+from common.pynetdicom_switches import chunked_send
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from kidneyct.scu import presentation_contexts
 from kidneyct.settings import Settings
+from kidneyct.wiring.ingest import build_listener
 from storage.stream import Publisher
 
 LOCALHOST = "127.0.0.1"
@@ -97,9 +98,7 @@ def send_files(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     for sop_class, syntax in file_contexts(paths):
         ae.add_requested_context(sop_class, [syntax])
-    previous = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, not a re-encoding
-    try:
+    with chunked_send():  # send the file's bytes, not a re-encoding
         assoc = ae.associate(LOCALHOST, port, ae_title=called_ae, tls_args=tls_args)
         if not assoc.is_established:
             return None
@@ -109,8 +108,6 @@ def send_files(
             results.append(int(status.Status) if "Status" in status else -1)
         assoc.release()
         return results
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = previous
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ are matched case-insensitively; other folders and non-image files are reported, 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy.orm import Session
 
+from common.files import sha256_file
 from storage.datasets import register_dataset_image
 
 log = structlog.get_logger(__name__)
@@ -33,14 +33,6 @@ class ImportSummary:
     unchanged: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_images(root: Path, classes: Sequence[str]) -> tuple[list[tuple[Path, str]], list[str]]:
@@ -81,7 +73,7 @@ def import_folder(
     summary = ImportSummary(ignored=ignored)
     for done, (path, cls) in enumerate(images, start=1):
         outcome = register_dataset_image(
-            session, path=str(path), sha256=sha256_of(path), label=cls, source=source, now=now
+            session, path=str(path), sha256=sha256_file(path), label=cls, source=source, now=now
         )
         summary.created += outcome.created
         summary.updated += outcome.updated

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.models import CLASS_NAMES, UID_LENGTH
+from common.vocabulary import CLASS_NAMES, UID_LENGTH
 
 
 class LabelInputError(ValueError):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import structlog
 
-from classifier.artifact import ModelCard, save_artifact, sha256_file
+from classifier.artifact import ModelCard, save_artifact
 from classifier.preprocess import Window
-from storage.models import CLASS_NAMES
+from common.files import sha256_file
+from common.vocabulary import CLASS_NAMES
 from training.parity import PARITY_LIMIT, Parity, check_parity
 from training.rebuild import ImportRefused, ImportSpec, rebuild
 

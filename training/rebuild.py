@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from classifier.model import HEAD_LAYERS, HEADS, build_model, get_base
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 from training.h5_weights import SourceWeights, WeightsFileError, auto_names, read_weights
 
 BASE_FEATURES = 2048  # channels of ResNet50's last block

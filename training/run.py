@@ -22,8 +22,8 @@ from classifier.artifact import ModelCard, load_artifact, save_artifact
 from classifier.errors import ArtifactError
 from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import build_model
-from classifier.preprocess import Window
-from storage.models import CLASS_NAMES
+from classifier.preprocess import KIDNEY_WINDOW, Window
+from common.vocabulary import CLASS_NAMES
 from training.baseline import baseline_probabilities
 from training.bootstrap import metric_intervals, paired_macro_f1_difference
 from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_channels
@@ -53,7 +53,7 @@ class TrainOptions:
     seed: int = 42
     fractions: SplitFractions = field(default_factory=SplitFractions)
     grouping: GroupingParams = field(default_factory=GroupingParams)
-    window: Window = field(default_factory=lambda: Window(40.0, 400.0))
+    window: Window = KIDNEY_WINDOW
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     compare_random: bool = True
     latest_fraction: float = 0.15  # the top IDs of each class held out as the `latest` split (0: none)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import structlog
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from classifier.errors import DecodeError
 from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from common.files import file_uri_path
 from storage.datasets import list_dataset_images
 from storage.labels import labelled_instances
 from training.dedup import Fingerprint, GroupingParams, fingerprint, group_items, kaggle_id
@@ -54,10 +54,14 @@ class TrainingSet:
         return np.asarray([classes.index(i.label) for i in self.manifest.items], dtype=np.int64)
 
 
+def _kaggle_number(item: SourceItem) -> int | None:
+    """N of `<Class>- (N).jpg`, or None for a name outside that pattern."""
+    return item.kaggle_id[2] if item.kaggle_id else None
+
+
 def path_from_uri(uri: str) -> str:
     """A local path from an archive URI (`file:///...`) or a plain path."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
+    return file_uri_path(uri) or uri
 
 
 def collect_sources(session: Session) -> list[SourceItem]:
@@ -175,7 +179,7 @@ def build_training_set(
     kept = [i for i, keep in enumerate(grouped.keep) if keep]
     labels = [good_sources[i].label for i in kept]
     groups = [good_sources[grouped.group_of[i]].key for i in kept]  # a group is named by its first item
-    numbers = [good_sources[i].kaggle_id[2] if good_sources[i].kaggle_id else None for i in kept]
+    numbers = [_kaggle_number(good_sources[i]) for i in kept]
     latest = latest_block(labels, numbers, groups, fraction=latest_fraction)
     older = [i for i, is_latest in enumerate(latest) if not is_latest]
     older_splits = grouped_split(

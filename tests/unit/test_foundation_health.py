@@ -1,4 +1,4 @@
-"""/healthz and /readyz beside /metrics (kidneyct/metrics.py, kidneyct/health.py)."""
+"""/healthz and /readyz beside /metrics (common/metrics.py, common/health.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 
-from kidneyct.health import Readiness, broker_check, database_check, process_readiness
-from kidneyct.metrics import serve_metrics
+from common.health import Readiness, broker_check, database_check, process_readiness
+from common.metrics import serve_metrics
 from storage.db import make_engine, make_session_factory
 
 

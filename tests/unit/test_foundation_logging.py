@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from kidneyct.log import REDACTED, PatientDataRedactor, configure_logging
+from common.log import REDACTED, PatientDataRedactor, configure_logging
 
 PATIENT = {
     "PatientName": "Doe^Jane",
@@ -103,11 +103,15 @@ def test_redactor_leaves_other_events_unchanged() -> None:
     assert PatientDataRedactor()(None, "info", dict(event)) == event
 
 
-def test_capture_logs_works_after_configure_logging() -> None:
-    """Tests can assert log events with capture_logs (the conftest resets structlog per test)."""
+def test_capture_logs_works_after_configure_logging(capsys: pytest.CaptureFixture[str]) -> None:
+    """After `configure_logging` (as every command's main runs it), a module-level logger's events
+    are caught by capture_logs and not also written out (the conftest resets structlog per test)."""
+    configure_logging(fmt="json", level="info")
+    log = structlog.get_logger("test")  # made before the capture, as modules make theirs at import
     with structlog.testing.capture_logs() as logs:
-        structlog.get_logger("test").info("something_happened", n=1)
+        log.info("something_happened", n=1)
     assert logs == [{"event": "something_happened", "n": 1, "log_level": "info"}]
+    assert capsys.readouterr().err == ""
 
 
 def test_standard_library_warnings_and_thread_crashes_are_json_and_scrubbed(

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import migrations
-from kidneyct.progress import progress_bars, progress_wanted
+from common.progress import progress_bars, progress_wanted
+from common.vocabulary import CLASS_NAMES
 from storage.db import make_engine, make_session_factory
-from storage.models import CLASS_NAMES
 from training.dedup import phash_pairs
 from training.importer import import_folder
 

@@ -25,9 +25,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from common.vocabulary import KIDNEY_WINDOW_CENTER_HU, KIDNEY_WINDOW_WIDTH_HU
+
 RESCALE_INTERCEPT = -1024.0  # stored value = HU + 1024, as most scanners write it
 RESCALE_SLOPE = 1.0
-WINDOW_CENTER, WINDOW_WIDTH = 40, 400  # abdomen soft-tissue window
+# The kidney window, as integers (written as DS "40" and "400").
+WINDOW_CENTER, WINDOW_WIDTH = int(KIDNEY_WINDOW_CENTER_HU), int(KIDNEY_WINDOW_WIDTH_HU)
 
 # Transfer syntaxes `kidneyct synth --transfer-syntax` can write, by short name.
 TRANSFER_SYNTAXES: dict[str, UID] = {

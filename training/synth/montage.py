@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES, KIDNEY_WINDOW_CENTER_HU, KIDNEY_WINDOW_WIDTH_HU
 from training.synth.generate import study_seed
 from training.synth.phantom import ABDOMEN, ScanProtocol, make_phantom, render_slice
 
-WINDOW = (40.0, 400.0)  # abdomen soft-tissue window (centre, width), HU
+WINDOW = (KIDNEY_WINDOW_CENTER_HU, KIDNEY_WINDOW_WIDTH_HU)  # (centre, width), HU
 
 
 def window(hu: np.ndarray, center: float = WINDOW[0], width: float = WINDOW[1]) -> np.ndarray:

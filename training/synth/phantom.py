@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 FIELD_OF_VIEW_MM = 360.0
 COVERAGE_MM = 160.0  # cranio-caudal extent of a study: the kidneys and the liver's lower part
@@ -393,7 +393,10 @@ def render_slice(phantom: Phantom, z: float, size: int, noise_seed: int) -> tupl
 def _correlated_noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Unit-variance noise with CT-like short-range correlation (a 3x3 box blur of white noise)."""
     white = rng.standard_normal(shape, dtype=np.float32)
-    blurred = sum(np.roll(np.roll(white, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    blurred = np.zeros_like(white)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            blurred += np.roll(np.roll(white, dy, 0), dx, 1)
     return blurred / np.float32(3.0)
 
 

@@ -44,10 +44,16 @@ def read_truth(path: Path) -> list[TruthRow]:
     if path.is_dir():
         path = path / TRUTH_FILE
     with path.open(newline="") as f:
-        return [
-            TruthRow(**{**row, "frame": int(row["frame"]), "slice_index": int(row["slice_index"])})
-            for row in csv.DictReader(f)
-        ]
+        return [_truth_row(row) for row in csv.DictReader(f)]
+
+
+def _truth_row(row: dict[str, str]) -> TruthRow:
+    """A CSV row as text, with its two number columns as numbers."""
+    return TruthRow(
+        **{name: row[name] for name in TruthRow.columns() if name not in ("frame", "slice_index")},
+        frame=int(row["frame"]),
+        slice_index=int(row["slice_index"]),
+    )
 
 
 def study_truth(rows: Iterable[TruthRow]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from pydicom.uid import generate_uid
 import migrations
 from classifier.artifact import load_artifact, save_artifact
 from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, image_file_to_model_input, to_model_input
+from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
 from storage.db import make_engine, make_session_factory
 from storage.labels import add_label
@@ -34,7 +35,7 @@ from storage.model_versions import (
     list_model_versions,
     register_model_version,
 )
-from storage.models import CLASS_NAMES, Instance, Series, Study
+from storage.models import Instance, Series, Study
 from training.manifest import Manifest
 from training.promotion import promote
 from training.registry import new_labels_since_last_version, training_due

@@ -13,7 +13,7 @@ from classifier.artifact import CARD_FILE, WEIGHTS_FILE, load_artifact, read_car
 from classifier.errors import ArtifactError
 from classifier.model import build_model
 from classifier.preprocess import Window
-from storage.models import CLASS_NAMES
+from common.vocabulary import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")

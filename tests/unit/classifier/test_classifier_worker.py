@@ -32,12 +32,13 @@ from structlog.testing import capture_logs
 import migrations
 from classifier.batching import BatchPolicy
 from classifier.dead_letter_limit import DeadLetterLimit
-from classifier.errors import DeadLetterLimitExceeded, NoActiveModel, SchemaMissing
+from classifier.errors import DeadLetterLimitExceeded, NoActiveModel
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
+from common.errors import SchemaMissing
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueuePublisher

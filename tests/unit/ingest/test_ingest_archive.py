@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.archive import Archive, ArchivedFile, ArchiveError, is_valid_uid
+from common.vocabulary import is_valid_uid
+from storage.archive import Archive, ArchivedFile, ArchiveError
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 

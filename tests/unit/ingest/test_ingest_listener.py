@@ -31,8 +31,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from structlog.testing import capture_logs
 
+from common.metrics import serve_metrics
 from ingest import statuses
-from kidneyct.metrics import serve_metrics
 from storage.events import InstanceEvent
 from storage.stream import StreamUnavailable
 
@@ -315,8 +315,8 @@ def test_stop_lets_in_flight_association_finish_and_refuses_new_ones(tmp_path: P
     settings = listener_settings(tmp_path / "archive")
     from prometheus_client import CollectorRegistry
 
-    from ingest.app import build_listener
     from ingest.metrics import IngestMetrics
+    from kidneyct.wiring.ingest import build_listener
 
     listener = build_listener(settings, publisher=publisher, metrics=IngestMetrics(CollectorRegistry()))
     listener.start()
@@ -340,8 +340,8 @@ def test_stop_aborts_associations_past_the_grace_time(tmp_path: Path) -> None:
     """An association still open when the grace time ends is aborted; stop reports it."""
     from prometheus_client import CollectorRegistry
 
-    from ingest.app import build_listener
     from ingest.metrics import IngestMetrics
+    from kidneyct.wiring.ingest import build_listener
 
     listener = build_listener(
         listener_settings(tmp_path / "archive"),
@@ -444,7 +444,7 @@ def test_active_associations_gauge_follows_open_associations(tmp_path: Path) -> 
 
 def test_process_registry_carries_process_metrics() -> None:
     """The one registry of a process reports its memory, CPU time and open files."""
-    from kidneyct.registry import process_registry
+    from common.registry import process_registry
 
     registry = process_registry()
     assert (registry.get_sample_value("process_resident_memory_bytes") or 0) > 0

@@ -24,10 +24,10 @@ import migrations
 from classifier.artifact import load_artifact, read_card
 from classifier.gradcam import grad_cam, head_logits, head_weights
 from classifier.preprocess import KIDNEY_WINDOW
+from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
 from storage.db import make_engine, make_session_factory
 from storage.model_versions import list_model_versions
-from storage.models import CLASS_NAMES
 from training.model_import import ImportOptions, import_model_file
 from training.rebuild import ImportRefused, ImportSpec, rebuild
 

@@ -10,12 +10,13 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.metrics import MetricsServer
+from common.pynetdicom_switches import enable_chunked_receive
 from ingest.access import AccessPolicy
 from ingest.ae import (
     CT_SOP_CLASSES,
     AEOptions,
     build_ae,
-    enable_chunked_receive,
     make_tls_context,
     parse_sop_classes,
 )
@@ -26,7 +27,6 @@ from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
 from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.archives import build_archive
-from kidneyct.metrics import MetricsServer
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer
 from storage.stream import Publisher

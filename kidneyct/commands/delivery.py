@@ -3,10 +3,6 @@ from `kidneyct serve` (which runs one itself when destinations are set). Several
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
-
 import click
 import structlog
 from prometheus_client import CollectorRegistry
@@ -21,10 +17,10 @@ log = structlog.get_logger(__name__)
 @click.pass_obj
 def send_results(settings: Settings, once: bool) -> None:
     """Send the results waiting in the outbox to their PACS destinations (C-STORE)."""
+    from common.runtime import GracefulStop, metrics_endpoint
     from delivery.metrics import SenderMetrics
-    from delivery.wiring import build_sender
     from kidneyct.database import make_database
-    from kidneyct.metrics import serve_metrics
+    from kidneyct.wiring.delivery import build_sender
 
     metrics = SenderMetrics(CollectorRegistry())
     try:
@@ -34,21 +30,6 @@ def send_results(settings: Settings, once: bool) -> None:
     if once:
         click.echo(f"{sender.send_due()} deliveries attempted")
         return
-    metrics_server = None
-    if settings.metrics_port > 0:
-        metrics_server = serve_metrics(
-            metrics.registry, host=settings.metrics_host, port=settings.metrics_port
-        )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("result_sender_stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sender.run(stop)
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
+    stop = GracefulStop(log_event="result_sender_stopping").install()
+    with metrics_endpoint(metrics.registry, host=settings.metrics_host, port=settings.metrics_port):
+        sender.run(stop.event)

@@ -11,10 +11,10 @@ import click
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.progress import progress_bars, progress_wanted
+from common.vocabulary import CLASS_NAMES
 from kidneyct.database import make_database
-from kidneyct.progress import progress_bars, progress_wanted
 from kidneyct.settings import Settings
-from storage.models import CLASS_NAMES
 
 log = structlog.get_logger(__name__)
 

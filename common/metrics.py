@@ -1,5 +1,5 @@
 """The HTTP endpoint every long-running command serves when `KIDNEYCT_METRICS_PORT` is set:
-`/metrics` (Prometheus), `/healthz` (alive) and `/readyz` (ready, see `kidneyct.health`).
+`/metrics` (Prometheus), `/healthz` (alive) and `/readyz` (ready, see `common.health`).
 
 Each component keeps its metrics on a registry it is given (never the global one at import time),
 so tests and several components in one process (`kidneyct serve`) do not collide.
@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from kidneyct.health import Readiness
+from common.health import Readiness
 
 
 @dataclass

@@ -18,6 +18,15 @@ class SetupError(Exception):
     """Something in the environment or the settings keeps a command from working."""
 
 
+class SchemaMissing(SetupError):
+    """The database has no kidneyct schema (or an older one): `kidneyct db upgrade` creates it."""
+
+    def __init__(
+        self, message: str = f"the database has no kidneyct schema (or an older one): {MIGRATE_HINT}"
+    ):
+        super().__init__(message)
+
+
 class PortUnavailable(SetupError):
     """A port cannot be bound (in use, not permitted, or an address this host does not have)."""
 

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
+from common.vocabulary import CLASS_NAMES
 from kidneyct.settings import Settings
-from storage.models import CLASS_NAMES
 from training.synth.dicom_writer import TRANSFER_SYNTAXES
 from training.synth.generate import generate
 from training.synth.montage import save_montage

@@ -7,8 +7,6 @@ that imports Keras is imported inside the command.
 from __future__ import annotations
 
 import os
-import signal
-from types import FrameType
 
 import click
 import structlog
@@ -38,15 +36,15 @@ def worker(
 
     import keras
 
-    from classifier.errors import DeadLetterLimitExceeded, SchemaMissing
+    from classifier.errors import DeadLetterLimitExceeded
     from classifier.metrics import WorkerMetrics
-    from classifier.wiring import build_worker
     from classifier.worker import Abandoned
-    from kidneyct.database import make_database, require_schema
-    from kidneyct.errors import binding
-    from kidneyct.health import process_readiness
-    from kidneyct.metrics import serve_metrics
-    from kidneyct.registry import process_registry
+    from common.errors import SchemaMissing
+    from common.health import process_readiness
+    from common.registry import process_registry
+    from common.runtime import GracefulStop, start_metrics_endpoint
+    from kidneyct.database import open_database
+    from kidneyct.wiring.classifier import build_worker
 
     try:
         require_device(chosen, keras.backend.backend())
@@ -55,31 +53,21 @@ def worker(
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     metrics = WorkerMetrics(process_registry())
-    sessions = make_database(settings)
-    require_schema(sessions)
+    sessions = open_database(settings)
     try:
         wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     runner = wired.worker
-    metrics_server = None
-    if settings.metrics_port > 0:
-        readiness = process_readiness(
-            sessions=sessions,
-            kafka_bootstrap=settings.kafka_bootstrap,
-            models_loaded=lambda: runner.model_loaded,
-        )
-        with binding("the metrics endpoint", settings.metrics_host, settings.metrics_port):
-            metrics_server = serve_metrics(
-                metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
-            )
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker_stopping", signal=signal.Signals(signum).name)
-        runner.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    readiness = process_readiness(
+        sessions=sessions,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        models_loaded=lambda: runner.model_loaded,
+    )
+    metrics_server = start_metrics_endpoint(
+        metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+    )
+    GracefulStop(log_event="worker_stopping").on_request(runner.request_stop).install()
     try:
         if not runner.start_when_model_active():
             log.info("worker_stopped_before_start")

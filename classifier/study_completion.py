@@ -1,0 +1,221 @@
+"""The study-completion sweep: mark stable studies complete, announce them and queue their reports.
+
+Run by the worker between batches (`Worker.sweep_completed_studies`); it shares the worker's
+database and, per sweep, its results publisher and (for heat maps) its serving model, but none of
+its batch state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifier import messages
+from classifier.metrics import WorkerMetrics
+from classifier.reporting import HeatMapper, ResultConfig, build_objects
+from classifier.result_model import StudyReport
+from classifier.serving import ServingModel
+from classifier.study_rule import StudyRule, completion_cutoff, is_complete
+from storage.archive_reader import ArchiveReader
+from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
+from storage.results import (
+    IncompleteStudy,
+    StudyResult,
+    incomplete_studies,
+    mark_study_complete,
+    study_result,
+)
+from storage.stream import Publisher
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CompletionOptions:
+    topic_results: str
+    stable_age_s: float
+    rule: StudyRule
+    results: ResultConfig
+    reader: Callable[[], ArchiveReader]
+
+
+@dataclass
+class _Completion:
+    """A study result about to be completed: its report and announcement, then its objects."""
+
+    candidate: IncompleteStudy
+    report: StudyReport
+    message: bytes
+    objects: list[NewObject] = field(default_factory=list)
+    build_error: str | None = None
+
+
+class StudyCompletion:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        options: CompletionOptions,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self._sessions = sessions
+        self._options = options
+        self._metrics = metrics
+        self._clock = clock
+        self._heat_mapper = HeatMapper()
+
+    def sweep(self, now: dt.datetime, *, publisher: Publisher, serving: ServingModel | None) -> int:
+        """Mark stable studies complete, announce them and queue their reports for PACS.
+
+        Short steps, so that no database transaction is open while building or publishing (on the
+        embedded default the publisher writes to the same SQLite file): read the candidates, build
+        each one's DICOM objects (SR, heat map; skipped without destinations), announce them
+        (at-least-once), then mark each complete unless it was re-opened meanwhile, and in the
+        same transaction record its report revision and outbox rows.
+        """
+        completions = self._completable_studies(now)
+        for c in completions:
+            c.objects, c.build_error = self._build_objects(c, serving)
+        for c in completions:
+            publisher.publish(self._options.topic_results, c.candidate.study_instance_uid.encode(), c.message)
+        done = 0
+        with self._sessions.begin() as session:
+            for c in completions:
+                if self._record(session, c, now):
+                    done += 1
+        self._metrics.studies_completed.inc(done)
+        return done
+
+    def _record(self, session: Session, c: _Completion, now: dt.datetime) -> bool:
+        marked = mark_study_complete(
+            session,
+            study_prediction_id=c.candidate.study_prediction_id,
+            expected_updated_at=c.candidate.updated_at,
+            now=now,
+        )
+        if not marked:
+            return False
+        add_report(
+            session,
+            study_id=c.candidate.study_id,
+            model_version_id=c.candidate.model_version_id,
+            revision=c.report.revision,
+            label=c.report.label,
+            key_slices=c.report.key_slices,
+            objects=c.objects,
+            destinations=self._options.results.destinations,
+            build_error=c.build_error,
+            now=now,
+        )
+        log.info(
+            "study_completed",
+            study_instance_uid=c.candidate.study_instance_uid,
+            model_version=c.report.model_version,
+            label=c.report.label,
+            revision=c.report.revision,
+            result_objects=len(c.objects),
+        )
+        return True
+
+    def _completable_studies(self, now: dt.datetime) -> list[_Completion]:
+        stable_age_s = self._options.stable_age_s
+        out: list[_Completion] = []
+        with self._sessions() as session:
+            for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, stable_age_s)):
+                if not is_complete(
+                    last_received_at=candidate.last_received_at,
+                    last_updated_at=candidate.updated_at,
+                    pending_instances=candidate.pending_instances,
+                    now=now,
+                    stable_age_s=stable_age_s,
+                ):
+                    continue
+                result = study_result(session, study_prediction_id=candidate.study_prediction_id)
+                if result is None:
+                    continue
+                out.append(self._completion(session, candidate, result, now))
+        return out
+
+    def _completion(
+        self, session: Session, candidate: IncompleteStudy, result: StudyResult, now: dt.datetime
+    ) -> _Completion:
+        accession, issuer = study_identity(session, study_id=candidate.study_id)
+        previous = previous_report(session, study_id=candidate.study_id)
+        revision = previous[0] + 1 if previous else 1
+        rule = self._options.rule
+        report = StudyReport(
+            study_instance_uid=candidate.study_instance_uid,
+            model_version=result.model_version,
+            revision=revision,
+            label=result.label,
+            max_probability=result.max_probability,
+            n_instances=result.n_instances,
+            rule=rule,
+            key_slices=tuple(
+                key_slices(
+                    session,
+                    study_id=candidate.study_id,
+                    model_version_id=candidate.model_version_id,
+                    label=result.label,
+                    limit=rule.min_slices,
+                )
+            ),
+            completed_at=now,
+            previous=(previous[1], previous[0]) if previous else None,
+        )
+        message = messages.study_complete(
+            study_instance_uid=candidate.study_instance_uid,
+            model_version=result.model_version,
+            label=result.label,
+            max_probability=result.max_probability,
+            n_predicted=result.n_predicted,
+            n_instances=result.n_instances,
+            completed_at=now,
+            revision=revision,
+            accession_number=accession,
+            accession_number_issuer=issuer,
+        )
+        return _Completion(candidate=candidate, report=report, message=message)
+
+    def _build_objects(
+        self, c: _Completion, serving: ServingModel | None
+    ) -> tuple[list[NewObject], str | None]:
+        """The report's DICOM objects; none without destinations; on failure, none and the reason."""
+        results = self._options.results
+        if not results.destinations:
+            return [], None
+        if not c.report.key_slices:
+            return [], "no predicted slice to reference"
+        if serving is not None and serving.model_version_id != c.candidate.model_version_id:
+            serving = None  # heat maps only from the model that made the result
+        started = self._clock()
+        try:
+            objects = build_objects(
+                c.report,
+                archive_dir=self._options.reader(),
+                heatmap=results.heatmap,
+                serving=serving,
+                mapper=self._heat_mapper,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure of one study's objects is recorded, not fatal
+            # The type only: messages of DICOM libraries may quote attribute values (patient data).
+            log.error(
+                "result_build_failed",
+                study_instance_uid=c.candidate.study_instance_uid,
+                error=type(exc).__name__,
+            )
+            return [], f"{type(exc).__name__}: {exc}"
+        log.info(
+            "result_built",
+            study_instance_uid=c.candidate.study_instance_uid,
+            revision=c.report.revision,
+            kinds=[o.kind for o in objects],
+            heatmap_skipped=serving is None and results.heatmap != "none",
+            build_s=round(self._clock() - started, 3),
+        )
+        return objects, None

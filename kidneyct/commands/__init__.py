@@ -1,0 +1,1 @@
+"""The `kidneyct` subcommands: each builds settings-derived options and hands them down."""

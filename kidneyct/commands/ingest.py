@@ -1,0 +1,58 @@
+"""`kidneyct listen`: run the DICOM C-STORE listener until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import click
+
+from common.health import process_readiness
+from common.registry import process_registry
+from common.runtime import GracefulStop, start_metrics_endpoint
+from ingest.catalog import start_catalog_thread
+from ingest.metrics import IngestMetrics
+from kidneyct.database import make_database, require_schema
+from kidneyct.settings import Settings
+from kidneyct.streams import make_publisher
+from kidneyct.wiring.ingest import build_catalog, build_listener, run_until_stopped
+
+
+@click.command("listen")
+@click.pass_obj
+def listen(settings: Settings) -> None:
+    """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
+    metrics = IngestMetrics(process_registry())
+    sessions = make_database(settings)
+    if not settings.uses_kafka:
+        require_schema(sessions)  # the embedded queue lives in the database
+    publisher = make_publisher(settings, sessions)
+    try:
+        listener = build_listener(settings, publisher=publisher, metrics=metrics)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # The embedded queue is the database; with Kafka the listener needs only the broker.
+    readiness = process_readiness(
+        sessions=None if settings.uses_kafka else sessions, kafka_bootstrap=settings.kafka_bootstrap
+    )
+    metrics_server = start_metrics_endpoint(
+        metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
+    )
+    stop = GracefulStop().install()
+    catalog = None
+    if settings.catalog_in_listener:
+        catalog = start_catalog_thread(build_catalog(settings, sessions), stop.event)
+    run_until_stopped(
+        listener,
+        publisher=publisher,
+        stop=stop.event,
+        grace_s=settings.shutdown_grace_s,
+        metrics_server=metrics_server,
+    )
+    if catalog is not None:
+        catalog.join(timeout=30)
+
+
+@click.command("catalog")
+@click.pass_obj
+def catalog(settings: Settings) -> None:
+    """Record every received instance in the database (state `received`), model or no model."""
+    stop = GracefulStop().install()
+    build_catalog(settings, make_database(settings)).run(stop.event)
