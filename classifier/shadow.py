@@ -226,11 +226,12 @@ def write_version(
     uids = [p.instance.event.sop_instance_uid for p in predicted]
     if not uids:
         return 0
-    instance_ids = dict(
-        session.execute(
+    instance_ids: dict[str, int] = {
+        uid: id_
+        for uid, id_ in session.execute(
             select(Instance.sop_instance_uid, Instance.id).where(Instance.sop_instance_uid.in_(uids))
-        ).tuples()
-    )
+        )
+    }
     rows = [
         PredictionRow(
             p.instance.event.sop_instance_uid,
