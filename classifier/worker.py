@@ -320,7 +320,7 @@ class Worker:
         except _DataProblem as exc:
             log.warning("batch_write_refused_data", error=type(exc.__cause__).__name__, events=len(outcomes))
             predicted, poisoned, new_rows = self._write_one_by_one(serving, predicted, poisoned)
-        new_rows += self._write_others(others)
+        other_rows = self._write_others(others)
         write_s = self._clock() - started
         self._retry("publish_results", lambda: self._publish(serving, predicted, poisoned))
         for tp, offset in next_offsets(batch.records).items():
@@ -335,6 +335,7 @@ class Worker:
             frames=sum(len(p.probabilities) for p in predicted),
             poisoned=len(poisoned),
             new_prediction_rows=new_rows,
+            other_model_rows=other_rows,
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
