@@ -149,6 +149,7 @@ class RunningWorker:
                 batch=BatchPolicy(max_size=4, max_wait_s=0.05, idle_wait_s=0.1),
                 rule=StudyRule(min_slices=1, min_probability=0.0),
                 model_poll_s=0.2,
+                stable_age_s=0.5,
                 sweep_interval_s=3600.0,
                 retry_initial_s=0.1,
             ),
@@ -254,3 +255,68 @@ def test_reprocess_under_a_candidate_while_new_studies_arrive(stack: Stack) -> N
         assert not any(shadow for _, shadow in stack.study_labels("A").values())
     finally:
         running.stop()
+
+
+def _results(stack: Stack) -> list[dict]:
+    """Every message on the results topic (the embedded queue's rows, or the Kafka topic from the start)."""
+    import json
+
+    s = stack.settings
+    if not s.uses_kafka:
+        from storage.models import QueueMessage
+
+        with stack.sessions() as session:
+            values = session.scalars(select(QueueMessage.value).where(QueueMessage.topic == s.topic_results))
+            return [json.loads(v) for v in values]
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        s.topic_results,
+        bootstrap_servers=s.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    try:
+        return [json.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def test_shadow_model_on_live_traffic_stays_out_of_the_clinical_results(stack: Stack) -> None:
+    """B shadowing A on live studies: one decode per instance, rows under both, B's study results
+    completed quietly; the results topic carries A's instance and study messages only."""
+    from storage.shadow_models import set_shadow
+
+    with stack.sessions.begin() as s:
+        set_shadow(s, version="B", on=True)
+    running = RunningWorker(stack)
+    try:
+        events = _studies(stack, 2, 2, dt.datetime.now(dt.UTC))
+        stack.send(events)
+        wait_for(
+            lambda: len(stack.rows("A")) == len(events) and len(stack.rows("B")) == len(events), timeout_s=120
+        )
+        decodes = running.worker._metrics.registry.get_sample_value("kidneyct_worker_decodes_total")  # noqa: SLF001
+        assert decodes == len(events)
+        wait_for(
+            lambda: (
+                running.worker.sweep_completed_studies() >= 0 and all(c for c in _complete(stack).values())
+            ),
+            timeout_s=30,
+        )
+    finally:
+        running.stop()
+    assert {label_shadow[1] for label_shadow in stack.study_labels("B").values()} == {True}
+    assert {label_shadow[1] for label_shadow in stack.study_labels("A").values()} == {False}
+    messages = _results(stack)
+    assert {m["model_version"] for m in messages} == {"A"}
+    assert sorted(m["type"] for m in messages).count("study_complete") == 2
+    assert sum(m["type"] == "instance_result" for m in messages) == len(events)
+
+
+def _complete(stack: Stack) -> dict[tuple[int, int], bool]:
+    with stack.sessions() as s:
+        rows = s.execute(
+            select(StudyPrediction.study_id, StudyPrediction.model_version_id, StudyPrediction.complete)
+        )
+        return {(sid, mid): bool(c) for sid, mid, c in rows}
