@@ -136,6 +136,6 @@ def topic_configs(connection: KafkaConnection, topic: str) -> dict[str, str]:
         described = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
         )
-        return {k: v.get("value") for k, v in described["topic"][topic].items() if isinstance(v, dict)}
+        return {k: str(v.get("value")) for k, v in described["topic"][topic].items() if isinstance(v, dict)}
     finally:
         admin.close()

@@ -47,7 +47,7 @@ class SelectedInstances:
     already_done: int  # selected, but already with predictions of the target version
 
 
-def _query(selection: Selection) -> Select[tuple[Instance, str, str, str | None]]:
+def _query(selection: Selection) -> Select[Instance, str, str, str | None]:
     query = (
         select(Instance, Series.series_instance_uid, Study.study_instance_uid, Series.modality)
         .join(Series, Instance.series_id == Series.id)
