@@ -35,8 +35,10 @@ from storage.archive_reader import ArchiveReader
 from storage.model_versions import get_model_version
 from storage.models import CLASS_NAMES, Instance, ModelVersion
 from storage.results import (
+    IncompleteStudy,
     PredictionRow,
     insert_predictions,
+    mark_study_complete,
     study_aggregates,
     study_ids_of_instances,
     upsert_study_prediction,
@@ -270,3 +272,20 @@ def write_version(
         for p in predicted
         if instance_ids.get(p.instance.event.sop_instance_uid) in by_id
     )
+
+
+def complete_quietly(session: Session, candidates: Sequence[IncompleteStudy], *, now: dt.datetime) -> int:
+    """Mark stable `shadow` study results complete: no results-topic message, no report, no outbox
+    rows (the worker's sweep calls this for them instead of announcing). Returns how many."""
+    done = 0
+    for c in candidates:
+        if mark_study_complete(
+            session, study_prediction_id=c.study_prediction_id, expected_updated_at=c.updated_at, now=now
+        ):
+            done += 1
+            log.info(
+                "shadow_study_completed",
+                study_instance_uid=c.study_instance_uid,
+                model_version_id=c.model_version_id,
+            )
+    return done

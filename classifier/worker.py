@@ -53,7 +53,7 @@ from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.reprocess_events import is_reprocess
 from classifier.result_model import StudyReport
 from classifier.serving import ServingModel, load_serving_model
-from classifier.shadow import Decode, OtherModels, VersionBatch, write_version
+from classifier.shadow import Decode, OtherModels, VersionBatch, complete_quietly, write_version
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from classifier.writer import Predicted, write_batch
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
@@ -302,7 +302,10 @@ class Worker:
         started = self._clock()
         predicted = self._predict(serving, decoded)
         predict_s = self._clock() - started
-        others, unavailable = self._others.predict(decoded, for_other_versions)
+        # Loading a reprocess target reads the database, a shadow may decode again: outages are waited out.
+        others, unavailable = self._retry(
+            "predict_other_models", lambda: self._others.predict(decoded, for_other_versions)
+        )
         poisoned.extend(unavailable)
         for p in poisoned:
             log.warning(
@@ -613,7 +616,7 @@ class Worker:
             )
         done = 0
         with self._sessions.begin() as session:
-            done += _complete_quietly(session, quiet, now)
+            done += complete_quietly(session, [c.candidate for c in quiet], now=now)
             for c in completions:
                 marked = mark_study_complete(
                     session,
@@ -795,26 +798,6 @@ def _bare(poison: PoisonInstance) -> PoisonInstance:
         return poison
     event = dataclasses.replace(poison.event, instance_number=None, number_of_frames=1, modality=None)
     return PoisonInstance(poison.record, event, poison.error)
-
-
-def _complete_quietly(session: Session, quiet: list[_Completion], now: dt.datetime) -> int:
-    """Mark shadow study results complete: no results-topic message, no report, no outbox rows."""
-    done = 0
-    for c in quiet:
-        if mark_study_complete(
-            session,
-            study_prediction_id=c.candidate.study_prediction_id,
-            expected_updated_at=c.candidate.updated_at,
-            now=now,
-        ):
-            done += 1
-            log.info(
-                "shadow_study_completed",
-                study_instance_uid=c.candidate.study_instance_uid,
-                model_version=c.report.model_version,
-                label=c.report.label,
-            )
-    return done
 
 
 def _count(batch: _Batch | None) -> int:
