@@ -49,7 +49,7 @@ HELP: dict[str, str] = {
     "label": "Record ground-truth labels.",
     "dataset": "Register labelled image folders.",
     "train": "Train, evaluate and register a model version.",
-    "models": "List, promote, import, export models.",
+    "models": "List, promote, import, export, shadow, compare models.",
     "evaluate": "Evaluate a model on a labelled folder.",
     "synth": "Write synthetic kidney-CT studies as DICOM.",
     "demo": "Run the whole loop on synthetic data.",

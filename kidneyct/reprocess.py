@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,11 +23,14 @@ from classifier.reprocess_events import reprocess_event
 from kidneyct.progress import Advance
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
+from storage.events import InstanceEvent
 from storage.model_versions import get_active_model_version, get_model_version
 from storage.reprocess import Selection, select_for_reprocess
+from storage.stream import Publisher
 
 log = structlog.get_logger(__name__)
 
+PUBLISH_WINDOW = 256
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -99,12 +103,7 @@ def queue_reprocess(
     events = selected.events
     publisher = make_publisher(settings, sessions)
     try:
-        for done, event in enumerate(events, start=1):
-            publisher.publish(
-                settings.topic_instances, event.key, reprocess_event(event, model_version=version)
-            )
-            if progress is not None:
-                progress(done, len(events))
+        _publish_all(publisher, settings.topic_instances, events, version, progress)
     finally:
         publisher.close()
     queued = Queued(
@@ -121,6 +120,27 @@ def queue_reprocess(
         already_done=queued.already_done,
     )
     return queued
+
+
+def _publish_all(
+    publisher: Publisher, topic: str, events: list[InstanceEvent], version: str, progress: Advance | None
+) -> None:
+    """Publish every event durably; with Kafka, up to `PUBLISH_WINDOW` in flight before waiting for
+    their acknowledgements (one round trip per event would make a large reprocess slow)."""
+    begin = getattr(publisher, "begin_publish", None)
+    pending: list[Any] = []
+    for done, event in enumerate(events, start=1):
+        value = reprocess_event(event, model_version=version)
+        if begin is None:
+            publisher.publish(topic, event.key, value)
+        else:
+            pending.append(begin(topic, event.key, value))
+            if len(pending) >= PUBLISH_WINDOW or done == len(events):
+                for handle in pending:
+                    handle.wait()
+                pending.clear()
+        if progress is not None and not pending:
+            progress(done, len(events))
 
 
 def describe(queued: Queued) -> str:

@@ -341,7 +341,7 @@ def _require_device(chosen: str) -> None:
 
 @click.group()
 def models() -> None:
-    """List, promote, import and export model versions."""
+    """List, promote, import, export, shadow and compare model versions."""
 
 
 @models.command("list")
