@@ -66,3 +66,20 @@ class WorkerMetrics:
             "1 once an active model is loaded; 0 while the worker waits for one (not ready).",
             registry=registry,
         )
+        # Per model version (active, shadow, reprocess): what each model predicted and how long it took.
+        self.decodes = Counter(
+            "kidneyct_worker_decodes", "DICOM instances decoded into model input tensors.", registry=registry
+        )
+        self.version_frames_predicted = Counter(
+            "kidneyct_worker_version_frames_predicted",
+            "Frames predicted, per model version and role (active, shadow, reprocess).",
+            ["model_version", "role"],
+            registry=registry,
+        )
+        self.version_predict_seconds = Histogram(
+            "kidneyct_worker_version_predict_seconds",
+            "Inference of one batch, per model version and role.",
+            ["model_version", "role"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )

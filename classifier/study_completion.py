@@ -19,6 +19,7 @@ from classifier.metrics import WorkerMetrics
 from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.result_model import StudyReport
 from classifier.serving import ServingModel
+from classifier.shadow import complete_quietly
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete
 from storage.archive_reader import ArchiveReader
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
@@ -79,12 +80,16 @@ class StudyCompletion:
         same transaction record its report revision and outbox rows.
         """
         completions = self._completable_studies(now)
+        # A shadow's (or a non-active reprocess's) results: completed, never announced or reported.
+        quiet = [c.candidate for c in completions if c.candidate.shadow]
+        completions = [c for c in completions if not c.candidate.shadow]
         for c in completions:
             c.objects, c.build_error = self._build_objects(c, serving)
         for c in completions:
             publisher.publish(self._options.topic_results, c.candidate.study_instance_uid.encode(), c.message)
         done = 0
         with self._sessions.begin() as session:
+            done += complete_quietly(session, quiet, now=now)
             for c in completions:
                 if self._record(session, c, now):
                     done += 1

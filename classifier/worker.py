@@ -32,7 +32,14 @@ from classifier import messages
 from classifier.batching import BatchPolicy, next_poll
 from classifier.db_errors import DbErrorKind, classify, is_database_error
 from classifier.dead_letter_limit import DeadLetterLimit
-from classifier.decoding import DecodedInstance, Outcome, PoisonInstance, decode_record, received_at
+from classifier.decoding import (
+    DecodedInstance,
+    Outcome,
+    PoisonInstance,
+    Preprocessing,
+    decode_record,
+    received_at,
+)
 from classifier.errors import (
     ArchiveFileMissing,
     ArtifactError,
@@ -42,7 +49,9 @@ from classifier.errors import (
 )
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
+from classifier.reprocess_events import is_reprocess
 from classifier.serving import ServingModel, load_serving_model
+from classifier.shadow import Decode, OtherModels, VersionBatch, write_version
 from classifier.study_completion import CompletionOptions, StudyCompletion
 from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, write_batch
@@ -113,6 +122,7 @@ class Worker:
         load_model: Callable[[ModelVersion], ServingModel] = load_serving_model,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], dt.datetime] = _utcnow,
+        decode: Decode = decode_record,
     ) -> None:
         self._consumer = consumer
         self._publisher = publisher
@@ -143,6 +153,18 @@ class Worker:
         self._commit_failures = 0
         self._dead_letters = DeadLetterLimit(window=config.dead_letter_window, ratio=config.dead_letter_ratio)
         self.batches_done = 0  # for tests and benchmarks: batches fully written
+        self._decode_one = decode
+        # Shadow models and reprocess targets: predicted beside the active model, kept out of the clinical path.
+        self._others = OtherModels(
+            sessions=session_factory,
+            load_model=load_model,
+            metrics=self._metrics,
+            decode=decode,
+            reader=config.reader,
+            batch_size=config.batch.max_size,
+            poll_s=config.model_poll_s,
+            clock=clock,
+        )
 
     # --- control --------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -173,6 +195,7 @@ class Worker:
         self._publish_model_info()
         self._metrics.model_ready.set(1)
         self._next_model_check = self._clock() + self._config.model_poll_s
+        self._others.refresh(force=True)
         log.info(
             "model_loaded", model_version=self._serving.version, image_size=self._serving.card.image_size
         )
@@ -222,6 +245,7 @@ class Worker:
                         break
                 self._maybe_sweep()
                 self._maybe_switch_model()
+                self._others.refresh()
         except Abandoned:
             log.warning("worker_stopped_during_outage", uncommitted_records=_count(pending))
         finally:
@@ -252,7 +276,7 @@ class Worker:
     def _submit(self, records: list[Record]) -> _Batch:
         preprocessing = self.serving.preprocessing
         reader = self._config.reader()
-        futures = [self._pool.submit(decode_record, r, preprocessing, reader) for r in records]
+        futures = [self._pool.submit(self._decode, r, preprocessing, reader) for r in records]
         return _Batch(records=records, futures=futures)
 
     # --- one batch ---------------------------------------------------------------------------
@@ -268,16 +292,22 @@ class Worker:
         for outcome in outcomes:
             if isinstance(outcome, DecodedInstance) and outcome.preprocessing != serving.preprocessing:
                 # Decoded for the previous model before a switch: decode again for this one.
-                outcome = decode_record(outcome.record, serving.preprocessing, self._config.reader())
+                outcome = self._decode(outcome.record, serving.preprocessing, self._config.reader())
             if isinstance(outcome, DecodedInstance):
                 decoded.append(outcome)
             else:
                 poisoned.append(outcome)
         self._check_dead_letter_limit(outcomes)
+        decoded, for_other_versions = self._others.split(serving, decoded)
 
         started = self._clock()
         predicted = self._predict(serving, decoded)
         predict_s = self._clock() - started
+        # Loading a reprocess target reads the database, a shadow may decode again: outages are waited out.
+        others, unavailable = self._retry(
+            "predict_other_models", lambda: self._others.predict(decoded, for_other_versions)
+        )
+        poisoned.extend(unavailable)
         for p in poisoned:
             log.warning(
                 "instance_poisoned",
@@ -294,6 +324,7 @@ class Worker:
         except _DataProblem as exc:
             log.warning("batch_write_refused_data", error=type(exc.__cause__).__name__, events=len(outcomes))
             predicted, poisoned, new_rows = self._write_one_by_one(serving, predicted, poisoned)
+        other_rows = self._write_others(others)
         write_s = self._clock() - started
         self._retry("publish_results", lambda: self._publish(serving, predicted, poisoned))
         for tp, offset in next_offsets(batch.records).items():
@@ -301,13 +332,14 @@ class Worker:
         self._commit_offsets()
         self.batches_done += 1
         self._record_batch(predicted, poisoned, predict_s=predict_s, write_s=write_s)
-        self._record_latency(predicted)
+        self._record_latency([p for p in predicted if not is_reprocess(p.instance.record)])
         log.info(
             "batch_processed",
             events=len(batch.records),
             frames=sum(len(p.probabilities) for p in predicted),
             poisoned=len(poisoned),
             new_prediction_rows=new_rows,
+            other_model_rows=other_rows,
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
@@ -378,6 +410,37 @@ class Worker:
 
         return self._retry(step, write)
 
+    def _decode(self, record: Record, preprocessing: Preprocessing, reader: ArchiveReader) -> Outcome:
+        self._metrics.decodes.inc()
+        return self._decode_one(record, preprocessing, reader)
+
+    def _write_others(self, batches: list[VersionBatch]) -> int:
+        """Shadow and reprocess predictions, after the active batch's transaction; a write refused on
+        the data is logged and skipped (the active rows are in; the dead letter is the active path's)."""
+
+        def write(batch: VersionBatch) -> int:
+            with self._sessions.begin() as session:
+                return write_version(
+                    session,
+                    predicted=batch.predicted,
+                    model_version_id=batch.model.model_version_id,
+                    rule=self._config.rule,
+                    now=self._utcnow(),
+                )
+
+        new_rows = 0
+        for batch in batches:
+            try:
+                new_rows += self._retry(f"write_{batch.role}", lambda b=batch: write(b))  # type: ignore[misc]
+            except _DataProblem as exc:
+                log.error(
+                    "other_model_write_refused",
+                    model_version=batch.model.version,
+                    role=batch.role,
+                    error=type(exc.__cause__).__name__,
+                )
+        return new_rows
+
     def _outcome(self, future: Future[Outcome], record: Record) -> Outcome:
         """A decode's outcome; an object store outage is waited out (the event stays uncommitted)."""
         try:
@@ -385,7 +448,7 @@ class Worker:
         except ArchiveUnavailable:
             reader = self._config.reader()
             return self._retry(
-                "read_archive", lambda: decode_record(record, self.serving.preprocessing, reader)
+                "read_archive", lambda: self._decode(record, self.serving.preprocessing, reader)
             )
 
     def _check_dead_letter_limit(self, outcomes: list[Outcome]) -> None:

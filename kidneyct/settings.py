@@ -123,7 +123,18 @@ class Settings(BaseSettings):
     kafka_partitions: PositiveInt = Field(
         4, description="Partitions of each topic created by `kidneyct kafka init`."
     )
-    kafka_replication_factor: PositiveInt = Field(1, description="Replication factor of the topics.")
+    kafka_replication_factor: PositiveInt = Field(
+        1,
+        description="Replication factor of the topics; `min.insync.replicas` is set to one fewer (at least 1).",
+    )
+    kafka_retention_ms: Annotated[int, Field(ge=-1)] = Field(
+        7 * 24 * 3600 * 1000,
+        description="How long the topics keep events (`retention.ms`; -1 forever): how far back a consumer "
+        "group can replay them. `kidneyct reprocess` does not need it (it reads the archive's catalogue).",
+    )
+    kafka_retention_bytes: Annotated[int, Field(ge=-1)] = Field(
+        -1, description="Most bytes kept per partition (`retention.bytes`); -1: no size limit."
+    )
     kafka_publish_timeout_s: float = Field(10.0, description="Longest wait for the broker's acknowledgement.")
     topic_instances: str = Field("kidneyct.instances", description="Topic of received-instance events.")
     topic_results: str = Field("kidneyct.results", description="Topic of prediction and study results.")

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -151,6 +152,8 @@ class ModelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     promoted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     promotion_note: Mapped[str | None] = mapped_column(Text)
+    # Workers run it beside the active model on live traffic, its results kept out of the clinical path.
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Prediction(Base):
@@ -200,6 +203,8 @@ class StudyPrediction(Base):
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # Last written by a shadow model or a reprocess under a non-active version: never announced or sent.
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ResultReport(Base):

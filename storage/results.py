@@ -114,6 +114,7 @@ class IncompleteStudy:
     last_received_at: dt.datetime
     updated_at: dt.datetime
     pending_instances: int
+    shadow: bool = False  # a shadow's or non-active reprocess's result: completed without announcing it
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -359,10 +360,18 @@ def study_aggregates(
 
 
 def upsert_study_prediction(
-    session: Session, *, aggregate: StudyAggregate, model_version_id: int, label: str, now: dt.datetime
+    session: Session,
+    *,
+    aggregate: StudyAggregate,
+    model_version_id: int,
+    label: str,
+    now: dt.datetime,
+    shadow: bool = False,
 ) -> None:
-    """Write a recomputed study result; it is (re-)opened: completeness is decided later."""
+    """Write a recomputed study result; it is (re-)opened: completeness is decided later.
+    `shadow`: written by a shadow model or a non-active reprocess (kept out of the clinical path)."""
     values: dict[str, Any] = {
+        "shadow": shadow,
         "study_id": aggregate.study_id,
         "model_version_id": model_version_id,
         "label": label,
@@ -399,6 +408,7 @@ def incomplete_studies(session: Session, *, cutoff: dt.datetime) -> list[Incompl
             Study.last_received_at,
             StudyPrediction.updated_at,
             pending,
+            StudyPrediction.shadow,
         )
         .join(Study, StudyPrediction.study_id == Study.id)
         .where(

@@ -344,6 +344,10 @@ def _services_used(item: pytest.Item) -> list[str]:
     # `database_url` gets PostgreSQL only in its "postgres" variant.
     if "postgres_url" in names or ("database_url" in names and params.get("database_url") == "postgres"):
         used.append("PostgreSQL")
+    # Fixtures taken with request.getfixturevalue (a parametrised stack) are named by the item's marks.
+    for service, mark in (("Kafka", "kafka"), ("PostgreSQL", "postgres")):
+        if service not in used and item.get_closest_marker(mark) is not None:
+            used.append(service)
     return used
 
 

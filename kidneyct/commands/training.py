@@ -341,7 +341,7 @@ def _require_device(chosen: str) -> None:
 
 @click.group()
 def models() -> None:
-    """List, promote, import and export model versions."""
+    """List, promote, import, export, shadow and compare model versions."""
 
 
 @models.command("list")
@@ -372,26 +372,40 @@ def list_command(settings: Settings) -> None:
     help="Promote even if it does not clearly beat the baselines or the active model (recorded).",
 )
 @click.option("--reason", default=None, help="Why --force is used; required with it, recorded in the note.")
+@click.option(
+    "--backfill-since",
+    default=None,
+    help="Also queue the studies received in this window (e.g. 7d, 24h) for the new version.",
+)
 @click.pass_obj
-def promote_command(settings: Settings, version: str, force: bool, reason: str | None) -> None:
+def promote_command(
+    settings: Settings, version: str, force: bool, reason: str | None, backfill_since: str | None
+) -> None:
     """Make VERSION active if it beats the baselines and the active model by more than the uncertainty.
 
     On its evaluation set (the held-out splits of its manifest), the 95 % group-bootstrap interval of
     its macro-F1 minus each other model's must lie above zero; the first promotion included.
     """
     from classifier.errors import ArtifactError
+    from kidneyct.backfill import backfill, backfill_window
+    from storage.shadow_models import set_shadow
     from training.promotion import PromotionError, promote
 
     if force and not (reason or "").strip():
         raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
+    window = backfill_window(backfill_since)
     try:
         with _sessions(settings).begin() as session:
             decision = promote(session, version=version, force=force, now=_now(), force_reason=reason)
+            if decision.promote:
+                set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
     except (PromotionError, ArtifactError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(decision.reason)
     if not decision.promote:
         raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
+    if window is not None:
+        click.echo(backfill(settings, _sessions(settings), version=version, window=window))
 
 
 @models.command("import")
@@ -642,3 +656,15 @@ def evaluate(
         click.echo(json.dumps(result, indent=1))
     else:
         click.echo(markdown(result, card.version), nl=False)
+
+
+def _add_comparison_commands() -> None:
+    """`models shadow` and `models compare` live in their own modules (light: no Keras at import)."""
+    from kidneyct.commands.models_compare import compare_command
+    from kidneyct.commands.models_shadow import shadow_command
+
+    models.add_command(shadow_command)
+    models.add_command(compare_command)
+
+
+_add_comparison_commands()

@@ -1,0 +1,148 @@
+"""What `kidneyct reprocess` selects from the catalogue, and how it reads times and durations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+from classifier.reprocess_events import REPROCESS_FIELD, reprocess_event, target_version
+from ingest.catalog import record_events
+from kidneyct.reprocess import ReprocessError, parse_duration, parse_when
+from storage.db import make_engine, make_session_factory
+from storage.events import InstanceEvent
+from storage.model_versions import register_model_version
+from storage.models import Instance
+from storage.reprocess import Selection, select_for_reprocess
+from storage.results import PredictionRow, insert_predictions
+from storage.stream import Record
+
+T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def _event(study: str, sop: str, received: dt.datetime, modality: str = "CT") -> InstanceEvent:
+    return InstanceEvent(
+        study_instance_uid=study,
+        series_instance_uid=f"{study}.1",
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality=modality,
+        archive_uri=f"file:///archive/{sop}.dcm",
+        sha256="0" * 64,
+        size_bytes=10,
+        calling_ae="SCU",
+        received_at=received.isoformat(),
+        instance_number=1,
+        number_of_frames=1,
+    )
+
+
+@pytest.fixture
+def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    migrations.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    factory = make_session_factory(engine)
+    with factory.begin() as s:
+        record_events(
+            s,
+            events=[
+                _event("1.1", "1.1.1.1", T0),
+                _event("1.1", "1.1.1.2", T0 + dt.timedelta(minutes=5)),
+                _event("1.2", "1.2.1.1", T0 + dt.timedelta(days=3)),
+                _event("1.3", "1.3.1.1", T0 + dt.timedelta(days=6)),
+            ],
+            now=T0,
+        )
+        s.execute(
+            Instance.__table__.update().where(Instance.sop_instance_uid == "1.3.1.1").values(state="skipped")
+        )
+        s.execute(
+            Instance.__table__.update()
+            .where(Instance.sop_instance_uid.like("1.1.%"))
+            .values(state="processed")
+        )
+        from storage.models import Study
+
+        s.execute(
+            Study.__table__.update().where(Study.study_instance_uid == "1.2").values(accession_number="ACC2")
+        )
+        for v in ("A", "B"):
+            register_model_version(
+                s,
+                version=v,
+                artifact_uri="/x",
+                sha256="0" * 64,
+                card={},
+                metrics={},
+                manifest_hash=None,
+                now=T0,
+            )
+    yield factory
+    engine.dispose()
+
+
+def _select(sessions: sessionmaker[Session], selection: Selection, version_id: int = 2) -> list[str]:
+    with sessions() as s:
+        return [
+            e.sop_instance_uid
+            for e in select_for_reprocess(s, selection=selection, model_version_id=version_id).events
+        ]
+
+
+def test_selection_by_study_accession_time_and_all(sessions: sessionmaker[Session]) -> None:
+    """Each filter selects its instances; skipped (non-CT) instances are never selected."""
+    assert _select(sessions, Selection(study_uids=("1.1",))) == ["1.1.1.1", "1.1.1.2"]
+    assert _select(sessions, Selection(accession_numbers=("ACC2",))) == ["1.2.1.1"]
+    assert _select(sessions, Selection(received_since=T0 + dt.timedelta(days=1))) == ["1.2.1.1"]
+    assert _select(sessions, Selection(received_until=T0 + dt.timedelta(days=1))) == ["1.1.1.1", "1.1.1.2"]
+    assert _select(sessions, Selection(everything=True)) == ["1.1.1.1", "1.1.1.2", "1.2.1.1"]
+    with pytest.raises(ValueError, match="nothing selected"):
+        _select(sessions, Selection())
+
+
+def test_instances_the_version_classified_are_counted_not_selected(sessions: sessionmaker[Session]) -> None:
+    """An instance with a prediction of the target version is left out and counted as already done."""
+    with sessions.begin() as s:
+        ids = {i.sop_instance_uid: i.id for i in s.query(Instance)}
+        insert_predictions(
+            s,
+            predictions=[PredictionRow("1.1.1.1", 0, "Normal", (0.1, 0.7, 0.1, 0.1))],
+            instance_ids=ids,
+            model_version_id=2,
+            now=T0,
+        )
+    with sessions() as s:
+        got = select_for_reprocess(s, selection=Selection(everything=True), model_version_id=2)
+        other = select_for_reprocess(s, selection=Selection(everything=True), model_version_id=1)
+    assert [e.sop_instance_uid for e in got.events] == ["1.1.1.2", "1.2.1.1"] and got.already_done == 1
+    assert len(other.events) == 3 and other.already_done == 0
+
+
+def test_reprocess_event_is_an_instance_event_with_a_version() -> None:
+    """The catalogue reads a reprocess event as the instance event; the worker reads its version."""
+    event = _event("1.1", "1.1.1.9", T0)
+    value = reprocess_event(event, model_version="B")
+    assert json.loads(value)[REPROCESS_FIELD] == "B"
+    assert InstanceEvent.from_json(value) == event
+    assert target_version(Record("t", 0, 0, b"k", value)) == "B"
+    assert target_version(Record("t", 0, 0, b"k", event.to_json())) is None
+    assert target_version(Record("t", 0, 0, b"k", b"not json")) is None
+
+
+def test_times_and_durations() -> None:
+    """Durations back from now, ISO dates and times (UTC unless they say otherwise), clear refusals."""
+    now = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+    assert parse_duration("7d") == dt.timedelta(days=7)
+    assert parse_duration("36h") == dt.timedelta(hours=36)
+    assert parse_when("2w", now=now) == now - dt.timedelta(weeks=2)
+    assert parse_when("2026-11-01", now=now) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    assert parse_when("2026-11-01T08:00+01:00", now=now) == dt.datetime(2026, 11, 1, 7, 0, tzinfo=dt.UTC)
+    with pytest.raises(ReprocessError, match="not a time"):
+        parse_when("yesterday", now=now)
+    with pytest.raises(ReprocessError, match="not a duration"):
+        parse_duration("7 days")
