@@ -18,7 +18,7 @@ from typing import Any
 import keras
 
 from classifier.errors import ArtifactError
-from classifier.model import build_model, head_of
+from classifier.model import DEFAULT_BACKBONE, PREPROCESS_NAME, backbone_of, build_model, head_of
 from classifier.preprocess import KIDNEY_WINDOW, PREPROCESSING_DESCRIPTION, PREPROCESSING_ID, Window
 from common.files import sha256_file
 from common.vocabulary import CLASS_NAMES
@@ -55,6 +55,8 @@ class ModelCard:
     # The head's pooling and the in-graph input normalisation (`classifier.model`); old cards: the seed's.
     head: str = "avg"
     normalization: str = "caffe"
+    # The keras.applications base (`classifier.model.Backbone`); old cards: ResNet50.
+    backbone: str = DEFAULT_BACKBONE
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
@@ -87,7 +89,8 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
 
     `card_fields` must give `version`; it may give `window` (a `Window` or dict), `manifest_hash`,
     `metrics`, `dropout`, `from_scratch` (how `build_model` built it), `normalization`, `created_at`
-    and `extra`. Classes, input size, head, backend and hashes are filled in here.
+    and `extra`. Classes, input size, head, backbone, backend and hashes are filled in here; the
+    normalisation defaults to the model's own in-graph one.
     """
     if "version" not in card_fields:
         raise ValueError("card_fields must give a version")
@@ -100,7 +103,7 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     n_classes = int(model.output_shape[-1])
     if n_classes != len(CLASS_NAMES):
         raise ArtifactError(f"model has {n_classes} outputs, expected {len(CLASS_NAMES)} ({CLASS_NAMES})")
-    normalization = str(card_fields.get("normalization", "caffe"))
+    normalization = str(card_fields.get("normalization", model.get_layer(PREPROCESS_NAME).mode))
     card = ModelCard(
         version=str(card_fields["version"]),
         classes=list(CLASS_NAMES),
@@ -117,6 +120,7 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
         from_scratch=bool(card_fields.get("from_scratch", False)),
         head=head_of(model),
         normalization=normalization,
+        backbone=backbone_of(model),
         created_at=str(card_fields.get("created_at") or dt.datetime.now(dt.UTC).isoformat()),
         extra=dict(card_fields.get("extra", {})),
     )
@@ -185,6 +189,7 @@ def load_artifact(
             from_scratch=card.from_scratch,
             head=card.head,
             normalization=card.normalization,
+            backbone=card.backbone,
         )
     except ValueError as exc:
         raise ArtifactError(f"model card {directory / CARD_FILE}: {exc}") from exc

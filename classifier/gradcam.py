@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from classifier.model import BASE_NAME, HEAD_LAYERS, PREPROCESS_NAME, head_of
+from classifier.model import HEAD_LAYERS, PREPROCESS_NAME, get_base, head_of
 
 # Below 2x2 the last feature map has one position: the "heat map" is one uniform tint.
 MIN_FEATURE_SIDE = 2
@@ -51,7 +51,7 @@ def feature_model(model: keras.Model) -> keras.Model:
     """Input pixels -> the base's last feature maps, sharing the model's layers and weights."""
     inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
     x = model.get_layer(PREPROCESS_NAME)(inputs)
-    x = model.get_layer(BASE_NAME)(x, training=False)
+    x = get_base(model)(x, training=False)
     return keras.Model(inputs, x, name="gradcam_features")
 
 

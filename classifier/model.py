@@ -14,7 +14,7 @@ from keras import layers, ops
 
 from common.vocabulary import CLASS_NAMES
 
-BASE_NAME = "resnet50"
+BASE_NAME = "resnet50"  # the default backbone's nested base; other backbones are named after themselves
 PREPROCESS_NAME = "resnet50_preprocess"
 HEAD_LAYERS = ("avg_pool", "dense_512", "dropout", "predictions")
 # The head's pooling of the base's feature maps: the seed notebook used either. `flatten` keeps the
@@ -37,6 +37,35 @@ MIN_IMAGE_SIZE = 32  # ResNet50 downsamples 32x; smaller inputs leave nothing to
 FROM_SCRATCH_BN_MOMENTUM = 0.9
 
 Phase = Literal[1, 2]
+
+# Backbones from keras.applications (the seed's future-work list). ResNet50 is the default and the
+# served architecture; the lighter ones are options measured in docs/training.md. Each comes with the
+# input normalisation its ImageNet weights expect: EfficientNet rescales and normalises inside the
+# keras.applications model itself, so the graph's own layer passes raw [0, 255] pixels ("none").
+Backbone = Literal["resnet50", "efficientnetb0", "densenet121"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+DEFAULT_BACKBONE = "resnet50"
+BACKBONE_NORMALIZATION: dict[str, str] = {
+    "resnet50": "caffe",
+    "efficientnetb0": "none",
+    "densenet121": "torch",
+}
+# Where fine-tuning phase 2 unfreezes from by default: the last block of each.
+BACKBONE_UNFREEZE_FROM: dict[str, str] = {
+    "resnet50": "conv5_",
+    "efficientnetb0": "block7",
+    "densenet121": "conv5_",
+}
+BACKBONE_APPLICATIONS = {
+    "resnet50": "ResNet50",
+    "efficientnetb0": "EfficientNetB0",
+    "densenet121": "DenseNet121",
+}
+
+
+def check_backbone(backbone: str) -> None:
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
 
 
 def normalize_pixels(x: Any, mode: str) -> Any:
@@ -85,13 +114,16 @@ def build_model(
     *,
     from_scratch: bool = False,
     head: str = "avg",
-    normalization: str = "caffe",
+    normalization: str | None = None,
+    backbone: str = DEFAULT_BACKBONE,
 ) -> keras.Model:
-    """ResNet50 (no top) -> global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax).
+    """ResNet50 (or another `backbone`, no top) -> global average pooling -> Dense(512, relu) -> Dropout -> Dense(softmax).
 
     `head="flatten"` pools with Flatten instead (the seed notebook's other head), and
     `normalization` picks the in-graph input normalisation (see `Normalization`); the model card
-    records both so that `load_artifact` rebuilds the same graph.
+    records both so that `load_artifact` rebuilds the same graph. `normalization=None` is the
+    backbone's own (`BACKBONE_NORMALIZATION`: "caffe" for ResNet50). `backbone` picks the
+    keras.applications base (`Backbone`); the card records it too.
 
     `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
     `from_scratch=False` (fine-tuning pre-trained weights) keeps the pre-trained BatchNorm statistics:
@@ -109,10 +141,14 @@ def build_model(
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    check_backbone(backbone)
+    if normalization is None:
+        normalization = BACKBONE_NORMALIZATION[backbone]
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
-    base = keras.applications.ResNet50(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
+    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
+    base = application(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
     )
     if from_scratch:
         for layer in base.layers:
@@ -130,7 +166,7 @@ def build_model(
     x = layers.Dense(512, activation="relu", name=HEAD_LAYERS[1])(x)
     x = layers.Dropout(dropout, name=HEAD_LAYERS[2])(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[3])(x)
-    return keras.Model(inputs, outputs, name="kidneyct_resnet50")
+    return keras.Model(inputs, outputs, name=f"kidneyct_{backbone}")
 
 
 def head_of(model: keras.Model) -> str:
@@ -139,9 +175,16 @@ def head_of(model: keras.Model) -> str:
 
 
 def get_base(model: keras.Model) -> keras.Model:
-    """The nested ResNet50 base of a model built by `build_model`."""
-    base: keras.Model = model.get_layer(BASE_NAME)
-    return base
+    """The nested backbone (ResNet50 by default) of a model built by `build_model`."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.name in BACKBONES:
+            return layer
+    raise ValueError(f"model {model.name!r} has no nested backbone named one of {BACKBONES}")
+
+
+def backbone_of(model: keras.Model) -> str:
+    """Which backbone (`Backbone`) a model built by `build_model` has."""
+    return str(get_base(model).name)
 
 
 def set_trainable_for_phase(

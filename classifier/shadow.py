@@ -31,9 +31,10 @@ from classifier.reprocess_events import target_version
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule, study_label
 from classifier.writer import Predicted
+from common.vocabulary import CLASS_NAMES
 from storage.archive_reader import ArchiveReader
 from storage.model_versions import get_model_version
-from storage.models import CLASS_NAMES, Instance, ModelVersion
+from storage.models import Instance, ModelVersion
 from storage.results import (
     IncompleteStudy,
     PredictionRow,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from common.vocabulary import CLASS_NAMES
 from storage.comparison import ComparisonRow
-from storage.models import CLASS_NAMES
 
 
 def summarize(rows: Sequence[ComparisonRow], *, version_a: str, version_b: str, level: str) -> dict[str, Any]:

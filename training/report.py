@@ -223,7 +223,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Manifest `{report['manifest_hash']}`: {ds['items']} images in {ds['groups']} groups (scans); "
         f"{ds['duplicates_dropped']} exact duplicates dropped, {ds['skipped']} unreadable items skipped; "
         f"groups straddling two splits: {ds['straddling_groups']}. Image size {report['config']['image_size']} px, "
-        f"initial weights `{report['config']['weights']}`"
+        f"backbone {report['config'].get('backbone', 'resnet50')}, initial weights `{report['config']['weights']}`"
         + (" (from scratch)" if g.get("from_scratch") else "")
         + f", seed {report['config']['seed']}. Code {env['commit'] or 'unknown'}; "
         + ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
@@ -369,6 +369,7 @@ def write_report(
         },
         "config": {
             "image_size": options.image_size,
+            "backbone": options.backbone,
             "weights": options.weights,
             "seed": options.seed,
             "fractions": manifest.fractions,

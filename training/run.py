@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.artifact import ModelCard, load_artifact, save_artifact
 from classifier.errors import ArtifactError
 from classifier.gradcam import grad_cam, too_small_for_heatmaps
-from classifier.model import build_model
+from classifier.model import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
 from classifier.preprocess import KIDNEY_WINDOW, Window
 from common.vocabulary import CLASS_NAMES
 from training.baseline import baseline_probabilities
@@ -60,6 +60,7 @@ class TrainOptions:
     refit: bool = True  # after selecting the epoch on val, train again on train + val for that many epochs
     gradcam_per_class: int = 2
     threads: int = 4
+    backbone: str = DEFAULT_BACKBONE  # keras.applications base (`classifier.model.Backbone`)
 
 
 @dataclass
@@ -121,17 +122,17 @@ class TrainedRun:
     report: dict[str, Any]
 
 
-def make_model(image_size: int, weights: str) -> tuple[keras.Model, bool]:
+def make_model(image_size: int, weights: str, backbone: str = DEFAULT_BACKBONE) -> tuple[keras.Model, bool]:
     """The classifier's model with the starting weights `--weights` asked for, and whether it trains
     from scratch (random weights, or an artifact that was trained so); or a clear TrainingError."""
     if weights == "none":
-        return build_model(image_size=image_size, weights=None, from_scratch=True), True
+        return build_model(image_size=image_size, weights=None, from_scratch=True, backbone=backbone), True
     if weights == "imagenet":
         try:
-            return build_model(image_size=image_size, weights="imagenet"), False
+            return build_model(image_size=image_size, weights="imagenet", backbone=backbone), False
         except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL failures
             raise TrainingError(
-                "--weights imagenet downloads ResNet50's ImageNet weights and needs the internet; the download "
+                f"--weights imagenet downloads {BACKBONE_APPLICATIONS[backbone]}'s ImageNet weights and needs the internet; the download "
                 f"failed ({type(exc).__name__}: {exc}). Use --weights none, a weights file, or a model "
                 "artifact directory."
             ) from exc
@@ -145,12 +146,16 @@ def make_model(image_size: int, weights: str) -> tuple[keras.Model, bool]:
             raise TrainingError(
                 f"--weights {path} was trained at {card.image_size} px, not --image-size {image_size}"
             )
+        if card.backbone != backbone:
+            raise TrainingError(f"--weights {path} is a {card.backbone}, not --backbone {backbone}")
         return model, card.from_scratch
     if path.is_file():
         try:
-            return build_model(image_size=image_size, weights=str(path)), False
+            return build_model(image_size=image_size, weights=str(path), backbone=backbone), False
         except (ValueError, OSError) as exc:
-            raise TrainingError(f"--weights {path} are not ResNet50 base weights: {exc}") from exc
+            raise TrainingError(
+                f"--weights {path} are not {BACKBONE_APPLICATIONS[backbone]} base weights: {exc}"
+            ) from exc
     raise TrainingError(
         f"--weights must be imagenet, none, or an existing file or directory; got {weights!r}"
     )
@@ -228,7 +233,7 @@ def _fit(
     checkpoint_dir: Path,
 ) -> tuple[keras.Model, FitResult, bool]:
     keras.utils.set_random_seed(options.seed)  # the same initial weights for every fit
-    model, from_scratch = make_model(options.image_size, options.weights)
+    model, from_scratch = make_model(options.image_size, options.weights, options.backbone)
     fit = fit_two_phase(
         model,
         train=_sequence(ts, train_idx, options, training=True),

@@ -145,7 +145,16 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True, help="Early stopping.")
 @click.option(
-    "--unfreeze-from", default="conv5_", show_default=True, help="Phase 2 trains base layers from here on."
+    "--unfreeze-from",
+    default=None,
+    help="Phase 2 trains base layers from here on (default: the backbone's last block, conv5_ for ResNet50).",
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(["resnet50", "efficientnetb0", "densenet121"]),
+    default="resnet50",
+    show_default=True,
+    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options.",
 )
 @click.option("--val-fraction", type=float, default=0.15, show_default=True)
 @click.option("--test-fraction", type=float, default=0.15, show_default=True)
@@ -205,7 +214,8 @@ def train(
     lr_phase2: float,
     batch_size: int,
     patience: int,
-    unfreeze_from: str,
+    unfreeze_from: str | None,
+    backbone: str,
     val_fraction: float,
     test_fraction: float,
     seed: int,
@@ -231,6 +241,7 @@ def train(
             pin_device(parse_device(chosen), os.environ)  # before Keras is imported below
         except DeviceError as exc:
             raise click.BadParameter(str(exc), param_hint="--device") from exc
+    from classifier.model import BACKBONE_UNFREEZE_FROM
     from classifier.preprocess import Window
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
@@ -256,7 +267,9 @@ def train(
         return
     # Checked once training is due (a scheduled `--min-new-labels` run with nothing to do needs no
     # weights), and before any image is read: air-gapped sites learn at once which file is missing.
-    if weights == "imagenet":  # air-gapped sites: say at once which file is missing and where it goes
+    if (
+        weights == "imagenet" and backbone == "resnet50"
+    ):  # air-gapped sites: say at once which file is missing
         from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
 
         try:
@@ -279,7 +292,7 @@ def train(
             lr_phase2=lr_phase2,
             batch_size=batch_size,
             patience=patience,
-            unfreeze_from=unfreeze_from,
+            unfreeze_from=unfreeze_from or BACKBONE_UNFREEZE_FROM[backbone],
             verbose=1 if sys.stderr.isatty() else 2,
         ),
         seed=seed,
@@ -294,6 +307,7 @@ def train(
         compare_random=random_split,
         latest_fraction=latest_fraction,
         refit=refit,
+        backbone=backbone,
     )
     started = _now()
     version = make_version(started)

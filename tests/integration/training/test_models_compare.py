@@ -7,11 +7,11 @@ import json
 
 from click.testing import CliRunner
 
+from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
 from storage.db import make_engine, make_session_factory
 from storage.labels import add_label
 from storage.model_versions import register_model_version
-from storage.models import CLASS_NAMES
 from storage.results import (
     InstanceRow,
     PredictionRow,
