@@ -25,6 +25,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from classifier.artifact import read_card, save_artifact
@@ -128,6 +129,13 @@ def run_worker(
         ),
         load_model=lambda row: ServingModel(row.id, row.version, model, card),
     )
+    elapsed = drain(worker, sessions)
+    engine.dispose()
+    return elapsed
+
+
+def drain(worker: Worker, sessions: sessionmaker[Session]) -> float:
+    """Start `worker`, run it in a thread until group "bench" committed the queue's last message; seconds."""
     worker.start()
     with sessions() as s:
         last = int(s.scalar(select(QueueMessage.id).order_by(QueueMessage.id.desc()).limit(1)) or 0)
@@ -143,7 +151,6 @@ def run_worker(
     elapsed = time.perf_counter() - started
     worker.request_stop()
     thread.join()
-    engine.dispose()
     return elapsed
 
 

@@ -18,15 +18,13 @@ import os
 import platform
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-from classifier_throughput import NullPublisher, write_archive
+from classifier_throughput import NullPublisher, drain, write_archive
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
 
 import migrations
 from classifier.artifact import read_card, save_artifact
@@ -43,7 +41,6 @@ from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.events import InstanceEvent
 from storage.model_versions import activate_model_version, register_model_version
-from storage.models import QueueMessage, QueueOffset
 from storage.shadow_models import set_shadow
 
 TOPIC = "kidneyct.instances"
@@ -99,21 +96,7 @@ def run_worker(
             row.id, row.version, models[row.version][0], read_card(models[row.version][1])
         ),
     )
-    worker.start()
-    with sessions() as s:
-        last = int(s.scalar(select(QueueMessage.id).order_by(QueueMessage.id.desc()).limit(1)) or 0)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    while True:
-        with sessions() as s:
-            committed = s.scalar(select(QueueOffset.next_offset).where(QueueOffset.group_id == "bench"))
-        if committed is not None and committed > last:
-            break
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    worker.request_stop()
-    thread.join()
+    elapsed = drain(worker, sessions)
     engine.dispose()
     decodes = metrics.registry.get_sample_value("kidneyct_worker_decodes_total") or 0.0
     return elapsed, decodes / len(events)
