@@ -132,8 +132,13 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", redact_accessio
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, _scrub_exception, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # One write per line (print() writes the newline separately): a line of the standard library's
+        # handler, from pynetdicom's threads, cannot land between a message and its newline.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        # Not cached: a logger first used under one configuration would keep it for the life of the
+        # process, so a later configure_logging() or capture_logs() would not reach it. Logging is per
+        # batch and per association, not in a hot loop, so the lookup costs nothing measurable.
+        cache_logger_on_first_use=False,
     )
     _route_standard_logging(shared, renderer, level=max(numeric_level, logging.WARNING))
     _log_uncaught_exceptions()

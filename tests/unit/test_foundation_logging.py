@@ -114,6 +114,58 @@ def test_capture_logs_works_after_configure_logging(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err == ""
 
 
+def test_a_logger_used_before_a_reconfiguration_is_still_captured(capsys: pytest.CaptureFixture[str]) -> None:
+    """A logger that already wrote under `configure_logging` (a worker started by a command in-process)
+    is not frozen to that configuration: after a reconfiguration, a capture still reaches it."""
+    configure_logging(fmt="json", level="info")
+    log = structlog.get_logger("test")
+    log.info("before_capture")
+    structlog.reset_defaults()  # a later configuration, as the next test's or command's
+    with structlog.testing.capture_logs() as logs:
+        log.info("during_capture")
+    assert [entry["event"] for entry in logs] == ["during_capture"]
+    assert "during_capture" not in capsys.readouterr().err
+
+
+_INTERLEAVING_SCRIPT = """
+import logging, sys, threading
+import structlog
+from common.log import configure_logging
+
+configure_logging(fmt="json", level="info")
+log = structlog.get_logger("worker")
+library = logging.getLogger("pynetdicom.dul")
+
+def ours():
+    for n in range(3000):
+        log.warning("connection_closed", n=n)
+
+def theirs():
+    for n in range(3000):
+        library.error("The received PDU is shorter than expected (%d)", n)
+
+threads = [threading.Thread(target=f) for f in (ours, theirs, ours, theirs)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_lines_written_from_several_threads_never_interleave() -> None:
+    """structlog's lines and the standard library's (pynetdicom's threads) share stderr: each line
+    is written whole, so none lands between another's message and its newline."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERLEAVING_SCRIPT], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = result.stderr.splitlines()
+    assert len(lines) == 12000
+    _json_lines(result.stderr)  # raises on the first line that is not JSON
+
+
 def test_standard_library_warnings_and_thread_crashes_are_json_and_scrubbed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
