@@ -17,6 +17,7 @@ import hashlib
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -31,6 +32,7 @@ import migrations
 from classifier.artifact import read_card, save_artifact
 from classifier.batching import BatchPolicy
 from classifier.decoding import Preprocessing
+from classifier.metrics import WorkerMetrics
 from classifier.model import build_model
 from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 from classifier.serving import ServingModel
@@ -41,7 +43,7 @@ from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.events import InstanceEvent
 from storage.model_versions import activate_model_version, register_model_version
-from storage.models import QueueMessage, QueueOffset
+from storage.models import ModelVersion, QueueMessage, QueueOffset
 
 TOPIC = "kidneyct.instances"
 SOURCE = "693_UNCR.dcm"  # a real 512x512 CT slice, uncompressed
@@ -114,12 +116,30 @@ def run_worker(
     for e in events:
         publisher.publish(TOPIC, e.key, e.to_json())
     card = read_card(artifact)
-    worker = Worker(
+    worker = bench_worker(
+        sessions, root, batch=batch, load_model=lambda row: ServingModel(row.id, row.version, model, card)
+    )
+    elapsed = drain(worker, sessions)
+    engine.dispose()
+    return elapsed
+
+
+def bench_worker(
+    sessions: sessionmaker[Session],
+    archive_dir: Path,
+    *,
+    batch: int,
+    load_model: Callable[[ModelVersion], ServingModel],
+    metrics: WorkerMetrics | None = None,
+) -> Worker:
+    """A worker on the embedded queue's TOPIC (group "bench") that publishes nowhere and never
+    sweeps or polls for models during a run."""
+    return Worker(
         consumer=DatabaseQueueConsumer(sessions, group_id="bench", topics=[TOPIC]),
         publisher=NullPublisher(),
         session_factory=sessions,
         config=WorkerConfig(
-            archive_dir=root,
+            archive_dir=archive_dir,
             topic_results="results",
             topic_dead_letter="dlq",
             batch=BatchPolicy(max_size=batch, max_wait_s=0.05),
@@ -127,11 +147,9 @@ def run_worker(
             model_poll_s=3600,
             sweep_interval_s=3600,
         ),
-        load_model=lambda row: ServingModel(row.id, row.version, model, card),
+        metrics=metrics,
+        load_model=load_model,
     )
-    elapsed = drain(worker, sessions)
-    engine.dispose()
-    return elapsed
 
 
 def drain(worker: Worker, sessions: sessionmaker[Session]) -> float:

@@ -23,27 +23,23 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from classifier_throughput import NullPublisher, drain, write_archive
+from classifier_throughput import TOPIC, bench_worker, drain, write_archive
 from prometheus_client import CollectorRegistry
 
 import migrations
 from classifier.artifact import read_card, save_artifact
-from classifier.batching import BatchPolicy
 from classifier.decoding import Preprocessing
 from classifier.metrics import WorkerMetrics
 from classifier.model import build_model
 from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
 from common.log import configure_logging
 from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.db_queue import DatabaseQueuePublisher
 from storage.events import InstanceEvent
 from storage.model_versions import activate_model_version, register_model_version
 from storage.shadow_models import set_shadow
 
-TOPIC = "kidneyct.instances"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -78,19 +74,10 @@ def run_worker(
     for e in events:
         publisher.publish(TOPIC, e.key, e.to_json())
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = Worker(
-        consumer=DatabaseQueueConsumer(sessions, group_id="bench", topics=[TOPIC]),
-        publisher=NullPublisher(),
-        session_factory=sessions,
-        config=WorkerConfig(
-            archive_dir=root,
-            topic_results="results",
-            topic_dead_letter="dlq",
-            batch=BatchPolicy(max_size=batch, max_wait_s=0.05),
-            rule=StudyRule(2, 0.5),
-            model_poll_s=3600,
-            sweep_interval_s=3600,
-        ),
+    worker = bench_worker(
+        sessions,
+        root,
+        batch=batch,
         metrics=metrics,
         load_model=lambda row: ServingModel(
             row.id, row.version, models[row.version][0], read_card(models[row.version][1])
