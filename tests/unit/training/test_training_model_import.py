@@ -7,7 +7,6 @@ different packages), once per session: tiny (32 px, 64 px for the Flatten head),
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import subprocess
 import sys
@@ -310,15 +309,3 @@ def test_grad_cam_on_an_imported_model_is_not_constant(model_files: dict[str, Pa
     softmax = np.exp(logits - logits.max(1, keepdims=True))
     softmax /= softmax.sum(1, keepdims=True)
     np.testing.assert_allclose(softmax, rebuilt.model.predict(x, verbose=0), atol=1e-5)
-
-
-def test_parity_figures_for_the_report(model_files: dict[str, Path], tmp_path: Path) -> None:
-    """Every shape's full-model parity as the import measures it, written where the report can quote it."""
-    figures = {}
-    for writer, folder in model_files.items():
-        for shape in SHAPES:
-            options = ImportOptions(spec=_spec(shape), window=KIDNEY_WINDOW, version=f"{writer}-{shape}")
-            imported = import_model_file(folder / f"{shape}.h5", options, model_dir=tmp_path, now=T0)
-            figures[f"{writer}/{shape}"] = imported.parity.max_abs_diff
-    print(json.dumps(figures, indent=1))
-    assert all(v is not None and v < 1e-5 for v in figures.values()), figures
