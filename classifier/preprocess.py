@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
+from typing import IO
 
 import numpy as np
 import pydicom
@@ -51,7 +52,7 @@ class Window:
 KIDNEY_WINDOW = Window(center=KIDNEY_WINDOW_CENTER_HU, width=KIDNEY_WINDOW_WIDTH_HU)
 
 
-def read_dataset(source: str | PathLike[str] | Dataset) -> Dataset:
+def read_dataset(source: str | PathLike[str] | IO[bytes] | Dataset) -> Dataset:
     """The dataset itself, or the file read from `source`; not-DICOM raises `DecodeError`."""
     if isinstance(source, Dataset):
         return source

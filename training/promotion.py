@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from classifier.artifact import load_artifact
 from classifier.preprocess import KIDNEY_WINDOW, Window
+from storage.archive_reader import ArchiveReader
 from storage.model_versions import get_active_model_version, get_model_version, set_model_status
 from storage.models import ModelVersion
 from training.baseline import baseline_probabilities
@@ -137,29 +138,42 @@ def evaluation_items(manifest: Manifest) -> list[ManifestItem]:
     return items
 
 
-def probabilities_on(version: ModelVersion, items: list[ManifestItem]) -> np.ndarray:
+def probabilities_on(
+    version: ModelVersion, items: list[ManifestItem], reader: ArchiveReader | None = None
+) -> np.ndarray:
     """`version`'s class probabilities on `items`, through the classifier's preprocessing at its own size."""
     model, card = load_artifact(Path(path_from_uri(version.artifact_uri)), expected_sha256=version.sha256)
-    inputs = load_model_inputs(items, image_size=card.image_size, window=card.window_obj)
+    inputs = load_model_inputs(items, image_size=card.image_size, window=card.window_obj, reader=reader)
     return np.asarray(model.predict(inputs, verbose=0))
 
 
-def baselines_on(manifest: Manifest, items: list[ManifestItem], window: Window) -> dict[str, np.ndarray]:
+def baselines_on(
+    manifest: Manifest, items: list[ManifestItem], window: Window, reader: ArchiveReader | None = None
+) -> dict[str, np.ndarray]:
     """The baselines fitted on the manifest's train + val items, predicting `items`."""
     train = [i for i in manifest.items if i.split in ("train", "val")]
     if not train:
         raise PromotionError("the manifest has no train/val items to fit the baselines on")
     size = BASELINE_IMAGE_SIZE
-    train_images = load_model_inputs(train, image_size=size, window=window)[..., :1]
-    test_images = load_model_inputs(items, image_size=size, window=window)[..., :1]
+    train_images = load_model_inputs(train, image_size=size, window=window, reader=reader)[..., :1]
+    test_images = load_model_inputs(items, image_size=size, window=window, reader=reader)[..., :1]
     labels = np.asarray([manifest.classes.index(i.label) for i in train])
     return baseline_probabilities(train_images, labels, test_images, len(manifest.classes))
 
 
 def promote(
-    session: Session, *, version: str, force: bool, now: dt.datetime, force_reason: str | None = None
+    session: Session,
+    *,
+    version: str,
+    force: bool,
+    now: dt.datetime,
+    force_reason: str | None = None,
+    reader: ArchiveReader | None = None,
 ) -> PromotionDecision:
-    """Evaluate and, if allowed, make `version` active (retiring the active one); the caller commits."""
+    """Evaluate and, if allowed, make `version` active (retiring the active one); the caller commits.
+
+    `reader` opens the evaluation set's DICOM items wherever the archive keeps them (local or S3).
+    """
     candidate = get_model_version(session, version=version)
     if candidate is None:
         raise PromotionError(f"no model version {version!r}")
@@ -184,11 +198,11 @@ def promote(
     groups = [i.group for i in items]
     # The window the trainer decoded DICOM with (recorded in the manifest); images ignore it.
     window = Window(**manifest.grouping.get("window", KIDNEY_WINDOW.as_dict()))
-    others = baselines_on(manifest, items, window)
+    others = baselines_on(manifest, items, window, reader)
     if active is not None:
-        others[f"active {active.version}"] = probabilities_on(active, items)
+        others[f"active {active.version}"] = probabilities_on(active, items, reader)
     comparisons = paired_macro_f1_difference(
-        truth, probabilities_on(candidate, items), others, groups, len(manifest.classes)
+        truth, probabilities_on(candidate, items, reader), others, groups, len(manifest.classes)
     )
     decision = decide_promotion(comparisons=comparisons, force=force, force_reason=force_reason)
     log.info(

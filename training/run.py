@@ -24,6 +24,7 @@ from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
 from classifier.preprocess import KIDNEY_WINDOW, Window
 from common.vocabulary import CLASS_NAMES
+from storage.archive_reader import ArchiveReader
 from training.baseline import baseline_probabilities
 from training.bootstrap import metric_intervals, paired_macro_f1_difference
 from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_channels
@@ -459,8 +460,12 @@ def run_training(
     model_dir: Path,
     verbose: bool = False,
     stages: Callable[[str], Callable[[int, int], None]] | None = None,
+    reader: ArchiveReader | None = None,
 ) -> TrainedRun:
-    """Train, evaluate and save one model version (not yet registered); raise TrainingError when it cannot."""
+    """Train, evaluate and save one model version (not yet registered); raise TrainingError when it cannot.
+
+    `reader` opens labelled archive instances wherever the archive keeps them (local folder or S3).
+    """
     commit = git_commit()  # now: the code that runs, not whatever is checked out when the run ends
     with session_factory() as session:
         sources = collect_sources(session)
@@ -478,6 +483,7 @@ def run_training(
         seed=options.seed,
         latest_fraction=options.latest_fraction,
         threads=options.threads,
+        reader=reader,
         progress=stages("loading images") if stages else None,
         grouping_progress=stages("grouping near-duplicates") if stages else None,
     )

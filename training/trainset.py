@@ -17,8 +17,9 @@ import structlog
 from sqlalchemy.orm import Session
 
 from classifier.errors import DecodeError
-from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, read_dataset, to_model_input
 from common.files import file_uri_path
+from storage.archive_reader import ArchiveReader
 from storage.datasets import list_dataset_images
 from storage.labels import labelled_instances
 from training.dedup import Fingerprint, GroupingParams, fingerprint, group_items, kaggle_id
@@ -99,10 +100,20 @@ def collect_sources(session: Session) -> list[SourceItem]:
     return sorted(items, key=lambda i: i.key)
 
 
-def load_gray(item: SourceItem | ManifestItem, window: Window) -> np.ndarray:
-    """The item's 8-bit grayscale frame, through the classifier's preprocessing."""
+def load_gray(
+    item: SourceItem | ManifestItem, window: Window, reader: ArchiveReader | None = None
+) -> np.ndarray:
+    """The item's 8-bit grayscale frame, through the classifier's preprocessing.
+
+    DICOM items are archive URIs: with a `reader` they are opened wherever the archive keeps them (a
+    local folder or an S3 bucket), as the workers open them; without one, only local paths work.
+    """
     if item.source == "dicom":
-        frames = dicom_to_frames(item.path, window)
+        if reader is None:
+            frames = dicom_to_frames(item.path, window)
+        else:
+            with reader.open(item.path) as f:
+                frames = dicom_to_frames(read_dataset(f), window)
         frame = item.frame or 0
         if frame >= len(frames):
             raise DecodeError(f"frame {frame} asked of an instance with {len(frames)} frame(s)")
@@ -110,10 +121,12 @@ def load_gray(item: SourceItem | ManifestItem, window: Window) -> np.ndarray:
     return image_file_to_frames(item.path)[0]
 
 
-def _load_one(item: SourceItem, window: Window, image_size: int) -> tuple[np.ndarray, Fingerprint] | str:
+def _load_one(
+    item: SourceItem, window: Window, image_size: int, reader: ArchiveReader | None
+) -> tuple[np.ndarray, Fingerprint] | str:
     try:
-        gray = load_gray(item, window)
-    except FileNotFoundError as exc:
+        gray = load_gray(item, window, reader)
+    except OSError as exc:  # gone; an object store that is down raises ArchiveUnavailable and stops the run
         return f"file missing: {exc}"
     except DecodeError as exc:
         return f"cannot decode: {exc}"
@@ -121,12 +134,17 @@ def _load_one(item: SourceItem, window: Window, image_size: int) -> tuple[np.nda
 
 
 def load_model_inputs(
-    items: Sequence[ManifestItem], *, image_size: int, window: Window, threads: int = 4
+    items: Sequence[ManifestItem],
+    *,
+    image_size: int,
+    window: Window,
+    threads: int = 4,
+    reader: ArchiveReader | None = None,
 ) -> np.ndarray:
     """[N, S, S, 3] model inputs of manifest items (for evaluating any model version on the same set)."""
 
     def one(item: ManifestItem) -> np.ndarray:
-        return to_model_input(load_gray(item, window), image_size)[0]
+        return to_model_input(load_gray(item, window, reader), image_size)[0]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return (
@@ -147,6 +165,7 @@ def build_training_set(
     seed: int,
     latest_fraction: float = 0.0,
     threads: int = 4,
+    reader: ArchiveReader | None = None,
     progress: Callable[[int, int], None] | None = None,
     grouping_progress: Callable[[int, int], None] | None = None,
 ) -> TrainingSet:
@@ -158,7 +177,9 @@ def build_training_set(
     """
     loaded: list[tuple[np.ndarray, Fingerprint] | str] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for done, result in enumerate(pool.map(lambda s: _load_one(s, window, image_size), sources), start=1):
+        for done, result in enumerate(
+            pool.map(lambda s: _load_one(s, window, image_size, reader), sources), start=1
+        ):
             loaded.append(result)
             if progress is not None:
                 progress(done, len(sources))

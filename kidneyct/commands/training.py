@@ -243,6 +243,8 @@ def train(
             raise click.BadParameter(str(exc), param_hint="--device") from exc
     from classifier.model import BACKBONE_UNFREEZE_FROM
     from classifier.preprocess import Window
+    from kidneyct.archives import build_archive_reader
+    from storage.archive_reader import ArchiveUnavailable
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
     from training.fit import FitConfig
@@ -320,8 +322,9 @@ def train(
                 run_dir=settings.resolved_train_dir() / version,
                 model_dir=settings.resolved_model_dir(),
                 stages=stages,
+                reader=build_archive_reader(settings),
             )
-    except TrainingError as exc:
+    except (TrainingError, ArchiveUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     with sessions.begin() as session:
         register_candidate(session, run=run, now=_now())
@@ -401,7 +404,9 @@ def promote_command(
     its macro-F1 minus each other model's must lie above zero; the first promotion included.
     """
     from classifier.errors import ArtifactError
+    from kidneyct.archives import build_archive_reader
     from kidneyct.backfill import backfill, backfill_window
+    from storage.archive_reader import ArchiveUnavailable
     from storage.shadow_models import set_shadow
     from training.promotion import PromotionError, promote
 
@@ -410,10 +415,17 @@ def promote_command(
     window = backfill_window(backfill_since)
     try:
         with _sessions(settings).begin() as session:
-            decision = promote(session, version=version, force=force, now=_now(), force_reason=reason)
+            decision = promote(
+                session,
+                version=version,
+                force=force,
+                now=_now(),
+                force_reason=reason,
+                reader=build_archive_reader(settings),
+            )
             if decision.promote:
                 set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
-    except (PromotionError, ArtifactError) as exc:
+    except (PromotionError, ArtifactError, ArchiveUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(decision.reason)
     if not decision.promote:
