@@ -85,13 +85,19 @@ class _Process:
         from kidneyct.wiring.ingest import build_listener
 
         self.settings, self.sessions, self.registry = settings, sessions, registry
-        self.publisher = make_publisher(settings, sessions)
+        # Listener, workers and catalogue share this process: a publish to the embedded queue wakes
+        # the consumers at once instead of at their next poll.
+        self.doorbell = threading.Condition()
+        self.publisher = make_publisher(settings, sessions, doorbell=self.doorbell)
         try:
             self.listener = build_listener(
                 settings, publisher=self.publisher, metrics=IngestMetrics(registry)
             )
             worker_metrics = WorkerMetrics(registry)
-            self.wired = [build_worker(settings, sessions, metrics=worker_metrics) for _ in range(workers)]
+            self.wired = [
+                build_worker(settings, sessions, metrics=worker_metrics, doorbell=self.doorbell)
+                for _ in range(workers)
+            ]
             self.sender = _result_sender_thread(settings, sessions, registry)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -157,7 +163,9 @@ class _Process:
             self.sender.start(stop)
         catalog = None
         if self.settings.catalog_in_listener:
-            catalog = start_catalog_thread(build_catalog(self.settings, self.sessions), stop)
+            catalog = start_catalog_thread(
+                build_catalog(self.settings, self.sessions, doorbell=self.doorbell), stop
+            )
         return _Background(workers, catalog)
 
     def _join(self, background: _Background) -> None:

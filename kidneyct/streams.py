@@ -1,5 +1,10 @@
 """Chooses the event stream from the settings: Kafka when a bootstrap is configured, else the
-embedded database queue. Both honour the same `Publisher`/`Consumer` contract."""
+embedded database queue. Both honour the same `Publisher`/`Consumer` contract.
+
+A process that runs both ends of the embedded queue (`kidneyct serve`, the demo) makes one doorbell
+(`threading.Condition`) and passes it to its publisher and consumers, so a publish wakes them at once;
+without one, embedded consumers poll (every 50 ms).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,6 @@ from kidneyct.settings import Settings
 from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer
 from storage.stream import Consumer, Publisher
-
-# In one process (`kidneyct serve`), the embedded publisher wakes the embedded consumer at once.
-_EMBEDDED_DOORBELL = threading.Condition()
 
 
 def kafka_connection(settings: Settings, *, client_id: str = "kidneyct") -> KafkaConnection:
@@ -47,19 +49,24 @@ def kafka_security_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_publisher(settings: Settings, session_factory: sessionmaker[Session]) -> Publisher:
+def make_publisher(
+    settings: Settings, session_factory: sessionmaker[Session], *, doorbell: threading.Condition | None = None
+) -> Publisher:
     if settings.uses_kafka:
         return KafkaPublisher(kafka_connection(settings), publish_timeout_s=settings.kafka_publish_timeout_s)
-    return DatabaseQueuePublisher(session_factory, doorbell=_EMBEDDED_DOORBELL)
+    return DatabaseQueuePublisher(session_factory, doorbell=doorbell)
 
 
 def make_consumer(
-    settings: Settings, session_factory: sessionmaker[Session], *, group_id: str, topics: list[str]
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    group_id: str,
+    topics: list[str],
+    doorbell: threading.Condition | None = None,
 ) -> Consumer:
     if settings.uses_kafka:
         return KafkaStreamConsumer(
             kafka_connection(settings, client_id=group_id), group_id=group_id, topics=topics
         )
-    return DatabaseQueueConsumer(
-        session_factory, group_id=group_id, topics=topics, doorbell=_EMBEDDED_DOORBELL
-    )
+    return DatabaseQueueConsumer(session_factory, group_id=group_id, topics=topics, doorbell=doorbell)

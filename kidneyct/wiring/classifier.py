@@ -3,6 +3,7 @@ cannot wire a worker differently."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,12 +61,20 @@ def build_worker(
     *,
     metrics: WorkerMetrics,
     batch_size: int | None = None,
+    doorbell: threading.Condition | None = None,
 ) -> WiredWorker:
-    """A worker in the consumer group of the settings, with its own consumer and publisher."""
+    """A worker in the consumer group of the settings, with its own consumer and publisher.
+
+    `doorbell`: the process's embedded-queue doorbell, when its listener publishes in the same process.
+    """
     consumer = make_consumer(
-        settings, sessions, group_id=settings.consumer_group, topics=[settings.topic_instances]
+        settings,
+        sessions,
+        group_id=settings.consumer_group,
+        topics=[settings.topic_instances],
+        doorbell=doorbell,
     )
-    publisher = make_publisher(settings, sessions)
+    publisher = make_publisher(settings, sessions, doorbell=doorbell)
     worker = Worker(
         consumer=consumer,
         publisher=publisher,

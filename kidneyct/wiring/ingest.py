@@ -96,11 +96,17 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
     return listener
 
 
-def build_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog:
+def build_catalog(
+    settings: Settings, sessions: sessionmaker[Session], *, doorbell: threading.Condition | None = None
+) -> Catalog:
     """The catalogue consumer of `settings` (its consumer is made in the thread that runs it)."""
     return Catalog(
         make_consumer=lambda: make_consumer(
-            settings, sessions, group_id=settings.catalog_group, topics=[settings.topic_instances]
+            settings,
+            sessions,
+            group_id=settings.catalog_group,
+            topics=[settings.topic_instances],
+            doorbell=doorbell,
         ),
         sessions=sessions,
     )
