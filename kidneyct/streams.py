@@ -1,7 +1,7 @@
 """Chooses the event stream from the settings: Kafka when a bootstrap is configured, else the
 embedded database queue. Both honour the same `Publisher`/`Consumer` contract.
 
-A process that runs both ends of the embedded queue (`kidneyct serve`, the demo) makes one doorbell
+A process that runs both ends of the embedded queue (`kidneyct serve`) makes one doorbell
 (`threading.Condition`) and passes it to its publisher and consumers, so a publish wakes them at once;
 without one, embedded consumers poll (every 50 ms).
 """
