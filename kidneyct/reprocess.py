@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,13 @@ from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 from storage.events import InstanceEvent
 from storage.model_versions import get_active_model_version, get_model_version
-from storage.reprocess import Selection, select_for_reprocess
+from storage.reprocess import Position, Selection, count_selected, select_for_reprocess
 from storage.stream import Publisher
 
 log = structlog.get_logger(__name__)
 
 PUBLISH_WINDOW = 256
+PAGE_ROWS = 5000  # catalogue rows read per page: memory stays flat however large the selection
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -90,27 +92,46 @@ def queue_reprocess(
     selection: Selection,
     model_version: str | None,
     progress: Advance | None = None,
+    page_rows: int = PAGE_ROWS,
 ) -> Queued:
     """Publish a reprocess event for every selected instance not yet classified under the version
-    (default: the active one); returns what was queued."""
+    (default: the active one), a page of the catalogue at a time; returns what was queued."""
     if selection.empty:
         raise ReprocessError(
             "select something: --study, --accession, --received-since/--received-until, or --all"
         )
     with sessions() as session:
         version_id, version = _target(session, model_version)
-        selected = select_for_reprocess(session, selection=selection, model_version_id=version_id)
-    events = selected.events
+        total = count_selected(session, selection=selection)
     publisher = make_publisher(settings, sessions)
+    instances = already_done = read = 0
+    studies: set[str] = set()
+    after: Position | None = None
     try:
-        _publish_all(publisher, settings.topic_instances, events, version, progress)
+        while True:
+            with sessions() as session:  # a short read per page, never one transaction for the archive
+                page = select_for_reprocess(
+                    session, selection=selection, model_version_id=version_id, after=after, limit=page_rows
+                )
+            if page.last is None:
+                break
+            base = read + page.already_done  # the page's classified rows count as done at once
+
+            def advance(published: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(min(base + published, total), max(total, base + published))
+
+            advance(0)
+            _publish_all(publisher, settings.topic_instances, page.events, version, advance)
+            instances += len(page.events)
+            already_done += page.already_done
+            studies.update(e.study_instance_uid for e in page.events)
+            read = base + len(page.events)
+            after = page.last
     finally:
         publisher.close()
     queued = Queued(
-        model_version=version,
-        instances=len(events),
-        studies=len({e.study_instance_uid for e in events}),
-        already_done=selected.already_done,
+        model_version=version, instances=instances, studies=len(studies), already_done=already_done
     )
     log.info(
         "reprocess_queued",
@@ -123,10 +144,15 @@ def queue_reprocess(
 
 
 def _publish_all(
-    publisher: Publisher, topic: str, events: list[InstanceEvent], version: str, progress: Advance | None
+    publisher: Publisher,
+    topic: str,
+    events: list[InstanceEvent],
+    version: str,
+    published: Callable[[int], None],
 ) -> None:
     """Publish every event durably; with Kafka, up to `PUBLISH_WINDOW` in flight before waiting for
-    their acknowledgements (one round trip per event would make a large reprocess slow)."""
+    their acknowledgements (one round trip per event would make a large reprocess slow). `published`
+    hears how many of `events` are durable so far."""
     begin = getattr(publisher, "begin_publish", None)
     pending: list[Any] = []
     for done, event in enumerate(events, start=1):
@@ -139,8 +165,8 @@ def _publish_all(
                 for handle in pending:
                     handle.wait()
                 pending.clear()
-        if progress is not None and not pending:
-            progress(done, len(events))
+        if not pending:
+            published(done)
 
 
 def describe(queued: Queued) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.events import InstanceEvent
@@ -41,10 +41,15 @@ class Selection:
         )
 
 
+# Where a page ended: (received_at, id) of its last row, in the selection's order.
+Position = tuple[dt.datetime, int]
+
+
 @dataclass(frozen=True, slots=True)
 class SelectedInstances:
     events: list[InstanceEvent]  # to classify, in receipt order
     already_done: int  # selected, but already with predictions of the target version
+    last: Position | None = None  # the last row read; None when no row was read (the selection is exhausted)
 
 
 def _query(selection: Selection) -> Select[Instance, str, str, str | None]:
@@ -67,21 +72,50 @@ def _query(selection: Selection) -> Select[Instance, str, str, str | None]:
     return query
 
 
+def count_selected(session: Session, *, selection: Selection) -> int:
+    """How many instances the selection holds (classified or not): the total for a progress bar."""
+    if selection.empty:
+        raise ValueError("nothing selected: give studies, accession numbers, a time range, or everything")
+    return int(
+        session.scalar(select(func.count()).select_from(_query(selection).order_by(None).subquery())) or 0
+    )
+
+
 def select_for_reprocess(
-    session: Session, *, selection: Selection, model_version_id: int
+    session: Session,
+    *,
+    selection: Selection,
+    model_version_id: int,
+    after: Position | None = None,
+    limit: int | None = None,
 ) -> SelectedInstances:
     """The selected instances as instance events, less those the target version already classified
-    (reprocessing them again would add nothing: predictions are unique per instance, frame, version)."""
+    (reprocessing them again would add nothing: predictions are unique per instance, frame, version).
+
+    `after` and `limit` read one page in receipt order (keyset paging), so a reprocess of a whole
+    archive never holds it in memory: pass the previous page's `last` until it is None.
+    """
     if selection.empty:
         raise ValueError("nothing selected: give studies, accession numbers, a time range, or everything")
     done = exists().where(
         Prediction.instance_id == Instance.id, Prediction.model_version_id == model_version_id
     )
+    query = _query(selection).add_columns(done.label("done"))
+    if after is not None:
+        received_at, instance_id = after
+        query = query.where(
+            or_(
+                Instance.received_at > received_at,
+                and_(Instance.received_at == received_at, Instance.id > instance_id),
+            )
+        )
+    if limit is not None:
+        query = query.limit(limit)
     events: list[InstanceEvent] = []
     already_done = 0
-    for instance, series_uid, study_uid, modality, is_done in session.execute(
-        _query(selection).add_columns(done.label("done"))
-    ):
+    last: Position | None = None
+    for instance, series_uid, study_uid, modality, is_done in session.execute(query):
+        last = (instance.received_at, instance.id)
         if is_done:
             already_done += 1
             continue
@@ -102,4 +136,4 @@ def select_for_reprocess(
                 number_of_frames=instance.number_of_frames or 1,
             )
         )
-    return SelectedInstances(events=events, already_done=already_done)
+    return SelectedInstances(events=events, already_done=already_done, last=last)

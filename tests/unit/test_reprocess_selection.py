@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,12 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 import migrations
 from classifier.reprocess_events import REPROCESS_FIELD, reprocess_event, target_version
 from ingest.catalog import record_events
-from kidneyct.reprocess import ReprocessError, parse_duration, parse_when
+from kidneyct.reprocess import ReprocessError, parse_duration, parse_when, queue_reprocess
+from kidneyct.settings import Settings
 from storage.db import make_engine, make_session_factory
 from storage.events import InstanceEvent
 from storage.model_versions import register_model_version
-from storage.models import Instance
-from storage.reprocess import Selection, select_for_reprocess
+from storage.models import Instance, QueueMessage
+from storage.reprocess import Selection, count_selected, select_for_reprocess
 from storage.results import PredictionRow, insert_predictions
 from storage.stream import Record
 
@@ -121,6 +123,59 @@ def test_instances_the_version_classified_are_counted_not_selected(sessions: ses
         other = select_for_reprocess(s, selection=Selection(everything=True), model_version_id=1)
     assert [e.sop_instance_uid for e in got.events] == ["1.1.1.2", "1.2.1.1"] and got.already_done == 1
     assert len(other.events) == 3 and other.already_done == 0
+
+
+def test_pages_read_exactly_what_one_read_does_ties_included(sessions: sessionmaker[Session]) -> None:
+    """Keyset pages of one row, over instances received at the same instant too: the same events in the
+    same order, none twice, and the classified ones counted once."""
+    with sessions.begin() as s:
+        same = T0 + dt.timedelta(days=8)
+        record_events(s, events=[_event("1.4", "1.4.1.1", same), _event("1.4", "1.4.1.2", same)], now=T0)
+        ids = {i.sop_instance_uid: i.id for i in s.query(Instance)}
+        insert_predictions(
+            s,
+            predictions=[PredictionRow("1.1.1.2", 0, "Normal", (0.1, 0.7, 0.1, 0.1))],
+            instance_ids=ids,
+            model_version_id=2,
+            now=T0,
+        )
+    everything = Selection(everything=True)
+    with sessions() as s:
+        whole = select_for_reprocess(s, selection=everything, model_version_id=2)
+        pages, after = [], None
+        while (
+            page := select_for_reprocess(s, selection=everything, model_version_id=2, after=after, limit=1)
+        ).last:
+            pages.append(page)
+            after = page.last
+        total = count_selected(s, selection=everything)
+    assert [e.sop_instance_uid for e in whole.events] == ["1.1.1.1", "1.2.1.1", "1.4.1.1", "1.4.1.2"]
+    assert [e for p in pages for e in p.events] == whole.events
+    assert len(pages) == total == 5 and sum(p.already_done for p in pages) == whole.already_done == 1
+
+
+def test_queue_reprocess_publishes_every_page_once_with_progress_to_the_total(
+    sessions: sessionmaker[Session], sqlite_url: str, tmp_path: Path
+) -> None:
+    """Pages of two rows on the embedded queue: every unclassified instance queued once, in receipt
+    order, for the named version; the progress bar ends at the selection's size."""
+    settings = Settings(database_url=sqlite_url, data_dir=tmp_path)
+    calls: list[tuple[int, int]] = []
+    queued = queue_reprocess(
+        settings,
+        sessions,
+        selection=Selection(everything=True),
+        model_version="B",
+        progress=lambda done, total: calls.append((done, total)),
+        page_rows=2,
+    )
+    with sessions() as s:
+        values = [m.value for m in s.query(QueueMessage).order_by(QueueMessage.id)]
+    events = [InstanceEvent.from_json(v) for v in values]
+    assert [e.sop_instance_uid for e in events] == ["1.1.1.1", "1.1.1.2", "1.2.1.1"]
+    assert {target_version(Record("t", 0, 0, b"k", v)) for v in values} == {"B"}
+    assert (queued.instances, queued.studies, queued.already_done) == (3, 2, 0)
+    assert calls[-1] == (3, 3) and all(done <= total for done, total in calls)
 
 
 def test_reprocess_event_is_an_instance_event_with_a_version() -> None:
