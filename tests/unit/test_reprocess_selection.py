@@ -88,6 +88,18 @@ def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def _classify(session: Session, sop_instance_uid: str, *, model_version_id: int) -> None:
+    """One prediction row of the version for the instance (frame 0)."""
+    ids = {i.sop_instance_uid: i.id for i in session.query(Instance)}
+    insert_predictions(
+        session,
+        predictions=[PredictionRow(sop_instance_uid, 0, "Normal", (0.1, 0.7, 0.1, 0.1))],
+        instance_ids=ids,
+        model_version_id=model_version_id,
+        now=T0,
+    )
+
+
 def _select(sessions: sessionmaker[Session], selection: Selection, version_id: int = 2) -> list[str]:
     with sessions() as s:
         return [
@@ -110,14 +122,7 @@ def test_selection_by_study_accession_time_and_all(sessions: sessionmaker[Sessio
 def test_instances_the_version_classified_are_counted_not_selected(sessions: sessionmaker[Session]) -> None:
     """An instance with a prediction of the target version is left out and counted as already done."""
     with sessions.begin() as s:
-        ids = {i.sop_instance_uid: i.id for i in s.query(Instance)}
-        insert_predictions(
-            s,
-            predictions=[PredictionRow("1.1.1.1", 0, "Normal", (0.1, 0.7, 0.1, 0.1))],
-            instance_ids=ids,
-            model_version_id=2,
-            now=T0,
-        )
+        _classify(s, "1.1.1.1", model_version_id=2)
     with sessions() as s:
         got = select_for_reprocess(s, selection=Selection(everything=True), model_version_id=2)
         other = select_for_reprocess(s, selection=Selection(everything=True), model_version_id=1)
@@ -131,14 +136,7 @@ def test_pages_read_exactly_what_one_read_does_ties_included(sessions: sessionma
     with sessions.begin() as s:
         same = T0 + dt.timedelta(days=8)
         record_events(s, events=[_event("1.4", "1.4.1.1", same), _event("1.4", "1.4.1.2", same)], now=T0)
-        ids = {i.sop_instance_uid: i.id for i in s.query(Instance)}
-        insert_predictions(
-            s,
-            predictions=[PredictionRow("1.1.1.2", 0, "Normal", (0.1, 0.7, 0.1, 0.1))],
-            instance_ids=ids,
-            model_version_id=2,
-            now=T0,
-        )
+        _classify(s, "1.1.1.2", model_version_id=2)
     everything = Selection(everything=True)
     with sessions() as s:
         whole = select_for_reprocess(s, selection=everything, model_version_id=2)
