@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pydicom
 import pytest
+from catalogue_kit import catalogued_instance
 from click.testing import CliRunner
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -35,7 +36,7 @@ from storage.model_versions import (
     list_model_versions,
     register_model_version,
 )
-from storage.models import Instance, Series, Study
+from storage.models import Series, Study
 from training.manifest import Manifest
 from training.promotion import promote
 from training.registry import new_labels_since_last_version, training_due
@@ -98,21 +99,7 @@ def archive_dicom_study(
         if i < slices:
             ds.save_as(path, enforce_file_format=True)
         uids.append(ds.SOPInstanceUID)
-        session.add(
-            Instance(
-                sop_instance_uid=ds.SOPInstanceUID,
-                series=series,
-                sop_class_uid=ds.SOPClassUID,
-                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-                archive_uri=path.resolve().as_uri(),
-                sha256="0" * 64,
-                size_bytes=1,
-                number_of_frames=1,
-                received_at=NOW,
-                state="processed",
-                updated_at=NOW,
-            )
-        )
+        session.add(catalogued_instance(ds, series, archive_uri=path.resolve().as_uri(), now=NOW))
     session.flush()
     return study_uid, uids
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from catalogue_kit import catalogued_instance
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from seaweed_process import SeaweedProcess
@@ -22,7 +23,7 @@ from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.db import make_engine, make_session_factory
 from storage.labels import add_label
-from storage.models import Instance, Series, Study
+from storage.models import Series, Study
 from storage.s3_archive import S3Archive, S3Location
 from storage.s3_client import S3ClientOptions, make_s3_client
 from training.dedup import GroupingParams
@@ -60,18 +61,8 @@ def _archive_labelled_study(tmp_path: Path, url: str, archive: S3Archive, *, sli
             else:  # catalogued, but its object is gone
                 uri, digest = f"s3://{archive.location.bucket}/missing/{ds.SOPInstanceUID}.dcm", "0" * 64
             session.add(
-                Instance(
-                    sop_instance_uid=ds.SOPInstanceUID,
-                    series=series,
-                    sop_class_uid=ds.SOPClassUID,
-                    transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-                    archive_uri=uri,
-                    sha256=digest,
-                    size_bytes=path.stat().st_size,
-                    number_of_frames=1,
-                    received_at=NOW,
-                    state="processed",
-                    updated_at=NOW,
+                catalogued_instance(
+                    ds, series, archive_uri=uri, now=NOW, sha256=digest, size_bytes=path.stat().st_size
                 )
             )
         session.flush()
