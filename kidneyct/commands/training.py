@@ -172,7 +172,9 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
     show_default=True,
     help="Also train on a random image-level split for comparison.",
 )
-@click.option("--no-augment", is_flag=True, help="Turn off shift/rotation/intensity augmentation.")
+@click.option(
+    "--no-augment", is_flag=True, help="Turn off augmentation (shift, rotation, zoom, window, intensity)."
+)
 @click.option("--phash-max-distance", type=int, default=2, show_default=True)
 @click.option("--chain-min-correlation", type=float, default=0.85, show_default=True)
 @click.option(

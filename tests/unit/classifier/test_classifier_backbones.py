@@ -14,6 +14,7 @@ import pytest
 
 from classifier.artifact import CARD_FILE, load_artifact, read_card, save_artifact
 from classifier.model import (
+    BACKBONE_APPLICATIONS,
     BACKBONE_NORMALIZATION,
     backbone_of,
     build_model,
@@ -88,3 +89,11 @@ def test_densenet_builds_with_its_own_normalisation():
     assert backbone_of(model) == "densenet121"
     assert model.get_layer("resnet50_preprocess").mode == "torch"
     assert model.output_shape == (None, 4)
+
+
+def test_train_offers_exactly_the_backbones_the_model_can_build():
+    """`kidneyct train --backbone` lists its choices without importing Keras; they must match the model's."""
+    from kidneyct.commands.training import train
+
+    (option,) = [p for p in train.params if p.name == "backbone"]
+    assert set(option.type.choices) == set(BACKBONE_APPLICATIONS)
