@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 from classifier.decoding import DecodedInstance
+from classifier.shadow import write_version
 from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, write_batch
 from ingest.catalog import record_events
@@ -139,3 +140,45 @@ def test_the_catalogue_leaves_a_reused_uid_with_the_first_study(sessions: sessio
     with sessions() as session:
         assert _study_of_instance(session) == FIRST
     assert [e["action"] for e in logs if e["event"] == "instance_uid_conflict"] == ["not_catalogued"] * 2
+
+
+def test_a_shadow_model_adds_nothing_for_a_reused_uid(sessions: sessionmaker[Session]) -> None:
+    """A shadow model's prediction of the later study's file is not attached to the first study's instance."""
+    model = _model(sessions)
+    with sessions.begin() as session:
+        shadow = int(
+            register_model_version(
+                session,
+                version="v2",
+                artifact_uri="/m2",
+                sha256="1" * 64,
+                card={},
+                metrics={},
+                manifest_hash=None,
+                now=T0,
+            ).id
+        )
+        write_batch(
+            session,
+            predicted=[_predicted(_event(FIRST), 0)],
+            poisoned=[],
+            model_version_id=model,
+            rule=RULE,
+            now=T0,
+        )
+    with sessions.begin() as session:
+        added = write_version(
+            session,
+            predicted=[_predicted(_event(SECOND, sha="1" * 64), 1)],
+            model_version_id=shadow,
+            rule=RULE,
+            now=T0,
+        )
+    assert added == 0
+    with sessions.begin() as session:
+        assert (
+            write_version(
+                session, predicted=[_predicted(_event(FIRST), 0)], model_version_id=shadow, rule=RULE, now=T0
+            )
+            == 1
+        )
