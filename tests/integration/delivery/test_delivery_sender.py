@@ -374,3 +374,31 @@ def test_a_delivery_left_by_a_killed_sender_is_taken_over_and_said_so(
         assert scp.received == [uid]
     finally:
         scp.stop()
+
+
+def test_a_sender_whose_lease_ran_out_leaves_the_delivery_to_the_one_that_took_it_over(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The first sender's renewal fails once another sender claimed the row after the first lease
+    ended, and it does not touch the second sender's lease."""
+    _queue_result(sessions, [f"PACS@127.0.0.1:{_closed_port()}"])
+    clock = Clock()
+    first, _ = _sender(sessions, clock, lease_s=60)
+    (stale,) = first._claim()
+    clock.now += dt.timedelta(seconds=61)
+    second, _ = _sender(sessions, clock, lease_s=60)
+    (taken,) = second._claim()
+    assert taken.abandoned_lease == stale.lease_ends
+    with capture_logs() as logs:
+        assert first._renew(stale) is False
+    assert [e["event"] for e in logs] == ["result_delivery_lease_ran_out"]
+    with sessions() as session:
+        until = session.execute(text("SELECT claimed_until FROM result_deliveries")).scalar_one()
+    assert until is not None and _utc(until) == taken.lease_ends
+
+
+def _utc(value: object) -> dt.datetime:
+    if isinstance(value, str):  # SQLite through a text() query
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -236,3 +236,41 @@ def _await(condition: Callable[[], bool], timeout_s: float) -> None:
     while not condition():
         assert dt.datetime.now(dt.UTC) < deadline, "condition not met in time"
         threading.Event().wait(0.2)
+
+
+def test_a_catalogue_stopped_while_the_broker_is_down_ends_quietly(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped before the stream ever answered: the thread ends, two lines say so, none from kafka-python."""
+    import socket
+
+    from common.health import broker_check
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    engine = make_engine(sqlite_url)
+    catalog = Catalog(
+        make_consumer=lambda: KafkaStreamConsumer(
+            KafkaConnection(bootstrap=closed), group_id="catalog", topics=[TOPIC]
+        ),
+        sessions=make_session_factory(engine),
+        stream_reachable=broker_check(closed),
+        retry_initial_s=0.05,
+    )
+    stop = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        thread = start_catalog_thread(catalog, stop)
+        _await(lambda: any(e["event"] == "catalog_stream_unavailable" for e in logs), 30)
+        stop.wait(0.5)
+        stop.set()
+        thread.join(timeout=30)
+    engine.dispose()
+    assert not thread.is_alive() and not catalog.is_connected()
+    assert [e["event"] for e in logs] == [
+        "catalog_stream_unavailable",
+        "catalog_never_connected",
+        "catalog_stopped",
+    ]
+    assert [e["attempts"] > 2 for e in logs if e["event"] == "catalog_never_connected"] == [True]
+    assert not [r for r in caplog.records if r.name.startswith("kafka")]
