@@ -46,6 +46,7 @@ from storage.results import (
 )
 from storage.shadow_models import shadow_versions
 from storage.stream import Record
+from storage.uid_conflicts import uid_conflicts
 
 log = structlog.get_logger(__name__)
 
@@ -225,7 +226,11 @@ def write_version(
 ) -> int:
     """Insert one non-active model's predictions (instances already recorded) and recompute its study
     results, marked `shadow` unless the version is the active one by now. Never commits; returns the
-    new prediction rows. Instance states and the active model's rows are left alone."""
+    new prediction rows. Instance states and the active model's rows are left alone; an instance whose
+    SOP Instance UID belongs to another study (`storage.uid_conflicts`) is left out."""
+    pairs = [(p.instance.event.sop_instance_uid, p.instance.event.study_instance_uid) for p in predicted]
+    conflicts = uid_conflicts(session, instances=pairs)
+    predicted = [p for p, pair in zip(predicted, pairs, strict=True) if pair not in conflicts]
     uids = [p.instance.event.sop_instance_uid for p in predicted]
     if not uids:
         return 0

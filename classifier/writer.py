@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 from sqlalchemy.orm import Session
 
 from classifier.decoding import DecodedInstance, PoisonInstance, received_at
@@ -32,6 +33,9 @@ from storage.results import (
     upsert_studies,
     upsert_study_prediction,
 )
+from storage.uid_conflicts import uid_conflicts
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,27 @@ def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frame
     )
 
 
+def _without_uid_conflicts(
+    session: Session, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
+) -> tuple[list[Predicted], list[PoisonInstance]]:
+    """The batch without the instances whose SOP Instance UID another study already has."""
+    events = [p.instance.event for p in predicted] + [p.event for p in poisoned if p.event is not None]
+    conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
+    for conflict in conflicts.values():
+        log.warning(
+            "instance_uid_conflict",
+            sop_instance_uid=conflict.sop_instance_uid,
+            recorded_study_instance_uid=conflict.recorded_study_instance_uid,
+            study_instance_uid=conflict.study_instance_uid,
+            action="not_classified",
+        )
+
+    def kept(e: InstanceEvent | None) -> bool:
+        return e is None or (e.sop_instance_uid, e.study_instance_uid) not in conflicts
+
+    return [p for p in predicted if kept(p.instance.event)], [p for p in poisoned if kept(p.event)]
+
+
 def write_batch(
     session: Session,
     *,
@@ -64,7 +89,9 @@ def write_batch(
     rule: StudyRule,
     now: dt.datetime,
 ) -> BatchWritten:
-    """Write one batch (no commit). Poison with a valid event marks its instance failed/skipped."""
+    """Write one batch (no commit). Poison with a valid event marks its instance failed/skipped.
+    An instance whose SOP Instance UID belongs to another study is left out (`storage.uid_conflicts`)."""
+    predicted, poisoned = _without_uid_conflicts(session, predicted, poisoned)
     studies: list[StudyRow] = []
     series: list[SeriesRow] = []
     instances: list[InstanceRow] = []

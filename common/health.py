@@ -92,9 +92,12 @@ def process_readiness(
     sessions: sessionmaker[Session] | None,
     kafka_bootstrap: str | None,
     models_loaded: Check | None = None,
+    catalog_connected: Check | None = None,
 ) -> Readiness:
     """The checks of one process: the database it uses, the broker (when Kafka is configured;
-    the embedded queue is the database), and for a worker whether its model is loaded."""
+    the embedded queue is the database), for a worker whether its model is loaded, and for a
+    listener that runs the catalogue whether the catalogue has its consumer (it retries until the
+    stream answers; meanwhile accepted instances are not yet recorded)."""
     checks: dict[str, Check] = {}
     if sessions is not None:
         checks["database"] = database_check(sessions)
@@ -102,4 +105,6 @@ def process_readiness(
         checks["broker"] = broker_check(kafka_bootstrap)
     if models_loaded is not None:
         checks["model"] = models_loaded
+    if catalog_connected is not None:
+        checks["catalog"] = catalog_connected
     return Readiness(checks)

@@ -4,11 +4,13 @@ Every event passes `redact_patient_data`, which removes patient-identifying DICO
 wherever they appear (top-level keys or nested dicts), so a careless `log.info(..., **tags)`
 cannot leak a patient's name into a log aggregator.
 
-Libraries log through the standard library (pydicom, pynetdicom, kafka-python, warnings) and their
-messages are free text that may quote a received value ("Invalid value for VR PN: 'Doe^Jane'"):
-those records go through the same processors and renderer (one JSON object per line in JSON mode),
-with every quoted value and bytes literal in the message or traceback replaced. Uncaught exceptions,
-in any thread, are logged the same way.
+Libraries log through the standard library (pydicom, pynetdicom, kafka-python, warnings): those
+records go through the same processors and renderer (one JSON object per line in JSON mode).
+pydicom and pynetdicom quote received values in free text ("Invalid value for VR PN: 'Doe^Jane'"):
+in their records, their warnings and tracebacks through them, everything between the first and
+the last quote is replaced, so no received value reaches the log whatever bytes it holds. Other
+text (our events, a command's error, file paths) is left alone. Uncaught exceptions, in any
+thread, are logged the same way.
 """
 
 from __future__ import annotations
@@ -79,36 +81,71 @@ class PatientDataRedactor:
         return event_dict
 
 
-# A quoted value or a bytes literal inside free text: 'x', "x", b'x', b"x" (at most 10 kB each).
-_QUOTED = re.compile(r"b?'[^'\n]{0,10000}'" + r'|b?"[^"\n]{0,10000}"')
-QUOTED_REDACTED = "'[value]'"
+# pydicom and pynetdicom parse what a peer sent and quote it in their messages, warnings and
+# exceptions (repr() of a value, or the value between quotes of their own choosing). Their text is
+# untrusted: everything from its first quote to its last (or its end) is dropped, so a value that holds quotes,
+# escapes or the bytes of the elements it swallowed cannot end the redaction early. Other text (our
+# messages, alembic's, click's, file paths in tracebacks) is not theirs to quote and stays as it is.
+_DICOM_LIBRARIES = ("pydicom", "pynetdicom")
+_DICOM_PATH = re.compile(r"[/\\](?:pydicom|pynetdicom)[/\\]")
+# From the first quote to the last one (or to the end when there is only one).
+_QUOTED_SPAN = re.compile(r"""(?:\bb)?['"](?:.*['"]|.*)""", re.DOTALL)
+_TRACEBACK_FILE_LINE = re.compile(r'^\s*File "[^"\n]*", line \d+')
+QUOTED_REDACTED = "[value]"
 _MAX_FOREIGN_MESSAGE = 2000
 _HANDLER_MARK = "_kidneyct_handler"
 
 
 def scrub_free_text(text: str) -> str:
-    """Free text with every quoted value replaced and its length bounded."""
-    scrubbed = _QUOTED.sub(QUOTED_REDACTED, text)
-    return scrubbed if len(scrubbed) <= _MAX_FOREIGN_MESSAGE else scrubbed[:_MAX_FOREIGN_MESSAGE] + "..."
+    """A DICOM library's free text with every quoted value dropped and its length bounded."""
+    scrubbed = _QUOTED_SPAN.sub(QUOTED_REDACTED, text)
+    return _bounded(scrubbed)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_FOREIGN_MESSAGE else text[:_MAX_FOREIGN_MESSAGE] + "..."
+
+
+def _from_dicom_library(logger_name: str, message: str) -> bool:
+    """pydicom's and pynetdicom's loggers, and warnings raised inside them (captured warnings log
+    through `py.warnings` with the warning's file first)."""
+    if logger_name.split(".")[0] in _DICOM_LIBRARIES:
+        return True
+    return logger_name == "py.warnings" and bool(_DICOM_PATH.search(message.split("\n", 1)[0]))
 
 
 def _scrub_foreign(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """For standard-library records: the message as scrubbed free text, plus the logger's name."""
+    """For standard-library records: the message (scrubbed when a DICOM library wrote it), plus the
+    logger's name."""
     record = event_dict.get("_record")
     if record is not None:
-        event_dict["event"] = scrub_free_text(str(event_dict.get("event", "")))
+        message = str(event_dict.get("event", ""))
+        untrusted = _from_dicom_library(record.name, message)
+        event_dict["event"] = scrub_free_text(message) if untrusted else _bounded(message)
         event_dict.setdefault("logger", record.name)
     return event_dict
+
+
+def scrub_traceback(text: str) -> str:
+    """A traceback through a DICOM library keeps its `File "...", line N` lines and loses the quoted
+    values of every other line (exception messages, source lines); any other traceback is unchanged."""
+    if not _DICOM_PATH.search(text):
+        return text
+    lines = text.split("\n")
+    return "\n".join(
+        line if _TRACEBACK_FILE_LINE.match(line) else _QUOTED_SPAN.sub(QUOTED_REDACTED, line)
+        for line in lines
+    )
 
 
 def _scrub_exception(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Tracebacks quote exception messages, which may quote received values."""
+    """Tracebacks quote exception messages, which a DICOM library may fill with received values."""
     if isinstance(event_dict.get("exception"), str):
-        event_dict["exception"] = _QUOTED.sub(QUOTED_REDACTED, event_dict["exception"])
+        event_dict["exception"] = scrub_traceback(event_dict["exception"])
     return event_dict
 
 

@@ -3,9 +3,13 @@
 The retry loop is the outbox itself, so it survives a restart: a failed attempt is counted in its
 row and the row is due again after a backoff (tenacity's exponential wait); after the last allowed
 attempt it is `failed` for good. Rows are claimed with a lease, so several senders can share one
-outbox, and a sender killed mid-delivery leaves rows that are due again when their lease ends. A
-resend carries the same SOP Instance UID, so the PACS replaces the object rather than adding one.
-Database outages are retried with tenacity too, until stopped.
+outbox, and a sender killed mid-delivery leaves rows that are due again when their lease ends (the
+sender that takes one over says so). Each outcome is committed as soon as the PACS answers, so a
+kill re-sends at most the object in flight, not the round. Each C-STORE starts only after its
+delivery's lease is renewed; one whose lease ran out during a long round is not sent (it is given
+back, or left to the sender that took it over). A resend carries the same SOP Instance UID, so the
+PACS replaces the object rather than adding one. Database outages are retried with tenacity too,
+until stopped.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -21,7 +25,7 @@ import tenacity
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from delivery.destinations import Destination, parse_destination
+from delivery.destinations import parse_destination
 from delivery.metrics import SenderMetrics
 from delivery.scu import StoreOptions, store_all
 from storage.outbox import (
@@ -29,13 +33,16 @@ from storage.outbox import (
     claim,
     delivery_counts,
     due_delivery_ids,
+    leased_deliveries,
     mark_attempt_failed,
     mark_delivered,
+    renew_lease,
 )
 
 log = structlog.get_logger(__name__)
 
-StoreFn = Callable[[Destination, Sequence[ClaimedDelivery], StoreOptions], dict[int, str | None]]
+# store(destination, deliveries, options, on_outcome=..., may_start=...), as `delivery.scu.store_all`.
+StoreFn = Callable[..., dict[int, str | None]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class ResultSender:
     def run(self, stop: threading.Event) -> None:
         """Send until `stop` is set; a database outage is waited out."""
         log.info("result_sender_started", max_attempts=self._config.max_attempts)
+        self._log_leased_elsewhere()
 
         def pause(seconds: float) -> None:
             stop.wait(seconds)
@@ -107,26 +115,66 @@ class ResultSender:
                 stop.wait(self._config.poll_s)
         log.info("result_sender_stopped")
 
+    def _log_leased_elsewhere(self) -> None:
+        """At start, deliveries another (or a killed) sender still holds: they wait for their lease."""
+        try:
+            with self._sessions() as session:
+                count, last = leased_deliveries(session, now=self._utcnow())
+        except SQLAlchemyError:
+            return  # the loop waits the outage out
+        if count:
+            log.warning("result_deliveries_leased", count=count, due_by=last.isoformat() if last else None)
+
     def send_due(self) -> int:
-        """One round: claim due deliveries, send them per destination, record each outcome."""
+        """One round: claim due deliveries, send them per destination, record each outcome at once."""
         claimed = self._claim()
         if not claimed:
             self._update_gauge()
             return 0
+        for d in claimed:
+            if d.abandoned_lease is not None:
+                log.warning(
+                    "result_delivery_taken_over",
+                    destination=d.destination,
+                    kind=d.kind,
+                    sop_instance_uid=d.sop_instance_uid,
+                    lease_ended=d.abandoned_lease.isoformat(),
+                )
         by_destination: dict[str, list[ClaimedDelivery]] = defaultdict(list)
         for d in claimed:
             by_destination[d.destination].append(d)
-        outcomes: dict[int, str | None] = {}
         for text, deliveries in by_destination.items():
-            try:
-                destination = parse_destination(text)
-            except ValueError as exc:
-                outcomes.update(dict.fromkeys((d.id for d in deliveries), str(exc)))
-                continue
-            outcomes.update(self._store(destination, deliveries, self._config.store))
-        self._record(claimed, outcomes)
+            self._send(text, deliveries)
         self._update_gauge()
         return len(claimed)
+
+    def _send(self, text: str, deliveries: list[ClaimedDelivery]) -> None:
+        try:
+            destination = parse_destination(text)
+        except ValueError as exc:
+            for d in deliveries:
+                self._record(d, str(exc))
+            return
+        self._store(
+            destination, deliveries, self._config.store, on_outcome=self._record, may_start=self._renew
+        )
+
+    def _renew(self, d: ClaimedDelivery) -> bool:
+        """Just before its C-STORE: a fresh lease, or False (not sent) when the round outlived it."""
+        now = self._utcnow()
+        with self._sessions.begin() as session:
+            renewed = renew_lease(
+                session, delivery_id=d.id, held_until=d.lease_ends, now=now, lease_s=self._config.lease_s
+            )
+        if renewed is None:
+            log.warning(
+                "result_delivery_lease_ran_out",
+                destination=d.destination,
+                kind=d.kind,
+                sop_instance_uid=d.sop_instance_uid,
+                lease_ended=d.lease_ends.isoformat(),
+            )
+        return renewed is not None
 
     def _claim(self) -> list[ClaimedDelivery]:
         now = self._utcnow()
@@ -135,17 +183,16 @@ class ResultSender:
             taken = [claim(session, delivery_id=i, now=now, lease_s=self._config.lease_s) for i in ids]
         return [t for t in taken if t is not None]
 
-    def _record(self, claimed: Sequence[ClaimedDelivery], outcomes: dict[int, str | None]) -> None:
+    def _record(self, d: ClaimedDelivery, error: str | None) -> None:
+        """Commit one delivery's outcome (a kill after this never re-sends it), then log and count it."""
         now = self._utcnow()
+        attempts = d.attempts + 1
+        give_up = attempts >= self._config.max_attempts
+        retry_in = backoff_s(self._wait, attempts)
         with self._sessions.begin() as session:
-            for d in claimed:
-                error = outcomes.get(d.id, "not attempted")
-                if error is None:
-                    mark_delivered(session, delivery_id=d.id, now=now)
-                    continue
-                attempts = d.attempts + 1
-                give_up = attempts >= self._config.max_attempts
-                retry_in = backoff_s(self._wait, attempts)
+            if error is None:
+                mark_delivered(session, delivery_id=d.id, now=now)
+            else:
                 mark_attempt_failed(
                     session,
                     delivery_id=d.id,
@@ -154,40 +201,37 @@ class ResultSender:
                     give_up=give_up,
                     now=now,
                 )
-        for d in claimed:
-            error = outcomes.get(d.id, "not attempted")
-            if error is None:
-                self._metrics.delivered.labels(kind=d.kind).inc()
-                log.info(
-                    "result_delivered",
-                    destination=d.destination,
-                    kind=d.kind,
-                    sop_instance_uid=d.sop_instance_uid,
-                    attempt=d.attempts + 1,
-                )
-                continue
-            attempts = d.attempts + 1
-            self._metrics.attempts_failed.inc()
-            if attempts >= self._config.max_attempts:
-                self._metrics.failed.inc()
-                log.error(
-                    "result_delivery_failed",
-                    destination=d.destination,
-                    kind=d.kind,
-                    sop_instance_uid=d.sop_instance_uid,
-                    attempts=attempts,
-                    error=error,
-                )
-            else:
-                log.warning(
-                    "result_delivery_retry",
-                    destination=d.destination,
-                    kind=d.kind,
-                    sop_instance_uid=d.sop_instance_uid,
-                    attempt=attempts,
-                    retry_in_s=backoff_s(self._wait, attempts),
-                    error=error,
-                )
+        if error is None:
+            self._metrics.delivered.labels(kind=d.kind).inc()
+            log.info(
+                "result_delivered",
+                destination=d.destination,
+                kind=d.kind,
+                sop_instance_uid=d.sop_instance_uid,
+                attempt=attempts,
+            )
+            return
+        self._metrics.attempts_failed.inc()
+        if give_up:
+            self._metrics.failed.inc()
+            log.error(
+                "result_delivery_failed",
+                destination=d.destination,
+                kind=d.kind,
+                sop_instance_uid=d.sop_instance_uid,
+                attempts=attempts,
+                error=error,
+            )
+        else:
+            log.warning(
+                "result_delivery_retry",
+                destination=d.destination,
+                kind=d.kind,
+                sop_instance_uid=d.sop_instance_uid,
+                attempt=attempts,
+                retry_in_s=retry_in,
+                error=error,
+            )
 
     def _update_gauge(self) -> None:
         with self._sessions() as session:

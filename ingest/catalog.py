@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.events import InstanceEvent, InvalidEvent
 from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
 from storage.stream import Consumer, Record, StreamUnavailable, next_offsets
+from storage.uid_conflicts import uid_conflicts
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +33,9 @@ POLL_TIMEOUT_S = 0.5
 
 
 def record_events(session: Session, *, events: list[InstanceEvent], now: dt.datetime) -> None:
-    """Upsert the studies, series and instances of `events` (state `received`); never commits."""
+    """Upsert the studies, series and instances of `events` (state `received`); never commits.
+    An event whose SOP Instance UID belongs to another study is left out (`storage.uid_conflicts`)."""
+    events = _without_uid_conflicts(session, events)
     if not events:
         return
     received = {e.sop_instance_uid: dt.datetime.fromisoformat(e.received_at) for e in events}
@@ -60,6 +64,19 @@ def record_events(session: Session, *, events: list[InstanceEvent], now: dt.date
     )
 
 
+def _without_uid_conflicts(session: Session, events: list[InstanceEvent]) -> list[InstanceEvent]:
+    conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
+    for conflict in conflicts.values():
+        log.warning(
+            "instance_uid_conflict",
+            sop_instance_uid=conflict.sop_instance_uid,
+            recorded_study_instance_uid=conflict.recorded_study_instance_uid,
+            study_instance_uid=conflict.study_instance_uid,
+            action="not_catalogued",
+        )
+    return [e for e in events if (e.sop_instance_uid, e.study_instance_uid) not in conflicts]
+
+
 def parse_records(records: list[Record]) -> list[InstanceEvent]:
     """The valid events of `records`; an invalid one is logged and skipped (the worker dead-letters it)."""
     events = []
@@ -72,27 +89,40 @@ def parse_records(records: list[Record]) -> list[InstanceEvent]:
 
 
 class Catalog:
-    """The catalogue consumer loop; `run` creates its consumer in the calling thread and closes it."""
+    """The catalogue consumer loop; `run` creates its consumer in the calling thread (retrying
+    until the stream answers) and closes it. `is_connected` is its readiness check."""
 
     def __init__(
         self,
         *,
         make_consumer: Callable[[], Consumer],
         sessions: sessionmaker[Session],
+        stream_reachable: Callable[[], bool] | None = None,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         utcnow: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._make_consumer = make_consumer
+        # A silent probe (a TCP connect to the broker) before each attempt: kafka-python logs about
+        # 25 lines for every consumer it fails to bootstrap.
+        self._stream_reachable = stream_reachable
         self._sessions = sessions
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._utcnow = utcnow
+        self._connected = threading.Event()
         self.catalogued = 0  # instances recorded (for tests and logs)
+
+    def is_connected(self) -> bool:
+        """True once the consumer is made, until `run` ends."""
+        return self._connected.is_set()
 
     def run(self, stop: threading.Event) -> None:
         """Record events until `stop` is set; a batch in hand during an outage is never committed."""
-        consumer = self._make_consumer()
+        consumer = self._connect(stop)
+        if consumer is None:
+            log.info("catalog_stopped", catalogued=self.catalogued)
+            return
         log.info("catalog_started")
         try:
             while not stop.is_set():
@@ -107,8 +137,45 @@ class Catalog:
                 if records:
                     self._commit(consumer, records)
         finally:
+            self._connected.clear()
             consumer.close()
             log.info("catalog_stopped", catalogued=self.catalogued)
+
+    def _connect(self, stop: threading.Event) -> Consumer | None:
+        """The consumer, once the stream answers (backing off between attempts); None if stopped first.
+        One line when the stream does not answer, one when it finally does."""
+        delay, attempts, started = self._retry_initial_s, 0, time.monotonic()
+        while not stop.is_set():
+            attempts += 1
+            try:
+                consumer = self._attempt()
+            except StreamUnavailable as exc:
+                if attempts == 1:
+                    log.warning(
+                        "catalog_stream_unavailable", error=str(exc), retrying_every_max_s=self._retry_max_s
+                    )
+                if stop.wait(delay):
+                    break
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            if attempts > 1:
+                log.info(
+                    "catalog_stream_connected",
+                    attempts=attempts,
+                    waited_s=round(time.monotonic() - started, 1),
+                )
+            self._connected.set()
+            return consumer
+        if attempts > 1:
+            log.warning(
+                "catalog_never_connected", attempts=attempts, waited_s=round(time.monotonic() - started, 1)
+            )
+        return None
+
+    def _attempt(self) -> Consumer:
+        if self._stream_reachable is not None and not self._stream_reachable():
+            raise StreamUnavailable("the stream's servers do not accept connections")
+        return self._make_consumer()
 
     def _record(self, records: list[Record], stop: threading.Event) -> bool:
         events = parse_records(records)

@@ -82,7 +82,7 @@ class _Process:
         from ingest.metrics import IngestMetrics
         from kidneyct.streams import make_publisher
         from kidneyct.wiring.classifier import build_worker
-        from kidneyct.wiring.ingest import build_listener
+        from kidneyct.wiring.ingest import build_catalog, build_listener
 
         self.settings, self.sessions, self.registry = settings, sessions, registry
         # Listener, workers and catalogue share this process: a publish to the embedded queue wakes
@@ -99,6 +99,11 @@ class _Process:
                 for _ in range(workers)
             ]
             self.sender = _result_sender_thread(settings, sessions, registry)
+            self.catalog = (
+                build_catalog(settings, sessions, doorbell=self.doorbell)
+                if settings.catalog_in_listener
+                else None
+            )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         self.runners = [w.worker for w in self.wired]
@@ -136,6 +141,7 @@ class _Process:
             sessions=self.sessions,
             kafka_bootstrap=self.settings.kafka_bootstrap,
             models_loaded=lambda: all(r.model_loaded for r in self.runners),
+            catalog_connected=self.catalog.is_connected if self.catalog is not None else None,
         )
         return start_metrics_endpoint(
             self.registry,
@@ -146,7 +152,6 @@ class _Process:
 
     def _start_background(self, stop: threading.Event) -> _Background:
         from ingest.catalog import start_catalog_thread
-        from kidneyct.wiring.ingest import build_catalog
 
         workers = [
             threading.Thread(
@@ -161,11 +166,7 @@ class _Process:
             thread.start()
         if self.sender is not None:
             self.sender.start(stop)
-        catalog = None
-        if self.settings.catalog_in_listener:
-            catalog = start_catalog_thread(
-                build_catalog(self.settings, self.sessions, doorbell=self.doorbell), stop
-            )
+        catalog = start_catalog_thread(self.catalog, stop) if self.catalog is not None else None
         return _Background(workers, catalog)
 
     def _join(self, background: _Background) -> None:

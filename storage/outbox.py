@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -66,6 +66,10 @@ class ClaimedDelivery:
     sop_instance_uid: str
     dataset: bytes
     attempts: int  # before this one
+    lease_ends: dt.datetime  # this claim's lease (renewed when its send starts)
+    # The end of a lease that ran out before its sender recorded an outcome (a sender killed or
+    # stuck mid-delivery), when this claim took the delivery over from it.
+    abandoned_lease: dt.datetime | None = None
 
 
 def key_slices(
@@ -191,6 +195,10 @@ def due_delivery_ids(session: Session, *, now: dt.datetime, limit: int) -> list[
 
 def claim(session: Session, *, delivery_id: int, now: dt.datetime, lease_s: float) -> ClaimedDelivery | None:
     """Take a due delivery for `lease_s` unless another sender holds it; None when it is gone."""
+    previous_lease = session.scalar(
+        select(ResultDelivery.claimed_until).where(ResultDelivery.id == delivery_id)
+    )
+    lease_ends = now + dt.timedelta(seconds=lease_s)
     # An UPDATE's result is a CursorResult (it has a row count); Session.execute is typed for any statement.
     taken = cast(
         CursorResult[Any],
@@ -201,7 +209,7 @@ def claim(session: Session, *, delivery_id: int, now: dt.datetime, lease_s: floa
                 ResultDelivery.state == "pending",
                 or_(ResultDelivery.claimed_until.is_(None), ResultDelivery.claimed_until < now),
             )
-            .values(claimed_until=now + dt.timedelta(seconds=lease_s))
+            .values(claimed_until=lease_ends)
         ),
     )
     if not taken.rowcount:
@@ -219,7 +227,46 @@ def claim(session: Session, *, delivery_id: int, now: dt.datetime, lease_s: floa
         .join(ResultObject, ResultObject.id == ResultDelivery.object_id)
         .where(ResultDelivery.id == delivery_id)
     ).one()
-    return ClaimedDelivery(*row)
+    return ClaimedDelivery(*row, lease_ends=lease_ends, abandoned_lease=_aware(previous_lease))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite gives back naive datetimes; every timestamp stored here is UTC."""
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+def renew_lease(
+    session: Session, *, delivery_id: int, held_until: dt.datetime, now: dt.datetime, lease_s: float
+) -> dt.datetime | None:
+    """Before a send starts: extend the lease this sender holds (until `held_until`) to `lease_s`
+    from now. None when that lease already ran out: the delivery is then given back (due at once)
+    unless another sender took it over, whose lease ends later than `held_until`."""
+    ours = and_(
+        ResultDelivery.id == delivery_id,
+        ResultDelivery.state == "pending",
+        ResultDelivery.claimed_until <= held_until,
+    )
+    until = now + dt.timedelta(seconds=lease_s)
+    renewed = cast(
+        CursorResult[Any],
+        session.execute(
+            update(ResultDelivery).where(ours, ResultDelivery.claimed_until > now).values(claimed_until=until)
+        ),
+    )
+    if renewed.rowcount:
+        return until
+    session.execute(update(ResultDelivery).where(ours).values(claimed_until=None, updated_at=now))
+    return None
+
+
+def leased_deliveries(session: Session, *, now: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """Pending deliveries under a lease that has not ended, and when the last of those leases ends."""
+    count, last = session.execute(
+        select(func.count(), func.max(ResultDelivery.claimed_until)).where(
+            ResultDelivery.state == "pending", ResultDelivery.claimed_until >= now
+        )
+    ).one()
+    return int(count), _aware(last)
 
 
 def mark_delivered(session: Session, *, delivery_id: int, now: dt.datetime) -> None:

@@ -28,17 +28,18 @@ def listen(settings: Settings) -> None:
         listener = build_listener(settings, publisher=publisher, metrics=metrics)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    catalog = build_catalog(settings, sessions) if settings.catalog_in_listener else None
     # The embedded queue is the database; with Kafka the listener needs only the broker.
     readiness = process_readiness(
-        sessions=None if settings.uses_kafka else sessions, kafka_bootstrap=settings.kafka_bootstrap
+        sessions=None if settings.uses_kafka else sessions,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        catalog_connected=catalog.is_connected if catalog is not None else None,
     )
     metrics_server = start_metrics_endpoint(
         metrics.registry, host=settings.metrics_host, port=settings.metrics_port, readiness=readiness
     )
     stop = GracefulStop().install()
-    catalog = None
-    if settings.catalog_in_listener:
-        catalog = start_catalog_thread(build_catalog(settings, sessions), stop.event)
+    catalog_thread = start_catalog_thread(catalog, stop.event) if catalog is not None else None
     run_until_stopped(
         listener,
         publisher=publisher,
@@ -46,8 +47,8 @@ def listen(settings: Settings) -> None:
         grace_s=settings.shutdown_grace_s,
         metrics_server=metrics_server,
     )
-    if catalog is not None:
-        catalog.join(timeout=30)
+    if catalog_thread is not None:
+        catalog_thread.join(timeout=30)
 
 
 @click.command("catalog")

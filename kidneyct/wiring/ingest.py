@@ -10,6 +10,7 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.health import broker_check
 from common.metrics import MetricsServer
 from common.pynetdicom_switches import enable_chunked_receive
 from ingest.access import AccessPolicy
@@ -109,6 +110,7 @@ def build_catalog(
             doorbell=doorbell,
         ),
         sessions=sessions,
+        stream_reachable=broker_check(settings.kafka_bootstrap) if settings.kafka_bootstrap else None,
     )
 
 

@@ -170,25 +170,30 @@ def test_standard_library_warnings_and_thread_crashes_are_json_and_scrubbed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """In JSON mode every line is JSON: library log records (pydicom, pynetdicom), `warnings` and
-    an uncaught exception in a thread; values they quote (a patient's name) are replaced."""
+    an uncaught exception in a thread; values a DICOM library quotes (a patient's name) are replaced."""
     import logging
     import threading
-    import warnings
+
+    from pydicom import config
+    from pydicom.valuerep import validate_value
 
     configure_logging(fmt="json", level="info")
     logging.getLogger("pydicom").warning("Invalid value for VR PN: 'Doe^Jane' in (0010,0010)")
     logging.getLogger("pynetdicom.dul").error("raw element b'PID-998877\\x00'")
-    warnings.warn("value 'Doe^Jane' is not conformant", UserWarning, stacklevel=1)
+    # pydicom's own warning: logged through `pydicom` and warned through `py.warnings`.
+    validate_value("UI", "Doe^Jane", config.WARN)
 
     def crash() -> None:
-        raise ValueError("cannot decode 'Doe^Jane'")
+        validate_value("UI", "Doe^Jane", config.RAISE)  # ValueError quoting the value, raised by pydicom
 
     thread = threading.Thread(target=crash, name="decoder")
     thread.start()
     thread.join()
     err = capsys.readouterr().err
     lines = _json_lines(err)  # raises if any line is not JSON
-    assert len(lines) == 4, err
+    assert len(lines) == 5, err
     assert "Doe^Jane" not in err and "PID-998877" not in err
     assert lines[0]["logger"] == "pydicom" and lines[0]["level"] == "warning"
-    assert lines[3]["event"] == "uncaught_exception" and "ValueError" in lines[3]["exception"]
+    assert [line.get("logger") for line in lines[2:4]] == ["pydicom", "py.warnings"]
+    assert lines[4]["event"] == "uncaught_exception" and "ValueError" in lines[4]["exception"]
+    assert 'File "' in lines[4]["exception"]  # file paths of the traceback are kept

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
@@ -15,14 +15,16 @@ import pytest
 from ingest_support import make_certificates
 from prometheus_client import CollectorRegistry
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from structlog.testing import capture_logs
 
 from delivery.destinations import make_client_tls_context
 from delivery.metrics import SenderMetrics
-from delivery.scu import StoreOptions
+from delivery.scu import StoreOptions, store_all
 from delivery.sender import ResultSender, SenderConfig
 from ingest.ae import make_tls_context
 from storage.db import make_engine, make_session_factory
@@ -52,6 +54,7 @@ class StorageSCP:
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.received: list[str] = []
+        self.on_received: Callable[[], None] = lambda: None  # a test's hook (a clock that moves)
         ae = AE(ae_title="PACS")
         ae.add_supported_context(CTImageStorage)
         self._server = ae.start_server(
@@ -64,6 +67,7 @@ class StorageSCP:
 
     def _on_store(self, event: evt.Event) -> int:
         self.received.append(str(event.dataset.SOPInstanceUID))
+        self.on_received()
         return 0x0000
 
     def stop(self) -> None:
@@ -237,3 +241,164 @@ def test_a_tls_destination_gets_the_result_only_from_a_sender_with_a_trusted_cer
         assert scp.received == [uid] and _delivery_state(sessions) == "delivered"
     finally:
         scp.stop()
+
+
+def _queue_objects(sessions: sessionmaker[Session], destination: str, n: int) -> list[str]:
+    """A completed study's report with `n` objects (CT instances under new UIDs) for `destination`."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    objects = []
+    for _ in range(n):
+        ds.SOPInstanceUID = generate_uid()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        objects.append(NewObject("sr", str(ds.SOPClassUID), str(ds.SOPInstanceUID), buffer.getvalue()))
+    with sessions.begin() as session:
+        study = Study(study_instance_uid="1.2.3.5", first_received_at=T0, last_received_at=T0)
+        version = ModelVersion(
+            version="v1",
+            artifact_uri="/x",
+            sha256="0" * 64,
+            card={},
+            metrics={},
+            status="active",
+            created_at=T0,
+        )
+        session.add_all([study, version])
+        session.flush()
+        add_report(
+            session,
+            study_id=study.id,
+            model_version_id=version.id,
+            revision=1,
+            label="Normal",
+            key_slices=[],
+            objects=objects,
+            destinations=[destination],
+            build_error=None,
+            now=T0,
+        )
+    return [o.sop_instance_uid for o in objects]
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the sender stops between the PACS's answers and anything after them."""
+
+
+def _states(sessions: sessionmaker[Session]) -> list[tuple[str, int]]:
+    with sessions() as session:
+        rows = session.execute(text("SELECT state, attempts FROM result_deliveries ORDER BY id")).all()
+    return [(str(s), int(a)) for s, a in rows]
+
+
+def test_a_sender_killed_after_its_c_stores_re_sends_nothing_the_pacs_acknowledged(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Each outcome is committed when the PACS answers: a kill after a round's C-STOREs leaves them
+    delivered, and the sender that comes after the lease sends nothing twice (issue 23, item 9)."""
+    scp = StorageSCP()
+    try:
+        uids = _queue_objects(sessions, f"PACS@127.0.0.1:{scp.port}", 3)
+        clock = Clock()
+
+        def store_then_die(*args: object, **kwargs: object) -> dict[int, str | None]:
+            store_all(*args, **kwargs)  # type: ignore[arg-type]
+            raise Killed
+
+        first = ResultSender(
+            sessions=sessions,
+            config=SenderConfig(store=StoreOptions(calling_ae="KIDNEYCT"), lease_s=60),
+            metrics=SenderMetrics(CollectorRegistry()),
+            store=store_then_die,
+            utcnow=clock,
+        )
+        with pytest.raises(Killed):
+            first.send_due()
+        assert sorted(scp.received) == sorted(uids)
+        clock.now += dt.timedelta(seconds=61)
+        second, _ = _sender(sessions, clock, lease_s=60)
+        assert second.send_due() == 0
+        assert sorted(scp.received) == sorted(uids)  # each SR reached the PACS once
+        assert _states(sessions) == [("delivered", 1)] * 3
+    finally:
+        scp.stop()
+
+
+def test_a_delivery_whose_lease_ran_out_during_a_long_round_is_not_sent_by_that_round(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Each C-STORE renews its delivery's lease first; a slow PACS makes the third delivery's lease
+    run out before its turn: that round does not send it, the next one does, and says it took it over
+    only when another sender's lease ran out."""
+    clock = Clock()
+    scp = StorageSCP()
+    scp.on_received = lambda: setattr(clock, "now", clock.now + dt.timedelta(seconds=40))
+    try:
+        uids = _queue_objects(sessions, f"PACS@127.0.0.1:{scp.port}", 3)
+        sender, _ = _sender(sessions, clock, lease_s=60)
+        with capture_logs() as logs:
+            assert sender.send_due() == 3
+        assert scp.received == uids[:2]  # at T0 and T0+40 s; the third's lease ended at T0+60 s
+        assert [e["sop_instance_uid"] for e in logs if e["event"] == "result_delivery_lease_ran_out"] == [
+            uids[2]
+        ]
+        assert _states(sessions) == [("delivered", 1), ("delivered", 1), ("pending", 0)]
+        with capture_logs() as logs:
+            assert sender.send_due() == 1  # given back: due at once, no attempt counted
+        assert scp.received == uids
+        assert not [e for e in logs if e["event"] == "result_delivery_taken_over"]
+    finally:
+        scp.stop()
+
+
+def test_a_delivery_left_by_a_killed_sender_is_taken_over_and_said_so(
+    sessions: sessionmaker[Session],
+) -> None:
+    """While the lease of a killed sender runs, a new sender says what waits; after it, the delivery is
+    taken over with a log line naming it."""
+    scp = StorageSCP()
+    try:
+        uid = _queue_result(sessions, [f"PACS@127.0.0.1:{scp.port}"])
+        clock = Clock()
+        first, _ = _sender(sessions, clock, lease_s=60)
+        assert len(first._claim()) == 1  # ...and then it is killed
+        second, _ = _sender(sessions, clock, lease_s=60, poll_s=0.01)
+        stop = threading.Event()
+        with capture_logs() as logs:
+            stop.set()
+            second.run(stop)  # starts, reports, stops at once
+            clock.now += dt.timedelta(seconds=61)
+            assert second.send_due() == 1
+        events = {e["event"]: e for e in logs}
+        assert events["result_deliveries_leased"]["count"] == 1
+        assert events["result_delivery_taken_over"]["sop_instance_uid"] == uid
+        assert scp.received == [uid]
+    finally:
+        scp.stop()
+
+
+def test_a_sender_whose_lease_ran_out_leaves_the_delivery_to_the_one_that_took_it_over(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The first sender's renewal fails once another sender claimed the row after the first lease
+    ended, and it does not touch the second sender's lease."""
+    _queue_result(sessions, [f"PACS@127.0.0.1:{_closed_port()}"])
+    clock = Clock()
+    first, _ = _sender(sessions, clock, lease_s=60)
+    (stale,) = first._claim()
+    clock.now += dt.timedelta(seconds=61)
+    second, _ = _sender(sessions, clock, lease_s=60)
+    (taken,) = second._claim()
+    assert taken.abandoned_lease == stale.lease_ends
+    with capture_logs() as logs:
+        assert first._renew(stale) is False
+    assert [e["event"] for e in logs] == ["result_delivery_lease_ran_out"]
+    with sessions() as session:
+        until = session.execute(text("SELECT claimed_until FROM result_deliveries")).scalar_one()
+    assert until is not None and _utc(until) == taken.lease_ends
+
+
+def _utc(value: object) -> dt.datetime:
+    if isinstance(value, str):  # SQLite through a text() query
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

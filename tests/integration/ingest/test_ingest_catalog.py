@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from common.health import process_readiness
 from ingest.catalog import Catalog, start_catalog_thread
+from kidneyct.settings import Settings
+from kidneyct.wiring.ingest import build_catalog
 from storage.db import make_engine, make_session_factory
 from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.events import InstanceEvent
@@ -179,3 +184,93 @@ def test_the_catalogue_reads_kafka_in_its_own_group(
             worker_group.close()
     finally:
         engine.dispose()
+
+
+@pytest.mark.kafka
+def test_the_catalogue_waits_for_a_broker_that_is_down_at_start(
+    private_kafka: Any, sqlite_url: str, unique_name: Callable[[str], str]
+) -> None:
+    """With the broker down when `kidneyct listen` starts, the catalogue thread stays alive, says
+    so once, reports not ready, and records the instances once the broker is back (issue 23, item 10)."""
+    migrations.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    topic = unique_name("instances")
+    connection = KafkaConnection(bootstrap=private_kafka.bootstrap)
+    ensure_topics(connection, [topic], partitions=1, replication_factor=1)
+    private_kafka.stop()
+    settings = Settings(
+        kafka_bootstrap=private_kafka.bootstrap, topic_instances=topic, catalog_group=unique_name("catalog")
+    )
+    catalog = build_catalog(settings, sessions)
+    readiness = process_readiness(
+        sessions=None, kafka_bootstrap=settings.kafka_bootstrap, catalog_connected=catalog.is_connected
+    )
+    stop = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        thread = start_catalog_thread(catalog, stop)
+        try:
+            _await(lambda: any(e["event"] == "catalog_stream_unavailable" for e in logs), 30)
+            stop.wait(3)  # several attempts, still down
+            assert thread.is_alive()
+            assert readiness.report()["catalog"] == "not ready"
+            private_kafka.start()
+            publisher = KafkaPublisher(connection, publish_timeout_s=30)
+            events = [_event("1.2.8", f"1.2.8.{i}") for i in range(3)]
+            for e in events:
+                publisher.publish(topic, e.key, e.to_json())
+            publisher.close()
+            _await(lambda: len(_states(sessions)) == 3, 120)
+            assert catalog.is_connected()
+            assert readiness.report()["catalog"] == "ok"
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+            engine.dispose()
+    names = [e["event"] for e in logs if e["event"].startswith("catalog_stream")]
+    assert names == ["catalog_stream_unavailable", "catalog_stream_connected"]  # one line per series
+
+
+def _await(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout_s)
+    while not condition():
+        assert dt.datetime.now(dt.UTC) < deadline, "condition not met in time"
+        threading.Event().wait(0.2)
+
+
+def test_a_catalogue_stopped_while_the_broker_is_down_ends_quietly(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped before the stream ever answered: the thread ends, two lines say so, none from kafka-python."""
+    import socket
+
+    from common.health import broker_check
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    engine = make_engine(sqlite_url)
+    catalog = Catalog(
+        make_consumer=lambda: KafkaStreamConsumer(
+            KafkaConnection(bootstrap=closed), group_id="catalog", topics=[TOPIC]
+        ),
+        sessions=make_session_factory(engine),
+        stream_reachable=broker_check(closed),
+        retry_initial_s=0.05,
+    )
+    stop = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        thread = start_catalog_thread(catalog, stop)
+        _await(lambda: any(e["event"] == "catalog_stream_unavailable" for e in logs), 30)
+        stop.wait(0.5)
+        stop.set()
+        thread.join(timeout=30)
+    engine.dispose()
+    assert not thread.is_alive() and not catalog.is_connected()
+    assert [e["event"] for e in logs] == [
+        "catalog_stream_unavailable",
+        "catalog_never_connected",
+        "catalog_stopped",
+    ]
+    assert [e["attempts"] > 2 for e in logs if e["event"] == "catalog_never_connected"] == [True]
+    assert not [r for r in caplog.records if r.name.startswith("kafka")]
