@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from classifier.artifact import ModelCard
 from classifier.preprocess import KIDNEY_WINDOW, Window
 from common.vocabulary import CLASS_NAMES
 from storage.models import (
@@ -65,9 +64,11 @@ class StudyView:
 
 
 def _window(card: dict[str, object]) -> Window:
-    """The window the worker used: the model card's; the kidney window for a card without one."""
+    """The window the worker used: the model card's (as `ModelCard.window_obj` reads it, without
+    importing Keras); the kidney window for a card without one."""
+    window = card.get("window")
     try:
-        return ModelCard.from_dict(card).window_obj
+        return Window(center=float(window["center"]), width=float(window["width"]))  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         return KIDNEY_WINDOW
 
@@ -93,13 +94,10 @@ def _key_slices(session: Session, text: str) -> list[KeySliceRef]:
     for token in text.split():
         uid, _, frame = token.partition(":")
         parsed.append((uid, int(frame) if frame.isdigit() else 0))
-    uris = dict(
-        session.execute(
-            select(Instance.sop_instance_uid, Instance.archive_uri).where(
-                Instance.sop_instance_uid.in_([u for u, _ in parsed])
-            )
-        ).tuples()
+    query = select(Instance.sop_instance_uid, Instance.archive_uri).where(
+        Instance.sop_instance_uid.in_([u for u, _ in parsed])
     )
+    uris = {str(uid): str(uri) for uid, uri in session.execute(query)}
     return [KeySliceRef(uid, frame, uris.get(uid)) for uid, frame in parsed]
 
 
