@@ -74,7 +74,7 @@ def test_study_page_shows_key_slices_heatmap_toggle_and_sr_in_words(site: Review
     """Two key slices with overlays, the toggle, the SR's finding and probabilities in words."""
     page = _signed_in(site).get(f"/studies/{site.study_ids[0]}").text
     assert page.count('class="overlay"') == 2 and 'id="heatmap-toggle"' in page
-    assert "Stone" in page and "Imaging Measurements" in page or "Measurement" in page
+    assert "Imaging Measurement Report" in page and "Finding" in page and "Stone" in page
     assert "window 40/400 HU" in page
 
 
