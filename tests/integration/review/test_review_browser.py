@@ -127,6 +127,7 @@ def _shot(driver: object, name: str, tmp_path: Path) -> Path:
     folder = Path(os.environ.get("KIDNEYCT_TEST_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
+    driver.set_window_size(1360, 700)  # type: ignore[attr-defined]
     height = driver.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
     driver.set_window_size(1360, max(700, min(int(height) + 160, 2600)))  # type: ignore[attr-defined]
     driver.save_screenshot(str(path))  # type: ignore[attr-defined]
