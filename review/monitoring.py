@@ -87,8 +87,8 @@ def _agreement_figures(
     figures: VersionFigures, rows: list[tuple[int, str, str, dt.datetime]], now: dt.datetime, n_boot: int
 ) -> None:
     k = len(CLASS_NAMES)
-    y_true = np.asarray([CLASS_NAMES.index(r[1]) for r in rows])
-    y_pred = np.asarray([CLASS_NAMES.index(r[2]) for r in rows])
+    y_true = np.asarray([CLASS_NAMES.index(r[1]) for r in rows], dtype=np.int64)
+    y_pred = np.asarray([CLASS_NAMES.index(r[2]) for r in rows], dtype=np.int64)
     confusion = np.zeros((k, k), dtype=int)
     np.add.at(confusion, (y_true, y_pred), 1)
     figures.confusion = confusion.tolist()

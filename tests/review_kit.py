@@ -4,7 +4,15 @@ report with a real SR and Parametric Map (a heat map drawn by hand, no model nee
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +156,46 @@ def completed_study(
         now=completed_at,
     )
     return study
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def kidneyct_review(
+    env: dict[str, str], log_path: Path, health_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`kidneyct review` as the installed command, with `env` (KIDNEYCT_* of the caller's environment
+    dropped), until it answers `health_url`; stopped with SIGTERM afterwards."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KIDNEYCT_")}
+    script = str(Path(sys.executable).parent / "kidneyct")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [script, "review"], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_until_up(health_url, process)
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    context = ssl._create_unverified_context()  # a self-signed test certificate
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"kidneyct review exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("kidneyct review did not answer")

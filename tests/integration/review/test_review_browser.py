@@ -8,14 +8,12 @@ saved as a PNG: under tmp_path, or under $KIDNEYCT_TEST_SCREENSHOTS (docs/review
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,35 +24,24 @@ from review import accounts
 from storage.db import make_engine, make_session_factory
 from storage.models import Label, Study
 from tests.conftest import missing_service
-from tests.review_kit import NOW, add_model, completed_study
+from tests.review_kit import NOW, add_model, completed_study, free_port, kidneyct_review
 from training.trainset import collect_sources
 
 PASSWORD = "correct horse battery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"kidneyct review exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("kidneyct review did not answer /healthz")
+@dataclass(frozen=True)
+class Served:
+    base: str
+    url: str
+    ids: list[int]
+    metrics: str
+    log: Path
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str, list[int]]]:
-    """A data dir with two completed studies and a reader; `kidneyct review` serving it."""
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A data dir with three completed studies and a reader; `kidneyct review` serving it (and its metrics)."""
     url = f"sqlite:///{tmp_path / 'kidneyct.db'}"
     migrations.upgrade(url)
     engine = make_engine(url)
@@ -75,27 +62,19 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, list[int]]]:
         ]
         accounts.add_user(session, username="dr.reader", password=PASSWORD, role="reader", now=NOW)
     engine.dispose()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIDNEYCT_")}
-    env.update(
+    port, metrics_port = free_port(), free_port()
+    env = dict(
         KIDNEYCT_DATA_DIR=str(tmp_path),
         KIDNEYCT_DATABASE_URL=url,
         KIDNEYCT_ARCHIVE_DIR=str(archive),
         KIDNEYCT_REVIEW_PORT=str(port),
+        KIDNEYCT_METRICS_PORT=str(metrics_port),
         KIDNEYCT_REVIEW_SECRET_KEY="browser-test-" + "k" * 40,
         KIDNEYCT_LOG_FORMAT="json",
     )
-    script = str(Path(sys.executable).parent / "kidneyct")
-    log = (tmp_path / "review.log").open("wb")
-    process = subprocess.Popen([script, "review"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(f"{base}/healthz", process)
-        yield base, url, ids
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with kidneyct_review(env, tmp_path / "review.log", f"{base}/healthz"):
+        yield Served(base, url, ids, f"http://127.0.0.1:{metrics_port}/metrics", tmp_path / "review.log")
 
 
 @pytest.fixture
@@ -144,13 +123,13 @@ def _images_loaded(driver: object) -> bool:
 
 @pytest.mark.slow
 def test_sign_in_worklist_study_correct_and_the_trainer_counts_it(
-    served: tuple[str, str, list[int]], browser: object, tmp_path: Path
+    served: Served, browser: object, tmp_path: Path
 ) -> None:
     """The whole reader's path in Chromium; the correction is a radiologist label in the training set."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    base, url, ids = served
+    base, url, ids = served.base, served.url, served.ids
     driver: object = browser
     find = driver.find_element  # type: ignore[attr-defined]
     driver.get(f"{base}/")  # type: ignore[attr-defined]
@@ -205,3 +184,16 @@ def test_sign_in_worklist_study_correct_and_the_trainer_counts_it(
             assert len(counted) == 3  # every slice of the corrected study
     finally:
         engine.dispose()
+
+    with urllib.request.urlopen(served.metrics, timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'kidneyct_review_agreement_ratio{model_version="2026.11-resnet"} 0.5' in metrics
+    assert "kidneyct_review_unreviewed_studies 1.0" in metrics
+
+    events = [json.loads(line) for line in served.log.read_text().splitlines() if line.startswith("{")]
+    served_events = [e for e in events if e.get("event") == "request_served"]
+    assert served_events and {e["route"] for e in served_events} >= {"/", "/studies/{study_id:int}"}
+    log_text = served.log.read_text()
+    assert (
+        "SYN000" not in log_text and "/studies/1" not in log_text and "GET /" not in log_text
+    )  # no uvicorn access log

@@ -217,3 +217,30 @@ def test_metrics_carry_the_same_figures(site: ReviewSite) -> None:
     assert "kidneyct_review_unreviewed_studies 1.0" in text
     assert 'kidneyct_review_turnaround_seconds{model_version="v1",quantile="0.5"} 90.0' in text
     assert "kidneyct_review_indeterminate_ratio{" not in text
+
+
+def test_indeterminate_is_used_once_the_database_records_it(site: ReviewSite) -> None:
+    """With `study_predictions.indeterminate` (added by another migration) the filter and the share work."""
+    from dataclasses import replace
+
+    from sqlalchemy import text
+
+    from review.app import has_indeterminate_column
+
+    assert not has_indeterminate_column(site.sessions)
+    with site.sessions.begin() as session:
+        session.execute(
+            text("ALTER TABLE study_predictions ADD COLUMN indeterminate BOOLEAN NOT NULL DEFAULT false")
+        )
+    with site.sessions.begin() as session:
+        session.execute(
+            text("UPDATE study_predictions SET indeterminate = true WHERE study_id = :id"),
+            {"id": site.study_ids[1]},
+        )
+    assert has_indeterminate_column(site.sessions)
+    site.config = replace(site.config, indeterminate_recorded=True)
+    client = _signed_in(site)
+    first, second = _accessions(site)
+    flagged = client.get("/?indeterminate=1").text
+    assert second in flagged and first not in flagged
+    assert "indeterminate 50.0 %" in client.get("/monitoring").text
