@@ -80,6 +80,39 @@ class AccessLog:
             )
 
 
+SECURITY_HEADERS = [
+    # Only our own files; inline style attributes are used (indentation of the SR), no script at all.
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),  # pages and images of patients stay out of shared caches
+]
+
+
+class SecurityHeaders:
+    """The same protective headers on every response (static files included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def has_indeterminate_column(sessions: sessionmaker[Session]) -> bool:
     """Whether `study_predictions.indeterminate` exists (added by the statements work, issue 27)."""
     with sessions() as session:
@@ -90,6 +123,7 @@ def has_indeterminate_column(sessions: sessionmaker[Session]) -> bool:
 def create_app(sessions: sessionmaker[Session], config: ReviewConfig, archive: ArchiveReader) -> Starlette:
     middleware = [
         Middleware(AccessLog),
+        Middleware(SecurityHeaders),
         Middleware(
             SessionMiddleware,
             secret_key=config.secret_key,

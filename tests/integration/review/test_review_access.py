@@ -148,3 +148,28 @@ def test_the_access_table_lists_every_route() -> None:
 def test_levels_are_used(level: str) -> None:
     """Each access level guards at least one route (the table is not all one kind)."""
     assert any(access_of(r.endpoint) == level for r in ROUTES)
+
+
+def test_pages_forbid_scripts_framing_and_caching(site: ReviewSite) -> None:
+    """CSP without script, no framing, nosniff, no-store on the sign-in page and on images."""
+    client = site.client()
+    headers = client.get("/signin").headers
+    assert "script-src 'none'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff" and headers["cache-control"] == "no-store"
+    assert sign_in(client) == 303
+    image = client.get(f"/studies/{site.study_ids[0]}/slices/0.png")
+    assert image.headers["cache-control"] == "private, no-store"
+
+
+def test_comments_are_escaped(site: ReviewSite) -> None:
+    """A comment with markup is shown as text, not run."""
+    client = site.client()
+    assert sign_in(client) == 303
+    token = csrf_of(client)
+    client.post(
+        f"/studies/{site.study_ids[0]}/verdict",
+        data={"verdict": "confirm", "comment": "<script>alert(1)</script>", "csrf_token": token},
+    )
+    page = client.get(f"/studies/{site.study_ids[0]}").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
