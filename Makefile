@@ -69,7 +69,7 @@ services-stop:
 	bash tests/services/postgres.sh stop
 
 # The packages (the code that ships); mypy reads its options, the pydantic plugin included, from pyproject.toml.
-MYPY_PATHS := common kidneyct storage ingest classifier training delivery migrations
+MYPY_PATHS := common kidneyct storage ingest classifier training delivery migrations review
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

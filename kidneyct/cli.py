@@ -35,6 +35,8 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "kidneyct.commands.training:evaluate",
     "synth": "kidneyct.commands.synth:synth",
     "demo": "kidneyct.demo:demo",
+    "review": "kidneyct.commands.review:review",
+    "users": "kidneyct.commands.review:users",
 }
 
 HELP: dict[str, str] = {
@@ -53,6 +55,8 @@ HELP: dict[str, str] = {
     "evaluate": "Evaluate a model on a labelled folder.",
     "synth": "Write synthetic kidney-CT studies as DICOM.",
     "demo": "Run the whole loop on synthetic data.",
+    "review": "Serve the review station (worklist, verdicts, monitoring).",
+    "users": "Add, remove, list review accounts; set passwords.",
 }
 
 

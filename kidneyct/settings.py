@@ -242,6 +242,39 @@ class Settings(BaseSettings):
     )
     result_tls_key: Path | None = Field(None, description="Its private key (PEM).")
 
+    # --- review station (`kidneyct review`) ------------------------------------------------
+    review_host: str = Field("127.0.0.1", description="Address the review web app binds.")
+    review_port: Port = Field(8080, description="Port of the review web app.")
+    review_secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs review sessions (32+ random characters); unset: a new one per start, signing everyone out.",
+    )
+    review_tls_cert: Path | None = Field(
+        None, description="Certificate (PEM) for serving the review app over HTTPS directly."
+    )
+    review_tls_key: Path | None = Field(None, description="Its private key (PEM).")
+    review_secure_cookies: bool = Field(
+        False,
+        description="Mark session cookies Secure (on by itself with a TLS certificate; set it behind a TLS proxy).",
+    )
+    review_forwarded_allow_ips: str = Field(
+        "", description="Reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs)."
+    )
+    review_identifier: Literal["accession", "study_uid"] = Field(
+        "accession", description="What the worklist shows to identify a study: `accession` or `study_uid`."
+    )
+    review_page_size: PositiveInt = Field(50, description="Worklist rows per page.")
+    review_session_max_age_s: PositiveInt = Field(
+        8 * 3600, description="A review session ends this long after sign-in."
+    )
+    review_signin_max_failures: PositiveInt = Field(
+        5, description="Failed sign-ins per account within the window before that account is refused."
+    )
+    review_signin_max_failures_per_address: PositiveInt = Field(
+        20, description="Failed sign-ins per client address within the window before that address is refused."
+    )
+    review_signin_window_s: PositiveInt = Field(900, description="The window those failures are counted in.")
+
     # --- trainer ---------------------------------------------------------------------------
     image_size: PositiveInt = Field(224, description="Training input size (pixels, square).")
     train_dir: Path | None = Field(None, description="Where training runs write; default `<data_dir>/runs`.")

@@ -38,6 +38,8 @@ INSTANCE_STATES: tuple[str, ...] = ("received", "processed", "failed", "skipped"
 MODEL_STATUSES: tuple[str, ...] = ("candidate", "active", "retired")
 RESULT_OBJECT_KINDS: tuple[str, ...] = ("sr", "pmap", "sc")
 DELIVERY_STATES: tuple[str, ...] = ("pending", "delivered", "failed")
+REVIEW_ROLES: tuple[str, ...] = ("reader", "admin")
+VERDICTS: tuple[str, ...] = ("confirm", "correct", "not_assessable")
 
 # Constraint names are fixed so that migrations can drop them on every database.
 NAMING_CONVENTION = {
@@ -185,6 +187,8 @@ class StudyPrediction(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "model_version_id"),
         CheckConstraint(_in("label", CLASS_NAMES), name="label"),
+        # The review worklist pages through complete results newest first.
+        Index("ix_study_predictions_complete_completed_at", "complete", "completed_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -305,6 +309,57 @@ class Label(Base):
     label: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(128))
     annotator: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ReviewUser(Base):
+    """An account of the review station."""
+
+    __tablename__ = "review_users"
+    __table_args__ = (CheckConstraint(_in("role", REVIEW_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, with its parameters and salt
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    password_changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ReviewAudit(Base):
+    """Who did what when at the review station; no patient data (the study by its row id)."""
+
+    __tablename__ = "review_audit"
+    __table_args__ = (Index("ix_review_audit_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    username: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: the trail outlives the study
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ReviewVerdict(Base):
+    """A radiologist's verdict on a study result; confirm and correct also write a label."""
+
+    __tablename__ = "review_verdicts"
+    __table_args__ = (
+        CheckConstraint(_in("verdict", VERDICTS), name="verdict"),
+        Index("ix_review_verdicts_study_id_id", "study_id", "id"),
+        Index("ix_review_verdicts_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    ai_label: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(16))  # the reader's class; None: not assessable
+    comment: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str] = mapped_column(String(64))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 

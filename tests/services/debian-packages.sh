@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages that kidneyct's tests need, only those missing (quick when all are there).
 # PostgreSQL runs the test database, Java 17 + Maven run the Kafka broker from Maven Central jars,
-# dcmtk / dicom3tools / Orthanc are real DICOM peers for the listener's tests.
+# dcmtk / dicom3tools / Orthanc are real DICOM peers for the listener's tests; chromium and
+# chromium-driver run the review station's browser test, prometheus gives promtool for the alert rules.
 set -euo pipefail
 
-PACKAGES=(postgresql dcmtk dicom3tools orthanc maven openjdk-17-jre-headless python3-venv)
+PACKAGES=(postgresql dcmtk dicom3tools orthanc maven openjdk-17-jre-headless python3-venv chromium chromium-driver prometheus)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

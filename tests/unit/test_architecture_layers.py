@@ -1,6 +1,7 @@
 """Every import points down the layers of docs/architecture.md (function-level imports included).
 
 kidneyct/                      the top: commands, processes, wiring, settings
+review/                        the review station: on training/ (labels as `kidneyct label` writes them)
 training/                      on classifier/
 ingest/  classifier/  delivery/  migrations/   side by side, none imports another
 storage/                       archive, database, streams
@@ -24,8 +25,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "classifier": frozenset({"common", "storage"}),
     "delivery": frozenset({"common", "storage"}),
     "training": frozenset({"common", "storage", "classifier"}),
+    "review": frozenset({"common", "storage", "classifier", "training"}),
     "kidneyct": frozenset(
-        {"common", "storage", "migrations", "ingest", "classifier", "delivery", "training"}
+        {"common", "storage", "migrations", "ingest", "classifier", "delivery", "training", "review"}
     ),
 }
 
