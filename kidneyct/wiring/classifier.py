@@ -3,12 +3,14 @@ cannot wire a worker differently."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.batching import BatchPolicy
+from classifier.decoding import decode_record
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
 from classifier.study_rule import StudyRule
@@ -81,5 +83,7 @@ def build_worker(
         session_factory=sessions,
         config=worker_config(settings, batch_size=batch_size),
         metrics=metrics,
+        # The same memory budget as the listener's: no instance, received or reprocessed, decodes past it.
+        decode=functools.partial(decode_record, max_decoded_bytes=settings.max_decoded_bytes),
     )
     return WiredWorker(worker, consumer, publisher)
