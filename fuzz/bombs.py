@@ -1,8 +1,8 @@
 """Small C-STORE datasets that decode (or inflate) to gigabytes, and the header values a listener
 must not normalise (issue 23, items 1, 2, 7, 8). Each returns the dataset bytes (no file meta).
 
-- `rle_bomb`: RLE Lossless, Rows = Columns = 65535, a few kilobytes of segment: an RLE decoder
-  sizes its output from Rows x Columns (4 GiB per segment), not from the data.
+- `rle_bomb`: RLE Lossless, Rows = Columns = 65535, 16 bits, a few hundred bytes of segments: an RLE
+  decoder sizes its output from Rows x Columns (4 GiB per segment, two segments), not from the data.
 - `deflate_bomb`: Deflated Explicit VR Little Endian, a valid header and `inflated_mib` MiB of zero
   pixels (Rows = Columns = 8192, 16 bits, as many frames as fit): about 1 KB per MiB on the wire.
 - `j2k_bomb`: JPEG 2000 whose codestream SIZ marker declares 65535 x 65535 (the DICOM header's Rows
@@ -23,15 +23,15 @@ from fuzz import datasets
 ABSURD = 65535
 
 
-def rle_bomb(segment_bytes: int = 256) -> tuple[Dataset, bytes]:
+def rle_bomb(segment_bytes: int = 128) -> tuple[Dataset, bytes]:
     ds = datasets.ct_slice()
-    ds.Rows = ds.Columns = ABSURD
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    # One segment of replicate runs (-127: 128 copies of the next byte), header offset 64.
+    ds.Rows = ds.Columns = ABSURD  # 16 bits: two segments of 65535 x 65535 bytes each
+    # Each segment: replicate runs (0x81: 128 copies of the next byte), far too few for the image.
     segment = bytes([0x81, 0x00]) * (segment_bytes // 2)
-    header = struct.pack("<16I", 1, 64, *([0] * 14))
-    ds.PixelData = encapsulate([header + segment])
+    header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
+    ds.PixelData = encapsulate([header + segment * 2])
     ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True  # encapsulated, as PS3.5 A.4 requires
     return ds, datasets.encode(ds, implicit=False)
 
 

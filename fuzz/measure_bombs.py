@@ -50,7 +50,8 @@ def measure_one(
     with running_listener(root, work_dir) as listener:
         before = listener.rss_mib()
         killed = threading.Event()
-        watchdog = threading.Thread(target=_watch, args=(listener, kill_above_mib, killed), daemon=True)
+        seen: list[float] = [before]
+        watchdog = threading.Thread(target=_watch, args=(listener, kill_above_mib, killed, seen), daemon=True)
         watchdog.start()
         assoc = wire.associate(listener.port, CONTEXTS, timeout_s=timeout_s)
         cx = wire.context_id_for(assoc, CTImageStorage, syntax)
@@ -67,7 +68,7 @@ def measure_one(
         except Exception:  # noqa: BLE001 - a listener killed mid-store ends the send
             status = None
         seconds = time.monotonic() - started
-        peak = listener.peak_rss_mib()
+        peak = listener.peak_rss_mib() if listener.alive() else max(seen)
         with_assoc_closed(assoc)
         return {
             "bomb": name,
@@ -80,9 +81,13 @@ def measure_one(
         }
 
 
-def _watch(listener: ListenerProcess, limit_mib: float, killed: threading.Event) -> None:
+def _watch(listener: ListenerProcess, limit_mib: float, killed: threading.Event, seen: list[float]) -> None:
+    """Kill the listener above `limit_mib`; `seen` keeps the highest RSS sampled (every 50 ms)."""
     while listener.alive():
-        if listener.rss_mib() > limit_mib:
+        rss = listener.rss_mib()
+        if rss == rss:  # not NaN: the process was still there
+            seen[0] = max(seen[0], rss)
+        if rss > limit_mib:
             killed.set()
             listener.process.kill()
             return
