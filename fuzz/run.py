@@ -189,6 +189,7 @@ def run_pdu_cases(
     cases: dict[str, Any] = {**pdu.PDU_CASES, "associate_rq_mutated": None}
     for category in cases:
         rng = random.Random(f"{seed}-{category}")
+        listener.reset_peak_rss()
         row = rows[category] = Row(category, rss_before_mib=listener.rss_mib())
 
         def one(rng: random.Random = rng, category: str = category) -> pdu.PduOutcome:
@@ -216,6 +217,7 @@ def run_pdu_cases(
             row.crashes += 1
             break
         row.rss_after_mib = listener.rss_mib()
+        row.peak_rss_mib = listener.peak_rss_mib()
     return rows
 
 
