@@ -13,6 +13,7 @@ from classifier.batching import BatchPolicy
 from classifier.decoding import decode_record
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
+from classifier.shadow import Decode
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from delivery.destinations import parse_destinations
@@ -57,6 +58,12 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
     )
 
 
+def worker_decode(settings: Settings) -> Decode:
+    """The worker's decoding under the listener's memory budget: no instance, received or
+    reprocessed, decodes past `max_decoded_bytes`."""
+    return functools.partial(decode_record, max_decoded_bytes=settings.max_decoded_bytes)
+
+
 def build_worker(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -83,7 +90,6 @@ def build_worker(
         session_factory=sessions,
         config=worker_config(settings, batch_size=batch_size),
         metrics=metrics,
-        # The same memory budget as the listener's: no instance, received or reprocessed, decodes past it.
-        decode=functools.partial(decode_record, max_decoded_bytes=settings.max_decoded_bytes),
+        decode=worker_decode(settings),
     )
     return WiredWorker(worker, consumer, publisher)
