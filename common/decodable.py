@@ -43,10 +43,10 @@ class NotDecodable(ValueError):
 
 def check_supported_image(ds: Any) -> None:
     """`NotDecodable` unless `ds` is a grayscale image the classifier decodes (values as received)."""
-    samples = _int_or_none(ds.get("SamplesPerPixel", SUPPORTED_SAMPLES_PER_PIXEL))
+    samples = _int_or_none(_value(ds, "SamplesPerPixel", SUPPORTED_SAMPLES_PER_PIXEL))
     if samples != SUPPORTED_SAMPLES_PER_PIXEL:
         raise NotDecodable("not a grayscale image: SamplesPerPixel is not 1")
-    photometric = ds.get("PhotometricInterpretation", "MONOCHROME2")
+    photometric = _value(ds, "PhotometricInterpretation", "MONOCHROME2")
     if not isinstance(photometric, str) or photometric not in SUPPORTED_PHOTOMETRIC:
         raise NotDecodable("unsupported PhotometricInterpretation (MONOCHROME1 or MONOCHROME2 only)")
 
@@ -55,12 +55,12 @@ def decoded_bytes(ds: Any) -> int:
     """Rows x Columns x SamplesPerPixel x bytes per sample x NumberOfFrames: what decoding allocates."""
     sizes = {}
     for keyword in ("Rows", "Columns", "BitsAllocated"):
-        value = _int_or_none(ds.get(keyword))
+        value = _int_or_none(_value(ds, keyword, None))
         if value is None or value <= 0:
             raise NotDecodable(f"{keyword} is missing or not a positive number")
         sizes[keyword] = value
-    samples = _int_or_none(ds.get("SamplesPerPixel", 1)) or 1
-    frames = _int_or_none(ds.get("NumberOfFrames", 1)) or 1
+    samples = _int_or_none(_value(ds, "SamplesPerPixel", 1)) or 1
+    frames = _int_or_none(_value(ds, "NumberOfFrames", 1)) or 1
     bytes_per_sample = (sizes["BitsAllocated"] + 7) // 8  # 1-bit data decodes to a byte per pixel
     return sizes["Rows"] * sizes["Columns"] * max(samples, 1) * bytes_per_sample * max(frames, 1)
 
@@ -183,6 +183,14 @@ def _jpeg_size(frame: bytes) -> tuple[int, int, int]:
             return rows, columns, frame[at + 9]
         at += 2 + length
     raise NotDecodable("the JPEG codestream has no frame header (SOF) in its first bytes")
+
+
+def _value(ds: Any, keyword: str, default: Any) -> Any:
+    """One element's value; a corrupt one (pydicom converts lazily and raises many types) is None."""
+    try:
+        return ds.get(keyword, default)
+    except Exception:  # noqa: BLE001 - hostile input
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -102,20 +102,19 @@ def expected_native_length(ds: Dataset) -> int:
 
 
 def check_decodable(ds: Dataset, *, max_decoded_bytes: int, image: bool) -> None:
-    """`InvalidInstance` when decoding would exceed the memory budget (DECODED_TOO_LARGE) or, for an
-    `image` the worker classifies, when it is not an image the worker decodes (UNSUPPORTED_IMAGE)."""
+    """`InvalidInstance` before any decoding: for an `image` the worker classifies, one it would not
+    decode (UNSUPPORTED_IMAGE); for any pixel data, a decoded size over the memory budget
+    (DECODED_TOO_LARGE) or none that can be known (PIXEL_DATA_INVALID)."""
     try:
         if image:
             check_supported_image(ds)
+    except NotDecodable as exc:
+        raise InvalidInstance(Failure.UNSUPPORTED_IMAGE, str(exc)) from exc
+    try:
         check_budget(ds, max_decoded_bytes)
     except NotDecodable as exc:
-        raise InvalidInstance(_failure_of(exc), str(exc)) from exc
-    except InvalidInstance:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt value fails on first access
-        raise InvalidInstance(
-            Failure.UNDECODABLE, f"image attributes cannot be read: {type(exc).__name__}"
-        ) from exc
+        failure = Failure.DECODED_TOO_LARGE if exc.over_budget else Failure.PIXEL_DATA_INVALID
+        raise InvalidInstance(failure, str(exc)) from exc
 
 
 def check_first_frame_header(source: Path | BinaryIO, ds: Dataset, *, transfer_syntax_uid: str) -> None:

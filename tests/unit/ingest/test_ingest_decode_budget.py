@@ -212,3 +212,22 @@ def test_a_uid_with_its_one_nul_pad_is_stored_under_the_uid(tmp_path: Path) -> N
     status, _ = _ingest(_ingestor(tmp_path, publisher), _received(ds, data, ExplicitVRLittleEndian))
     assert status == statuses.SUCCESS
     assert InstanceEvent.from_json(publisher.records[0][2]).study_instance_uid == ds.StudyInstanceUID
+
+
+def test_pixel_data_without_a_size_is_invalid_not_too_large(tmp_path: Path) -> None:
+    """Columns 0: no decoded size can be known, 0xC004 pixel_data_invalid (not decoded_too_large)."""
+    ds = datasets.ct_slice()
+    ds.Columns = 0
+    received = _received(ds, datasets.encode(ds, implicit=False), ExplicitVRLittleEndian)
+    status, [rejected] = _ingest(_ingestor(tmp_path, MemoryPublisher()), received)
+    assert status == 0xC004 and rejected["reason"] == "pixel_data_invalid"
+
+
+def test_a_ct_with_three_samples_per_pixel_is_refused(tmp_path: Path) -> None:
+    """A colour CT the worker would fail on (not grayscale): 0xC004 unsupported_image."""
+    ds = datasets.ct_slice()
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.PixelData = bytes(len(ds.PixelData) * 3)
+    received = _received(ds, datasets.encode(ds, implicit=False), ExplicitVRLittleEndian)
+    status, [rejected] = _ingest(_ingestor(tmp_path, MemoryPublisher()), received)
+    assert status == 0xC004 and rejected["reason"] == "unsupported_image"
