@@ -7,6 +7,7 @@ a `PoisonError` here, so the worker never crashes on bad input and never blocks 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -14,6 +15,9 @@ from typing import IO
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from classifier.errors import (
     ArchiveFileChanged,
@@ -24,13 +28,22 @@ from classifier.errors import (
     PoisonError,
 )
 from classifier.preprocess import Window, dicom_to_frames, to_model_input
+from common.decodable import (
+    CLASSIFIED_MODALITIES,
+    DEFAULT_MAX_DECODED_BYTES,
+    NotDecodable,
+    check_budget,
+    check_frame_header,
+    check_supported_image,
+    inflate_capped,
+    read_file_meta,
+)
 from common.files import sha256_stream
 from common.vocabulary import UID_LENGTH
 from storage.archive_reader import ArchiveReader, local_path
 from storage.events import InstanceEvent, InvalidEvent
 from storage.stream import Record
 
-CLASSIFIED_MODALITIES = frozenset({"CT"})
 AE_TITLE_LENGTH = 16
 ACCESSION_LENGTH = 16
 ISSUER_LENGTH = 64
@@ -125,15 +138,18 @@ def _accession_issuer(ds: Dataset) -> str | None:
     return None
 
 
-def read_archived(event: InstanceEvent, archive: Path | ArchiveReader) -> Dataset:
-    """The archived dataset (a local file or an object), after checking it is what the event announced."""
+def read_archived(
+    event: InstanceEvent, archive: Path | ArchiveReader, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+) -> Dataset:
+    """The archived dataset (a local file or an object), after checking it is what the event announced.
+    A deflated dataset is inflated in a stream, never past `max_decoded_bytes`."""
     try:
         with as_reader(archive).open(event.archive_uri) as f:
             actual = sha256_stream(f)
             if actual != event.sha256:
                 raise ArchiveFileChanged("archived file's sha256 differs from the event's")
             f.seek(0)
-            ds = _dcmread(f)
+            ds = _dcmread(f, max_decoded_bytes)
     except OSError as exc:
         raise ArchiveFileMissing(f"archived file cannot be read: {type(exc).__name__}") from exc
     if str(ds.get("SOPInstanceUID", "")) != event.sop_instance_uid:
@@ -141,24 +157,76 @@ def read_archived(event: InstanceEvent, archive: Path | ArchiveReader) -> Datase
     return ds
 
 
-def _dcmread(f: IO[bytes]) -> Dataset:
+def _dcmread(f: IO[bytes], max_decoded_bytes: int) -> Dataset:
     try:
+        if _is_deflated(f):
+            return _read_deflated(f, max_decoded_bytes)
         return pydicom.dcmread(f)  # reads every element now (no deferred reads of a closed source)
     except OSError:
         raise
+    except NotDecodable as exc:
+        raise DecodeError(str(exc)) from exc
     except Exception as exc:  # pydicom raises many types for damaged files; all mean "not decodable"
         raise DecodeError(f"not a readable DICOM file: {type(exc).__name__}") from exc
 
 
-def decode_record(record: Record, preprocessing: Preprocessing, archive: Path | ArchiveReader) -> Outcome:
+def _is_deflated(f: IO[bytes]) -> bool:
+    """Whether the file meta names Deflated Explicit VR Little Endian (pydicom would inflate it whole)."""
+    try:
+        return bool(read_file_meta(f).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian)
+    except NotDecodable:
+        return False  # let dcmread say what is wrong with it
+    finally:
+        f.seek(0)
+
+
+def _read_deflated(f: IO[bytes], max_decoded_bytes: int) -> Dataset:
+    meta = read_file_meta(f)
+    inflated = io.BytesIO()
+    inflate_capped(f, inflated, max_decoded_bytes)
+    inflated.seek(0)
+    ds = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True)
+    ds.file_meta = meta
+    ds.set_original_encoding(False, True, None)
+    return ds
+
+
+def check_decodable(ds: Dataset, max_decoded_bytes: int) -> None:
+    """`DecodeError` before any pixel decoding when the instance is not an image the classifier
+    decodes, or decoding would exceed the budget; the same definitions as the listener's checks."""
+    try:
+        check_supported_image(ds)
+        check_budget(ds, max_decoded_bytes)
+        syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+        if syntax.is_encapsulated and "PixelData" in ds:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            for frame in generate_frames(ds.PixelData, number_of_frames=frames):
+                check_frame_header(
+                    frame,
+                    rows=int(ds.Rows),
+                    columns=int(ds.Columns),
+                    samples=int(ds.get("SamplesPerPixel", 1)),
+                )
+    except NotDecodable as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_record(
+    record: Record,
+    preprocessing: Preprocessing,
+    archive: Path | ArchiveReader,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> Outcome:
     """Decode one record into model tensors, or say why it can never be processed."""
     event: InstanceEvent | None = None
     try:
         event = parse_event(record)
-        ds = read_archived(event, archive)
+        ds = read_archived(event, archive, max_decoded_bytes=max_decoded_bytes)
         modality = str(ds.get("Modality", "") or "") or None
         if modality not in CLASSIFIED_MODALITIES:
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")
+        check_decodable(ds, max_decoded_bytes)
         frames = dicom_to_frames(ds, preprocessing.window)
         tensors = to_model_input(frames, preprocessing.image_size)
         return DecodedInstance(

@@ -22,6 +22,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from classifier.errors import DecodeError
+from common.decodable import NotDecodable, check_supported_image
 from common.vocabulary import KIDNEY_WINDOW_CENTER_HU, KIDNEY_WINDOW_WIDTH_HU
 
 PREPROCESSING_ID = "kidneyct-v1"
@@ -66,11 +67,10 @@ def _stored_pixels(ds: Dataset) -> np.ndarray:
     """Stored values as [frames, rows, columns]."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError("no pixel data")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise DecodeError(f"not a grayscale image ({ds.get('PhotometricInterpretation')})")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DecodeError(f"unsupported photometric interpretation {photometric}")
+    try:
+        check_supported_image(ds)  # the listener refuses by the same definition
+    except NotDecodable as exc:
+        raise DecodeError(str(exc)) from exc
     try:
         arr = ds.pixel_array
     except Exception as exc:  # any codec failure (truncated stream, missing plugin) is this event's fault

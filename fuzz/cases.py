@@ -66,6 +66,8 @@ class StoreCase:
     context_syntax: str  # the transfer syntax of the context it is sent on (CT abstract syntax)
     dataset: bytes
     must_refuse: bool
+    # Success is the only right answer (valid controls, a UID with its one allowed NUL pad).
+    must_accept: bool = False
 
 
 def _explicit(ds: Dataset) -> bytes:
@@ -81,6 +83,7 @@ def _case(category: str, name: str, ds: Dataset, data: bytes | None = None, **kw
         context_syntax=str(kw.get("syntax", ExplicitVRLittleEndian)),
         dataset=data if data is not None else _explicit(ds),
         must_refuse=bool(kw.get("must_refuse", True)),
+        must_accept=bool(kw.get("must_accept", False)),
     )
 
 
@@ -241,7 +244,7 @@ def valid(rng: random.Random) -> StoreCase:
     """Controls: valid instances that must be stored (a listener refusing all would look perfect)."""
     ds = datasets.ct_slice()
     if rng.random() < 0.5:
-        return _case("valid_control", "explicit", ds, must_refuse=False)
+        return _case("valid_control", "explicit", ds, must_refuse=False, must_accept=True)
     return _case(
         "valid_control",
         "implicit",
@@ -249,6 +252,7 @@ def valid(rng: random.Random) -> StoreCase:
         datasets.encode(ds, implicit=True),
         syntax=ImplicitVRLittleEndian,
         must_refuse=False,
+        must_accept=True,
     )
 
 

@@ -70,3 +70,18 @@ def j2k_with_random_payload(ds: Dataset, seed: int = 0) -> Dataset:
     body = bytes(rng.randrange(256) for _ in range(len(frame) - start - 2))
     out.PixelData = encapsulate([frame[:start] + body + b"\xff\xd9"])
     return out
+
+
+def with_raw_value(data: bytes, keyword: str, value: bytes) -> bytes:
+    """Explicit VR bytes with one short-form element's value replaced by exactly `value`: pydicom's
+    writer would strip the leading or trailing whitespace this is meant to carry."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    key = (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
+    at = data.find(key)
+    vr = data[at + 4 : at + 6]
+    old_length = int.from_bytes(data[at + 6 : at + 8], "little")
+    head = key + vr + len(value).to_bytes(2, "little")
+    return data[:at] + head + value + data[at + 8 + old_length :]

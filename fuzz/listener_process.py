@@ -49,6 +49,11 @@ class ListenerProcess:
     def peak_rss_mib(self) -> float:
         return _status_kib(self.pid, "VmHWM") / 1024
 
+    def reset_peak_rss(self) -> None:
+        """Start the peak (VmHWM) again from the current RSS (Linux: 5 > /proc/PID/clear_refs)."""
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
 

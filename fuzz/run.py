@@ -3,6 +3,7 @@
     python -m fuzz.run                        # 1,000+ cases, tables on stdout
     python -m fuzz.run --per-category 70 --pdu-per-category 12 --measure --json out.json
     python -m fuzz.run --listener-root /tmp/old-checkout   # the same cases against other code
+    python -m fuzz.measure_bombs                           # each bomb once: status, seconds, peak RSS
 
 Per category: cases sent, the statuses (or PDU answers) they got, wrongly accepted (success where
 the case must be refused, or success for an instance the worker's own decoding then fails on),
@@ -26,14 +27,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+)
 
 from fuzz import pdu, wire
+from fuzz.bomb_cases import bomb_cases
 from fuzz.cases import PATIENT_MARKER, StoreCase, store_cases
 from fuzz.listener_process import ListenerProcess, running_listener
 
 REPO = Path(__file__).resolve().parent.parent
-SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless)
+SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    DeflatedExplicitVRLittleEndian,
+)
 CONTEXTS = [(CTImageStorage, [syntax]) for syntax in SYNTAXES]
 ESCAPE_PATHS = (Path("/tmp/fuzz-escape"),)
 
@@ -44,10 +59,12 @@ class Row:
     sent: int = 0
     answers: collections.Counter[str] = field(default_factory=collections.Counter)
     wrongly_accepted: int = 0
+    wrongly_refused: int = 0
     escapes: int = 0
     crashes: int = 0
     rss_before_mib: float = 0.0
     rss_after_mib: float = 0.0
+    peak_rss_mib: float = 0.0  # the listener's peak RSS during this category alone
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -113,6 +130,7 @@ def run_store_cases(
     for case in cases:
         row = rows.get(case.category)
         if row is None:
+            listener.reset_peak_rss()
             row = rows[case.category] = Row(case.category, rss_before_mib=listener.rss_mib())
         answer = sender.store(case)
         row.sent += 1
@@ -121,10 +139,13 @@ def run_store_cases(
             accepted[case.sop_instance] = case
             if case.must_refuse:
                 row.wrongly_accepted += 1
+        elif case.must_accept:
+            row.wrongly_refused += 1
         if not listener.alive():
             row.crashes += 1
             break
         row.rss_after_mib = listener.rss_mib()
+        row.peak_rss_mib = listener.peak_rss_mib()
     sender.close()
     return rows, accepted
 
@@ -168,6 +189,7 @@ def run_pdu_cases(
     cases: dict[str, Any] = {**pdu.PDU_CASES, "associate_rq_mutated": None}
     for category in cases:
         rng = random.Random(f"{seed}-{category}")
+        listener.reset_peak_rss()
         row = rows[category] = Row(category, rss_before_mib=listener.rss_mib())
 
         def one(rng: random.Random = rng, category: str = category) -> pdu.PduOutcome:
@@ -195,6 +217,7 @@ def run_pdu_cases(
             row.crashes += 1
             break
         row.rss_after_mib = listener.rss_mib()
+        row.peak_rss_mib = listener.peak_rss_mib()
     return rows
 
 
@@ -227,9 +250,10 @@ def campaign(
     seed: int = 17,
     pdu_wait_s: float = 15.0,
     settings: dict[str, str] | None = None,
+    bombs_per_category: int = 0,
 ) -> dict[str, Any]:
     """Every case against one listener process; rows by category plus the log and disk findings."""
-    cases = list(store_cases(per_category, seed))
+    cases = [*store_cases(per_category, seed), *bomb_cases(bombs_per_category, per_category, seed)]
     with running_listener(root, work_dir, settings=settings) as listener:
         rss_start = listener.rss_mib()
         rows, accepted = run_store_cases(listener, cases)
@@ -356,14 +380,16 @@ def measure_idle_lockout(
 
 def table(rows: list[dict[str, Any]], title: str) -> str:
     lines = [
-        f"| {title} | sent | answers | wrongly accepted | escapes | crashes | RSS before → after (MiB) |",
-        "|---|---:|---|---:|---:|---:|---|",
+        f"| {title} | sent | answers | wrongly accepted | wrongly refused | escapes | crashes "
+        "| RSS before → after (peak) (MiB) |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         answers = ", ".join(f"{k} ×{v}" for k, v in r["answers"].items())
         lines.append(
-            f"| {r['category']} | {r['sent']} | {answers} | {r['wrongly_accepted']} | {r['escapes']} | "
-            f"{r['crashes']} | {r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |"
+            f"| {r['category']} | {r['sent']} | {answers} | {r['wrongly_accepted']} | "
+            f"{r.get('wrongly_refused', 0)} | {r['escapes']} | {r['crashes']} | "
+            f"{r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} ({r.get('peak_rss_mib', 0):.0f}) |"
         )
     return "\n".join(lines)
 
@@ -412,6 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listener-root", type=Path, default=REPO, help="checkout whose listener to fuzz")
     parser.add_argument("--per-category", type=int, default=60)
     parser.add_argument("--pdu-per-category", type=int, default=12)
+    parser.add_argument(
+        "--bombs-per-category", type=int, default=3, help="cases per decompression-bomb category"
+    )
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument(
         "--measure", action="store_true", help="also: 256 MiB C-STORE, 300 MB A-ASSOCIATE-RQ, idle lockout"
@@ -425,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
             per_category=args.per_category,
             pdu_per_category=args.pdu_per_category,
             seed=args.seed,
+            bombs_per_category=args.bombs_per_category,
         )
         print(report(result), flush=True)
         if args.measure:

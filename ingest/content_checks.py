@@ -4,8 +4,10 @@ success for an instance the worker could only fail on (docs/conformance.md lists
 - the dataset is encoded as its declared transfer syntax says (explicit or implicit VR);
 - native pixel data is exactly Rows x Columns x Frames x Samples x BitsAllocated long, and lies
   within the received bytes; encapsulated pixel data has the undefined length PS3.5 A.4 requires;
+- the decoded size fits the memory budget, and the first compressed frame's own header (JPEG SOF,
+  JPEG 2000 SIZ) declares the size the DICOM header does (`common.decodable`), before any decoding;
 - with `decode_first_frame`, the first frame of compressed pixel data decodes (one frame only,
-  however many the instance has).
+  however many the instance has), and only once the checks above have passed.
 
 All are cheap except the decode, which costs one frame's decode per compressed instance.
 """
@@ -21,12 +23,16 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from common.decodable import NotDecodable, check_budget, check_frame_header, check_supported_image
 from ingest.statuses import Failure
 from ingest.validation import InvalidInstance
 
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
+# The first bytes of the first fragment hold a codestream's frame header (SOF or SIZ).
+_FRAME_HEAD_BYTES = 64 * 1024
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
 
 
 def check_encoding(source: Path | BinaryIO, transfer_syntax_uid: str) -> None:
@@ -93,6 +99,61 @@ def expected_native_length(ds: Dataset) -> int:
     frames = _positive_int(ds, "NumberOfFrames") or 1
     bits = values["Rows"] * values["Columns"] * frames * values["SamplesPerPixel"] * values["BitsAllocated"]
     return (bits + 7) // 8
+
+
+def check_decodable(ds: Dataset, *, max_decoded_bytes: int, image: bool) -> None:
+    """`InvalidInstance` before any decoding: for an `image` the worker classifies, one it would not
+    decode (UNSUPPORTED_IMAGE); for any pixel data, a decoded size over the memory budget
+    (DECODED_TOO_LARGE) or none that can be known (PIXEL_DATA_INVALID)."""
+    try:
+        if image:
+            check_supported_image(ds)
+    except NotDecodable as exc:
+        raise InvalidInstance(Failure.UNSUPPORTED_IMAGE, str(exc)) from exc
+    try:
+        check_budget(ds, max_decoded_bytes)
+    except NotDecodable as exc:
+        failure = Failure.DECODED_TOO_LARGE if exc.over_budget else Failure.PIXEL_DATA_INVALID
+        raise InvalidInstance(failure, str(exc)) from exc
+
+
+def check_first_frame_header(source: Path | BinaryIO, ds: Dataset, *, transfer_syntax_uid: str) -> None:
+    """The first compressed frame's codestream must declare Rows x Columns x SamplesPerPixel; read
+    from its first 64 KiB, never decoded."""
+    if not UID(transfer_syntax_uid).is_encapsulated:
+        return
+    head = _first_fragment_head(source, _raw_element(ds, PIXEL_DATA))
+    try:
+        check_frame_header(
+            head,
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            samples=int(ds.get("SamplesPerPixel", 1)),
+        )
+    except NotDecodable as exc:
+        raise InvalidInstance(_failure_of(exc), str(exc)) from exc
+
+
+def _failure_of(exc: NotDecodable) -> Failure:
+    return Failure.DECODED_TOO_LARGE if exc.over_budget else Failure.UNSUPPORTED_IMAGE
+
+
+def _first_fragment_head(source: Path | BinaryIO, raw: Any) -> bytes:
+    """The first bytes of the first fragment after the Basic Offset Table (PS3.5 A.4)."""
+    value_tell = getattr(raw, "value_tell", None)
+    if value_tell is None:
+        raise InvalidInstance(Failure.PIXEL_DATA_INVALID, "compressed Pixel Data cannot be located")
+    with _at_start(source) as fp:
+        fp.seek(value_tell)
+        fp.seek(_item_length(fp), 1)  # the offset table
+        return bytes(fp.read(min(_item_length(fp), _FRAME_HEAD_BYTES)))
+
+
+def _item_length(fp: BinaryIO) -> int:
+    item = fp.read(8)
+    if len(item) < 8 or item[:4] != _ITEM_TAG:
+        raise InvalidInstance(Failure.PIXEL_DATA_INVALID, "compressed Pixel Data has no fragment")
+    return int.from_bytes(item[4:], "little")
 
 
 def check_first_frame_decodes(source: Path | BinaryIO, *, transfer_syntax_uid: str) -> None:

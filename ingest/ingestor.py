@@ -20,9 +20,18 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 import structlog
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+from common.decodable import CLASSIFIED_MODALITIES, DEFAULT_MAX_DECODED_BYTES
 from ingest import statuses
-from ingest.content_checks import check_encoding, check_first_frame_decodes, check_pixel_data
+from ingest.content_checks import (
+    check_decodable,
+    check_encoding,
+    check_first_frame_decodes,
+    check_first_frame_header,
+    check_pixel_data,
+)
+from ingest.inflate import inflated
 from ingest.metrics import IngestMetrics
 from ingest.statuses import Failure
 from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
@@ -80,6 +89,7 @@ class Ingestor:
         max_instance_bytes: int,
         image_sop_classes: frozenset[str] = frozenset(),
         decode_first_frame: bool = True,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self._archive = archive
@@ -89,6 +99,7 @@ class Ingestor:
         self._max_bytes = max_instance_bytes
         self._image_sop_classes = image_sop_classes
         self._decode_first_frame = decode_first_frame
+        self._max_decoded_bytes = max_decoded_bytes
         self._clock = clock
 
     def ingest(self, received: ReceivedInstance) -> int:
@@ -136,21 +147,33 @@ class Ingestor:
             raise InvalidInstance(
                 Failure.TOO_LARGE, f"{received.size_bytes} bytes exceed the limit of {self._max_bytes}"
             )
-        ds = read_header(received.source)
+        syntax = received.transfer_syntax_uid
+        if syntax == DeflatedExplicitVRLittleEndian:
+            # Inflated in a stream, never past the budget; checked as the explicit VR it inflates to.
+            with inflated(received.source, max_bytes=self._max_decoded_bytes) as (source, size):
+                return self._check_dataset(received, source, size, ExplicitVRLittleEndian)
+        return self._check_dataset(received, received.source, received.size_bytes, syntax)
+
+    def _check_dataset(
+        self, received: ReceivedInstance, source: Path | BinaryIO, size_bytes: int, syntax: str
+    ) -> InstanceHeader:
+        ds = read_header(source)
         header = validate(
             ds,
             requested_sop_class=received.requested_sop_class,
             requested_sop_instance=received.requested_sop_instance,
             context_sop_class=received.context_sop_class,
         )
-        check_encoding(received.source, received.transfer_syntax_uid)
-        # Images we classify must carry pixel data that fits; other classes only when they have some.
-        if header.sop_class_uid in self._image_sop_classes or "PixelData" in ds:
-            check_pixel_data(
-                ds, transfer_syntax_uid=received.transfer_syntax_uid, size_bytes=received.size_bytes
-            )
+        check_encoding(source, syntax)
+        # What the worker classifies must be what it decodes; anything with pixels must fit the
+        # budget before a decoder runs (common.decodable); only then is the first frame decoded.
+        image = header.sop_class_uid in self._image_sop_classes or header.modality in CLASSIFIED_MODALITIES
+        if image or "PixelData" in ds:
+            check_decodable(ds, max_decoded_bytes=self._max_decoded_bytes, image=image)
+            check_pixel_data(ds, transfer_syntax_uid=syntax, size_bytes=size_bytes)
+            check_first_frame_header(source, ds, transfer_syntax_uid=syntax)
             if self._decode_first_frame:
-                check_first_frame_decodes(received.source, transfer_syntax_uid=received.transfer_syntax_uid)
+                check_first_frame_decodes(source, transfer_syntax_uid=syntax)
         return header
 
     def _store_and_publish(

@@ -34,6 +34,10 @@ class Failure(StrEnum):
     SOP_CLASS_MISMATCH = "sop_class_mismatch"
     SOP_INSTANCE_MISMATCH = "sop_instance_mismatch"
     PIXEL_DATA_INVALID = "pixel_data_invalid"
+    # Decoding it would take more memory than `max_decoded_bytes` (common.decodable): never decoded.
+    DECODED_TOO_LARGE = "decoded_too_large"
+    # An image the classifier does not decode (common.decodable.check_supported_image).
+    UNSUPPORTED_IMAGE = "unsupported_image"
     ENCODING_MISMATCH = "encoding_mismatch"
     TOO_LARGE = "too_large"
     ARCHIVE_FAILED = "archive_failed"
@@ -48,6 +52,8 @@ STATUS_FOR_FAILURE: dict[Failure, int] = {
     Failure.SOP_CLASS_MISMATCH: DATASET_DOES_NOT_MATCH_SOP_CLASS,
     Failure.SOP_INSTANCE_MISMATCH: CANNOT_UNDERSTAND_SOP_INSTANCE_MISMATCH,
     Failure.PIXEL_DATA_INVALID: CANNOT_UNDERSTAND_PIXEL_DATA,
+    Failure.DECODED_TOO_LARGE: CANNOT_UNDERSTAND_PIXEL_DATA,
+    Failure.UNSUPPORTED_IMAGE: CANNOT_UNDERSTAND_PIXEL_DATA,
     Failure.ENCODING_MISMATCH: CANNOT_UNDERSTAND_ENCODING,
     Failure.TOO_LARGE: OUT_OF_RESOURCES_TOO_LARGE,
     Failure.ARCHIVE_FAILED: OUT_OF_RESOURCES,

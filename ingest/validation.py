@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from common.vocabulary import is_valid_uid
@@ -62,7 +63,7 @@ def validate(
     context_sop_class: str | None = None,
 ) -> InstanceHeader:
     """The header of a dataset fit to archive, or `InvalidInstance` saying what is wrong."""
-    values = {keyword: _text(_get(ds, keyword)) for keyword in REQUIRED_UIDS}
+    values = {keyword: _uid_as_received(ds, keyword) for keyword in REQUIRED_UIDS}
     missing = [keyword for keyword, value in values.items() if not value]
     if len(missing) == len(REQUIRED_UIDS):
         # pydicom reads junk leniently (one bogus element); a dataset with none of them is no dataset.
@@ -117,11 +118,32 @@ def _vr(ds: Dataset, keyword: str) -> str:
         return ""
 
 
+def _uid_as_received(ds: Dataset, keyword: str) -> str:
+    """A UID element's value as its bytes came, less the one trailing NUL pad PS3.5 6.2 allows.
+
+    pydicom strips trailing spaces and NULs when it converts a UI value, and a leading space or a
+    trailing newline would then be stripped here: the instance would be filed under a UID that is
+    not the one its archived bytes carry. So the raw bytes are judged, and anything else is invalid.
+    """
+    try:
+        element = ds.get_item(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
+        raise InvalidInstance(
+            Failure.UNDECODABLE, f"{keyword} cannot be decoded: {type(exc).__name__}"
+        ) from exc
+    if element is None:
+        return ""
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        raw = element.value
+        return (raw[:-1] if raw.endswith(b"\x00") else raw).decode("latin-1")
+    value = _get(ds, keyword)  # built in memory (or converted already): the value as it was set
+    return "" if value is None else str(value)
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    # UI values may carry a trailing NUL pad on the wire; pydicom strips it, be safe anyway.
-    return str(value).strip().rstrip("\x00")
+    return str(value).strip()
 
 
 def _integer(value: Any) -> int | None:

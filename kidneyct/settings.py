@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     verify_compressed_pixel_data: bool = Field(
         True, description="Decode the first frame of compressed pixel data before answering success."
     )
+    max_decoded_bytes: PositiveInt = Field(
+        512 * 1024**2,
+        description="Memory budget per instance: larger decoded pixel data (Rows x Columns x samples x "
+        "bytes x frames), or a deflated dataset inflating past it, is refused (0xC004) by the listener "
+        "and failed by the worker before any decoding.",
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(

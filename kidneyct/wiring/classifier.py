@@ -3,14 +3,17 @@ cannot wire a worker differently."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.batching import BatchPolicy
+from classifier.decoding import decode_record
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
+from classifier.shadow import Decode
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from delivery.destinations import parse_destinations
@@ -55,6 +58,12 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
     )
 
 
+def worker_decode(settings: Settings) -> Decode:
+    """The worker's decoding under the listener's memory budget: no instance, received or
+    reprocessed, decodes past `max_decoded_bytes`."""
+    return functools.partial(decode_record, max_decoded_bytes=settings.max_decoded_bytes)
+
+
 def build_worker(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -81,5 +90,6 @@ def build_worker(
         session_factory=sessions,
         config=worker_config(settings, batch_size=batch_size),
         metrics=metrics,
+        decode=worker_decode(settings),
     )
     return WiredWorker(worker, consumer, publisher)

@@ -62,6 +62,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         max_instance_bytes=settings.max_instance_bytes,
         image_sop_classes=frozenset(CT_SOP_CLASSES),
         decode_first_frame=settings.verify_compressed_pixel_data,
+        max_decoded_bytes=settings.max_decoded_bytes,
     )
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:

@@ -2,7 +2,8 @@
 `kidneyct listen` process (embedded default, loopback). None may be wrongly accepted, crash the
 listener, leak a patient marker into its log, write outside the archive, leave a temporary file or
 hold a connection open; every log line is JSON; valid controls are stored and a valid sender is
-served at the end."""
+served at the end. One decompression bomb of each kind (RLE, deflate, JPEG 2000, native) is refused
+with the listener's peak RSS during its category within 100 MiB of where the category started."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_fuzz_subset_finds_nothing(tmp_path: Path) -> None:
-    """16 cases per C-STORE category and 4 per PDU category (280 cases) find no fault."""
+    """16 cases per C-STORE category, 4 per PDU category and 1 per bomb kind (316 cases) find no fault."""
     with quiet_fuzzer_side():
         result = campaign(
             root=REPO,
@@ -25,12 +26,18 @@ def test_fuzz_subset_finds_nothing(tmp_path: Path) -> None:
             pdu_per_category=4,
             pdu_wait_s=8.0,
             settings={"KIDNEYCT_ASSOCIATION_ESTABLISH_TIMEOUT_S": "2"},
+            bombs_per_category=1,
         )
     rows = {r["category"]: r for r in [*result["store_rows"], *result["pdu_rows"]]}
     assert result["cases"] >= 250
     assert result["alive_at_end"] and result["valid_sender_after_campaign"] == "0x0000"
     assert {name: r["wrongly_accepted"] for name, r in rows.items() if r["wrongly_accepted"]} == {}
     assert {name: r["crashes"] for name, r in rows.items() if r["crashes"]} == {}
+    assert {name: r["wrongly_refused"] for name, r in rows.items() if r.get("wrongly_refused")} == {}
+    bombs = ("rle_bomb", "deflate_bomb", "j2k_bomb", "native_absurd_dimensions")
+    assert {name: rows[name]["answers"] for name in bombs} == {name: {"0xC004": 1} for name in bombs}
+    grew = {name: rows[name]["peak_rss_mib"] - rows[name]["rss_before_mib"] for name in bombs}
+    assert {name: mib for name, mib in grew.items() if mib >= 100} == {}
     assert rows["valid_control"]["answers"] == {"0x0000": 16}
     held_open = {name: r["answers"] for name, r in rows.items() if "open" in r["answers"]}
     assert held_open == {}
