@@ -28,7 +28,7 @@ from typing import Any
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 
-from fuzz import pdu, wire
+from fuzz import pdu, slowloris, wire
 from fuzz.cases import PATIENT_MARKER, StoreCase, store_cases
 from fuzz.listener_process import ListenerProcess, running_listener
 
@@ -427,6 +427,10 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
         )
         print(report(result), flush=True)
+        result["slow"] = slowloris.slow_campaign(
+            root=args.listener_root.resolve(), work_dir=Path(work), per_category=args.pdu_per_category
+        )
+        print(slowloris.slow_table(result["slow"]["slow_rows"]), flush=True)
         if args.measure:
             result["idle_lockout"] = measure_idle_lockout(args.listener_root.resolve(), Path(work))
             print("idle lockout:", result["idle_lockout"], flush=True)

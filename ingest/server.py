@@ -126,7 +126,9 @@ class _Connection:
 
     @property
     def pending(self) -> bool:
-        return not self.established and not self.ended()
+        # A connection closed (by us or its peer) no longer counts, whatever pynetdicom's thread
+        # still waits for (the ACSE timeout, for one that never sent A-ASSOCIATE-RQ).
+        return not self.established and not self.closed and self.sock.fileno() != -1 and not self.ended()
 
 
 class BoundedRequestHandler(RequestHandler):
