@@ -223,7 +223,7 @@ class HardenedAssociationServer(ThreadedAssociationServer):
             now = time.monotonic()
             for connection in connections:
                 reason = self._overdue(connection, now)
-                if reason is not None and not connection.closed:
+                if reason is not None and not connection.closed and connection.sock.fileno() != -1:
                     connection.closed = True
                     shut(connection.sock)
                     log.warning("connection_closed", reason=reason, peer_address=connection.peer)
