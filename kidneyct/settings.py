@@ -195,7 +195,10 @@ class Settings(BaseSettings):
     )
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
-    network_timeout_s: float = Field(60.0, description="Network timeout.")
+    network_timeout_s: float = Field(
+        60.0,
+        description="Network timeout: silence between PDUs, and the most one PDU takes from first byte to last.",
+    )
     shutdown_grace_s: float = Field(30.0, description="How long SIGTERM waits for associations in flight.")
     tls_cert: Path | None = Field(None, description="Server certificate (PEM); with tls_key turns TLS on.")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")
