@@ -118,6 +118,7 @@ class _Connection:
     assoc: Association | None = None
     established: bool = False
     closed: bool = False
+    woken: bool = False  # its association thread was told no A-ASSOCIATE-RQ will come
 
     def ended(self) -> bool:
         if self.assoc is None:
@@ -222,6 +223,7 @@ class HardenedAssociationServer(ThreadedAssociationServer):
                 connections = self._live()
             now = time.monotonic()
             for connection in connections:
+                _end_if_orphaned(connection)
                 reason = self._overdue(connection, now)
                 if reason is not None and not connection.closed and connection.sock.fileno() != -1:
                     connection.closed = True
@@ -265,3 +267,20 @@ class HardenedAssociationServer(ThreadedAssociationServer):
 
 def _mark_established(event: Event, connection: _Connection) -> None:
     connection.established = True
+
+
+def _end_if_orphaned(connection: _Connection) -> None:
+    """A connection closed before its A-ASSOCIATE-RQ arrived: pynetdicom's thread would wait the
+    whole ACSE timeout for it (holding up a graceful stop); an empty answer ends that wait now."""
+    assoc = connection.assoc
+    if assoc is None or connection.established or connection.sock.fileno() != -1:
+        return
+    dul = assoc.dul
+    if (
+        assoc.requestor.primitive is None
+        and dul.state_machine.current_state == "Sta1"
+        and dul.to_user_queue.empty()
+        and not connection.woken
+    ):
+        connection.woken = True
+        dul.to_user_queue.put(None)  # type: ignore[arg-type]

@@ -277,3 +277,13 @@ def test_invalid_request_aborts_the_association_at_once(tmp_path: Path) -> None:
         assert closure.answer == "ABORT"
         assert closure.closed_after_s is not None and closure.closed_after_s < 1.0
         assert any(e.get("reason") == "invalid_request" for e in logs)
+
+
+def test_connection_closed_before_associating_ends_its_thread_at_once(tmp_path: Path) -> None:
+    """A connection closed before its A-ASSOCIATE-RQ (a port probe) leaves no association thread
+    waiting the ACSE timeout (it would hold up a graceful stop)."""
+    settings = listener_settings(tmp_path / "archive", acse_timeout_s=30.0)
+    with running_listener(settings, MemoryPublisher()) as (listener, _m):
+        for _ in range(3):
+            slowloris.connect(listener.port).close()
+        assert _wait_until(lambda: listener.active_associations() == 0, 1.5)
