@@ -98,6 +98,7 @@ def _valid_sender_wait(port: int, give_up_s: float) -> tuple[float, int, str]:
 
 def measure(root: Path, work_dir: Path, kind: str, count: int, source: str) -> dict[str, Any]:
     stop = threading.Event()
+    associate_rq()  # captured once, before the hostile connections start
     with running_listener(root, work_dir, settings=SETTINGS) as listener:
         time.sleep(0.5)  # the start-up probe's connection ends first
 
@@ -109,7 +110,7 @@ def measure(root: Path, work_dir: Path, kind: str, count: int, source: str) -> d
 
         with ThreadPoolExecutor(max_workers=count) as pool:
             futures = [pool.submit(hostile, i) for i in range(count)]
-            time.sleep(1.0)  # let every hostile connection reach the listener
+            time.sleep(2.0)  # let every hostile connection reach the listener
             waited, attempts, answer = _valid_sender_wait(listener.port, GIVE_UP_S)
             stop.set()
             outcomes = [f.result() for f in futures]
