@@ -121,9 +121,11 @@ class _Connection:
     woken: bool = False  # its association thread was told no A-ASSOCIATE-RQ will come
 
     def ended(self) -> bool:
-        if self.assoc is None:
-            return self.closed  # closed before pynetdicom took it (refused, handshake failed)
-        return self.assoc._started_dul and not self.assoc.is_alive()  # type: ignore[attr-defined]
+        assoc = self.assoc
+        if assoc is None or not assoc._started_dul:  # type: ignore[attr-defined]
+            # Closed before pynetdicom's thread ran (refused, handshake failed, start failed).
+            return self.closed and (assoc is None or not assoc.is_alive())
+        return not assoc.is_alive()
 
     @property
     def pending(self) -> bool:
