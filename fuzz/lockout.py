@@ -36,9 +36,22 @@ SETTINGS = {"KIDNEYCT_NETWORK_TIMEOUT_S": "20", "KIDNEYCT_MAX_ASSOCIATIONS": "16
 GIVE_UP_S = 45.0
 
 
-def _hold(sock: socket.socket, stop: threading.Event, trickle: bool) -> float | None:
+class Placed:
+    """Counts the hostile connections in place (connected, and associated where they associate)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+def _hold(sock: socket.socket, stop: threading.Event, trickle: bool, placed: Placed) -> float | None:
     """Keep `sock` open (sending one byte a second when `trickle`) until the listener closes it
     (the seconds it took) or `stop` is set (None)."""
+    placed()
     started = time.monotonic()
     with contextlib.closing(sock):
         while not stop.is_set():
@@ -57,25 +70,25 @@ def _hold(sock: socket.socket, stop: threading.Event, trickle: bool) -> float | 
     return None
 
 
-def slowloris(port: int, source: str, stop: threading.Event) -> float | None:
+def slowloris(port: int, source: str, stop: threading.Event, placed: Placed) -> float | None:
     sock = associated(port, source=source)
     body = struct.pack(">L", 100_002) + bytes([CONTEXT_ID, 0x00])
     sock.sendall(wire.pdu_header(0x04, len(body) + 100_000) + body)
-    return _hold(sock, stop, trickle=True)
+    return _hold(sock, stop, trickle=True, placed=placed)
 
 
-def silent_association(port: int, source: str, stop: threading.Event) -> float | None:
-    return _hold(associated(port, source=source), stop, trickle=False)
+def silent_association(port: int, source: str, stop: threading.Event, placed: Placed) -> float | None:
+    return _hold(associated(port, source=source), stop, trickle=False, placed=placed)
 
 
-def half_associate_rq(port: int, source: str, stop: threading.Event) -> float | None:
+def half_associate_rq(port: int, source: str, stop: threading.Event, placed: Placed) -> float | None:
     sock = connect(port, source=source)
     request = associate_rq()
     sock.sendall(request[: len(request) // 2])
-    return _hold(sock, stop, trickle=False)
+    return _hold(sock, stop, trickle=False, placed=placed)
 
 
-KINDS: dict[str, Callable[[int, str, threading.Event], float | None]] = {
+KINDS: dict[str, Callable[[int, str, threading.Event, Placed], float | None]] = {
     "slowloris_pdata": slowloris,
     "silent_association": silent_association,
     "half_associate_rq": half_associate_rq,
@@ -97,20 +110,26 @@ def _valid_sender_wait(port: int, give_up_s: float) -> tuple[float, int, str]:
 
 
 def measure(root: Path, work_dir: Path, kind: str, count: int, source: str) -> dict[str, Any]:
-    stop = threading.Event()
+    stop, placed = threading.Event(), Placed()
     associate_rq()  # captured once, before the hostile connections start
     with running_listener(root, work_dir, settings=SETTINGS) as listener:
         time.sleep(0.5)  # the start-up probe's connection ends first
 
         def hostile(_: int) -> float | None | str:
             try:
-                return KINDS[kind](listener.port, source, stop)
+                return KINDS[kind](listener.port, source, stop, placed)
             except (ConnectionError, OSError):
+                placed()
                 return "refused"
 
         with ThreadPoolExecutor(max_workers=count) as pool:
             futures = [pool.submit(hostile, i) for i in range(count)]
-            time.sleep(2.0)  # let every hostile connection reach the listener
+            # Every hostile connection in place (or refused) first: connects whose SYN the listen
+            # backlog dropped are retried by the kernel after 1 s, 3 s...
+            deadline = time.monotonic() + 20
+            while placed.count < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
             waited, attempts, answer = _valid_sender_wait(listener.port, GIVE_UP_S)
             stop.set()
             outcomes = [f.result() for f in futures]
