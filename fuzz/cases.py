@@ -185,6 +185,20 @@ def random_bytes(rng: random.Random) -> StoreCase:
     return _case("random_bytes", f"{len(data)} bytes", ds, data)
 
 
+def command_unknown_class(rng: random.Random) -> StoreCase:
+    """The command names a SOP class no service knows (pynetdicom aborts: was its temporary file left?)."""
+    ds = datasets.ct_slice()
+    sop_class = rng.choice(("1.2.3.4.5.6", "1.2.840.99999.1", "2.25.1"))
+    return _case("command_unknown_sop_class", sop_class, ds, sop_class=sop_class)
+
+
+def command_instance_empty(rng: random.Random) -> StoreCase:
+    """The command's SOP Instance UID is empty or NUL (pynetdicom cannot even write the file meta)."""
+    ds = datasets.ct_slice()
+    instance = rng.choice(("", "\x00", "\x00\x00"))
+    return _case("command_instance_uid_empty", repr(instance), ds, sop_instance=instance)
+
+
 def huge_length(rng: random.Random) -> StoreCase:
     """One element claims far more bytes than the dataset holds."""
     ds = datasets.ct_slice()
@@ -267,6 +281,8 @@ GENERATORS: dict[str, Callable[[random.Random], StoreCase]] = {
     "compressed_garbage": compressed_garbage,
     "truncated_dataset": truncated,
     "random_bytes": random_bytes,
+    "command_unknown_sop_class": command_unknown_class,
+    "command_instance_uid_empty": command_instance_empty,
     "element_length_overrun": huge_length,
     "deep_sequence": deep_sequence,
     "header_mutation": mutation,

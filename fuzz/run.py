@@ -36,7 +36,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from fuzz import pdu, wire
+from fuzz import pdu, slowloris, wire
 from fuzz.bomb_cases import bomb_cases
 from fuzz.cases import PATIENT_MARKER, StoreCase, store_cases
 from fuzz.listener_process import ListenerProcess, running_listener
@@ -457,6 +457,10 @@ def main(argv: list[str] | None = None) -> None:
             bombs_per_category=args.bombs_per_category,
         )
         print(report(result), flush=True)
+        result["slow"] = slowloris.slow_campaign(
+            root=args.listener_root.resolve(), work_dir=Path(work), per_category=args.pdu_per_category
+        )
+        print(slowloris.slow_table(result["slow"]["slow_rows"]), flush=True)
         if args.measure:
             result["idle_lockout"] = measure_idle_lockout(args.listener_root.resolve(), Path(work))
             print("idle lockout:", result["idle_lockout"], flush=True)

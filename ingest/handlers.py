@@ -68,7 +68,7 @@ def handle_requested(
     event: Event, policy: AccessPolicy, metrics: IngestMetrics, slots: AssociationSlots | None = None
 ) -> None:
     """EVT_REQUESTED: reject a caller the access policy does not admit, or one beyond the
-    association limit, before negotiation."""
+    association limits (in all, or from its address), before negotiation."""
     assoc = event.assoc
     primitive = assoc.requestor.primitive
     called = str(primitive.called_ae_title if primitive is not None else "")
@@ -76,13 +76,14 @@ def handle_requested(
     address = assoc.requestor.address
     denial = policy.check(called_ae=called, calling_ae=calling, address=address)
     if denial is None:
-        if slots is None or slots.acquire(assoc):
+        refusal = None if slots is None else slots.admit(assoc)
+        if slots is None or refusal is None:
             return
-        metrics.associations.labels(outcome="too_many_associations").inc()
+        metrics.associations.labels(outcome=refusal).inc()
         log.warning(
             "association_rejected",
-            reason="too_many_associations",
-            limit=slots.limit,
+            reason=refusal,
+            limit=slots.limit if refusal == "too_many_associations" else slots.per_peer,
             calling_ae=calling,
             peer_address=address,
         )

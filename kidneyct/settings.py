@@ -172,13 +172,28 @@ class Settings(BaseSettings):
         False, description="SO_REUSEPORT: N listener processes on one host share the DICOM port."
     )
     max_associations: PositiveInt = Field(16, description="Associations served at once.")
+    max_associations_per_peer: PositiveInt = Field(
+        4, description="Associations at once from one source address; one more is rejected (transient)."
+    )
     max_pending_connections: PositiveInt = Field(
         64,
         description="Connections that have not completed A-ASSOCIATE yet, beyond which new ones are closed.",
     )
+    max_pending_connections_per_peer: PositiveInt = Field(
+        4,
+        description="Connections not yet associated from one source address, beyond which new ones are closed.",
+    )
     association_establish_timeout_s: PositiveFloat = Field(
         10.0,
         description="A connection (TLS handshake included) not associated this long after connect is closed.",
+    )
+    association_max_duration_s: PositiveFloat = Field(
+        3600.0,
+        description="Longest life of an association's connection, from connect; then its socket is closed.",
+    )
+    message_gap_timeout_s: PositiveFloat = Field(
+        10.0,
+        description="Longest silence inside one DIMSE message (a dataset announced or begun); then the association is aborted.",
     )
     max_pdu_size: NonNegativeInt = Field(
         1024 * 1024,
@@ -186,7 +201,10 @@ class Settings(BaseSettings):
     )
     acse_timeout_s: float = Field(30.0, description="ACSE timeout.")
     dimse_timeout_s: float = Field(60.0, description="DIMSE timeout.")
-    network_timeout_s: float = Field(60.0, description="Network timeout.")
+    network_timeout_s: float = Field(
+        60.0,
+        description="Network timeout: silence between PDUs, and the most one PDU takes from first byte to last.",
+    )
     shutdown_grace_s: float = Field(30.0, description="How long SIGTERM waits for associations in flight.")
     tls_cert: Path | None = Field(None, description="Server certificate (PEM); with tls_key turns TLS on.")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")

@@ -78,13 +78,17 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
     enable_chunked_receive()
     limits = ServerLimits(
         max_associations=settings.max_associations,
+        max_associations_per_peer=settings.max_associations_per_peer,
         max_pending=settings.max_pending_connections,
+        max_pending_per_peer=settings.max_pending_connections_per_peer,
         establish_timeout_s=settings.association_establish_timeout_s,
         max_pdu_bytes=settings.max_pdu_size,
         network_timeout_s=settings.network_timeout_s,
+        message_gap_timeout_s=settings.message_gap_timeout_s,
+        association_max_s=settings.association_max_duration_s,
         reuse_port=settings.dicom_reuse_port,
     )
-    slots = AssociationSlots(settings.max_associations)
+    slots = AssociationSlots(settings.max_associations, per_peer=settings.max_associations_per_peer)
     listener = Listener(
         ae=build_ae(options),
         host=settings.dicom_host,

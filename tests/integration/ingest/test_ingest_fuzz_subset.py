@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.run import REPO, campaign, quiet_fuzzer_side
+from fuzz.slowloris import SLOW_CASES, slow_campaign
 
 pytestmark = pytest.mark.slow
 
@@ -45,3 +46,19 @@ def test_fuzz_subset_finds_nothing(tmp_path: Path) -> None:
     assert result["log_lines_with_patient_marker"] == 0
     assert result["files_outside_archive"] == 0
     assert result["temp_files_left"] == 0
+
+
+def test_fuzz_subset_slow_peers_are_closed_by_their_deadlines(tmp_path: Path) -> None:
+    """4 cases of each slow category (a P-DATA trickled byte by byte, a silent association, half an
+    A-ASSOCIATE-RQ, a command whose dataset never comes, a PDV claiming 4 GiB), against a listener
+    with deadlines of seconds: every socket is closed by its deadline, nothing is left behind."""
+    with quiet_fuzzer_side():
+        result = slow_campaign(root=REPO, work_dir=tmp_path, per_category=4)
+    rows = {r["category"]: r for r in result["slow_rows"]}
+    assert set(rows) == set(SLOW_CASES)
+    assert {name: r["closed_in_time"] for name, r in rows.items()} == {name: 4 for name in SLOW_CASES}
+    assert all(r["past_deadline"] == 0 and r["crashes"] == 0 for r in rows.values())
+    # The listener says why: an A-ABORT first, except before association (closed).
+    assert rows["pdv_length_huge"]["answers"] == {"ABORT": 4}
+    assert rows["slowloris_pdata"]["answers"] == {"ABORT": 4}
+    assert result["alive_at_end"] and result["temp_files_left"] == 0

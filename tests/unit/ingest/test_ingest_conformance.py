@@ -66,3 +66,17 @@ def test_configuration_defaults_match_the_settings() -> None:
             continue
         field = re.sub(r"^KIDNEYCT_", "", setting).lower()
         assert str(defaults[field].default).lower() == default.lower(), setting
+
+
+def test_deadlines_table_matches_the_settings_and_names_the_tests_that_hold_it() -> None:
+    """Each connection deadline of 3.2.1.2 names its setting with the setting's default, and a
+    test in test_ingest_deadlines.py that checks the socket is closed by it."""
+    tests = (Path(__file__).parent / "test_ingest_deadlines.py").read_text()
+    rows = _table("deadlines")
+    assert len(rows) == 5
+    for _what, setting, _start, _then, test in rows:
+        match = re.fullmatch(r"KIDNEYCT_(\w+)` \(([\d.]+)\)", setting)
+        assert match is not None, setting
+        field, default = match.group(1).lower(), match.group(2)
+        assert str(Settings.model_fields[field].default) == default, setting
+        assert f"def {test}(" in tests, test

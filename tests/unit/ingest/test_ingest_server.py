@@ -37,9 +37,18 @@ def _good_file(tmp_path: Path) -> Path:
     )
 
 
+# Another loopback address: a second host, as far as the listener's per-peer limits can tell.
+OTHER_HOST = "127.0.0.2"
+
+
 @contextlib.contextmanager
-def _idle_sockets(port: int, count: int, first_bytes: bytes = b"") -> Iterator[list[socket.socket]]:
-    sockets = [socket.create_connection((LOCALHOST, port), timeout=5) for _ in range(count)]
+def _idle_sockets(
+    port: int, count: int, first_bytes: bytes = b"", *, source: str = LOCALHOST
+) -> Iterator[list[socket.socket]]:
+    sockets = [
+        socket.create_connection((LOCALHOST, port), timeout=5, source_address=(source, 0))
+        for _ in range(count)
+    ]
     try:
         for sock in sockets:
             if first_bytes:
@@ -51,12 +60,13 @@ def _idle_sockets(port: int, count: int, first_bytes: bytes = b"") -> Iterator[l
 
 
 def test_idle_connections_do_not_lock_valid_senders_out(tmp_path: Path) -> None:
-    """16 silent TCP connections take no association slot: a valid sender stores at once."""
+    """16 silent TCP connections from another host take no association slot: a valid sender
+    stores at once."""
     good = _good_file(tmp_path)
     settings = listener_settings(tmp_path / "archive", max_associations=16)
     with (
         running_listener(settings, MemoryPublisher()) as (listener, _metrics),
-        _idle_sockets(listener.port, 16),
+        _idle_sockets(listener.port, 16, source=OTHER_HOST),
     ):
         time.sleep(0.3)  # let the listener accept them all
         started = time.monotonic()
@@ -77,7 +87,7 @@ def test_partial_associate_request_is_closed_after_the_establish_timeout(tmp_pat
 def test_max_associations_admits_exactly_that_many(tmp_path: Path) -> None:
     """With max_associations=16, 16 associations are established and the 17th is rejected; a slot
     freed by a release is free at once."""
-    settings = listener_settings(tmp_path / "archive", max_associations=16)
+    settings = listener_settings(tmp_path / "archive", max_associations=16, max_associations_per_peer=16)
     with running_listener(settings, MemoryPublisher()) as (listener, _metrics):
         ae = AE(ae_title="MANY")
         ae.add_requested_context(Verification)
