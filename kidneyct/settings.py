@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     study_stable_age_s: float = Field(
         60.0, description="A study is complete this long after its last instance."
     )
+    study_release_grace_s: float = Field(
+        3.0,
+        description="A study whose sending association was released (and got nothing since) is complete "
+        "this long after its last instance; study_stable_age_s stays the fallback.",
+    )
 
     # --- results back to PACS --------------------------------------------------------------
     result_destinations: str = Field(
