@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     verify_compressed_pixel_data: bool = Field(
         True, description="Decode the first frame of compressed pixel data before answering success."
     )
+    release_hints: bool = Field(
+        True,
+        description="On an association's release, publish a hint per study it stored so workers complete "
+        "it early; off while workers or catalogues older than the hints still read the stream.",
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(

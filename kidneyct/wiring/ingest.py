@@ -55,7 +55,9 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         dimse_timeout_s=settings.dimse_timeout_s,
         network_timeout_s=settings.network_timeout_s,
     )
-    release_hints = ReleaseHints(publisher=publisher, topic=settings.topic_instances)
+    release_hints = (
+        ReleaseHints(publisher=publisher, topic=settings.topic_instances) if settings.release_hints else None
+    )
     ingestor = Ingestor(
         archive=build_archive(settings),
         publisher=publisher,

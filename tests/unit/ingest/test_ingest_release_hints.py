@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
+import pytest
+from ingest_support import MemoryPublisher, listener_settings, running_listener, send_files
 from structlog.testing import capture_logs
 
+from ingest import statuses
 from ingest.catalog import parse_records
 from ingest.release_hints import ReleaseHints
 from storage.events import ReleaseHint
 from storage.stream import Record, StreamUnavailable
+from training.synth.generate import generate
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 
@@ -75,3 +80,22 @@ def test_the_catalogue_skips_a_hint_without_a_warning() -> None:
         assert parse_records([Record("instances", 0, 0, b"1.2.1", raw)]) == []
     assert logs == []
     assert json.loads(raw)["kind"] == "association_released"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_listener_hints_each_released_association_unless_switched_off(
+    tmp_path: Path, enabled: bool
+) -> None:
+    """Real associations: one hint per study per release after its instances; none with the setting off."""
+    rows = generate(tmp_path / "synth", studies=2, slices=2, classes=["Stone"], seed=3, size=32)
+    paths = [tmp_path / "synth" / r.path for r in rows]
+    publisher = MemoryPublisher()
+    settings = listener_settings(tmp_path / "archive", release_hints=enabled)
+    with running_listener(settings, publisher) as (listener, _):
+        assert send_files(listener.port, paths) == [statuses.SUCCESS] * 4
+        assert send_files(listener.port, paths[:1]) == [statuses.SUCCESS]
+    assert len(publisher.records) == 5
+    studies = sorted({r.study_instance_uid for r in rows})
+    hinted = [ReleaseHint.of_message(v) for _t, _k, v in publisher.hints]
+    expected = [*studies, rows[0].study_instance_uid] if enabled else []
+    assert [h.study_instance_uid for h in hinted if h is not None] == expected
