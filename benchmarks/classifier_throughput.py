@@ -93,7 +93,13 @@ def write_archive(archive: Path, n: int) -> list[InstanceEvent]:
 
 
 def run_worker(
-    root: Path, model: keras.Model, artifact: Path, events: list[InstanceEvent], batch: int
+    root: Path,
+    model: keras.Model,
+    artifact: Path,
+    events: list[InstanceEvent],
+    batch: int,
+    *,
+    decode_workers: int = 2,
 ) -> float:
     """Seconds from the worker's first poll to the commit of the last offset."""
     url = f"sqlite:///{root / f'bench-{batch}-{time.monotonic_ns()}.db'}"
@@ -117,7 +123,11 @@ def run_worker(
         publisher.publish(TOPIC, e.key, e.to_json())
     card = read_card(artifact)
     worker = bench_worker(
-        sessions, root, batch=batch, load_model=lambda row: ServingModel(row.id, row.version, model, card)
+        sessions,
+        root,
+        batch=batch,
+        load_model=lambda row: ServingModel(row.id, row.version, model, card),
+        decode_workers=decode_workers,
     )
     elapsed = drain(worker, sessions)
     engine.dispose()
@@ -131,6 +141,7 @@ def bench_worker(
     batch: int,
     load_model: Callable[[ModelVersion], ServingModel],
     metrics: WorkerMetrics | None = None,
+    decode_workers: int = 2,
 ) -> Worker:
     """A worker on the embedded queue's TOPIC (group "bench") that publishes nowhere and never
     sweeps or polls for models during a run."""
@@ -146,6 +157,7 @@ def bench_worker(
             rule=StudyRule(2, 0.5),
             model_poll_s=3600,
             sweep_interval_s=3600,
+            decode_workers=decode_workers,
         ),
         metrics=metrics,
         load_model=load_model,

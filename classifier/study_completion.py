@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier import messages
 from classifier.metrics import WorkerMetrics
+from classifier.release_hints import ReleasedStudies
 from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.result_model import StudyReport
 from classifier.serving import ServingModel
 from classifier.shadow import complete_quietly
-from classifier.study_rule import StudyRule, completion_cutoff, is_complete
+from classifier.study_rule import StudyRule, completion_cutoff, is_complete, is_complete_after_release
 from storage.archive_reader import ArchiveReader
+from storage.events import ReleaseHint
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
 from storage.results import (
     IncompleteStudy,
@@ -42,6 +44,8 @@ class CompletionOptions:
     rule: StudyRule
     results: ResultConfig
     reader: Callable[[], ArchiveReader]
+    # After a release hint, a study is complete this long after its last activity (not stable_age_s).
+    release_grace_s: float = 3.0
 
 
 @dataclass
@@ -69,6 +73,12 @@ class StudyCompletion:
         self._metrics = metrics
         self._clock = clock
         self._heat_mapper = HeatMapper()
+        # Hints outlive the timer by a margin only: after stable_age_s the timer decides anyway.
+        self._released = ReleasedStudies(keep_s=options.stable_age_s + options.release_grace_s)
+
+    def note_released(self, hints: list[ReleaseHint]) -> None:
+        """Release hints read from the stream, after the instances before them were written."""
+        self._released.note(hints)
 
     def sweep(self, now: dt.datetime, *, publisher: Publisher, serving: ServingModel | None) -> int:
         """Mark stable studies complete, announce them and queue their reports for PACS.
@@ -128,23 +138,47 @@ class StudyCompletion:
         return True
 
     def _completable_studies(self, now: dt.datetime) -> list[_Completion]:
-        stable_age_s = self._options.stable_age_s
+        self._released.expire(now)
+        shortest = self._options.stable_age_s
+        if len(self._released):
+            shortest = min(shortest, self._options.release_grace_s)
         out: list[_Completion] = []
         with self._sessions() as session:
-            for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, stable_age_s)):
-                if not is_complete(
-                    last_received_at=candidate.last_received_at,
-                    last_updated_at=candidate.updated_at,
-                    pending_instances=candidate.pending_instances,
-                    now=now,
-                    stable_age_s=stable_age_s,
-                ):
+            for candidate in incomplete_studies(session, cutoff=completion_cutoff(now, shortest)):
+                if not self._is_complete(candidate, now):
                     continue
                 result = study_result(session, study_prediction_id=candidate.study_prediction_id)
                 if result is None:
                     continue
                 out.append(self._completion(session, candidate, result, now))
+        for c in out:  # a late instance's new association brings a new hint
+            self._released.forget(c.candidate.study_instance_uid)
         return out
+
+    def _is_complete(self, candidate: IncompleteStudy, now: dt.datetime) -> bool:
+        """Complete by the stable-age timer, or earlier by a release hint (classifier.study_rule)."""
+        received, updated, pending = (
+            candidate.last_received_at,
+            candidate.updated_at,
+            candidate.pending_instances,
+        )
+        if is_complete(
+            last_received_at=received,
+            last_updated_at=updated,
+            pending_instances=pending,
+            now=now,
+            stable_age_s=self._options.stable_age_s,
+        ):
+            return True
+        released_at = self._released.released_at(candidate.study_instance_uid)
+        return released_at is not None and is_complete_after_release(
+            last_received_at=received,
+            last_updated_at=updated,
+            pending_instances=pending,
+            released_at=released_at,
+            now=now,
+            grace_s=self._options.release_grace_s,
+        )
 
     def _completion(
         self, session: Session, candidate: IncompleteStudy, result: StudyResult, now: dt.datetime

@@ -6,7 +6,9 @@ it a probability of at least `t`; when several qualify, the clinically most urge
 the study is Normal.
 
 Completeness: a study result is complete when no instance of the study arrived and none was
-(re)computed for `stable_age_s`, and no instance of it is still waiting to be processed.
+(re)computed for `stable_age_s`, and no instance of it is still waiting to be processed; or, when
+the association that carried it was released (a release hint) and nothing arrived after, the same
+after the shorter `grace_s`.
 """
 
 from __future__ import annotations
@@ -56,3 +58,27 @@ def is_complete(
     """Whether a study result may be announced as complete."""
     cutoff = completion_cutoff(now, stable_age_s)
     return pending_instances == 0 and last_received_at <= cutoff and last_updated_at <= cutoff
+
+
+def is_complete_after_release(
+    *,
+    last_received_at: dt.datetime,
+    last_updated_at: dt.datetime,
+    pending_instances: int,
+    released_at: dt.datetime,
+    now: dt.datetime,
+    grace_s: float,
+) -> bool:
+    """Whether a study whose association was released may be complete before the stable-age timer:
+    nothing of it arrived after that release, and the release and its last activity are `grace_s` old."""
+    return (
+        last_received_at <= released_at
+        and released_at <= completion_cutoff(now, grace_s)
+        and is_complete(
+            last_received_at=last_received_at,
+            last_updated_at=last_updated_at,
+            pending_instances=pending_instances,
+            now=now,
+            stable_age_s=grace_s,
+        )
+    )

@@ -48,6 +48,7 @@ from classifier.errors import (
     ValueDoesNotFit,
 )
 from classifier.metrics import WorkerMetrics
+from classifier.release_hints import split_hints
 from classifier.reporting import ResultConfig
 from classifier.reprocess_events import is_reprocess
 from classifier.serving import ServingModel, load_serving_model
@@ -57,6 +58,7 @@ from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, write_batch
 from common.errors import SchemaMissing
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
+from storage.events import ReleaseHint
 from storage.model_versions import get_active_model_version
 from storage.models import ModelVersion
 from storage.stream import Consumer, Publisher, Record, StreamUnavailable, TopicPartition, next_offsets
@@ -76,6 +78,7 @@ class WorkerConfig:
     batch: BatchPolicy
     rule: StudyRule
     stable_age_s: float = 60.0
+    release_grace_s: float = 3.0
     decode_workers: int = 2
     model_poll_s: float = 5.0
     sweep_interval_s: float = 1.0
@@ -96,6 +99,7 @@ class WorkerConfig:
 class _Batch:
     records: list[Record]
     futures: list[Future[Outcome]] = field(default_factory=list)
+    hints: list[tuple[Record, ReleaseHint]] = field(default_factory=list)  # not decoded: no futures
 
 
 class Abandoned(Exception):
@@ -145,6 +149,7 @@ class Worker:
                 rule=config.rule,
                 results=config.results,
                 reader=config.reader,
+                release_grace_s=config.release_grace_s,
             ),
             metrics=self._metrics,
             clock=clock,
@@ -276,13 +281,21 @@ class Worker:
     def _submit(self, records: list[Record]) -> _Batch:
         preprocessing = self.serving.preprocessing
         reader = self._config.reader()
-        futures = [self._pool.submit(self._decode, r, preprocessing, reader) for r in records]
-        return _Batch(records=records, futures=futures)
+        instances, hints = split_hints(records)
+        futures = [self._pool.submit(self._decode, r, preprocessing, reader) for r in instances]
+        return _Batch(records=instances, futures=futures, hints=hints)
 
     # --- one batch ---------------------------------------------------------------------------
     def _finish(self, batch: _Batch) -> None:
-        with structlog.contextvars.bound_contextvars(model_version=self.serving.version):
-            self._finish_batch(batch)
+        # A hint's offset is committed with the batch's rows (or alone), and noted only after them.
+        for tp, offset in next_offsets([r for r, _ in batch.hints]).items():
+            self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, 0))
+        if batch.records:
+            with structlog.contextvars.bound_contextvars(model_version=self.serving.version):
+                self._finish_batch(batch)
+        else:
+            self._commit_offsets()
+        self._completion.note_released([h for _, h in batch.hints])
 
     def _finish_batch(self, batch: _Batch) -> None:
         serving = self.serving

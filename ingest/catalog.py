@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.events import InstanceEvent, InvalidEvent
+from storage.events import InstanceEvent, InvalidEvent, ReleaseHint
 from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
 from storage.stream import Consumer, Record, StreamUnavailable, next_offsets
 from storage.uid_conflicts import uid_conflicts
@@ -78,9 +78,12 @@ def _without_uid_conflicts(session: Session, events: list[InstanceEvent]) -> lis
 
 
 def parse_records(records: list[Record]) -> list[InstanceEvent]:
-    """The valid events of `records`; an invalid one is logged and skipped (the worker dead-letters it)."""
+    """The valid events of `records`; an invalid one is logged and skipped (the worker dead-letters it).
+    Release hints share the stream and are not instances: skipped quietly."""
     events = []
     for record in records:
+        if ReleaseHint.of_message(record.value) is not None:
+            continue
         try:
             events.append(InstanceEvent.from_json(record.value))
         except InvalidEvent as exc:

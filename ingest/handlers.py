@@ -16,6 +16,7 @@ from pynetdicom.events import Event
 from ingest.access import AccessPolicy
 from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
+from ingest.release_hints import ReleaseHints
 from ingest.server import AssociationSlots
 from ingest.statuses import (
     DIAG_CALLED_AE_NOT_RECOGNISED,
@@ -58,6 +59,7 @@ def handle_store(event: Event, ingestor: Ingestor) -> int:
         transfer_syntax_uid=str(context.transfer_syntax),
         calling_ae=event.assoc.requestor.ae_title or None,
         context_sop_class=str(context.abstract_syntax),
+        association=id(event.assoc),
     )
     # Only validated UIDs go into logs: the ingestor binds the dataset's once it checked them.
     with structlog.contextvars.bound_contextvars(**_association_context(event)):
@@ -113,12 +115,22 @@ def handle_established(event: Event, metrics: IngestMetrics) -> None:
     log.info("association_established", **_association_context(event), accepted_contexts=len(contexts))
 
 
-def handle_released(event: Event) -> None:
-    log.info("association_released", **_association_context(event))
+def handle_released(event: Event, hints: ReleaseHints | None = None) -> None:
+    """EVT_RELEASED: a hint per study the association stored (the worker may close them early)."""
+    published = hints.released(id(event.assoc)) if hints is not None else 0
+    log.info("association_released", **_association_context(event), release_hints=published)
 
 
-def handle_aborted(event: Event) -> None:
+def handle_aborted(event: Event, hints: ReleaseHints | None = None) -> None:
+    if hints is not None:
+        hints.forget(id(event.assoc))  # an aborted study may be partial: the stable-age timer decides
     log.warning("association_aborted", **_association_context(event))
+
+
+def handle_closed(event: Event, hints: ReleaseHints | None = None) -> None:
+    """EVT_CONN_CLOSE: whatever ended the association, its studies are no longer tracked."""
+    if hints is not None:
+        hints.forget(id(event.assoc))
 
 
 # pynetdicom's own rejections (PS3.8 7.1.1.9): (source, diagnostic) -> reason.
@@ -143,13 +155,15 @@ def store_handlers(
     policy: AccessPolicy,
     metrics: IngestMetrics,
     slots: AssociationSlots | None = None,
+    release_hints: ReleaseHints | None = None,
 ) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
     """The handlers the listener binds, with their collaborators."""
     return [
         (evt.EVT_REQUESTED, handle_requested, [policy, metrics, slots]),
         (evt.EVT_ESTABLISHED, handle_established, [metrics]),
         (evt.EVT_REJECTED, handle_rejected, [metrics]),
-        (evt.EVT_RELEASED, handle_released),
-        (evt.EVT_ABORTED, handle_aborted),
+        (evt.EVT_RELEASED, handle_released, [release_hints]),
+        (evt.EVT_ABORTED, handle_aborted, [release_hints]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [release_hints]),
         (evt.EVT_C_STORE, handle_store, [ingestor]),
     ]

@@ -33,6 +33,7 @@ from ingest.content_checks import (
 )
 from ingest.inflate import inflated
 from ingest.metrics import IngestMetrics
+from ingest.release_hints import ReleaseHints
 from ingest.statuses import Failure
 from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
 from storage.archive import ArchiveError, InstanceArchive, StoredInstance
@@ -58,6 +59,8 @@ class ReceivedInstance:
     calling_ae: str | None
     # The negotiated presentation context's abstract syntax: the dataset must be of this class.
     context_sop_class: str | None = None
+    # The association that carried it (any key unique while it is open), for release hints.
+    association: int | None = None
 
 
 class PendingPublish(Protocol):
@@ -91,6 +94,7 @@ class Ingestor:
         decode_first_frame: bool = True,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         clock: Callable[[], dt.datetime] = utc_now,
+        release_hints: ReleaseHints | None = None,
     ) -> None:
         self._archive = archive
         self._publisher = publisher
@@ -101,6 +105,7 @@ class Ingestor:
         self._decode_first_frame = decode_first_frame
         self._max_decoded_bytes = max_decoded_bytes
         self._clock = clock
+        self._release_hints = release_hints
 
     def ingest(self, received: ReceivedInstance) -> int:
         """Store one instance; returns the DICOM status to answer. Never raises."""
@@ -123,6 +128,8 @@ class Ingestor:
         finally:
             self._metrics.store_seconds.observe(time.perf_counter() - started)
         self._metrics.instances_stored.inc()
+        if self._release_hints is not None and received.association is not None:
+            self._release_hints.stored(received.association, header.study_instance_uid)
         if archived.replaced_sha256 is not None:
             self._metrics.instances_replaced.inc()
             log.warning(

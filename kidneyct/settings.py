@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "bytes x frames), or a deflated dataset inflating past it, is refused (0xC004) by the listener "
         "and failed by the worker before any decoding.",
     )
+    release_hints: bool = Field(
+        True,
+        description="On an association's release, publish a hint per study it stored so workers complete "
+        "it early; off while workers or catalogues older than the hints still read the stream.",
+    )
 
     # --- kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
@@ -236,6 +241,11 @@ class Settings(BaseSettings):
     study_abnormal_min_probability: Probability = Field(0.5, description="t: probability those slices need.")
     study_stable_age_s: float = Field(
         60.0, description="A study is complete this long after its last instance."
+    )
+    study_release_grace_s: float = Field(
+        3.0,
+        description="A study whose sending association was released (and got nothing since) is complete "
+        "this long after its last instance; study_stable_age_s stays the fallback.",
     )
 
     # --- results back to PACS --------------------------------------------------------------

@@ -2,8 +2,10 @@
 # The GPU check: the backend test and both benchmarks under Keras' JAX backend on a lent GPU machine.
 #
 #   scripts/gpu-check.sh fetch        HERE (with internet): download the wheels the GPU machine lacks into .whl/
-#   scripts/gpu-check.sh run          THERE (no internet): install them, nvidia-smi, backend test, benchmarks
-#   scripts/gpu-check.sh run --cpu    anywhere: the same steps at tiny sizes on the CPU (proves the script works)
+#   scripts/gpu-check.sh run          THERE (no internet): install them, nvidia-smi, serving run, backend test, benchmarks
+#   scripts/gpu-check.sh run --serving  THERE: install, nvidia-smi and the serving run only (bare bf16/XLA model,
+#                                     whole worker, worker/bare, host decode rate): about 2-4 min
+#   scripts/gpu-check.sh run --cpu [--serving]  anywhere: the same at tiny sizes on the CPU (proves the script works)
 #
 # The machine's image (Python 3.12) already has jax, torch, numpy, h5py, rich, pillow, matplotlib, scipy,
 # absl-py, ml-dtypes, prometheus-client, pytest...; see /work/.library/device/KINDS.md. Logs go to $OUT
@@ -31,8 +33,14 @@ fetch() {
 }
 
 run() {
-  local cpu=0
-  [[ "${1:-}" == "--cpu" ]] && cpu=1
+  local cpu=0 serving_only=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --cpu) cpu=1 ;;
+      --serving) serving_only=1 ;;
+      *) echo "unknown option $arg" >&2; return 2 ;;
+    esac
+  done
   local out="${OUT:-/tmp/gpu-check-out}"
   mkdir -p "$out"
   cd "$REPO" || return 1
@@ -47,10 +55,12 @@ run() {
   # Benchmarks: 224 px on the GPU; tiny sizes on the CPU, where only the script is being proven.
   local size=224 clf_args=(--batch-sizes 16,32,64 --images 256 --repeats 3 --per-image 16)
   local train_args=(--sizes 224 --images 128 --epochs 2 --batch-size 32)
+  local serving_args=(--image-size 224 --batch-sizes 32,64,128 --images 512 --repeats 2)
   if [[ $cpu == 1 ]]; then
     export CUDA_VISIBLE_DEVICES=-1 JAX_PLATFORMS=cpu  # what `--device cpu` sets (classifier/device.py)
     size=32 clf_args=(--batch-sizes 4 --images 8 --repeats 1 --per-image 2)
     train_args=(--sizes 32 --images 8 --epochs 1 --batch-size 4)
+    serving_args=(--image-size 32 --batch-sizes 4 --images 8 --repeats 1 --decode-workers 2)
   else
     export CUDA_VISIBLE_DEVICES=0  # the worker's `--device gpu:0` (classifier/device.py)
   fi
@@ -68,6 +78,12 @@ run() {
     python3 -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)'
   } 2>&1 | tee "$out/env.log"
   [[ $cpu == 1 ]] || step nvidia-smi nvidia-smi
+  # First, so its numbers come back even if a later step runs out of time.
+  step serving python3 benchmarks/gpu_serving.py --dtype bfloat16 "${serving_args[@]}"
+  if [[ $serving_only == 1 ]]; then
+    echo "== done in $((SECONDS - started)) s, exit $rc"
+    return $rc
+  fi
   # TF32 off for the comparison only: JAX and PyTorch round float32 GPU matmuls to TF32 differently
   # by default, which is a precision setting, not backend maths, and would exceed the 1e-4 tolerance.
   step backends env NVIDIA_TF32_OVERRIDE=0 JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest --noconftest -p no:cacheprovider -q -o addopts= tests/integration/test_backends.py
@@ -80,5 +96,5 @@ run() {
 case "${1:-}" in
   fetch) fetch ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 fetch | run [--cpu]" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch | run [--cpu] [--serving]" >&2; exit 2 ;;
 esac

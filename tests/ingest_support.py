@@ -21,6 +21,7 @@ from ingest.metrics import IngestMetrics
 from kidneyct.scu import presentation_contexts
 from kidneyct.settings import Settings
 from kidneyct.wiring.ingest import build_listener
+from storage.events import ReleaseHint
 from storage.stream import Publisher
 
 LOCALHOST = "127.0.0.1"
@@ -29,9 +30,10 @@ OUR_AE = "KIDNEYCT"
 
 @dataclass
 class MemoryPublisher:
-    """Keeps published events in a list; `failure` makes every publish raise it."""
+    """Keeps published events in a list (release hints in `hints`); `failure` makes every publish raise it."""
 
     records: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    hints: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     failure: Exception | None = None
     closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -40,7 +42,8 @@ class MemoryPublisher:
         if self.failure is not None:
             raise self.failure
         with self._lock:
-            self.records.append((topic, key, value))
+            kept = self.hints if ReleaseHint.of_message(value) is not None else self.records
+            kept.append((topic, key, value))
 
     def close(self) -> None:
         self.closed = True
@@ -260,7 +263,8 @@ def create_topic(bootstrap: str, topic: str, *, partitions: int = 4) -> None:
 def read_topic(
     bootstrap: str, topic: str, *, expected: int, timeout_s: float = 30.0, settle_s: float = 1.5
 ) -> list[Any]:
-    """Every record on `topic`: polls until `expected` arrived, then `settle_s` longer for extras."""
+    """Every instance record on `topic` (release hints left out): polls until `expected` arrived, then
+    `settle_s` longer for extras."""
     import time
 
     from kafka import KafkaConsumer
@@ -273,15 +277,16 @@ def read_topic(
         group_id=None,
     )
     records: list[Any] = []
+    kept = lambda batch: [r for r in batch if ReleaseHint.of_message(r.value) is None]  # noqa: E731
     try:
         deadline = time.monotonic() + timeout_s
         while len(records) < expected and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
+                records.extend(kept(batch))
         settle = time.monotonic() + settle_s
         while time.monotonic() < settle:
             for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
+                records.extend(kept(batch))
     finally:
         consumer.close()
     return records

@@ -47,6 +47,7 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         ),
         rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
         stable_age_s=settings.study_stable_age_s,
+        release_grace_s=settings.study_release_grace_s,
         decode_workers=settings.decode_workers,
         model_poll_s=settings.model_poll_s,
         dead_letter_window=settings.dead_letter_limit_window,

@@ -26,6 +26,7 @@ from ingest.handlers import store_handlers
 from ingest.ingestor import Ingestor
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
+from ingest.release_hints import ReleaseHints
 from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.archives import build_archive
 from kidneyct.settings import Settings
@@ -54,6 +55,9 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         dimse_timeout_s=settings.dimse_timeout_s,
         network_timeout_s=settings.network_timeout_s,
     )
+    release_hints = (
+        ReleaseHints(publisher=publisher, topic=settings.topic_instances) if settings.release_hints else None
+    )
     ingestor = Ingestor(
         archive=build_archive(settings),
         publisher=publisher,
@@ -63,6 +67,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         image_sop_classes=frozenset(CT_SOP_CLASSES),
         decode_first_frame=settings.verify_compressed_pixel_data,
         max_decoded_bytes=settings.max_decoded_bytes,
+        release_hints=release_hints,
     )
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
@@ -93,7 +98,9 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         ae=build_ae(options),
         host=settings.dicom_host,
         port=settings.dicom_port,
-        evt_handlers=store_handlers(ingestor=ingestor, policy=policy, metrics=metrics, slots=slots),
+        evt_handlers=store_handlers(
+            ingestor=ingestor, policy=policy, metrics=metrics, slots=slots, release_hints=release_hints
+        ),
         ssl_context=tls,
         limits=limits,
     )
