@@ -449,127 +449,242 @@ def promote_command(
 @click.option(
     "--classes",
     default=None,
-    help="The model's outputs in the notebook's order, comma-separated (default: Cyst,Normal,Stone,Tumor, "
-    "flow_from_directory's alphabetical order).",
+    help="The model's outputs in the notebook's order, comma-separated (required for weights only; "
+    "a full model file that does not record them is taken as Cyst,Normal,Stone,Tumor, "
+    "flow_from_directory's alphabetical order: check it with --acceptance).",
 )
 @click.option(
     "--image-size",
     type=click.IntRange(min=32),
     default=None,
-    help="Input size (default: from the file, else settings).",
+    help="Input size (required for weights only; a full model file says it).",
 )
 @click.option(
+    "--pooling",
     "--head",
-    type=click.Choice(["avg", "flatten"]),
+    "pooling",
+    type=click.Choice(["avg", "flatten", "max"]),
     default=None,
-    help="Pooling of the head (default: from the file).",
+    help="How the head pools the base's features (required for weights only; a full model file says it). "
+    "max cannot be served: a file that pools by max is refused.",
+)
+@click.option(
+    "--activation",
+    type=click.Choice(["softmax", "sigmoid", "linear"]),
+    default=None,
+    help="The output layer's activation (required for weights only; a full model file says it). "
+    "Only softmax can be served.",
 )
 @click.option("--window", default=None, help="DICOM window CENTER,WIDTH in HU (default: settings).")
 @click.option(
     "--version", "version", default=None, help="Version name (default: import time, e.g. 20261129T160000Z)."
 )
+@click.option(
+    "--acceptance",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A labelled folder of the site's own images (FOLDER/<Class>/*.jpg|png|dcm): the rebuilt model "
+    "is evaluated on it and accuracy, per-class recall and the confusion matrix go into the card.",
+)
+@click.option(
+    "--acceptance-labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --acceptance: a CSV (path,class) labelling the DICOM files of a folder that is not "
+    "split into class folders; paths relative to the folder.",
+)
 @click.option("--force", is_flag=True, help="Register even when parity is above 1e-4 (recorded in the card).")
 @click.option("--no-parity", is_flag=True, help="Do not load the original to compare (the card says so).")
 @click.pass_obj
-def import_command(
+def import_command(  # noqa: PLR0913 - the command's options
     settings: Settings,
     path: Path,
     preprocessing: str | None,
     classes: str | None,
     image_size: int | None,
-    head: str | None,
+    pooling: str | None,
+    activation: str | None,
     window: str | None,
     version: str | None,
+    acceptance: Path | None,
+    acceptance_labels: Path | None,
     force: bool,
     no_parity: bool,
 ) -> None:
-    """Register a candidate from a notebook's .h5 / .weights.h5 / .keras file, or an exported artifact folder."""
-    from training.model_transfer import TransferError, import_artifact_dir, register_imported
+    """Register a candidate from a notebook's .h5 / .weights.h5 / .keras file, or an exported artifact folder.
 
-    sessions = _sessions(settings)
+    Arguments, the file's architecture (read as data) and the database schema are checked before
+    Keras is loaded: a refusal comes in seconds.
+    """
+    from kidneyct.database import open_database
+
+    file_options = (preprocessing, classes, image_size, pooling, activation, window, version, acceptance)
     if path.is_dir():
-        if any(v is not None for v in (preprocessing, classes, image_size, head, window, version)):
+        if any(v is not None for v in file_options):
             raise click.UsageError(
                 "an exported artifact folder carries its own card: give no model-file options"
             )
-        try:
-            with sessions.begin() as session:
-                row = import_artifact_dir(
-                    session, source=path, model_dir=settings.resolved_model_dir(), now=_now()
-                )
-                name = row.version
-        except TransferError as exc:
-            raise click.ClickException(str(exc)) from exc
-        log.info("model_version_imported", version=name, source="artifact", status="candidate")
-        click.echo(f"registered candidate {name} from the artifact folder {path}")
+        _import_artifact_folder(settings, path)
         return
+    if acceptance_labels is not None and acceptance is None:
+        raise click.UsageError("--acceptance-labels labels the files of --acceptance FOLDER: give both")
+    request = _check_file_import(
+        settings,
+        path,
+        preprocessing=preprocessing,
+        classes=classes,
+        stated=(pooling, activation, image_size),
+        window=window,
+        version=version,
+    )
+    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
+    _refuse_registered(sessions, request.version)
     imported = _import_file(
-        settings, path, preprocessing, classes, image_size, head, window, version, force, no_parity
+        settings, path, request, force=force, no_parity=no_parity, acceptance=(acceptance, acceptance_labels)
     )
     try:
         with sessions.begin() as session:
+            from training.model_transfer import register_imported
+
             register_imported(session, card=imported.card, artifact_dir=imported.artifact_dir, now=_now())
     except BaseException:
         import shutil
 
         shutil.rmtree(imported.artifact_dir, ignore_errors=True)  # nothing registered: nothing kept
         raise
+    _report_import(imported)
+
+
+def _import_artifact_folder(settings: Settings, path: Path) -> None:
+    from training.model_transfer import TransferError, import_artifact_dir
+
+    try:
+        with _sessions(settings).begin() as session:
+            row = import_artifact_dir(
+                session, source=path, model_dir=settings.resolved_model_dir(), now=_now()
+            )
+            name = row.version
+    except TransferError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("model_version_imported", version=name, source="artifact", status="candidate")
+    click.echo(f"registered candidate {name} from the artifact folder {path}")
+
+
+def _report_import(imported) -> None:  # type: ignore[no-untyped-def]
     parity = imported.parity
     figure = f"max abs diff {parity.max_abs_diff:.2e} ({parity.loader})" if parity.checked else parity.note
     log.info(
         "model_version_imported", version=imported.card.version, source="file", parity=parity.max_abs_diff
     )
+    info = imported.card.extra["import"]
     click.echo(
         f"registered candidate {imported.card.version}: head {imported.card.head}, {imported.card.image_size} px, "
-        f"preprocessing {imported.card.normalization}; parity: {figure}"
+        f"preprocessing {imported.card.normalization}, classes {','.join(info['source_classes'])} "
+        f"({info['classes_from']}); parity: {figure}"
     )
+    accepted = info.get("acceptance")
+    if accepted is not None:
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in accepted["recall"].items())
+        click.echo(
+            f"acceptance: accuracy {accepted['accuracy']:.3f} on {accepted['slices']} slice(s); recall {recall}"
+        )
 
 
-def _import_file(  # noqa: PLR0913 - the command's options, passed through
+class _FileImport:
+    """The checked, Keras-free part of a model-file import: what `_import_file` then rebuilds."""
+
+    def __init__(self, source, architecture, spec_kwargs, window, version, classes_from):  # type: ignore[no-untyped-def]
+        self.source = source
+        self.architecture = architecture
+        self.spec_kwargs = spec_kwargs
+        self.window = window
+        self.version = version
+        self.classes_from = classes_from
+
+
+def _check_file_import(
     settings: Settings,
     path: Path,
+    *,
     preprocessing: str | None,
     classes: str | None,
-    image_size: int | None,
-    head: str | None,
+    stated: tuple[str | None, str | None, int | None],
     window: str | None,
     version: str | None,
-    force: bool,
-    no_parity: bool,
-):  # type: ignore[no-untyped-def]
+) -> _FileImport:
+    """Arguments and the file's architecture, read with h5py only: refusals before Keras is imported."""
     from classifier.preprocess import Window
-    from training.model_import import ImportOptions, import_model_file, parse_classes
-    from training.rebuild import ImportRefused, ImportSpec
-    from training.registry import make_version
+    from training.file_architecture import (
+        ImportRefused,
+        Stated,
+        parse_classes,
+        read_architecture,
+        read_source,
+    )
 
     if preprocessing is None:
         raise click.UsageError(
             "--preprocessing is required for a model file: say what the notebook fed the model "
             "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
         )
+    pooling, activation, image_size = stated
     try:
         win = _parse_window(window) if window else Window(settings.window_center, settings.window_width)
-        options = ImportOptions(
-            spec=ImportSpec(
-                source_classes=parse_classes(classes),
-                image_size=image_size,
-                default_image_size=settings.image_size,
-                head=head,
-                normalization=preprocessing,
-            ),
-            window=win,
-            version=version or make_version(_now()),
-            force=force,
-            check_parity=not no_parity,
+        order = parse_classes(classes)
+        source = read_source(path)
+        arch = read_architecture(
+            source, Stated(pooling=pooling, activation=activation, image_size=image_size, classes=order)
         )
-        with _sessions(settings)() as session:
-            from storage.model_versions import get_model_version
+    except (ImportRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    classes_from = "stated" if order else ("the file's" if source.class_names else "assumed alphabetical")
+    spec_kwargs = {
+        "source_classes": arch.classes,
+        "image_size": arch.image_size,
+        "head": arch.pooling,
+        "activation": arch.output_activation,
+        "normalization": preprocessing,
+    }
+    name = version or _now().astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")  # training.registry.make_version
+    return _FileImport(source, arch, spec_kwargs, win, name, classes_from)
 
-            if get_model_version(session, version=options.version) is not None:
-                raise ImportRefused(
-                    f"model version {options.version} is already registered: choose another --version"
-                )
-        return import_model_file(path, options, model_dir=settings.resolved_model_dir(), now=_now())
+
+def _refuse_registered(sessions: sessionmaker[Session], version: str) -> None:
+    from storage.model_versions import get_model_version
+
+    with sessions() as session:
+        if get_model_version(session, version=version) is not None:
+            raise click.ClickException(
+                f"model version {version} is already registered: choose another --version"
+            )
+
+
+def _import_file(  # type: ignore[no-untyped-def]
+    settings: Settings,
+    path: Path,
+    request: _FileImport,
+    *,
+    force: bool,
+    no_parity: bool,
+    acceptance: tuple[Path | None, Path | None],
+):
+    from training.model_import import ImportOptions, ImportRefused, import_model_file
+    from training.rebuild import ImportSpec
+
+    options = ImportOptions(
+        spec=ImportSpec(**request.spec_kwargs),
+        window=request.window,
+        version=request.version,
+        force=force,
+        check_parity=not no_parity,
+        classes_from=request.classes_from,
+        acceptance=acceptance[0],
+        acceptance_labels=acceptance[1],
+    )
+    try:
+        return import_model_file(
+            path, options, model_dir=settings.resolved_model_dir(), now=_now(), source=request.source
+        )
     except (ImportRefused, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
