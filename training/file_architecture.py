@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.vocabulary import CLASS_NAMES
-from training.h5_weights import SourceWeights, WeightsFileError, read_weights
+from training.h5_weights import SourceWeights, WeightsFileError, read_config, read_weights
 
 SERVED_BACKBONE = "ResNet50"
 HIDDEN_UNITS = 512  # the builder's Dense(512)
@@ -100,6 +100,16 @@ class Architecture:
             "classes": list(self.classes) if self.classes else None,
             "said_by": self.said_by,
         }
+
+
+def refuse_by_config(path: str | Path) -> None:
+    """Refuse a full model file the server cannot reproduce from its config alone, before any tensor is
+    read (a ResNet101 file is hundreds of MB): the quick answer of `models import`."""
+    config = read_config(path)
+    if config is not None:
+        problems = refusals(from_config(config))
+        if problems:
+            raise ImportRefused(f"{Path(path).name} cannot be served as it is", problems)
 
 
 def read_source(path: str | Path) -> SourceWeights:

@@ -114,6 +114,21 @@ def read_weights(path: str | Path, *, base_names: Mapping[str, str] | None = Non
         raise WeightsFileError(f"{path} is not a readable HDF5 file or .keras archive: {exc}") from exc
 
 
+def read_config(path: str | Path) -> dict[str, Any] | None:
+    """Only the stored model config (a full `.h5`'s `model_config`, a `.keras` archive's `config.json`),
+    without reading a tensor; None when there is none or the file cannot be read (`read_weights` says why)."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = json.loads(archive.read("config.json"))
+                return data if isinstance(data, dict) else None
+        with h5py.File(path, "r") as f:
+            return _json_attr(f.attrs.get("model_config"), path)
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, WeightsFileError):
+        return None
+
+
 def _read_hdf5(f: h5py.File, path: Path, base_names: Mapping[str, str]) -> SourceWeights:
     if "model_weights" in f:
         version = _text(f.attrs.get("keras_version", "")) or None

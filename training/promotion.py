@@ -13,14 +13,21 @@ flattering, which only makes promotion stricter.) `--force` overrides, and the n
 the reason given and the comparison it overrode.
 
 A version imported from a notebook's file has no split of ours: it is judged on the active model's
-evaluation set when there is one; a site's first model, imported with nothing to evaluate it on, is
-promoted with the note saying so (training on the site's own labels then has a bar to clear).
+evaluation set when there is one. A site's first model, imported with nothing to evaluate it on, needs
+the acceptance result of its import (`models import ... --acceptance FOLDER`, the site's own labelled
+images): accuracy at least `training.acceptance.FLOOR_ACCURACY` and every class above chance. An
+imported version whose parity was not checked (weights only, `--no-parity`) needs an acceptance
+result in every case: nothing else shows that its stated pooling, activation and class order are
+right. `--force --reason` overrides any of these, and the note records it.
+
+Once a version is active, its study results that differ from what PACS was sent are re-opened
+(`storage.promotion_results`), so that the worker sends the new version's report revision.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,8 @@ from classifier.preprocess import KIDNEY_WINDOW, Window
 from storage.archive_reader import ArchiveReader
 from storage.model_versions import get_active_model_version, get_model_version, set_model_status
 from storage.models import ModelVersion
+from storage.promotion_results import reopen_changed_results
+from training.acceptance import first_model_shortfalls
 from training.baseline import baseline_probabilities
 from training.bootstrap import paired_macro_f1_difference
 from training.manifest import Manifest, ManifestItem
@@ -51,6 +60,7 @@ class PromotionDecision:
     forced: bool
     reason: str
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reopened: int = 0  # study results re-opened to send the new version's report revision
 
 
 def _describe(name: str, c: dict[str, Any]) -> str:
@@ -78,9 +88,8 @@ def decide_promotion(
         return PromotionDecision(True, False, f"beats all by more than the uncertainty: {head}", comparisons)
     not_beaten = ", ".join(losing)
     if force:
-        why = f" (reason: {force_reason})" if force_reason else ""
         return PromotionDecision(
-            True, True, f"FORCED{why}: does not clearly beat {not_beaten}: {head}", comparisons
+            True, True, f"{_forced(force_reason)}: does not clearly beat {not_beaten}: {head}", comparisons
         )
     return PromotionDecision(
         False, False, f"refused: does not clearly beat {not_beaten}: {head}", comparisons
@@ -92,24 +101,68 @@ def _manifest_path(version: ModelVersion) -> Path:
     return artifact / (version.card.get("extra") or {}).get("manifest_file", "manifest.json")
 
 
-def decide_without_evaluation_set(
-    *, version: str, active: ModelVersion | None, force: bool, force_reason: str | None = None
-) -> PromotionDecision:
-    """An imported version with nothing to evaluate it on: first model of a site, or --force."""
-    if active is None:
-        return PromotionDecision(True, False, f"no active model; {version} (imported) has no evaluation set")
-    if force:
-        return PromotionDecision(
-            True,
-            True,
-            f"FORCED{f' (reason: {force_reason})' if force_reason else ''}: {version} (imported) and active "
-            f"{active.version} have no common evaluation set",
-        )
-    return PromotionDecision(
-        False,
-        False,
-        f"refused: {version} (imported) has no evaluation set and neither has active {active.version}",
+def _forced(force_reason: str | None) -> str:
+    return f"FORCED (reason: {force_reason})" if force_reason else "FORCED"
+
+
+def import_record(version: ModelVersion) -> dict[str, Any] | None:
+    """What `models import` recorded of a version imported from a notebook's file (None: trained here)."""
+    record = (version.card.get("extra") or {}).get("import")
+    return record if isinstance(record, dict) else None
+
+
+def describe_acceptance(acceptance: dict[str, Any]) -> str:
+    recall = ", ".join(f"{c} {r:.2f}" for c, r in acceptance["recall"].items())
+    return f"acceptance accuracy {acceptance['accuracy']:.3f} on {acceptance['slices']} slice(s), recall {recall}"
+
+
+def unchecked_without_acceptance(candidate: ModelVersion) -> str | None:
+    """Why an imported version whose parity was not checked cannot be promoted without acceptance."""
+    record = import_record(candidate)
+    if record is None or (record.get("parity") or {}).get("checked") or record.get("acceptance"):
+        return None
+    return (
+        f"refused: {candidate.version}'s parity was not checked ({record['parity'].get('note')}), and it has no "
+        "acceptance result: nothing shows that its stated pooling, activation and class order are right; "
+        "import it again with --acceptance FOLDER (the site's labelled images), or promote with --force --reason"
     )
+
+
+def decide_without_evaluation_set(
+    *, candidate: ModelVersion, active: ModelVersion | None, force: bool, force_reason: str | None = None
+) -> PromotionDecision:
+    """An imported version with nothing to evaluate it on: first model of a site (on its acceptance
+    result), or --force."""
+    version = candidate.version
+    if force:
+        common = (
+            "has no evaluation set"
+            if active is None
+            else f"and active {active.version} have no common evaluation set"
+        )
+        return PromotionDecision(True, True, f"{_forced(force_reason)}: {version} (imported) {common}")
+    if active is not None:
+        return PromotionDecision(
+            False,
+            False,
+            f"refused: {version} (imported) has no evaluation set and neither has active {active.version}",
+        )
+    acceptance = (import_record(candidate) or {}).get("acceptance")
+    if not acceptance:
+        return PromotionDecision(
+            False,
+            False,
+            f"refused: {version} would be the site's first model and has no acceptance result: import it with "
+            "--acceptance FOLDER (the site's labelled images), or promote with --force --reason",
+        )
+    shortfalls = first_model_shortfalls(acceptance)
+    if shortfalls:
+        return PromotionDecision(
+            False,
+            False,
+            f"refused: first model {version}: {'; '.join(shortfalls)} ({describe_acceptance(acceptance)})",
+        )
+    return PromotionDecision(True, False, f"first model {version}: {describe_acceptance(acceptance)}")
 
 
 def evaluation_set(candidate: ModelVersion) -> Manifest:
@@ -179,17 +232,24 @@ def promote(
         raise PromotionError(f"no model version {version!r}")
     if candidate.status == "active":
         raise PromotionError(f"version {version} is already active")
+    if force and not (force_reason or "").strip():
+        raise PromotionError("--force needs --reason TEXT (it is recorded with the promotion)")
     active = get_active_model_version(session)
+    unchecked = unchecked_without_acceptance(candidate)
+    if unchecked is not None:
+        decision = (
+            PromotionDecision(True, True, f"{_forced(force_reason)}: {unchecked.removeprefix('refused: ')}")
+            if force
+            else PromotionDecision(False, False, unchecked)
+        )
+        return _record(session, candidate, decision, now)
     if candidate.manifest_hash is None and not _manifest_path(candidate).is_file():
         # Imported from a notebook's file: no split of ours. Judge it on the active model's set.
         if active is None or not _manifest_path(active).is_file():
             decision = decide_without_evaluation_set(
-                version=version, active=active, force=force, force_reason=force_reason
+                candidate=candidate, active=active, force=force, force_reason=force_reason
             )
-            status = "active" if decision.promote else candidate.status
-            set_model_status(session, version=version, status=status, now=now, note=decision.reason)
-            log.info("promotion_decided", version=version, promote=decision.promote, forced=decision.forced)
-            return decision
+            return _record(session, candidate, decision, now)
         manifest = evaluation_set(active)
     else:
         manifest = evaluation_set(candidate)
@@ -215,7 +275,21 @@ def promote(
         promote=decision.promote,
         forced=decision.forced,
     )
-    # A refusal is recorded too, so the audit trail shows every attempt.
+    return _record(session, candidate, decision, now)
+
+
+def _record(
+    session: Session, candidate: ModelVersion, decision: PromotionDecision, now: dt.datetime
+) -> PromotionDecision:
+    """Write the decision (a refusal too: the audit trail shows every attempt); a promotion re-opens the
+    new version's study results that differ from what PACS was sent."""
     status = "active" if decision.promote else candidate.status
-    set_model_status(session, version=version, status=status, now=now, note=decision.reason)
-    return decision
+    set_model_status(session, version=candidate.version, status=status, now=now, note=decision.reason)
+    log.info(
+        "promotion_recorded", version=candidate.version, promote=decision.promote, forced=decision.forced
+    )
+    if not decision.promote:
+        return decision
+    reopened = reopen_changed_results(session, model_version_id=candidate.id, now=now)
+    log.info("promotion_results_reopened", version=candidate.version, studies=reopened)
+    return replace(decision, reopened=reopened)

@@ -366,7 +366,8 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def list_command(settings: Settings) -> None:
-    """Show every model version with its status and grouped-split macro-F1."""
+    """Show every model version: status (and shadow), grouped-split macro-F1, parity and acceptance of an
+    import, and the promotion note (a forced promotion's reason included)."""
     from storage.model_versions import list_model_versions
 
     with _sessions(settings)() as session:
@@ -374,13 +375,35 @@ def list_command(settings: Settings) -> None:
     if not versions:
         click.echo("no model versions")
         return
-    click.echo(f"{'VERSION':<20} {'STATUS':<10} {'CREATED':<20} {'MACRO-F1':>8}  {'MANIFEST':<12} NOTE")
+    click.echo(
+        f"{'VERSION':<20} {'STATUS':<17} {'CREATED':<19} {'MACRO-F1':>8}  {'PARITY':<13} {'ACCEPTANCE':<18} "
+        f"{'MANIFEST':<12} NOTE"
+    )
     for v in versions:
         f1 = ((v.metrics or {}).get("grouped_test") or {}).get("macro_f1")
+        status = f"{v.status}+shadow" if v.shadow and v.status != "active" else v.status
+        parity, acceptance = _import_columns(v.card or {})
         click.echo(
-            f"{v.version:<20} {v.status:<10} {v.created_at:%Y-%m-%d %H:%M:%S} "
-            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
+            f"{v.version:<20} {status:<17} {v.created_at:%Y-%m-%d %H:%M:%S} "
+            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {parity:<13} {acceptance:<18} "
+            f"{(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
         )
+
+
+def _import_columns(card: dict) -> tuple[str, str]:  # type: ignore[type-arg]
+    """PARITY and ACCEPTANCE of `models list`: `-` for a version trained here (its gate is its test split)."""
+    record = (card.get("extra") or {}).get("import")
+    if not isinstance(record, dict):
+        return "-", "-"
+    parity = record.get("parity") or {}
+    if parity.get("checked"):
+        figure = f"{parity['max_abs_diff']:.1e}" + (" FORCED" if record.get("forced") else "")
+    else:
+        figure = "not checked"
+    accepted = record.get("acceptance")
+    if not accepted:
+        return figure, "none"
+    return figure, f"acc {accepted['accuracy']:.3f} n={accepted['slices']}"
 
 
 @models.command("promote")
@@ -405,16 +428,19 @@ def promote_command(
     On its evaluation set (the held-out splits of its manifest), the 95 % group-bootstrap interval of
     its macro-F1 minus each other model's must lie above zero; the first promotion included.
     """
-    from classifier.errors import ArtifactError
-    from kidneyct.archives import build_archive_reader
     from kidneyct.backfill import backfill, backfill_window
-    from storage.archive_reader import ArchiveUnavailable
-    from storage.shadow_models import set_shadow
-    from training.promotion import PromotionError, promote
+    from kidneyct.database import open_database
 
     if force and not (reason or "").strip():
         raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
     window = backfill_window(backfill_since)
+    _check_promotable(open_database(settings), version)  # before Keras: a typo is answered at once
+    from classifier.errors import ArtifactError
+    from kidneyct.archives import build_archive_reader
+    from storage.archive_reader import ArchiveUnavailable
+    from storage.shadow_models import set_shadow
+    from training.promotion import PromotionError, promote
+
     try:
         with _sessions(settings).begin() as session:
             decision = promote(
@@ -430,10 +456,26 @@ def promote_command(
     except (PromotionError, ArtifactError, ArchiveUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(decision.reason)
+    if decision.reopened:
+        click.echo(
+            f"{decision.reopened} study result(s) of {version} differ from what PACS was sent: "
+            "re-opened, the worker sends their new report revision"
+        )
     if not decision.promote:
         raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
     if window is not None:
         click.echo(backfill(settings, _sessions(settings), version=version, window=window))
+
+
+def _check_promotable(sessions: sessionmaker[Session], version: str) -> None:
+    from storage.model_versions import get_model_version
+
+    with sessions() as session:
+        row = get_model_version(session, version=version)
+        if row is None:
+            raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
+        if row.status == "active":
+            raise click.ClickException(f"version {version} is already active")
 
 
 @models.command("import")
@@ -528,6 +570,12 @@ def import_command(  # noqa: PLR0913 - the command's options
         return
     if acceptance_labels is not None and acceptance is None:
         raise click.UsageError("--acceptance-labels labels the files of --acceptance FOLDER: give both")
+    if preprocessing is None:
+        raise click.UsageError(
+            "--preprocessing is required for a model file: say what the notebook fed the model "
+            "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
+        )
+    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
     request = _check_file_import(
         settings,
         path,
@@ -537,7 +585,6 @@ def import_command(  # noqa: PLR0913 - the command's options
         window=window,
         version=version,
     )
-    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
     _refuse_registered(sessions, request.version)
     imported = _import_file(
         settings, path, request, force=force, no_parity=no_parity, acceptance=(acceptance, acceptance_labels)
@@ -613,24 +660,20 @@ def _check_file_import(
     version: str | None,
 ) -> _FileImport:
     """Arguments and the file's architecture, read with h5py only: refusals before Keras is imported."""
-    from classifier.preprocess import Window
     from training.file_architecture import (
         ImportRefused,
         Stated,
         parse_classes,
         read_architecture,
         read_source,
+        refuse_by_config,
     )
 
-    if preprocessing is None:
-        raise click.UsageError(
-            "--preprocessing is required for a model file: say what the notebook fed the model "
-            "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
-        )
     pooling, activation, image_size = stated
     try:
-        win = _parse_window(window) if window else Window(settings.window_center, settings.window_width)
+        win = _window_numbers(window) if window else (settings.window_center, settings.window_width)
         order = parse_classes(classes)
+        refuse_by_config(path)
         source = read_source(path)
         arch = read_architecture(
             source, Stated(pooling=pooling, activation=activation, image_size=image_size, classes=order)
@@ -668,12 +711,13 @@ def _import_file(  # type: ignore[no-untyped-def]
     no_parity: bool,
     acceptance: tuple[Path | None, Path | None],
 ):
+    from classifier.preprocess import Window
     from training.model_import import ImportOptions, ImportRefused, import_model_file
     from training.rebuild import ImportSpec
 
     options = ImportOptions(
         spec=ImportSpec(**request.spec_kwargs),
-        window=request.window,
+        window=Window(*request.window),
         version=request.version,
         force=force,
         check_parity=not no_parity,
@@ -689,14 +733,13 @@ def _import_file(  # type: ignore[no-untyped-def]
         raise click.ClickException(str(exc)) from exc
 
 
-def _parse_window(text: str):  # type: ignore[no-untyped-def]
-    from classifier.preprocess import Window
-
+def _window_numbers(text: str) -> tuple[float, float]:
+    """`--window CENTER,WIDTH` as numbers (classifier.preprocess, which loads pydicom, is not needed yet)."""
     try:
         center, width = (float(part) for part in text.split(","))
     except ValueError as exc:
         raise ValueError(f"--window must be CENTER,WIDTH in HU, got {text!r}") from exc
-    return Window(center=center, width=width)
+    return center, width
 
 
 @models.command("export")
