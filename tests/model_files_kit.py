@@ -28,7 +28,9 @@ THREE_CLASSES = "three"  # a 3-class model, for the refusal tests
 # Issue 24's table: models of a shape the server cannot reproduce, each of which must be refused in
 # words (`python tests/model_files_kit.py WRITER DIR foreign`). shape -> (input size, normalization).
 FOREIGN: dict[str, tuple[int, str]] = {
-    "maxpool": (32, "caffe"),  # ResNet50(pooling="max") -> Dense(512) -> Dropout -> Dense(4)
+    # ResNet50(pooling="max") -> Dense(512) -> Dropout -> Dense(4); 64 px: at 32 px the feature map is
+    # 1x1, where max and average pooling are the same thing
+    "maxpool": (64, "caffe"),
     "sigmoid": (32, "caffe"),  # the seed's head with a sigmoid output
     "resnet101": (32, "caffe"),
     "mobilenetv2": (32, "tf"),

@@ -102,7 +102,8 @@ def test_the_issue_table_is_refused_in_words(
     path = _folder(foreign_files, writer) / f"{shape}{suffix}"
     stated, phrase = TABLE[shape]
     weights_only = suffix == WEIGHTS[writer]
-    extra = (*stated, "--image-size", "32", "--classes", ORDER) if weights_only else ()
+    size = str(FOREIGN[shape][0])
+    extra = (*stated, "--image-size", size, "--classes", ORDER) if weights_only else ()
     code, output = _run(site, "models", "import", str(path), "--preprocessing", "caffe", *extra)
     assert code == 1, output
     assert phrase in output, output
@@ -136,9 +137,10 @@ def test_a_parity_failure_names_the_variant_the_file_matches(
 ) -> None:
     """Rebuilt as the seed's head, the file differs; the variant the builder knows that it matches is named,
     and --force is not suggested (no preprocessing could explain it)."""
-    spec = ImportSpec(source_classes=CLASS_NAMES, image_size=32, head="avg", activation="softmax")
+    size = FOREIGN[shape][0]
+    spec = ImportSpec(source_classes=CLASS_NAMES, image_size=size, head="avg", activation="softmax")
     rebuilt = rebuild(foreign_files["keras"] / f"{shape}.weights.h5", spec)
-    fed = np.asarray(keras.applications.resnet50.preprocess_input(inputs(FOREIGN[shape][0]).copy()))
+    fed = np.asarray(keras.applications.resnet50.preprocess_input(inputs(size).copy()))
     expected = np.load(foreign_files["keras"] / f"{shape}.npy")
     variants = variant_differences(rebuilt.model, fed, expected)
     assert (variants[0].pooling, variants[0].activation) == matches
@@ -224,7 +226,7 @@ def test_an_unchecked_import_cannot_be_promoted_without_acceptance(
     """The table's first row, stated wrongly as average pooling: imported (a weights-only file cannot tell),
     listed as 'not checked', and not promoted without an acceptance result."""
     path = foreign_files["keras"] / "maxpool.weights.h5"
-    stated = ("--pooling", "avg", "--activation", "softmax", "--image-size", "32", "--classes", ORDER)
+    stated = ("--pooling", "avg", "--activation", "softmax", "--image-size", "64", "--classes", ORDER)
     code, output = _run(
         site, "models", "import", str(path), "--preprocessing", "caffe", *stated, "--version", "w"
     )
