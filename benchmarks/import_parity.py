@@ -53,7 +53,9 @@ def main() -> None:
         print(f"| shape (full .h5) | {' | '.join(writers)} | bar |")
         print(f"|---|{'---|' * len(writers)}---|")
         for shape, (size, head, mode, classes) in SHAPES.items():
-            spec = ImportSpec(source_classes=tuple(classes), normalization=mode)  # the full file says the rest
+            spec = ImportSpec(
+                source_classes=tuple(classes), normalization=mode
+            )  # the full file says the rest
             cells = []
             for writer in writers:
                 options = ImportOptions(spec=spec, window=KIDNEY_WINDOW, version=f"{writer}-{shape}")

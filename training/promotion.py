@@ -27,7 +27,6 @@ Once a version is active, its study results that differ from what PACS was sent 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +37,30 @@ from sqlalchemy.orm import Session
 from classifier.artifact import load_artifact
 from classifier.preprocess import KIDNEY_WINDOW, Window
 from storage.archive_reader import ArchiveReader
-from storage.model_versions import get_active_model_version, get_model_version, set_model_status
+from storage.model_versions import get_active_model_version, get_model_version
 from storage.models import ModelVersion
-from storage.promotion_results import reopen_changed_results
-from training.acceptance import first_model_shortfalls
+from training.admission import (
+    PromotionDecision,
+    PromotionError,
+    decide_before_evaluation,
+    decide_without_evaluation_set,
+    forced_label,
+    manifest_path,
+    record_decision,
+)
 from training.baseline import baseline_probabilities
 from training.bootstrap import paired_macro_f1_difference
 from training.manifest import Manifest, ManifestItem
 from training.trainset import load_model_inputs, path_from_uri
 
 log = structlog.get_logger(__name__)
-
-
-class PromotionError(Exception):
-    """The promotion cannot be decided or carried out; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionDecision:
-    promote: bool
-    forced: bool
-    reason: str
-    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reopened: int = 0  # study results re-opened to send the new version's report revision
+__all__ = [
+    "PromotionDecision",
+    "PromotionError",
+    "decide_promotion",
+    "decide_without_evaluation_set",
+    "promote",
+]
 
 
 def _describe(name: str, c: dict[str, Any]) -> str:
@@ -89,85 +89,19 @@ def decide_promotion(
     not_beaten = ", ".join(losing)
     if force:
         return PromotionDecision(
-            True, True, f"{_forced(force_reason)}: does not clearly beat {not_beaten}: {head}", comparisons
+            True,
+            True,
+            f"{forced_label(force_reason)}: does not clearly beat {not_beaten}: {head}",
+            comparisons,
         )
     return PromotionDecision(
         False, False, f"refused: does not clearly beat {not_beaten}: {head}", comparisons
     )
 
 
-def _manifest_path(version: ModelVersion) -> Path:
-    artifact = Path(path_from_uri(version.artifact_uri))
-    return artifact / (version.card.get("extra") or {}).get("manifest_file", "manifest.json")
-
-
-def _forced(force_reason: str | None) -> str:
-    return f"FORCED (reason: {force_reason})" if force_reason else "FORCED"
-
-
-def import_record(version: ModelVersion) -> dict[str, Any] | None:
-    """What `models import` recorded of a version imported from a notebook's file (None: trained here)."""
-    record = (version.card.get("extra") or {}).get("import")
-    return record if isinstance(record, dict) else None
-
-
-def describe_acceptance(acceptance: dict[str, Any]) -> str:
-    recall = ", ".join(f"{c} {r:.2f}" for c, r in acceptance["recall"].items())
-    return f"acceptance accuracy {acceptance['accuracy']:.3f} on {acceptance['slices']} slice(s), recall {recall}"
-
-
-def unchecked_without_acceptance(candidate: ModelVersion) -> str | None:
-    """Why an imported version whose parity was not checked cannot be promoted without acceptance."""
-    record = import_record(candidate)
-    if record is None or (record.get("parity") or {}).get("checked") or record.get("acceptance"):
-        return None
-    return (
-        f"refused: {candidate.version}'s parity was not checked ({record['parity'].get('note')}), and it has no "
-        "acceptance result: nothing shows that its stated pooling, activation and class order are right; "
-        "import it again with --acceptance FOLDER (the site's labelled images), or promote with --force --reason"
-    )
-
-
-def decide_without_evaluation_set(
-    *, candidate: ModelVersion, active: ModelVersion | None, force: bool, force_reason: str | None = None
-) -> PromotionDecision:
-    """An imported version with nothing to evaluate it on: first model of a site (on its acceptance
-    result), or --force."""
-    version = candidate.version
-    if force:
-        common = (
-            "has no evaluation set"
-            if active is None
-            else f"and active {active.version} have no common evaluation set"
-        )
-        return PromotionDecision(True, True, f"{_forced(force_reason)}: {version} (imported) {common}")
-    if active is not None:
-        return PromotionDecision(
-            False,
-            False,
-            f"refused: {version} (imported) has no evaluation set and neither has active {active.version}",
-        )
-    acceptance = (import_record(candidate) or {}).get("acceptance")
-    if not acceptance:
-        return PromotionDecision(
-            False,
-            False,
-            f"refused: {version} would be the site's first model and has no acceptance result: import it with "
-            "--acceptance FOLDER (the site's labelled images), or promote with --force --reason",
-        )
-    shortfalls = first_model_shortfalls(acceptance)
-    if shortfalls:
-        return PromotionDecision(
-            False,
-            False,
-            f"refused: first model {version}: {'; '.join(shortfalls)} ({describe_acceptance(acceptance)})",
-        )
-    return PromotionDecision(True, False, f"first model {version}: {describe_acceptance(acceptance)}")
-
-
 def evaluation_set(candidate: ModelVersion) -> Manifest:
     """The manifest stored with the candidate's artifact (its test split is the evaluation set)."""
-    path = _manifest_path(candidate)
+    path = manifest_path(candidate)
     if not path.is_file():
         raise PromotionError(
             f"version {candidate.version} has no manifest at {path}; cannot build its evaluation set"
@@ -232,24 +166,16 @@ def promote(
         raise PromotionError(f"no model version {version!r}")
     if candidate.status == "active":
         raise PromotionError(f"version {version} is already active")
-    if force and not (force_reason or "").strip():
-        raise PromotionError("--force needs --reason TEXT (it is recorded with the promotion)")
     active = get_active_model_version(session)
-    unchecked = unchecked_without_acceptance(candidate)
-    if unchecked is not None:
-        decision = (
-            PromotionDecision(True, True, f"{_forced(force_reason)}: {unchecked.removeprefix('refused: ')}")
-            if force
-            else PromotionDecision(False, False, unchecked)
-        )
-        return _record(session, candidate, decision, now)
-    if candidate.manifest_hash is None and not _manifest_path(candidate).is_file():
-        # Imported from a notebook's file: no split of ours. Judge it on the active model's set.
-        if active is None or not _manifest_path(active).is_file():
-            decision = decide_without_evaluation_set(
-                candidate=candidate, active=active, force=force, force_reason=force_reason
-            )
-            return _record(session, candidate, decision, now)
+    decided = decide_before_evaluation(
+        session, candidate, active, force=force, force_reason=force_reason, now=now
+    )
+    if decided is not None:
+        return decided
+    if candidate.manifest_hash is None and not manifest_path(candidate).is_file():
+        # Imported from a notebook's file: no split of ours. Judge it on the active model's set (which
+        # exists: decide_before_evaluation answered otherwise).
+        assert active is not None
         manifest = evaluation_set(active)
     else:
         manifest = evaluation_set(candidate)
@@ -275,21 +201,4 @@ def promote(
         promote=decision.promote,
         forced=decision.forced,
     )
-    return _record(session, candidate, decision, now)
-
-
-def _record(
-    session: Session, candidate: ModelVersion, decision: PromotionDecision, now: dt.datetime
-) -> PromotionDecision:
-    """Write the decision (a refusal too: the audit trail shows every attempt); a promotion re-opens the
-    new version's study results that differ from what PACS was sent."""
-    status = "active" if decision.promote else candidate.status
-    set_model_status(session, version=candidate.version, status=status, now=now, note=decision.reason)
-    log.info(
-        "promotion_recorded", version=candidate.version, promote=decision.promote, forced=decision.forced
-    )
-    if not decision.promote:
-        return decision
-    reopened = reopen_changed_results(session, model_version_id=candidate.id, now=now)
-    log.info("promotion_results_reopened", version=candidate.version, studies=reopened)
-    return replace(decision, reopened=reopened)
+    return record_decision(session, candidate, decision, now)

@@ -434,7 +434,51 @@ def promote_command(
     if force and not (reason or "").strip():
         raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
     window = backfill_window(backfill_since)
-    _check_promotable(open_database(settings), version)  # before Keras: a typo is answered at once
+    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
+    decision = _decide_without_keras(sessions, version, force, reason)
+    if decision is None:  # the gate: the models are evaluated on labelled data (Keras from here on)
+        decision = _promote_on_the_gate(settings, sessions, version, force, reason)
+    click.echo(decision.reason)
+    if decision.reopened:
+        click.echo(
+            f"{decision.reopened} study result(s) of {version} differ from what PACS was sent: "
+            "re-opened, the worker sends their new report revision"
+        )
+    if not decision.promote:
+        raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
+    if window is not None:
+        click.echo(backfill(settings, sessions, version=version, window=window))
+
+
+def _decide_without_keras(  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
+):
+    """An unknown version, an active one, and every decision that needs no model (training.admission)."""
+    from storage.model_versions import get_active_model_version, get_model_version
+    from storage.shadow_models import set_shadow
+    from training.admission import PromotionError, decide_before_evaluation
+
+    try:
+        with sessions.begin() as session:
+            row = get_model_version(session, version=version)
+            if row is None:
+                raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
+            if row.status == "active":
+                raise click.ClickException(f"version {version} is already active")
+            active = get_active_model_version(session)
+            decision = decide_before_evaluation(
+                session, row, active, force=force, force_reason=reason, now=_now()
+            )
+            if decision is not None and decision.promote:
+                set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
+            return decision
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _promote_on_the_gate(  # type: ignore[no-untyped-def]
+    settings: Settings, sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
+):
     from classifier.errors import ArtifactError
     from kidneyct.archives import build_archive_reader
     from storage.archive_reader import ArchiveUnavailable
@@ -442,7 +486,7 @@ def promote_command(
     from training.promotion import PromotionError, promote
 
     try:
-        with _sessions(settings).begin() as session:
+        with sessions.begin() as session:
             decision = promote(
                 session,
                 version=version,
@@ -455,27 +499,7 @@ def promote_command(
                 set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
     except (PromotionError, ArtifactError, ArchiveUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(decision.reason)
-    if decision.reopened:
-        click.echo(
-            f"{decision.reopened} study result(s) of {version} differ from what PACS was sent: "
-            "re-opened, the worker sends their new report revision"
-        )
-    if not decision.promote:
-        raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
-    if window is not None:
-        click.echo(backfill(settings, _sessions(settings), version=version, window=window))
-
-
-def _check_promotable(sessions: sessionmaker[Session], version: str) -> None:
-    from storage.model_versions import get_model_version
-
-    with sessions() as session:
-        row = get_model_version(session, version=version)
-        if row is None:
-            raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
-        if row.status == "active":
-            raise click.ClickException(f"version {version} is already active")
+    return decision
 
 
 @models.command("import")
