@@ -556,8 +556,8 @@ def _promote_on_the_gate(  # type: ignore[no-untyped-def]
     "--acceptance-labels",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="With --acceptance: a CSV (path,class) labelling the DICOM files of a folder that is not "
-    "split into class folders; paths relative to the folder.",
+    help="With --acceptance: a CSV labelling the DICOM files of a folder that is not split into class "
+    "folders, in `kidneyct label --csv`'s format (label, and sop_instance_uid and/or study_instance_uid).",
 )
 @click.option("--force", is_flag=True, help="Register even when parity is above 1e-4 (recorded in the card).")
 @click.option("--no-parity", is_flag=True, help="Do not load the original to compare (the card says so).")
