@@ -296,7 +296,7 @@ def test_grad_cam_on_an_imported_model_is_not_constant(model_files: dict[str, Pa
     spec = ImportSpec(
         source_classes=tuple(SHAPES[shape][3]),
         image_size=64,
-        head="avg",
+        head=SHAPES[shape][1],
         activation="softmax",
         normalization=SHAPES[shape][2],
     )
