@@ -54,8 +54,8 @@ def main() -> None:
         print(f"|---|{'---|' * len(writers)}---|")
         for shape, (size, head, mode, classes) in SHAPES.items():
             spec = ImportSpec(
-                source_classes=tuple(classes), image_size=None, default_image_size=size, normalization=mode
-            )
+                source_classes=tuple(classes), normalization=mode
+            )  # the full file says the rest
             cells = []
             for writer in writers:
                 options = ImportOptions(spec=spec, window=KIDNEY_WINDOW, version=f"{writer}-{shape}")

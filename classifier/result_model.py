@@ -34,6 +34,7 @@ class StudyReport:
     key_slices: tuple[KeySlice, ...]
     completed_at: dt.datetime
     previous: tuple[str, int] | None = None  # (model version, revision) of the report this one replaces
+    forced_note: str | None = None  # the model version was promoted with --force: its recorded reason
 
 
 def object_uid(study_instance_uid: str, model_version: str, revision: int, what: str) -> str:

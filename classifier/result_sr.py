@@ -35,6 +35,7 @@ def algorithm_identification(report: StudyReport) -> hd.sr.AlgorithmIdentificati
             f"have p >= t={rule.min_probability}; Tumor > Stone > Cyst",
             "probability: the highest slice probability of each class",
             f"report revision {report.revision}",
+            *([f"model promoted by force: {report.forced_note}"] if report.forced_note else []),
         ],
     )
 

@@ -24,6 +24,7 @@ from classifier.shadow import complete_quietly
 from classifier.study_rule import StudyRule, completion_cutoff, is_complete, is_complete_after_release
 from storage.archive_reader import ArchiveReader
 from storage.events import ReleaseHint
+from storage.model_versions import get_model_version
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
 from storage.results import (
     IncompleteStudy,
@@ -57,6 +58,13 @@ class _Completion:
     message: bytes
     objects: list[NewObject] = field(default_factory=list)
     build_error: str | None = None
+
+
+def _forced_note(session: Session, version: str) -> str | None:
+    """A forced promotion's note (with its reason), for the SR's algorithm description; else None."""
+    row = get_model_version(session, version=version)
+    note = row.promotion_note if row is not None else None
+    return note[:200] if note and note.startswith("FORCED") else None
 
 
 class StudyCompletion:
@@ -206,6 +214,7 @@ class StudyCompletion:
             ),
             completed_at=now,
             previous=(previous[1], previous[0]) if previous else None,
+            forced_note=_forced_note(session, result.model_version),
         )
         message = messages.study_complete(
             study_instance_uid=candidate.study_instance_uid,

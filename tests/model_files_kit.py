@@ -25,6 +25,17 @@ SHAPES: dict[str, tuple[int, str, str, list[str]]] = {
     "pool": (32, "avg", "torch", ["Cyst", "Normal", "Stone", "Tumor"]),
 }
 THREE_CLASSES = "three"  # a 3-class model, for the refusal tests
+# Issue 24's table: models of a shape the server cannot reproduce, each of which must be refused in
+# words (`python tests/model_files_kit.py WRITER DIR foreign`). shape -> (input size, normalization).
+FOREIGN: dict[str, tuple[int, str]] = {
+    # ResNet50(pooling="max") -> Dense(512) -> Dropout -> Dense(4); 64 px: at 32 px the feature map is
+    # 1x1, where max and average pooling are the same thing
+    "maxpool": (64, "caffe"),
+    "sigmoid": (32, "caffe"),  # the seed's head with a sigmoid output
+    "resnet101": (32, "caffe"),
+    "mobilenetv2": (32, "tf"),
+    "seed": (32, "caffe"),  # the seed's own shape, servable: for the acceptance and class-order tests
+}
 
 
 def inputs(size: int, n: int = 16) -> np.ndarray:
@@ -85,6 +96,25 @@ def _all_layers(model: Any) -> list[Any]:
     return out
 
 
+def build_foreign(k: Any, shape: str, size: int) -> Any:
+    """A model of issue 24's table: the seed's head on another base, pooling or output activation."""
+    layers = k.layers
+    shape_in = (size, size, 3)
+    if shape == "maxpool":
+        base = k.applications.ResNet50(include_top=False, weights=None, input_shape=shape_in, pooling="max")
+    elif shape == "resnet101":
+        base = k.applications.ResNet101(include_top=False, weights=None, input_shape=shape_in, pooling="avg")
+    elif shape == "mobilenetv2":
+        base = k.applications.MobileNetV2(
+            include_top=False, weights=None, input_shape=shape_in, pooling="avg"
+        )
+    else:
+        base = k.applications.ResNet50(include_top=False, weights=None, input_shape=shape_in, pooling="avg")
+    x = layers.Dropout(0.4)(layers.Dense(512, activation="relu")(base.output))
+    activation = "sigmoid" if shape == "sigmoid" else "softmax"
+    return k.Model(base.input, layers.Dense(4, activation=activation)(x))
+
+
 def build(k: Any, shape: str, size: int, head: str, classes: int) -> Any:
     layers = k.layers
     pooled = shape == "pool"
@@ -109,12 +139,36 @@ def build(k: Any, shape: str, size: int, head: str, classes: int) -> Any:
     return k.Model(base.input, layers.Dense(classes, activation="softmax")(x))
 
 
-def write(writer: str, out: Path) -> None:
+def _save(k: Any, writer: str, model: Any, out: Path, shape: str, fed: np.ndarray) -> None:
+    np.save(out / f"{shape}.npy", np.asarray(model.predict(fed, verbose=0)))
+    model.save(out / f"{shape}.h5")
+    if writer == "tf_keras":
+        model.save_weights(out / f"{shape}_w.h5")
+    else:
+        model.save_weights(out / f"{shape}.weights.h5")
+        model.save(out / f"{shape}.keras")
+
+
+def write_foreign(k: Any, writer: str, out: Path) -> None:
+    for i, (shape, (size, mode)) in enumerate(FOREIGN.items()):
+        if shape == "seed" and writer != "keras":
+            continue
+        k.utils.set_random_seed(200 + i)
+        model = build_foreign(k, shape, size)
+        _randomise_batchnorm(k, model, np.random.default_rng(50 + i))
+        _save(k, writer, model, out, shape, _normalize(k, inputs(size), mode))
+
+
+def write(writer: str, out: Path, which: str = "shapes") -> None:
     if writer == "tf_keras":
         import tf_keras as k
     else:
         import keras as k
     out.mkdir(parents=True, exist_ok=True)
+    if which == "foreign":
+        write_foreign(k, writer, out)
+        (out / "done.json").write_text(json.dumps({"writer": writer, "keras_version": k.__version__}))
+        return
     for i, (shape, (size, head, mode, classes)) in enumerate(
         [*SHAPES.items(), (THREE_CLASSES, SHAPES["gap"])]
     ):
@@ -123,16 +177,9 @@ def write(writer: str, out: Path) -> None:
         model = build(k, shape if shape != THREE_CLASSES else "gap", size, head, n)
         _randomise_batchnorm(k, model, np.random.default_rng(i))
         x = inputs(size)
-        fed = _normalize(k, x, mode)
-        np.save(out / f"{shape}.npy", np.asarray(model.predict(fed, verbose=0)))
-        model.save(out / f"{shape}.h5")
-        if writer == "tf_keras":
-            model.save_weights(out / f"{shape}_w.h5")
-        else:
-            model.save_weights(out / f"{shape}.weights.h5")
-            model.save(out / f"{shape}.keras")
+        _save(k, writer, model, out, shape, _normalize(k, x, mode))
     (out / "done.json").write_text(json.dumps({"writer": writer, "keras_version": k.__version__}))
 
 
 if __name__ == "__main__":
-    write(sys.argv[1], Path(sys.argv[2]))
+    write(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:4])

@@ -52,6 +52,7 @@ class SourceWeights:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)  # "layer/kind" -> array
     layer_names: list[str] = field(default_factory=list)  # every layer the file names, in order
     nested_in: list[str] = field(default_factory=list)  # containers holding many layers (a nested base)
+    class_names: list[str] | None = None  # the output order, when the file records it (rarely)
 
     @property
     def full_model(self) -> bool:
@@ -113,12 +114,30 @@ def read_weights(path: str | Path, *, base_names: Mapping[str, str] | None = Non
         raise WeightsFileError(f"{path} is not a readable HDF5 file or .keras archive: {exc}") from exc
 
 
+def read_config(path: str | Path) -> dict[str, Any] | None:
+    """Only the stored model config (a full `.h5`'s `model_config`, a `.keras` archive's `config.json`),
+    without reading a tensor; None when there is none or the file cannot be read (`read_weights` says why)."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = json.loads(archive.read("config.json"))
+                return data if isinstance(data, dict) else None
+        with h5py.File(path, "r") as f:
+            return _json_attr(f.attrs.get("model_config"), path)
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, WeightsFileError):
+        return None
+
+
 def _read_hdf5(f: h5py.File, path: Path, base_names: Mapping[str, str]) -> SourceWeights:
     if "model_weights" in f:
         version = _text(f.attrs.get("keras_version", "")) or None
         config = _json_attr(f.attrs.get("model_config"), path)
         fmt = "keras3-h5" if (version or "").startswith("3") else "keras2-h5"
-        return _read_legacy(f["model_weights"], SourceWeights(path, fmt, version, config))
+        source = SourceWeights(
+            path, fmt, version, config, class_names=_class_names(f.attrs.get("class_names"))
+        )
+        return _read_legacy(f["model_weights"], source)
     if "layer_names" in f.attrs:
         version = _text(f.attrs.get("keras_version", "")) or None
         return _read_legacy(f, SourceWeights(path, "keras2-weights-h5", version, None))
@@ -141,13 +160,32 @@ def _read_keras_zip(path: Path, base_names: Mapping[str, str]) -> SourceWeights:
             weights = archive.read("model.weights.h5")
     except (KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise WeightsFileError(f"{path} is not a Keras 3 .keras archive: {exc}") from exc
-    source = SourceWeights(path, "keras-v3", metadata.get("keras_version"), config)
+    source = SourceWeights(
+        path,
+        "keras-v3",
+        metadata.get("keras_version"),
+        config,
+        class_names=_class_names(metadata.get("class_names")),
+    )
     try:
         with h5py.File(io.BytesIO(weights), "r") as f:
             _read_v3(f, source, base_names)
     except OSError as exc:
         raise WeightsFileError(f"{path}: its model.weights.h5 is not readable HDF5: {exc}") from exc
     return source
+
+
+def _class_names(value: Any) -> list[str] | None:
+    """A `class_names` attribute or metadata entry (a list, or a JSON list as text), if present."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(_text(value))
+        except json.JSONDecodeError:
+            return None
+    names = [_text(v) for v in np.asarray(value).ravel().tolist()]
+    return names or None
 
 
 def _json_attr(value: Any, path: Path) -> dict[str, Any] | None:

@@ -18,8 +18,14 @@ from classifier.artifact import ModelCard, save_artifact
 from classifier.preprocess import Window
 from common.files import sha256_file
 from common.vocabulary import CLASS_NAMES
-from training.parity import PARITY_LIMIT, Parity, check_parity
-from training.rebuild import ImportRefused, ImportSpec, rebuild
+from training.acceptance import run_acceptance
+from training.file_architecture import ImportRefused, parse_classes
+from training.h5_weights import SourceWeights
+from training.parity import PARITY_LIMIT, Compared, Parity, check_parity
+from training.parity_variants import Variant, failure_message, variant_differences
+from training.rebuild import ImportSpec, Rebuilt, rebuild
+
+__all__ = ["ImportOptions", "ImportRefused", "ImportedFile", "import_model_file", "parse_classes"]
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +37,9 @@ class ImportOptions:
     version: str
     force: bool = False
     check_parity: bool = True
+    classes_from: str = "stated"  # stated | the file's | assumed alphabetical
+    acceptance: Path | None = None  # a labelled folder of the site's images (training.acceptance)
+    acceptance_labels: Path | None = None  # a CSV labelling its DICOM files, when not in class folders
 
 
 @dataclass(frozen=True)
@@ -40,35 +49,21 @@ class ImportedFile:
     parity: Parity
 
 
-def parse_classes(text: str | None) -> tuple[str, ...]:
-    """`--classes` (comma-separated, the notebook's output order) as our class names; default: ours."""
-    if not text:
-        return CLASS_NAMES
-    by_lower = {c.lower(): c for c in CLASS_NAMES}
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n.lower() not in by_lower]
-    if unknown:
-        raise ImportRefused(f"--classes names {unknown}, which are not among {list(CLASS_NAMES)}")
-    resolved = tuple(by_lower[n.lower()] for n in names)
-    if len(set(resolved)) != len(resolved):
-        raise ImportRefused(f"--classes repeats a class: {names}")
-    return resolved
-
-
 def import_model_file(
-    path: Path, options: ImportOptions, *, model_dir: Path, now: dt.datetime
+    path: Path,
+    options: ImportOptions,
+    *,
+    model_dir: Path,
+    now: dt.datetime,
+    source: SourceWeights | None = None,
 ) -> ImportedFile:
     """Rebuild `path`, check parity, write the artifact to `model_dir/<version>`; `ImportRefused` otherwise."""
     target = model_dir / options.version
     if target.exists():
         raise ImportRefused(f"{target} already exists: choose another --version")
-    if set(options.spec.source_classes) != set(CLASS_NAMES):
-        missing = sorted(set(CLASS_NAMES) - set(options.spec.source_classes))
-        raise ImportRefused(
-            f"the model must output the {len(CLASS_NAMES)} classes {list(CLASS_NAMES)}; --classes lacks {missing}"
-        )
-    rebuilt = rebuild(path, options.spec)
-    columns = [list(options.spec.source_classes).index(name) for name in CLASS_NAMES]
+    rebuilt = rebuild(path, options.spec, source)
+    columns = [list(rebuilt.source_classes).index(name) for name in CLASS_NAMES]
+    compared: list[Compared] = []
     parity = (
         check_parity(
             path,
@@ -78,6 +73,7 @@ def import_model_file(
             rebuilt=rebuilt.model,
             normalization=options.spec.normalization,
             columns=columns,
+            compared=compared,
         )
         if options.check_parity
         else Parity(False, None, 0, None, "not checked: --no-parity")
@@ -91,20 +87,30 @@ def import_model_file(
     )
     forced = parity.max_abs_diff is not None and parity.max_abs_diff > PARITY_LIMIT
     if forced and not options.force:
-        raise ImportRefused(
-            f"parity failed: the rebuilt model differs from the original by up to {parity.max_abs_diff:.3g} "
-            f"(limit {PARITY_LIMIT:g}) on {parity.inputs} inputs; check --preprocessing/--classes, "
-            "or register it anyway with --force (recorded in the card)"
+        raise ImportRefused(_parity_failure(rebuilt, parity, compared[0]))
+    acceptance = (
+        run_acceptance(
+            rebuilt.model,
+            image_size=rebuilt.image_size,
+            window=options.window,
+            classes=CLASS_NAMES,
+            root=options.acceptance,
+            labels_csv=options.acceptance_labels,
         )
+        if options.acceptance is not None
+        else None
+    )
     extra = {
         "import": {
             **rebuilt.source,
             "source_sha256": sha256_file(path),
-            "source_classes": list(options.spec.source_classes),
+            "source_classes": list(rebuilt.source_classes),
+            "classes_from": options.classes_from,
             "tensors_copied": rebuilt.tensors_copied,
             "parity": parity.as_dict(),
             "parity_limit": PARITY_LIMIT,
             "forced": forced,
+            "acceptance": acceptance,
             "imported_at": now.isoformat(),
         }
     }
@@ -128,3 +134,20 @@ def import_model_file(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ImportedFile(card=card, artifact_dir=target, parity=parity)
+
+
+def _parity_failure(rebuilt: Rebuilt, parity: Parity, compared: Compared) -> str:
+    """The refusal's sentence: which variant the builder knows the file matches best."""
+    variants = variant_differences(rebuilt.model, compared.fed, compared.expected)
+    imported = next(
+        (v for v in variants if (v.pooling, v.activation) == (rebuilt.head, "softmax")),
+        Variant(rebuilt.head, "softmax", parity.max_abs_diff or 0.0),
+    )
+    return failure_message(
+        max_abs_diff=parity.max_abs_diff or 0.0,
+        limit=PARITY_LIMIT,
+        inputs=parity.inputs,
+        imported=imported,
+        variants=variants,
+        preprocessing_layers=rebuilt.preprocessing_layers,
+    )

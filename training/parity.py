@@ -56,6 +56,14 @@ def load_original(path: Path, writer: str, keras_version: str | None) -> tuple[P
     return predict, f"keras {keras.__version__}"
 
 
+@dataclass(frozen=True)
+class Compared:
+    """What parity compared: the base's inputs and the original's outputs in our class order."""
+
+    fed: np.ndarray
+    expected: np.ndarray
+
+
 def check_parity(
     path: Path,
     *,
@@ -65,8 +73,11 @@ def check_parity(
     rebuilt: keras.Model,
     normalization: str,
     columns: list[int],
+    compared: list[Compared] | None = None,
 ) -> Parity:
-    """Compare `rebuilt` with the original on `PARITY_INPUTS` inputs; `columns` reorders its classes."""
+    """Compare `rebuilt` with the original on `PARITY_INPUTS` inputs; `columns` reorders its classes.
+
+    `compared`, when given, receives the inputs and the original's outputs (to diagnose a failure)."""
     if not full_model:
         return Parity(
             False, None, 0, None, "not checked: a weights-only file has no graph to load the original from"
@@ -86,6 +97,8 @@ def check_parity(
     x = parity_inputs(int(rebuilt.input_shape[1]))
     fed = keras.ops.convert_to_numpy(normalize_pixels(keras.ops.convert_to_tensor(x), normalization))
     expected = original(np.asarray(fed, dtype=np.float32))[:, columns]
+    if compared is not None:
+        compared.append(Compared(np.asarray(fed, dtype=np.float32), expected))
     actual = np.asarray(rebuilt.predict(x, verbose=0), dtype=np.float64)
     diff = float(np.max(np.abs(expected - actual)))
     return Parity(True, diff, len(x), loader, f"max |p_original - p_rebuilt| over {len(x)} inputs")

@@ -13,14 +13,20 @@ flattering, which only makes promotion stricter.) `--force` overrides, and the n
 the reason given and the comparison it overrode.
 
 A version imported from a notebook's file has no split of ours: it is judged on the active model's
-evaluation set when there is one; a site's first model, imported with nothing to evaluate it on, is
-promoted with the note saying so (training on the site's own labels then has a bar to clear).
+evaluation set when there is one. A site's first model, imported with nothing to evaluate it on, needs
+the acceptance result of its import (`models import ... --acceptance FOLDER`, the site's own labelled
+images): accuracy at least `training.acceptance.FLOOR_ACCURACY` and every class above chance. An
+imported version whose parity was not checked (weights only, `--no-parity`) needs an acceptance
+result in every case: nothing else shows that its stated pooling, activation and class order are
+right. `--force --reason` overrides any of these, and the note records it.
+
+Once a version is active, its study results that differ from what PACS was sent are re-opened
+(`storage.promotion_results`), so that the worker sends the new version's report revision.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +37,30 @@ from sqlalchemy.orm import Session
 from classifier.artifact import load_artifact
 from classifier.preprocess import KIDNEY_WINDOW, Window
 from storage.archive_reader import ArchiveReader
-from storage.model_versions import get_active_model_version, get_model_version, set_model_status
+from storage.model_versions import get_active_model_version, get_model_version
 from storage.models import ModelVersion
+from training.admission import (
+    PromotionDecision,
+    PromotionError,
+    decide_before_evaluation,
+    decide_without_evaluation_set,
+    forced_label,
+    manifest_path,
+    record_decision,
+)
 from training.baseline import baseline_probabilities
 from training.bootstrap import paired_macro_f1_difference
 from training.manifest import Manifest, ManifestItem
 from training.trainset import load_model_inputs, path_from_uri
 
 log = structlog.get_logger(__name__)
-
-
-class PromotionError(Exception):
-    """The promotion cannot be decided or carried out; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class PromotionDecision:
-    promote: bool
-    forced: bool
-    reason: str
-    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+__all__ = [
+    "PromotionDecision",
+    "PromotionError",
+    "decide_promotion",
+    "decide_without_evaluation_set",
+    "promote",
+]
 
 
 def _describe(name: str, c: dict[str, Any]) -> str:
@@ -78,43 +88,20 @@ def decide_promotion(
         return PromotionDecision(True, False, f"beats all by more than the uncertainty: {head}", comparisons)
     not_beaten = ", ".join(losing)
     if force:
-        why = f" (reason: {force_reason})" if force_reason else ""
         return PromotionDecision(
-            True, True, f"FORCED{why}: does not clearly beat {not_beaten}: {head}", comparisons
+            True,
+            True,
+            f"{forced_label(force_reason)}: does not clearly beat {not_beaten}: {head}",
+            comparisons,
         )
     return PromotionDecision(
         False, False, f"refused: does not clearly beat {not_beaten}: {head}", comparisons
     )
 
 
-def _manifest_path(version: ModelVersion) -> Path:
-    artifact = Path(path_from_uri(version.artifact_uri))
-    return artifact / (version.card.get("extra") or {}).get("manifest_file", "manifest.json")
-
-
-def decide_without_evaluation_set(
-    *, version: str, active: ModelVersion | None, force: bool, force_reason: str | None = None
-) -> PromotionDecision:
-    """An imported version with nothing to evaluate it on: first model of a site, or --force."""
-    if active is None:
-        return PromotionDecision(True, False, f"no active model; {version} (imported) has no evaluation set")
-    if force:
-        return PromotionDecision(
-            True,
-            True,
-            f"FORCED{f' (reason: {force_reason})' if force_reason else ''}: {version} (imported) and active "
-            f"{active.version} have no common evaluation set",
-        )
-    return PromotionDecision(
-        False,
-        False,
-        f"refused: {version} (imported) has no evaluation set and neither has active {active.version}",
-    )
-
-
 def evaluation_set(candidate: ModelVersion) -> Manifest:
     """The manifest stored with the candidate's artifact (its test split is the evaluation set)."""
-    path = _manifest_path(candidate)
+    path = manifest_path(candidate)
     if not path.is_file():
         raise PromotionError(
             f"version {candidate.version} has no manifest at {path}; cannot build its evaluation set"
@@ -180,16 +167,15 @@ def promote(
     if candidate.status == "active":
         raise PromotionError(f"version {version} is already active")
     active = get_active_model_version(session)
-    if candidate.manifest_hash is None and not _manifest_path(candidate).is_file():
-        # Imported from a notebook's file: no split of ours. Judge it on the active model's set.
-        if active is None or not _manifest_path(active).is_file():
-            decision = decide_without_evaluation_set(
-                version=version, active=active, force=force, force_reason=force_reason
-            )
-            status = "active" if decision.promote else candidate.status
-            set_model_status(session, version=version, status=status, now=now, note=decision.reason)
-            log.info("promotion_decided", version=version, promote=decision.promote, forced=decision.forced)
-            return decision
+    decided = decide_before_evaluation(
+        session, candidate, active, force=force, force_reason=force_reason, now=now
+    )
+    if decided is not None:
+        return decided
+    if candidate.manifest_hash is None and not manifest_path(candidate).is_file():
+        # Imported from a notebook's file: no split of ours. Judge it on the active model's set (which
+        # exists: decide_before_evaluation answered otherwise).
+        assert active is not None
         manifest = evaluation_set(active)
     else:
         manifest = evaluation_set(candidate)
@@ -215,7 +201,4 @@ def promote(
         promote=decision.promote,
         forced=decision.forced,
     )
-    # A refusal is recorded too, so the audit trail shows every attempt.
-    status = "active" if decision.promote else candidate.status
-    set_model_status(session, version=version, status=status, now=now, note=decision.reason)
-    return decision
+    return record_decision(session, candidate, decision, now)

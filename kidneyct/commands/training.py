@@ -366,7 +366,8 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def list_command(settings: Settings) -> None:
-    """Show every model version with its status and grouped-split macro-F1."""
+    """Show every model version: status (and shadow), grouped-split macro-F1, parity and acceptance of an
+    import, and the promotion note (a forced promotion's reason included)."""
     from storage.model_versions import list_model_versions
 
     with _sessions(settings)() as session:
@@ -374,13 +375,35 @@ def list_command(settings: Settings) -> None:
     if not versions:
         click.echo("no model versions")
         return
-    click.echo(f"{'VERSION':<20} {'STATUS':<10} {'CREATED':<20} {'MACRO-F1':>8}  {'MANIFEST':<12} NOTE")
+    click.echo(
+        f"{'VERSION':<20} {'STATUS':<17} {'CREATED':<19} {'MACRO-F1':>8}  {'PARITY':<13} {'ACCEPTANCE':<18} "
+        f"{'MANIFEST':<12} NOTE"
+    )
     for v in versions:
         f1 = ((v.metrics or {}).get("grouped_test") or {}).get("macro_f1")
+        status = f"{v.status}+shadow" if v.shadow and v.status != "active" else v.status
+        parity, acceptance = _import_columns(v.card or {})
         click.echo(
-            f"{v.version:<20} {v.status:<10} {v.created_at:%Y-%m-%d %H:%M:%S} "
-            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
+            f"{v.version:<20} {status:<17} {v.created_at:%Y-%m-%d %H:%M:%S} "
+            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {parity:<13} {acceptance:<18} "
+            f"{(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
         )
+
+
+def _import_columns(card: dict) -> tuple[str, str]:  # type: ignore[type-arg]
+    """PARITY and ACCEPTANCE of `models list`: `-` for a version trained here (its gate is its test split)."""
+    record = (card.get("extra") or {}).get("import")
+    if not isinstance(record, dict):
+        return "-", "-"
+    parity = record.get("parity") or {}
+    if parity.get("checked"):
+        figure = f"{parity['max_abs_diff']:.1e}" + (" FORCED" if record.get("forced") else "")
+    else:
+        figure = "not checked"
+    accepted = record.get("acceptance")
+    if not accepted:
+        return figure, "none"
+    return figure, f"acc {accepted['accuracy']:.3f} n={accepted['slices']}"
 
 
 @models.command("promote")
@@ -405,18 +428,65 @@ def promote_command(
     On its evaluation set (the held-out splits of its manifest), the 95 % group-bootstrap interval of
     its macro-F1 minus each other model's must lie above zero; the first promotion included.
     """
-    from classifier.errors import ArtifactError
-    from kidneyct.archives import build_archive_reader
     from kidneyct.backfill import backfill, backfill_window
-    from storage.archive_reader import ArchiveUnavailable
-    from storage.shadow_models import set_shadow
-    from training.promotion import PromotionError, promote
+    from kidneyct.database import open_database
 
     if force and not (reason or "").strip():
         raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
     window = backfill_window(backfill_since)
+    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
+    decision = _decide_without_keras(sessions, version, force, reason)
+    if decision is None:  # the gate: the models are evaluated on labelled data (Keras from here on)
+        decision = _promote_on_the_gate(settings, sessions, version, force, reason)
+    click.echo(decision.reason)
+    if decision.reopened:
+        click.echo(
+            f"{decision.reopened} study result(s) of {version} differ from what PACS was sent: "
+            "re-opened, the worker sends their new report revision"
+        )
+    if not decision.promote:
+        raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
+    if window is not None:
+        click.echo(backfill(settings, sessions, version=version, window=window))
+
+
+def _decide_without_keras(  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
+):
+    """An unknown version, an active one, and every decision that needs no model (training.admission)."""
+    from storage.model_versions import get_active_model_version, get_model_version
+    from storage.shadow_models import set_shadow
+    from training.admission import PromotionError, decide_before_evaluation
+
     try:
-        with _sessions(settings).begin() as session:
+        with sessions.begin() as session:
+            row = get_model_version(session, version=version)
+            if row is None:
+                raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
+            if row.status == "active":
+                raise click.ClickException(f"version {version} is already active")
+            active = get_active_model_version(session)
+            decision = decide_before_evaluation(
+                session, row, active, force=force, force_reason=reason, now=_now()
+            )
+            if decision is not None and decision.promote:
+                set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
+            return decision
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _promote_on_the_gate(  # type: ignore[no-untyped-def]
+    settings: Settings, sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
+):
+    from classifier.errors import ArtifactError
+    from kidneyct.archives import build_archive_reader
+    from storage.archive_reader import ArchiveUnavailable
+    from storage.shadow_models import set_shadow
+    from training.promotion import PromotionError, promote
+
+    try:
+        with sessions.begin() as session:
             decision = promote(
                 session,
                 version=version,
@@ -429,11 +499,7 @@ def promote_command(
                 set_shadow(session, version=version, on=False)  # the active model is nobody's shadow
     except (PromotionError, ArtifactError, ArchiveUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(decision.reason)
-    if not decision.promote:
-        raise click.ClickException(f"{version} not promoted (use --force to override; it will be recorded)")
-    if window is not None:
-        click.echo(backfill(settings, _sessions(settings), version=version, window=window))
+    return decision
 
 
 @models.command("import")
@@ -449,139 +515,255 @@ def promote_command(
 @click.option(
     "--classes",
     default=None,
-    help="The model's outputs in the notebook's order, comma-separated (default: Cyst,Normal,Stone,Tumor, "
-    "flow_from_directory's alphabetical order).",
+    help="The model's outputs in the notebook's order, comma-separated (required for weights only; "
+    "a full model file that does not record them is taken as Cyst,Normal,Stone,Tumor, "
+    "flow_from_directory's alphabetical order: check it with --acceptance).",
 )
 @click.option(
     "--image-size",
     type=click.IntRange(min=32),
     default=None,
-    help="Input size (default: from the file, else settings).",
+    help="Input size (required for weights only; a full model file says it).",
 )
 @click.option(
+    "--pooling",
     "--head",
-    type=click.Choice(["avg", "flatten"]),
+    "pooling",
+    type=click.Choice(["avg", "flatten", "max"]),
     default=None,
-    help="Pooling of the head (default: from the file).",
+    help="How the head pools the base's features (required for weights only; a full model file says it). "
+    "max cannot be served: a file that pools by max is refused.",
+)
+@click.option(
+    "--activation",
+    type=click.Choice(["softmax", "sigmoid", "linear"]),
+    default=None,
+    help="The output layer's activation (required for weights only; a full model file says it). "
+    "Only softmax can be served.",
 )
 @click.option("--window", default=None, help="DICOM window CENTER,WIDTH in HU (default: settings).")
 @click.option(
     "--version", "version", default=None, help="Version name (default: import time, e.g. 20261129T160000Z)."
 )
+@click.option(
+    "--acceptance",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A labelled folder of the site's own images (FOLDER/<Class>/*.jpg|png|dcm): the rebuilt model "
+    "is evaluated on it and accuracy, per-class recall and the confusion matrix go into the card.",
+)
+@click.option(
+    "--acceptance-labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --acceptance: a CSV labelling the DICOM files of a folder that is not split into class "
+    "folders, in `kidneyct label --csv`'s format (label, and sop_instance_uid and/or study_instance_uid).",
+)
 @click.option("--force", is_flag=True, help="Register even when parity is above 1e-4 (recorded in the card).")
 @click.option("--no-parity", is_flag=True, help="Do not load the original to compare (the card says so).")
 @click.pass_obj
-def import_command(
+def import_command(  # noqa: PLR0913 - the command's options
     settings: Settings,
     path: Path,
     preprocessing: str | None,
     classes: str | None,
     image_size: int | None,
-    head: str | None,
+    pooling: str | None,
+    activation: str | None,
     window: str | None,
     version: str | None,
+    acceptance: Path | None,
+    acceptance_labels: Path | None,
     force: bool,
     no_parity: bool,
 ) -> None:
-    """Register a candidate from a notebook's .h5 / .weights.h5 / .keras file, or an exported artifact folder."""
-    from training.model_transfer import TransferError, import_artifact_dir, register_imported
+    """Register a candidate from a notebook's .h5 / .weights.h5 / .keras file, or an exported artifact folder.
 
-    sessions = _sessions(settings)
+    Arguments, the file's architecture (read as data) and the database schema are checked before
+    Keras is loaded: a refusal comes in seconds.
+    """
+    from kidneyct.database import open_database
+
+    file_options = (preprocessing, classes, image_size, pooling, activation, window, version, acceptance)
     if path.is_dir():
-        if any(v is not None for v in (preprocessing, classes, image_size, head, window, version)):
+        if any(v is not None for v in file_options):
             raise click.UsageError(
                 "an exported artifact folder carries its own card: give no model-file options"
             )
-        try:
-            with sessions.begin() as session:
-                row = import_artifact_dir(
-                    session, source=path, model_dir=settings.resolved_model_dir(), now=_now()
-                )
-                name = row.version
-        except TransferError as exc:
-            raise click.ClickException(str(exc)) from exc
-        log.info("model_version_imported", version=name, source="artifact", status="candidate")
-        click.echo(f"registered candidate {name} from the artifact folder {path}")
+        _import_artifact_folder(settings, path)
         return
+    if acceptance_labels is not None and acceptance is None:
+        raise click.UsageError("--acceptance-labels labels the files of --acceptance FOLDER: give both")
+    if preprocessing is None:
+        raise click.UsageError(
+            "--preprocessing is required for a model file: say what the notebook fed the model "
+            "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
+        )
+    sessions = open_database(settings)  # refuses a database `kidneyct db upgrade` never ran on
+    request = _check_file_import(
+        settings,
+        path,
+        preprocessing=preprocessing,
+        classes=classes,
+        stated=(pooling, activation, image_size),
+        window=window,
+        version=version,
+    )
+    _refuse_registered(sessions, request.version)
     imported = _import_file(
-        settings, path, preprocessing, classes, image_size, head, window, version, force, no_parity
+        settings, path, request, force=force, no_parity=no_parity, acceptance=(acceptance, acceptance_labels)
     )
     try:
         with sessions.begin() as session:
+            from training.model_transfer import register_imported
+
             register_imported(session, card=imported.card, artifact_dir=imported.artifact_dir, now=_now())
     except BaseException:
         import shutil
 
         shutil.rmtree(imported.artifact_dir, ignore_errors=True)  # nothing registered: nothing kept
         raise
+    _report_import(imported)
+
+
+def _import_artifact_folder(settings: Settings, path: Path) -> None:
+    from training.model_transfer import TransferError, import_artifact_dir
+
+    try:
+        with _sessions(settings).begin() as session:
+            row = import_artifact_dir(
+                session, source=path, model_dir=settings.resolved_model_dir(), now=_now()
+            )
+            name = row.version
+    except TransferError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("model_version_imported", version=name, source="artifact", status="candidate")
+    click.echo(f"registered candidate {name} from the artifact folder {path}")
+
+
+def _report_import(imported) -> None:  # type: ignore[no-untyped-def]
     parity = imported.parity
     figure = f"max abs diff {parity.max_abs_diff:.2e} ({parity.loader})" if parity.checked else parity.note
     log.info(
         "model_version_imported", version=imported.card.version, source="file", parity=parity.max_abs_diff
     )
+    info = imported.card.extra["import"]
     click.echo(
         f"registered candidate {imported.card.version}: head {imported.card.head}, {imported.card.image_size} px, "
-        f"preprocessing {imported.card.normalization}; parity: {figure}"
+        f"preprocessing {imported.card.normalization}, classes {','.join(info['source_classes'])} "
+        f"({info['classes_from']}); parity: {figure}"
     )
+    accepted = info.get("acceptance")
+    if accepted is not None:
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in accepted["recall"].items())
+        click.echo(
+            f"acceptance: accuracy {accepted['accuracy']:.3f} on {accepted['slices']} slice(s); recall {recall}"
+        )
 
 
-def _import_file(  # noqa: PLR0913 - the command's options, passed through
+class _FileImport:
+    """The checked, Keras-free part of a model-file import: what `_import_file` then rebuilds."""
+
+    def __init__(self, source, architecture, spec_kwargs, window, version, classes_from):  # type: ignore[no-untyped-def]
+        self.source = source
+        self.architecture = architecture
+        self.spec_kwargs = spec_kwargs
+        self.window = window
+        self.version = version
+        self.classes_from = classes_from
+
+
+def _check_file_import(
     settings: Settings,
     path: Path,
+    *,
     preprocessing: str | None,
     classes: str | None,
-    image_size: int | None,
-    head: str | None,
+    stated: tuple[str | None, str | None, int | None],
     window: str | None,
     version: str | None,
+) -> _FileImport:
+    """Arguments and the file's architecture, read with h5py only: refusals before Keras is imported."""
+    from training.file_architecture import (
+        ImportRefused,
+        Stated,
+        parse_classes,
+        read_architecture,
+        read_source,
+        refuse_by_config,
+    )
+
+    pooling, activation, image_size = stated
+    try:
+        win = _window_numbers(window) if window else (settings.window_center, settings.window_width)
+        order = parse_classes(classes)
+        refuse_by_config(path)
+        source = read_source(path)
+        arch = read_architecture(
+            source, Stated(pooling=pooling, activation=activation, image_size=image_size, classes=order)
+        )
+    except (ImportRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    classes_from = "stated" if order else ("the file's" if source.class_names else "assumed alphabetical")
+    spec_kwargs = {
+        "source_classes": arch.classes,
+        "image_size": arch.image_size,
+        "head": arch.pooling,
+        "activation": arch.output_activation,
+        "normalization": preprocessing,
+    }
+    name = version or _now().astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")  # training.registry.make_version
+    return _FileImport(source, arch, spec_kwargs, win, name, classes_from)
+
+
+def _refuse_registered(sessions: sessionmaker[Session], version: str) -> None:
+    from storage.model_versions import get_model_version
+
+    with sessions() as session:
+        if get_model_version(session, version=version) is not None:
+            raise click.ClickException(
+                f"model version {version} is already registered: choose another --version"
+            )
+
+
+def _import_file(  # type: ignore[no-untyped-def]
+    settings: Settings,
+    path: Path,
+    request: _FileImport,
+    *,
     force: bool,
     no_parity: bool,
-):  # type: ignore[no-untyped-def]
+    acceptance: tuple[Path | None, Path | None],
+):
     from classifier.preprocess import Window
-    from training.model_import import ImportOptions, import_model_file, parse_classes
-    from training.rebuild import ImportRefused, ImportSpec
-    from training.registry import make_version
+    from training.model_import import ImportOptions, ImportRefused, import_model_file
+    from training.rebuild import ImportSpec
 
-    if preprocessing is None:
-        raise click.UsageError(
-            "--preprocessing is required for a model file: say what the notebook fed the model "
-            "(caffe | tf | torch | rescale | none); parity cannot detect a wrong choice"
-        )
+    options = ImportOptions(
+        spec=ImportSpec(**request.spec_kwargs),
+        window=Window(*request.window),
+        version=request.version,
+        force=force,
+        check_parity=not no_parity,
+        classes_from=request.classes_from,
+        acceptance=acceptance[0],
+        acceptance_labels=acceptance[1],
+    )
     try:
-        win = _parse_window(window) if window else Window(settings.window_center, settings.window_width)
-        options = ImportOptions(
-            spec=ImportSpec(
-                source_classes=parse_classes(classes),
-                image_size=image_size,
-                default_image_size=settings.image_size,
-                head=head,
-                normalization=preprocessing,
-            ),
-            window=win,
-            version=version or make_version(_now()),
-            force=force,
-            check_parity=not no_parity,
+        return import_model_file(
+            path, options, model_dir=settings.resolved_model_dir(), now=_now(), source=request.source
         )
-        with _sessions(settings)() as session:
-            from storage.model_versions import get_model_version
-
-            if get_model_version(session, version=options.version) is not None:
-                raise ImportRefused(
-                    f"model version {options.version} is already registered: choose another --version"
-                )
-        return import_model_file(path, options, model_dir=settings.resolved_model_dir(), now=_now())
     except (ImportRefused, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _parse_window(text: str):  # type: ignore[no-untyped-def]
-    from classifier.preprocess import Window
-
+def _window_numbers(text: str) -> tuple[float, float]:
+    """`--window CENTER,WIDTH` as numbers (classifier.preprocess, which loads pydicom, is not needed yet)."""
     try:
         center, width = (float(part) for part in text.split(","))
     except ValueError as exc:
         raise ValueError(f"--window must be CENTER,WIDTH in HU, got {text!r}") from exc
-    return Window(center=center, width=width)
+    return center, width
 
 
 @models.command("export")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from classifier.batching import BatchPolicy
+from classifier.reporting import ResultConfig
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
@@ -32,6 +33,7 @@ from storage.models import ModelVersion, Prediction, Study, StudyPrediction
 from storage.reprocess import Selection
 
 pytestmark = [pytest.mark.slow]
+ANY_SLICE = StudyRule(min_slices=1, min_probability=0.0)  # every study labelled by its first slice
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,14 @@ def stack(
 class RunningWorker:
     """A worker in the classifier group on the stack's real stream, in a thread."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        rule: StudyRule = ANY_SLICE,
+        sweep_interval_s: float = 3600.0,
+        results: ResultConfig | None = None,
+    ) -> None:
         s = stack.settings
         self.consumer = make_consumer(
             s, stack.sessions, group_id=s.consumer_group, topics=[s.topic_instances]
@@ -147,11 +156,12 @@ class RunningWorker:
                 topic_results=s.topic_results,
                 topic_dead_letter=s.topic_dead_letter,
                 batch=BatchPolicy(max_size=4, max_wait_s=0.05, idle_wait_s=0.1),
-                rule=StudyRule(min_slices=1, min_probability=0.0),
+                rule=rule,
                 model_poll_s=0.2,
                 stable_age_s=0.5,
-                sweep_interval_s=3600.0,
+                sweep_interval_s=sweep_interval_s,
                 retry_initial_s=0.1,
+                results=results or ResultConfig(),
             ),
             load_model=stack.loader,
         )
@@ -320,3 +330,91 @@ def _complete(stack: Stack) -> dict[tuple[int, int], bool]:
             select(StudyPrediction.study_id, StudyPrediction.model_version_id, StudyPrediction.complete)
         )
         return {(sid, mid): bool(c) for sid, mid, c in rows}
+
+
+def _constant_artifact(directory: Path, version: str, label: str) -> tuple[str, str]:
+    """A real 32x32 model that answers `label` for every input (its output layer's bias decides)."""
+    import keras
+    import numpy as np
+    from classifier_kit import TINY_SIZE
+
+    from classifier.artifact import save_artifact
+    from classifier.model import HEAD_LAYERS, build_model
+    from common.vocabulary import CLASS_NAMES
+
+    keras.utils.set_random_seed(1)
+    model = build_model(image_size=TINY_SIZE, weights=None)
+    kernel, bias = model.get_layer(HEAD_LAYERS[3]).get_weights()
+    bias = np.full_like(bias, -10.0)
+    bias[CLASS_NAMES.index(label)] = 10.0
+    model.get_layer(HEAD_LAYERS[3]).set_weights([np.zeros_like(kernel), bias])
+    card = save_artifact(model, directory, {"version": version, "metrics": {"macro_f1": 0.5}})
+    return str(directory), card.weights_sha256
+
+
+def test_promoting_a_shadowed_version_sends_its_changed_results_as_new_revisions(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 24: reprocess under a candidate (its results complete quietly), then `models promote ...
+    --backfill-since`: the backfill queues nothing (the rows exist), yet every study whose label changed
+    gets the new version's report revision, its SR in the outbox for PACS."""
+    from storage.models import ResultDelivery, ResultObject, ResultReport
+
+    for version, label in (("N", "Normal"), ("T", "Tumor")):
+        directory, sha = _constant_artifact(tmp_path / version, version, label)
+        stack.ids[version] = register(
+            stack.sessions, version=version, directory=directory, sha256=sha, active=False
+        )
+    _cli(stack, ["models", "promote", "N", "--force", "--reason", "test setup"])
+    events = _studies(stack, 2, 2, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    studies = {e.study_instance_uid for e in events}
+
+    def reports(version: str) -> dict[str, tuple[int, str]]:
+        with stack.sessions() as s:
+            rows = s.execute(
+                select(Study.study_instance_uid, ResultReport.revision, ResultReport.label)
+                .join(Study, Study.id == ResultReport.study_id)
+                .where(ResultReport.model_version_id == stack.ids[version])
+            )
+            return {uid: (revision, label) for uid, revision, label in rows}
+
+    running = RunningWorker(
+        stack,
+        rule=StudyRule(min_slices=1, min_probability=0.5),
+        sweep_interval_s=0.2,
+        results=ResultConfig(destinations=("PACS@127.0.0.1:104",), heatmap="none"),
+    )
+    try:
+        stack.send(events)
+        wait_for(lambda: set(reports("N")) == studies, timeout_s=120)
+        queue_reprocess(
+            stack.settings, stack.sessions, selection=Selection(everything=True), model_version="T"
+        )
+
+        def quietly_complete() -> bool:
+            with stack.sessions() as s:
+                done = s.scalar(
+                    select(func.count()).where(
+                        StudyPrediction.model_version_id == stack.ids["T"], StudyPrediction.complete.is_(True)
+                    )
+                )
+            return done == len(studies)
+
+        wait_for(quietly_complete, timeout_s=120)
+        assert reports("T") == {}  # a shadow's results are never reported
+        out = _cli(stack, ["models", "promote", "T", "--force", "--reason", "test", "--backfill-since", "7d"])
+        assert "queued 0 instance(s)" in out
+        assert "2 study result(s) of T differ from what PACS was sent" in out
+        wait_for(lambda: set(reports("T")) == studies, timeout_s=120)
+        assert reports("T") == dict.fromkeys(studies, (2, "Tumor"))
+        assert reports("N") == dict.fromkeys(studies, (1, "Normal"))
+        with stack.sessions() as s:
+            pending = s.execute(
+                select(ResultObject.kind, ResultDelivery.state)
+                .join(ResultDelivery, ResultDelivery.object_id == ResultObject.id)
+                .join(ResultReport, ResultReport.id == ResultObject.report_id)
+                .where(ResultReport.model_version_id == stack.ids["T"])
+            ).all()
+        assert sorted(pending) == [("sr", "pending"), ("sr", "pending")]
+    finally:
+        running.stop()

@@ -68,10 +68,13 @@ def _folder(model_files: dict[str, Path], writer: str) -> Path:
     return model_files[writer]
 
 
-def _spec(shape: str) -> ImportSpec:
+def _spec(shape: str, *, weights_only: bool = False) -> ImportSpec:
+    """What the notebook says; a weights-only file needs pooling, activation and size stated too."""
     size, head, mode, classes = SHAPES[shape]
+    if not weights_only:
+        return ImportSpec(source_classes=tuple(classes), normalization=mode)
     return ImportSpec(
-        source_classes=tuple(classes), image_size=None, default_image_size=size, normalization=mode
+        source_classes=tuple(classes), image_size=size, head=head, activation="softmax", normalization=mode
     )
 
 
@@ -94,7 +97,7 @@ def test_rebuilt_model_predicts_what_the_original_predicted(
 ) -> None:
     """Every notebook shape, full model or weights only, from either writer: the same probabilities within 1e-5."""
     path = _folder(model_files, writer) / f"{shape}{suffix}"
-    rebuilt = rebuild(path, _spec(shape))
+    rebuilt = rebuild(path, _spec(shape, weights_only=suffix != ".h5" and suffix != ".keras"))
     size, head = SHAPES[shape][:2]
     assert (rebuilt.image_size, rebuilt.head) == (size, head)
     assert rebuilt.tensors_copied == len(rebuilt.model.weights) == 322
@@ -133,15 +136,15 @@ def test_weights_only_import_says_parity_was_not_checked(
 ) -> None:
     """A weights-only file has no graph: the card says parity was not checked, and why."""
     path = model_files["keras"] / "gap.weights.h5"
-    options = ImportOptions(spec=_spec("gap"), window=KIDNEY_WINDOW, version="v-w")
+    options = ImportOptions(spec=_spec("gap", weights_only=True), window=KIDNEY_WINDOW, version="v-w")
     imported = import_model_file(path, options, model_dir=tmp_path / "models", now=T0)
     parity = imported.card.extra["import"]["parity"]
     assert not parity["checked"] and parity["max_abs_diff"] is None
     assert "weights-only" in parity["note"]
 
 
-def test_a_graph_the_tensors_do_not_show_fails_parity_unless_forced(tmp_path: Path) -> None:
-    """A head with tanh instead of relu has the same tensors but not the same outputs: refused, --force records it."""
+def test_a_head_the_builder_cannot_make_is_refused_in_words_before_parity(tmp_path: Path) -> None:
+    """A head with tanh instead of relu has the same tensors: the config says tanh, and the refusal says so."""
     keras.utils.set_random_seed(5)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D()(base.output)
@@ -149,21 +152,13 @@ def test_a_graph_the_tensors_do_not_show_fails_parity_unless_forced(tmp_path: Pa
     out = keras.layers.Dense(4, activation="softmax")(keras.layers.Dropout(0.4)(x))
     path = tmp_path / "tanh.h5"
     keras.Model(base.input, out).save(path)
-    spec = ImportSpec(normalization="caffe")
     models = tmp_path / "models"
-    with pytest.raises(ImportRefused, match="parity failed"):
-        import_model_file(
-            path, ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1"), model_dir=models, now=T0
-        )
-    assert not models.exists() or not any(models.iterdir())  # nothing written
-    forced = import_model_file(
-        path,
-        ImportOptions(spec=spec, window=KIDNEY_WINDOW, version="v1", force=True),
-        model_dir=models,
-        now=T0,
+    options = ImportOptions(
+        spec=ImportSpec(normalization="caffe"), window=KIDNEY_WINDOW, version="v1", force=True
     )
-    assert forced.card.extra["import"]["forced"] is True
-    assert forced.card.extra["import"]["parity"]["max_abs_diff"] > 1e-4
+    with pytest.raises(ImportRefused, match=r"first Dense layer is Dense\(512, tanh\)"):
+        import_model_file(path, options, model_dir=models, now=T0)
+    assert not models.exists() or not any(models.iterdir())  # nothing written, --force or not
 
 
 # --- bad files: a clear error, nothing registered ----------------------------------------------------
@@ -246,7 +241,7 @@ def _bad_files(model_files: dict[str, Path], tmp: Path) -> dict[str, tuple[Path,
         "missing-layer": (missing, "conv5_block3_3_bn/gamma: the rebuilt model needs it"),
         "extra-layer": (extra, "dense_extra"),
         "wrong-shape": (wrong, "conv1_conv/kernel: shape (3, 3, 3, 64) in the file, (7, 7, 3, 64)"),
-        "other-architecture": (other, "the file lacks it"),
+        "other-architecture": (other, "the output layer has no activation (linear logits)"),
     }
 
 
@@ -255,7 +250,7 @@ def test_bad_files_are_refused_by_name_and_register_nothing(
 ) -> None:
     """Truncated, not HDF5, 3 classes, a missing or extra layer, a wrong shape, another architecture: refused, nothing kept."""
     for name, (path, phrase) in _bad_files(model_files, tmp_path).items():
-        code, output = _import(site, path, "--image-size", "32", "--version", f"bad-{name}")
+        code, output = _import(site, path, "--version", f"bad-{name}")
         assert code == 1, f"{name}: {output}"
         assert phrase in output, f"{name}: {output}"
         assert _registered(site) == [], name
@@ -266,13 +261,21 @@ def test_a_good_import_through_the_cli_registers_one_candidate(
     model_files: dict[str, Path], site: dict[str, str]
 ) -> None:
     """The same command on a good file registers a candidate whose artifact the worker can load."""
-    code, output = _import(
-        site, model_files["keras"] / "pool.weights.h5", "--image-size", "32", "--version", "ok-1"
+    stated = (
+        "--image-size",
+        "32",
+        "--pooling",
+        "avg",
+        "--activation",
+        "softmax",
+        "--classes",
+        "Cyst,Normal,Stone,Tumor",
     )
+    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--version", "ok-1")
     assert code == 0, output
     assert "registered candidate ok-1" in output
     assert _registered(site) == ["ok-1"]
-    code, output = _import(site, model_files["keras"] / "pool.weights.h5", "--version", "ok-1")
+    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--version", "ok-1")
     assert code == 1 and "already registered" in output
 
 
@@ -293,7 +296,8 @@ def test_grad_cam_on_an_imported_model_is_not_constant(model_files: dict[str, Pa
     spec = ImportSpec(
         source_classes=tuple(SHAPES[shape][3]),
         image_size=64,
-        default_image_size=64,
+        head=SHAPES[shape][1],
+        activation="softmax",
         normalization=SHAPES[shape][2],
     )
     rebuilt = rebuild(model_files["keras"] / f"{shape}.weights.h5", spec)

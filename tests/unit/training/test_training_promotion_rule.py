@@ -65,15 +65,17 @@ def test_version_names_sort_by_time_in_utc() -> None:
 
 
 def test_an_imported_version_without_an_evaluation_set() -> None:
-    """First model of a site: promoted; against an active model with no common set: only with --force."""
+    """First model of a site: only on its acceptance result (issue 24); against an active model with no
+    common set: only with --force."""
     from types import SimpleNamespace
 
     from training.promotion import decide_without_evaluation_set
 
-    first = decide_without_evaluation_set(version="seed", active=None, force=False)
-    assert first.promote and not first.forced and "no active model" in first.reason
+    seed = SimpleNamespace(version="seed", card={"extra": {"import": {"parity": {"checked": True}}}})
+    first = decide_without_evaluation_set(candidate=seed, active=None, force=False)  # type: ignore[arg-type]
+    assert not first.promote and "no acceptance result" in first.reason
     active = SimpleNamespace(version="v1")
-    refused = decide_without_evaluation_set(version="seed", active=active, force=False)  # type: ignore[arg-type]
+    refused = decide_without_evaluation_set(candidate=seed, active=active, force=False)  # type: ignore[arg-type]
     assert not refused.promote and "refused" in refused.reason
-    forced = decide_without_evaluation_set(version="seed", active=active, force=True)  # type: ignore[arg-type]
-    assert forced.promote and forced.forced and forced.reason.startswith("FORCED")
+    forced = decide_without_evaluation_set(candidate=seed, active=active, force=True, force_reason="r")  # type: ignore[arg-type]
+    assert forced.promote and forced.forced and forced.reason.startswith("FORCED (reason: r)")
