@@ -43,6 +43,7 @@ sys.path.insert(0, str(SERVICES_DIR))
 
 import containers  # noqa: E402
 from kafka_process import KafkaProcess, default_libs_dir, libs_available, ping  # noqa: E402
+from lanes import needs_services  # noqa: E402
 from seaweed_process import SeaweedProcess, weed_binary  # noqa: E402
 
 KAFKA_ENV = "KIDNEYCT_TEST_KAFKA_BOOTSTRAP"
@@ -331,25 +332,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 # --- lanes: `make check` runs what needs no service and trains no model -----------------------
-
-# Fixtures that start or reach a service; a test that takes one belongs to the integration lane.
-SERVICE_FIXTURES = frozenset(
-    {"kafka_bootstrap", "private_kafka", "postgres_url", "s3_server", "s3_archive_url", "private_s3"}
-)
-# Folders whose tests talk to real things (brokers, databases, DICOM peers, Docker) by design.
-INTEGRATION_FOLDERS = ("integration", "compose")
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-def needs_services(item: pytest.Item) -> bool:
-    """True for a test in an integration folder, or one that takes a service fixture or mark."""
-    try:
-        folder = Path(str(item.path)).resolve().relative_to(TESTS_DIR).parts[0]
-    except ValueError:
-        folder = ""
-    if folder in INTEGRATION_FOLDERS or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
-        return True
-    return bool(_services_used(item))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""The fast lane (`make check`) is chosen by tests/conftest.py: nobody has to mark a new test by hand."""
+"""The fast lane (`make check`) is chosen by tests/lanes.py through tests/conftest.py: nobody marks a test by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS_DIR, needs_services
+from lanes import TESTS_DIR, needs_services
 
 
 @dataclass
