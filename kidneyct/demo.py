@@ -163,6 +163,8 @@ def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
+    if settings.device == "cpu":  # a GPU device is pinned again by `kidneyct train`: not loaded here
+        _load_backend_quietly()
     overrides: dict[str, object] = {
         "dicom_host": "127.0.0.1",
         "dicom_port": 0,
@@ -188,6 +190,32 @@ def _quiet_tensorflow(settings: Settings) -> None:
     # Retracing and similar warnings go through TensorFlow's Python logger, not the C++ one.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _load_backend_quietly() -> None:
+    """Import Keras (and TensorFlow) with stderr set aside: TensorFlow's C++ start-up notes (oneDNN, "Could
+    not find cuda drivers", cuInit) are written before its log settings apply. Shown if the import fails."""
+    import sys
+    import tempfile
+
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import keras
+
+            keras.ops.convert_to_tensor(0)  # the backend's first op loads the rest of its libraries
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _synthesize(steps: Steps, root: Path, scan: Synthesis) -> tuple[list[TruthRow], list[TruthRow]]:
