@@ -200,6 +200,7 @@ def _load_backend_quietly() -> None:
 
     if "keras" in sys.modules:
         return
+    click.echo("loading Keras and TensorFlow (CPU) ...")  # 10-60 s on a busy 2-core machine
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
