@@ -128,7 +128,8 @@ def demo(
                 f"a small, quick model: ResNet50 from scratch (no pre-trained weights) on {image_size}x{image_size} "
                 "inputs, a few CPU minutes; it shows the loop works, it is not a clinical model"
             )
-            version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
+            with _heartbeat(steps, "training (the first epoch also compiles the model's graph)"):
+                version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
         with steps.step(f"promoting {version} (kidneyct models promote)"):
             _promote_for_demo(cfg, version)
         cfg = _with_tuned_study_rule(steps, cfg, version)
@@ -175,6 +176,26 @@ def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
     if settings.data_dir == Settings.model_fields["data_dir"].default:
         overrides["data_dir"] = root / "data"
     return settings.model_copy(update=overrides)
+
+
+@contextmanager
+def _heartbeat(steps: Steps, doing: str, every_s: float = 15.0) -> Iterator[None]:
+    """A line every `every_s` seconds while the block runs: Keras prints nothing while it compiles the
+    graph or between epoch lines, and a silent minute looks like a hang."""
+    done = threading.Event()
+    begun = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            steps.note(f"still {doing}: {time.monotonic() - begun:.0f} s")
+
+    thread = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _quiet_tensorflow(settings: Settings) -> None:

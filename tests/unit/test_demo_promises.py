@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from kidneyct.demo import Steps, _made_files, _quiet_tensorflow, _with_tuned_study_rule
+from kidneyct.demo import Steps, _heartbeat, _made_files, _quiet_tensorflow, _with_tuned_study_rule
 from kidneyct.settings import Settings
 
 
@@ -64,3 +65,13 @@ def test_tensorflow_is_told_to_be_quiet_and_not_to_probe_cuda(monkeypatch: pytes
         assert logging.getLogger("tensorflow").level == logging.ERROR
     finally:
         logging.getLogger("tensorflow").setLevel(level)
+
+
+def test_a_long_step_prints_a_line_while_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The heartbeat says what is still running and for how long, and stops with the block."""
+    with _heartbeat(Steps(total=1), "training", every_s=0.05):
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "still training:" in out
+    time.sleep(0.15)
+    assert capsys.readouterr().out == ""
