@@ -649,12 +649,12 @@ def evaluate(
     study_t: float | None,
 ) -> None:
     """Evaluate a model on ROOT/<Class>/... (images or DICOM), through the serving preprocessing."""
+    if (version is None) == (artifact is None):
+        raise click.BadParameter("give exactly one of --version and --artifact")
     import json
 
     from training.external_eval import EvaluationInputError, evaluate_folder, markdown, require_files
 
-    if (version is None) == (artifact is None):
-        raise click.BadParameter("give exactly one of --version and --artifact")
     try:
         require_files(root)  # before Keras loads: an empty folder is answered at once
     except EvaluationInputError as exc:
