@@ -3,7 +3,8 @@
 #   make test   run the test suite against a real Kafka and a real PostgreSQL
 #               (KIDNEYCT_TEST_SERVICES=containers: both through testcontainers, as CI does)
 #   make compose-test   docker-compose.yml end to end, images built here (CI runs it too)
-#   make lint   ruff (lint and format) and mypy (CI runs it first)
+#   make lint   ruff (lint and format) and mypy
+#   make check  lint and every test that needs no service and trains no model: a few minutes (CI runs it first)
 # Both work on a fresh Debian 12 machine as root and are quick when everything is installed.
 
 SHELL := /bin/bash
@@ -14,11 +15,32 @@ VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.kidneyct-installed
 KAFKA_LIBS_DIR := $(or $(KIDNEYCT_SERVICES_DIR),.services)/kafka-3.9.1/libs
 PYTEST_ARGS ?=
+# The fast lane: tests/conftest.py marks `integration` (tests/integration, tests/compose, any test taking a
+# service fixture); `slow` marks model training and whole pipelines. CI runs the complement after it.
+CHECK_MARKERS := not integration and not slow
 
-.PHONY: demo test compose-test test-engine-start test-engine-stop venv debian-packages kafka-jars services-start services-stop lint
+.PHONY: demo check check-tests print-check-markers test compose-test test-engine-start test-engine-stop venv debian-packages kafka-jars services-start services-stop lint
 
-demo: $(INSTALLED)
+# The demo needs the runtime only (`.[cpu]`, no test tools); a venv `make test` installed already has it.
+DEMO_INSTALLED := $(VENV)/.kidneyct-demo-installed
+
+demo: $(DEMO_INSTALLED)
 	$(VENV)/bin/kidneyct demo
+
+$(DEMO_INSTALLED): pyproject.toml | $(VENV_PYTHON)
+	@if [ $(INSTALLED) -nt pyproject.toml ]; then echo "kidneyct is installed ($(VENV))"; else \
+		echo "installing kidneyct and its runtime (TensorFlow for CPU, about 600 MB; pip shows each package)"; \
+		$(VENV_PYTHON) -m pip install --progress-bar on -e '.[cpu]'; fi
+	touch $@
+
+# No service, no Debian package, no Kafka jars: only the venv. `make -k check` runs the tests after a lint failure too.
+check: lint check-tests
+
+check-tests: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -p no:cacheprovider -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
+	status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make check: pytest selected no tests"; status=0; fi; \
+	exit $$status
 
 test: debian-packages $(INSTALLED) kafka-jars
 	@# pytest exits 5 when it selects no test (e.g. a -k filter): not a failure of the code.
@@ -75,3 +97,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(MYPY_PATHS)
+
+# .ci/run selects the complement of the fast lane with this expression.
+print-check-markers:
+	@echo '$(CHECK_MARKERS)'

@@ -124,9 +124,15 @@ def demo(
         with steps.step("recording the received instances and labelling their slices (kidneyct label --csv)"):
             _label(cfg, sessions, root / "labels.csv", train_rows)
         with steps.step(f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)"):
-            version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
+            steps.note(
+                f"a small, quick model: ResNet50 from scratch (no pre-trained weights) on {image_size}x{image_size} "
+                "inputs, a few CPU minutes; it shows the loop works, it is not a clinical model"
+            )
+            with _heartbeat(steps, "training (the first epoch also compiles the model's graph)"):
+                version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
         with steps.step(f"promoting {version} (kidneyct models promote)"):
             _promote_for_demo(cfg, version)
+        cfg = _with_tuned_study_rule(steps, cfg, version)
         with steps.step("worker started; sending the test part and waiting for its study results"):
             sql, results = _classify_test_part(steps, cfg, sessions, port, root, test_rows, version, slices)
     with steps.step("results"):
@@ -148,6 +154,7 @@ class Synthesis:
 def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
     """The settings the demo runs on: local, fast to react, its data under `root` unless set."""
     prefer_onednn(os.environ)  # fast CPU training and inference kernels; before Keras is imported
+    _quiet_tensorflow(settings)
     if "log_level" not in settings.model_fields_set:
         # The numbered steps are the demo's progress; a log line per received instance would bury them.
         configure_logging(
@@ -157,6 +164,8 @@ def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
+    if settings.device == "cpu":  # a GPU device is pinned again by `kidneyct train`: not loaded here
+        _load_backend_quietly()
     overrides: dict[str, object] = {
         "dicom_host": "127.0.0.1",
         "dicom_port": 0,
@@ -167,6 +176,68 @@ def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
     if settings.data_dir == Settings.model_fields["data_dir"].default:
         overrides["data_dir"] = root / "data"
     return settings.model_copy(update=overrides)
+
+
+@contextmanager
+def _heartbeat(steps: Steps, doing: str, every_s: float = 15.0) -> Iterator[None]:
+    """A line every `every_s` seconds while the block runs: Keras prints nothing while it compiles the
+    graph or between epoch lines, and a silent minute looks like a hang."""
+    done = threading.Event()
+    begun = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            steps.note(f"still {doing}: {time.monotonic() - begun:.0f} s")
+
+    thread = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _quiet_tensorflow(settings: Settings) -> None:
+    """No CUDA probing and no C++ or retracing chatter between the numbered steps (this process only).
+
+    Set before TensorFlow is imported: it reads the variables once. A user's own values win.
+    """
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # cuInit failures, oneDNN and CPU-feature notes
+    if settings.device == "cpu":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # a CPU run never asks the driver for a GPU
+    # Retracing and similar warnings go through TensorFlow's Python logger, not the C++ one.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _load_backend_quietly() -> None:
+    """Import Keras (and TensorFlow) with stderr set aside: TensorFlow's C++ start-up notes (oneDNN, "Could
+    not find cuda drivers", cuInit) are written before its log settings apply. Shown if the import fails."""
+    import sys
+    import tempfile
+
+    if "keras" in sys.modules:
+        return
+    click.echo("loading Keras and TensorFlow (CPU) ...")  # 10-60 s on a busy 2-core machine
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import keras
+
+            keras.ops.convert_to_tensor(0)  # the backend's first op loads the rest of its libraries
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _synthesize(steps: Steps, root: Path, scan: Synthesis) -> tuple[list[TruthRow], list[TruthRow]]:
@@ -273,6 +344,36 @@ def _train(cfg: Settings, sessions: sessionmaker[Session], *, image_size: int, e
         chain_min_correlation=0.9,
     )
     return _newest_candidate(sessions)
+
+
+def _with_tuned_study_rule(steps: Steps, cfg: Settings, version: str) -> Settings:
+    """The demo's worker applies the study rule (k, t) that training chose on its validation studies.
+
+    The defaults (k = 1 slice at t = 0.5) suit a model with sharp probabilities; a small model trained
+    for minutes spreads them, and the rule tuned for it is right more often on the test studies.
+    """
+    import json
+
+    report = cfg.resolved_train_dir() / version / "report.json"
+    try:
+        rule = json.loads(report.read_text())["grouped"]["study_rule"]
+    except (OSError, ValueError, KeyError, TypeError):
+        rule = None
+    if not rule:
+        steps.note(
+            f"study rule: the defaults (k = {cfg.study_abnormal_min_slices}, t = {cfg.study_abnormal_min_probability})"
+        )
+        return cfg
+    steps.note(
+        f"study rule tuned on {rule['val_studies']} validation studies: k = {rule['k']}, t = {rule['t']} "
+        f"(the worker applies it; defaults k = {cfg.study_abnormal_min_slices}, t = {cfg.study_abnormal_min_probability})"
+    )
+    return cfg.model_copy(
+        update={
+            "study_abnormal_min_slices": int(rule["k"]),
+            "study_abnormal_min_probability": float(rule["t"]),
+        }
+    )
 
 
 def _classify_test_part(
@@ -423,7 +524,8 @@ def _report(
     from training.synth.montage import save_montage
 
     save_montage(plots / "synthetic-examples.png", seed=0, protocol=protocol)
-    steps.note(f"plots in {plots} (training curves and Grad-CAM in {root / 'data' / 'runs' / version})")
+    for line in _made_files(plots, root / "data" / "runs" / version):
+        steps.note(line)
     log.info(
         "demo_finished",
         accuracy=accuracy,
@@ -431,6 +533,20 @@ def _report(
         model_version=version,
         at=dt.datetime.now(dt.UTC).isoformat(),
     )
+
+
+def _made_files(plots: Path, run_dir: Path) -> list[str]:
+    """What the demo tells the user to open: only files that are there, and why Grad-CAM may not be."""
+    lines = [f"plots: {', '.join(p.name for p in sorted(plots.glob('*.png')))} in {plots}"]
+    figures = sorted(p.name for p in run_dir.glob("*.png"))
+    if figures:
+        lines.append(f"training report: {run_dir / 'report.md'} with {', '.join(figures)}")
+    if not (run_dir / "gradcam.png").exists():
+        lines.append(
+            "no Grad-CAM picture: at the demo's small input the last feature map is 1x1 "
+            "(train with --image-size 64 or more for heat maps)"
+        )
+    return lines
 
 
 def _plot_confusion(path: Path, pairs: list[tuple[str, str]]) -> None:

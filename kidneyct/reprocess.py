@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.reprocess_events import reprocess_event
 from common.progress import Advance
+from common.vocabulary import is_valid_uid
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 from storage.events import InstanceEvent
@@ -100,6 +101,9 @@ def queue_reprocess(
         raise ReprocessError(
             "select something: --study, --accession, --received-since/--received-until, or --all"
         )
+    not_uids = [uid for uid in selection.study_uids if not is_valid_uid(uid)]
+    if not_uids:
+        raise ReprocessError(f"--study {not_uids[0]!r} is not a DICOM UID (digits and dots, e.g. 1.2.840.1)")
     with sessions() as session:
         version_id, version = _target(session, model_version)
         total = count_selected(session, selection=selection)

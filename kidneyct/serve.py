@@ -53,7 +53,8 @@ def serve(settings: Settings, workers: int) -> None:
     from common.registry import process_registry
     from kidneyct.database import open_database
 
-    sessions = open_database(settings, migrate_embedded=True)
+    sessions = open_database(settings, migrate_embedded=True)  # a schema refused before Keras loads
+    _require_device(settings)
     failures = _Process(settings, sessions, process_registry(), workers).run()
     if failures:
         raise click.ClickException(f"a worker failed: {failures[0]!r}")
@@ -64,6 +65,9 @@ def _pin_device(settings: Settings) -> None:
         pin_device(parse_device(settings.device), os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="KIDNEYCT_DEVICE") from exc
+
+
+def _require_device(settings: Settings) -> None:
     import keras
 
     from classifier.device import require_device
@@ -235,6 +239,8 @@ def run_worker_when_model_active(
                     waiting = True
                 stop.wait(poll_s)
                 continue
+            # The line the README tells a user to wait for, as `kidneyct worker` logs it.
+            log.info("worker_started", worker=threading.current_thread().name)
             runner.run()
             return
     except BaseException as exc:  # noqa: BLE001 - reported, then the process stops with an error

@@ -43,6 +43,7 @@ sys.path.insert(0, str(SERVICES_DIR))
 
 import containers  # noqa: E402
 from kafka_process import KafkaProcess, default_libs_dir, libs_available, ping  # noqa: E402
+from lanes import needs_services  # noqa: E402
 from seaweed_process import SeaweedProcess, weed_binary  # noqa: E402
 
 KAFKA_ENV = "KIDNEYCT_TEST_KAFKA_BOOTSTRAP"
@@ -328,6 +329,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"kidneyct Kafka: {_kafka_description(kafka) if kafka else f'{KAFKA_ENV} unset -> {kafka_fallback}'}",
         f"kidneyct PostgreSQL: {_postgres_description(database) if database else f'{DATABASE_ENV} unset -> {postgres_fallback}'}",
     ]
+
+
+# --- lanes: `make check` runs what needs no service and trains no model -----------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the integration lane here, so a new test lands in the right lane without anyone marking it:
+    `-m "not integration and not slow"` is `make check`, its complement the rest of CI."""
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.integration)
 
 
 _SERVICES = ("Kafka", "PostgreSQL")

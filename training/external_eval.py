@@ -54,6 +54,12 @@ def _class_folders(root: Path, classes: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+def require_files(root: Path) -> None:
+    """Refuse a folder with no file at all under it, before a model is loaded to read them."""
+    if not any(p.is_file() and not p.name.startswith(".") for p in root.rglob("*")):
+        raise EvaluationInputError(f"{root} holds no file: expected {root}/<Class>/<images or DICOM>")
+
+
 def _read(path: Path, label: str, window: Window) -> list[Slice]:
     """The file's slices: every frame of a DICOM instance, or one image."""
     if pydicom.misc.is_dicom(str(path)):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.vocabulary import CLASS_NAMES, UID_LENGTH
+from common.vocabulary import CLASS_NAMES, UID_LENGTH, is_valid_uid
 
 
 class LabelInputError(ValueError):
@@ -44,6 +44,9 @@ def make_row(
     uid = instance or study or ""
     if len(uid) > UID_LENGTH:
         raise LabelInputError(f"{where}: UID longer than {UID_LENGTH} characters")
+    if not is_valid_uid(uid):
+        # A label on a UID that no study can have would be recorded and never match anything.
+        raise LabelInputError(f"{where}: {uid!r} is not a DICOM UID (digits and dots, e.g. 1.2.840.1)")
     if not source.strip():
         raise LabelInputError(f"{where}: empty source")
     return LabelRow(

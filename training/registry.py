@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -11,7 +12,9 @@ from storage.datasets import count_dataset_images_since
 from storage.labels import count_labels_since
 from storage.model_versions import list_model_versions, register_model_version
 from storage.models import ModelVersion
-from training.run import TrainedRun
+
+if TYPE_CHECKING:  # training.run loads Keras; `kidneyct train` checks its inputs before that
+    from training.run import TrainedRun
 
 
 def make_version(now: dt.datetime) -> str:

@@ -33,7 +33,9 @@ def worker(
         pin_device(chosen, os.environ)
     except DeviceError as exc:
         raise click.BadParameter(str(exc), param_hint="--device") from exc
+    from kidneyct.database import open_database
 
+    sessions = open_database(settings)  # a database never migrated is refused before Keras loads
     import keras
 
     from classifier.errors import DeadLetterLimitExceeded
@@ -43,7 +45,6 @@ def worker(
     from common.health import process_readiness
     from common.registry import process_registry
     from common.runtime import GracefulStop, start_metrics_endpoint
-    from kidneyct.database import open_database
     from kidneyct.wiring.classifier import build_worker
 
     try:
@@ -53,7 +54,6 @@ def worker(
     if mixed_precision if mixed_precision is not None else settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     metrics = WorkerMetrics(process_registry())
-    sessions = open_database(settings)
     try:
         wired = build_worker(settings, sessions, metrics=metrics, batch_size=batch_size)
     except ValueError as exc:

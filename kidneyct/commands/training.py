@@ -243,24 +243,12 @@ def train(
             pin_device(parse_device(chosen), os.environ)  # before Keras is imported below
         except DeviceError as exc:
             raise click.BadParameter(str(exc), param_hint="--device") from exc
-    from classifier.model import BACKBONE_UNFREEZE_FROM
-    from classifier.preprocess import Window
-    from kidneyct.archives import build_archive_reader
-    from storage.archive_reader import ArchiveUnavailable
-    from training.data import AugmentConfig
-    from training.dedup import GroupingParams
-    from training.fit import FitConfig
-    from training.registry import (
-        make_version,
-        new_labels_since_last_version,
-        register_candidate,
-        training_due,
-    )
-    from training.run import TrainingError, TrainOptions, run_training
-    from training.split import SplitFractions
+    # Everything that can be refused without Keras is checked first: a wrong input is answered at once.
+    from kidneyct.database import require_schema
+    from training.registry import new_labels_since_last_version, training_due
 
-    _require_device(chosen)
     sessions = _sessions(settings)
+    require_schema(sessions)
     with sessions() as session:
         new = new_labels_since_last_version(session)
     if not training_due(new_labels=new, min_new_labels=min_new_labels):
@@ -269,6 +257,7 @@ def train(
             f"{new} new label(s) since the last model version, fewer than {min_new_labels}: nothing to do"
         )
         return
+    _require_labelled(sessions)
     # Checked once training is due (a scheduled `--min-new-labels` run with nothing to do needs no
     # weights), and before any image is read: air-gapped sites learn at once which file is missing.
     if (
@@ -280,12 +269,25 @@ def train(
             ensure_imagenet_weights(environ=os.environ)
         except ImagenetWeightsUnavailable as exc:
             raise click.ClickException(str(exc)) from exc
+    from training.split import SplitFractions
+
     try:
         fractions = SplitFractions(
             train=1.0 - val_fraction - test_fraction, val=val_fraction, test=test_fraction
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    from classifier.model import BACKBONE_UNFREEZE_FROM
+    from classifier.preprocess import Window
+    from kidneyct.archives import build_archive_reader
+    from storage.archive_reader import ArchiveUnavailable
+    from training.data import AugmentConfig
+    from training.dedup import GroupingParams
+    from training.fit import FitConfig
+    from training.registry import make_version, register_candidate
+    from training.run import TrainingError, TrainOptions, run_training
+
+    _require_device(chosen)
     options = TrainOptions(
         image_size=image_size or settings.image_size,
         weights=weights,
@@ -344,6 +346,20 @@ def train(
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
+
+
+def _require_labelled(sessions: sessionmaker[Session]) -> None:
+    """Refuse, before Keras loads, a database with nothing labelled to train on."""
+    from storage.datasets import count_dataset_images_since
+    from storage.labels import count_labels_since
+
+    with sessions() as session:
+        labelled = count_labels_since(session, since=None) + count_dataset_images_since(session, since=None)
+    if labelled == 0:
+        raise click.ClickException(
+            "nothing to train on: record labels (`kidneyct label`) or register a folder "
+            "(`kidneyct dataset import-folder`) first"
+        )
 
 
 def _require_device(chosen: str) -> None:
@@ -815,27 +831,23 @@ def evaluate(
     study_t: float | None,
 ) -> None:
     """Evaluate a model on ROOT/<Class>/... (images or DICOM), through the serving preprocessing."""
+    if (version is None) == (artifact is None):
+        raise click.BadParameter("give exactly one of --version and --artifact")
     import json
 
+    from training.external_eval import EvaluationInputError, evaluate_folder, markdown, require_files
+
+    try:
+        require_files(root)  # before Keras loads: an empty folder is answered at once
+    except EvaluationInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    directory, sha = _evaluated_artifact(settings, version, artifact)
     from classifier.artifact import load_artifact
     from classifier.errors import ArtifactError
     from classifier.study_rule import StudyRule
-    from storage.model_versions import get_model_version
     from training import plots
-    from training.external_eval import EvaluationInputError, evaluate_folder, markdown
-    from training.trainset import path_from_uri
 
-    if (version is None) == (artifact is None):
-        raise click.BadParameter("give exactly one of --version and --artifact")
     try:
-        if version is not None:
-            with _sessions(settings)() as session:
-                row = get_model_version(session, version=version)
-                if row is None:
-                    raise click.ClickException(f"no model version {version!r}")
-                directory, sha = Path(path_from_uri(row.artifact_uri)), row.sha256
-        else:
-            directory, sha = artifact, None  # type: ignore[assignment]
         model, card = load_artifact(directory, expected_sha256=sha)
         rule = StudyRule(
             study_k or settings.study_abnormal_min_slices,
@@ -866,6 +878,22 @@ def evaluate(
         click.echo(json.dumps(result, indent=1))
     else:
         click.echo(markdown(result, card.version), nl=False)
+
+
+def _evaluated_artifact(
+    settings: Settings, version: str | None, artifact: Path | None
+) -> tuple[Path, str | None]:
+    """The artifact directory to evaluate and its expected SHA-256 (None for a bare --artifact)."""
+    if artifact is not None:
+        return artifact, None
+    from storage.model_versions import get_model_version
+    from training.trainset import path_from_uri
+
+    with _sessions(settings)() as session:
+        row = get_model_version(session, version=version or "")
+        if row is None:
+            raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
+        return Path(path_from_uri(row.artifact_uri)), row.sha256
 
 
 def _add_comparison_commands() -> None:

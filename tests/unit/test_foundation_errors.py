@@ -126,6 +126,7 @@ def test_metrics_port_in_use_is_one_line(monkeypatch: pytest.MonkeyPatch, busy_p
     assert f"cannot bind the metrics endpoint to 127.0.0.1:{busy_port}" in line
 
 
+@pytest.mark.slow  # waits out kafka-python's connection timeout (about 30 s)
 def test_kafka_init_without_a_broker_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """`kafka init` against a port where no broker listens fails with one line naming the bootstrap."""
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there

@@ -30,6 +30,7 @@ def _pixels(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype(np.float32)
 
 
+@pytest.mark.slow  # trains EfficientNetB0 (150 s on a busy 2-core box): not in `make check`
 def test_efficientnet_trains_one_step_saves_reloads_and_predicts_identically(tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model(image_size=SIZE, weights=None, from_scratch=True, backbone="efficientnetb0")

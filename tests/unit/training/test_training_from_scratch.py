@@ -80,6 +80,7 @@ def test_phase_one_from_scratch_trains_every_layer() -> None:
     assert not base.trainable
 
 
+@pytest.mark.slow  # builds, saves and reloads two ResNet50s (about 45 s on a busy box)
 def test_artifact_records_and_honours_from_scratch(tmp_path: Path) -> None:
     """The card records the mode and load_artifact rebuilds that graph (BN momentum); old cards: fine-tuning."""
     keras.utils.set_random_seed(4)

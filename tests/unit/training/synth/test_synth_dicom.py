@@ -56,6 +56,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("study-*/*.dcm"))
 
 
+@pytest.mark.integration  # a Debian package's binary: `make test` installs it, `make check` does not
 @pytest.mark.parametrize("enhanced", [False, True], ids=["ct", "enhanced-ct"])
 @pytest.mark.parametrize("ts", sorted(TRANSFER_SYNTAXES))
 def test_dciodvfy_reports_no_errors(studies: dict, ts: str, enhanced: bool) -> None:
@@ -69,6 +70,7 @@ def test_dciodvfy_reports_no_errors(studies: dict, ts: str, enhanced: bool) -> N
         assert ("EnhancedCTImage" if enhanced else "CTImage") in report
 
 
+@pytest.mark.integration  # a Debian package's binary: `make test` installs it, `make check` does not
 @pytest.mark.parametrize("enhanced", [False, True], ids=["ct", "enhanced-ct"])
 @pytest.mark.parametrize("ts", sorted(TRANSFER_SYNTAXES))
 def test_dcmdump_reads_without_warnings(studies: dict, ts: str, enhanced: bool) -> None:

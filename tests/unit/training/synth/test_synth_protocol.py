@@ -75,6 +75,7 @@ def test_image_position_and_spacing_locate_the_aorta(tmp_path, protocol) -> None
         assert hu[row - 1 : row + 2, col - 1 : col + 2].mean() > 140, (path.name, row, col)
 
 
+@pytest.mark.integration  # a Debian package's binary: `make test` installs it, `make check` does not
 def test_kidney_protocol_passes_dciodvfy(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The targeted geometry (off-centre origin, reconstruction diameter) is still a valid CT image."""
     dciodvfy = shutil.which("dciodvfy")

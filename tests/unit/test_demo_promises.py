@@ -1,0 +1,77 @@
+"""The demo applies the study rule its training tuned, names only files it made, and keeps TensorFlow quiet."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kidneyct.demo import Steps, _heartbeat, _made_files, _quiet_tensorflow, _with_tuned_study_rule
+from kidneyct.settings import Settings
+
+
+def _run_dir(settings: Settings, version: str, rule: dict[str, object] | None) -> Path:
+    run_dir = settings.resolved_train_dir() / version
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.json").write_text(json.dumps({"grouped": {"study_rule": rule}}))
+    return run_dir
+
+
+def test_the_worker_gets_the_rule_tuned_on_validation_studies(tmp_path: Path) -> None:
+    """(k, t) from the run's report become the settings the demo's worker is built from."""
+    settings = Settings(data_dir=tmp_path)
+    _run_dir(settings, "v1", {"k": 3, "t": 0.7, "val_studies": 6, "val_accuracy": 0.8})
+    tuned = _with_tuned_study_rule(Steps(total=1), settings, "v1")
+    assert (tuned.study_abnormal_min_slices, tuned.study_abnormal_min_probability) == (3, 0.7)
+
+
+def test_without_a_tuned_rule_the_defaults_stay(tmp_path: Path) -> None:
+    """A run with no DICOM studies to tune on (or no report) leaves the settings' rule in place."""
+    settings = Settings(data_dir=tmp_path)
+    _run_dir(settings, "v1", None)
+    assert _with_tuned_study_rule(Steps(total=1), settings, "v1") == settings
+    assert _with_tuned_study_rule(Steps(total=1), settings, "no-such-run") == settings
+
+
+def test_only_files_that_exist_are_promised(tmp_path: Path) -> None:
+    """The closing lines name the plots and report figures present, and say why there is no Grad-CAM."""
+    plots, run_dir = tmp_path / "plots", tmp_path / "run"
+    plots.mkdir()
+    run_dir.mkdir()
+    (plots / "demo-confusion.png").write_bytes(b"png")
+    (run_dir / "learning_curves_grouped.png").write_bytes(b"png")
+    lines = _made_files(plots, run_dir)
+    assert "demo-confusion.png" in lines[0]
+    assert "learning_curves_grouped.png" in lines[1]
+    assert "no Grad-CAM picture" in lines[2]
+    (run_dir / "gradcam.png").write_bytes(b"png")
+    assert not any("Grad-CAM" in line for line in _made_files(plots, run_dir))
+
+
+def test_tensorflow_is_told_to_be_quiet_and_not_to_probe_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU run: no C++ log lines, no CUDA device, Python-side TensorFlow warnings off; a user's own
+    values are kept."""
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    level = logging.getLogger("tensorflow").level
+    try:
+        _quiet_tensorflow(Settings(device="cpu"))
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # the user's choice wins
+        assert logging.getLogger("tensorflow").level == logging.ERROR
+    finally:
+        logging.getLogger("tensorflow").setLevel(level)
+
+
+def test_a_long_step_prints_a_line_while_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The heartbeat says what is still running and for how long, and stops with the block."""
+    with _heartbeat(Steps(total=1), "training", every_s=0.05):
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "still training:" in out
+    time.sleep(0.15)
+    assert capsys.readouterr().out == ""
