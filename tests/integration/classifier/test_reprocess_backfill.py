@@ -4,14 +4,18 @@ Kafka + PostgreSQL. Workers run in-process against the real stream clients the s
 from __future__ import annotations
 
 import datetime as dt
+import io
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 from classifier_kit import caching_loader, make_tiny_artifact, register, wait_for, write_instance
 from click.testing import CliRunner
+from orthanc_kit import OrthancServer
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import migrations
 from classifier.batching import BatchPolicy
 from classifier.reporting import ResultConfig
+from classifier.result_sr import SR_SOP_CLASS_UID
 from classifier.serving import ServingModel
 from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
@@ -418,3 +423,123 @@ def test_promoting_a_shadowed_version_sends_its_changed_results_as_new_revisions
         assert sorted(pending) == [("sr", "pending"), ("sr", "pending")]
     finally:
         running.stop()
+
+
+def _sr_text(ds: Dataset) -> dict[str, list[str]]:
+    """Every TEXT item of an SR's content tree, by concept name (pydicom only, no SR library)."""
+    found: dict[str, list[str]] = {}
+    for item in ds.get("ContentSequence", []):
+        if item.get("ValueType") == "TEXT":
+            found.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(str(item.TextValue))
+        for name, values in _sr_text(item).items():
+            found.setdefault(name, []).extend(values)
+    return found
+
+
+def _received_srs(orthanc: OrthancServer, study: str) -> set[tuple[str, str, str]]:
+    """(model version, "report revision N" parameter, instance number) of every SR Orthanc holds for the study."""
+    out = set()
+    for instance in orthanc.instances_of_study(study):
+        if instance.get("SOPClassUID") != SR_SOP_CLASS_UID:
+            continue
+        ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance["ID"])))
+        texts = _sr_text(ds)
+        (version,) = texts["Algorithm Version"]
+        (revision,) = [p for p in texts["Algorithm Parameters"] if p.startswith("report revision")]
+        out.add((version, revision, str(ds.InstanceNumber)))
+    return out
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+def test_promoting_a_shadowed_version_delivers_its_new_revisions_to_orthanc_only_where_the_label_changed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 24, end to end: U reported Tumor by M, C1 and C2 Normal by N; all three reprocessed under T
+    (Tumor for every input), then `models promote T --backfill-since 7d` with the result sender wired
+    as `kidneyct serve` wires it: Orthanc ends with T's revision-2 SR for C1 and C2, and for U only
+    M's revision 1 (its label did not change)."""
+    from prometheus_client import CollectorRegistry
+
+    from delivery.metrics import SenderMetrics
+    from kidneyct.wiring.classifier import worker_config
+    from kidneyct.wiring.delivery import build_sender
+    from storage.models import ResultDelivery, ResultReport
+
+    for version, label in (("M", "Tumor"), ("N", "Normal"), ("T", "Tumor")):
+        directory, sha = _constant_artifact(tmp_path / version, version, label)
+        stack.ids[version] = register(
+            stack.sessions, version=version, directory=directory, sha256=sha, active=False
+        )
+    orthanc = OrthancServer(tmp_path / "orthanc")
+    settings = stack.settings.model_copy(
+        update={
+            "result_destinations": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+            "result_heatmap": "none",
+            "result_poll_s": 0.2,
+        }
+    )
+    results = worker_config(settings).results
+    stop = threading.Event()
+    sender = build_sender(settings, stack.sessions, SenderMetrics(CollectorRegistry()))
+    sending = threading.Thread(target=sender.run, args=(stop,), daemon=True)
+    sending.start()
+    rule = StudyRule(min_slices=1, min_probability=0.5)
+    received_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+    def reports(version: str) -> dict[str, tuple[int, str]]:
+        with stack.sessions() as s:
+            rows = s.execute(
+                select(Study.study_instance_uid, ResultReport.revision, ResultReport.label)
+                .join(Study, Study.id == ResultReport.study_id)
+                .where(ResultReport.model_version_id == stack.ids[version])
+            )
+            return {uid: (revision, label) for uid, revision, label in rows}
+
+    def classify_under(version: str, n_studies: int) -> set[str]:
+        """Studies sent while `version` is active (a fresh worker, so no model poll to wait for)."""
+        _cli(stack, ["models", "promote", version, "--force", "--reason", "test setup"])
+        events = _studies(stack, n_studies, 2, received_at)
+        studies = {e.study_instance_uid for e in events}
+        running = RunningWorker(stack, rule=rule, sweep_interval_s=0.2, results=results)
+        try:
+            stack.send(events)
+            wait_for(lambda: set(reports(version)) == studies, timeout_s=120)
+        finally:
+            running.stop()
+        return studies
+
+    def undelivered() -> int:
+        with stack.sessions() as s:
+            return int(s.scalar(select(func.count()).where(ResultDelivery.state != "delivered")) or 0)
+
+    try:
+        unchanged = classify_under("M", 1)
+        changed = classify_under("N", 2)
+        running = RunningWorker(stack, rule=rule, sweep_interval_s=0.2, results=results)
+        try:
+            queue_reprocess(settings, stack.sessions, selection=Selection(everything=True), model_version="T")
+            wait_for(
+                lambda: sum(c for (_, mid), c in _complete(stack).items() if mid == stack.ids["T"]) == 3,
+                timeout_s=120,
+            )
+            out = _cli(
+                stack, ["models", "promote", "T", "--force", "--reason", "test", "--backfill-since", "7d"]
+            )
+            assert "queued 0 instance(s)" in out
+            assert "2 study result(s) of T differ from what PACS was sent" in out
+            wait_for(lambda: set(reports("T")) == changed, timeout_s=120)
+        finally:
+            running.stop()
+        wait_for(lambda: undelivered() == 0, timeout_s=120)
+        for study in changed:
+            assert _received_srs(orthanc, study) == {
+                ("N", "report revision 1", "1"),
+                ("T", "report revision 2", "2"),
+            }
+        (study,) = unchanged
+        assert _received_srs(orthanc, study) == {("M", "report revision 1", "1")}
+        assert reports("T") == dict.fromkeys(changed, (2, "Tumor"))
+    finally:
+        stop.set()
+        sending.join(timeout=60)
+        orthanc.stop()
