@@ -205,6 +205,11 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
     default=None,
     help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
 )
+@click.option(
+    "--keep-checkpoints",
+    is_flag=True,
+    help="Keep the run's per-phase best-weights checkpoints (with optimizer state) after it finishes.",
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -231,11 +236,14 @@ def train(
     refit: bool,
     device: str | None,
     progress: bool | None,
+    keep_checkpoints: bool,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
     from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
+    from training.determinism import determinism_status, prefer_determinism
 
     prefer_onednn(os.environ)  # ~4x faster training steps on CPU; before Keras is imported below
+    prefer_determinism(os.environ)  # the same run gives the same weights; before Keras is imported
     chosen = device or settings.device
     # The default `cpu` is not pinned: a trainer with no device configured may use whatever it finds.
     if device is not None or chosen != "cpu":
@@ -312,6 +320,8 @@ def train(
         latest_fraction=latest_fraction,
         refit=refit,
         backbone=backbone,
+        determinism=determinism_status(os.environ),
+        keep_checkpoints=keep_checkpoints,
     )
     started = _now()
     version = make_version(started)
