@@ -97,7 +97,7 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / WEIGHTS_FILE
-    model.save_weights(weights_path)
+    save_inference_weights(model, weights_path)
     window = card_fields.get("window", KIDNEY_WINDOW)
     window_dict = window.as_dict() if isinstance(window, Window) else dict(window)
     n_classes = int(model.output_shape[-1])
@@ -129,6 +129,21 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     tmp.write_text(card.to_json())
     tmp.replace(directory / CARD_FILE)
     return card
+
+
+def save_inference_weights(model: keras.Model, path: Path) -> None:
+    """Write only the weights inference needs. Keras 3 writes a compiled model's optimizer state into
+    a weights file too (Adam: two slots per trainable weight, twice the model again), which no
+    worker reads; the optimizer is detached for the write and put back."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        model.save_weights(path)
+        return
+    model.optimizer = None
+    try:
+        model.save_weights(path)
+    finally:
+        model.optimizer = optimizer
 
 
 def preprocessing_summary(normalization: str) -> dict[str, str]:

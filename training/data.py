@@ -10,6 +10,11 @@ and a zoom in or out (another field of view) with a black (air) fill, a differen
 (level shifted, width narrowed or widened about mid-grey, clipped as a real window clips), and a
 small global intensity jitter (contrast about the mean, brightness). No flips (left and right kidney
 are not interchangeable in a report) and no colour.
+
+Reproducible: the order of an epoch is drawn from (seed, epoch) and a batch's augmentation from
+(seed, epoch, batch index), never from a generator's running state, so the same seed gives the same
+batches whichever order (or how often) Keras, a prefetching worker or the BatchNorm recalibration asks
+for them.
 """
 
 from __future__ import annotations
@@ -34,11 +39,20 @@ class AugmentConfig:
     window_width: float = 0.3  # scale the window width by 1 +- this (narrower: more contrast, clipped)
 
 
+def derived_seed(*key: int) -> int:
+    """A 31-bit seed that depends only on `key` (e.g. seed, epoch, batch index)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0] >> 1)
+
+
 class Augmenter:
-    """Seeded geometric (keras layers) and intensity (numpy) jitter of [N, S, S, 1] batches in [0, 255]."""
+    """Seeded geometric (keras layers) and intensity (numpy) jitter of [N, S, S, 1] batches in [0, 255].
+
+    `key` (e.g. the epoch and batch index) makes a batch's jitter a function of (seed, key) alone.
+    """
 
     def __init__(self, config: AugmentConfig, *, seed: int) -> None:
         self.config = config
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._geometric = keras.Sequential(
             [
@@ -55,7 +69,15 @@ class Augmenter:
             name="ct_augmentation",
         )
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _reseed(self, key: tuple[int, ...]) -> None:
+        """Restart every random stream (the keras layers' seed states and numpy's) from (seed, key)."""
+        for i, layer in enumerate(self._geometric.layers):
+            layer.generator.state.assign(np.array([derived_seed(self.seed, *key, i), 0]))
+        self._rng = np.random.default_rng([self.seed, *key])
+
+    def __call__(self, batch: np.ndarray, key: tuple[int, ...] | None = None) -> np.ndarray:
+        if key is not None:
+            self._reseed(key)
         moved = keras.ops.convert_to_numpy(self._geometric(batch, training=True)).astype(np.float32)
         n = len(moved)
         gain = self._rng.uniform(1 - self.config.contrast, 1 + self.config.contrast, (n, 1, 1, 1))
@@ -115,8 +137,9 @@ class ImageSequence(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augmenter = augmenter
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(images)) if shuffle else np.arange(len(images))
+        self.seed = seed
+        self.epoch = 0
+        self._order = self._epoch_order()
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -125,11 +148,15 @@ class ImageSequence(keras.utils.PyDataset):
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = self.images[rows]
         if self.augmenter is not None:
-            batch = self.augmenter(batch)
+            batch = self.augmenter(batch, key=(self.epoch, index))
         if self.sample_weight is None:
             return to_three_channels(batch), self.one_hot[rows]
         return to_three_channels(batch), self.one_hot[rows], self.sample_weight[rows]
 
+    def _epoch_order(self) -> np.ndarray:
+        n = len(self.images)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._order = self._rng.permutation(len(self.images))
+        self.epoch += 1
+        self._order = self._epoch_order()

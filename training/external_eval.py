@@ -10,6 +10,7 @@ and DICOM studies also get the study rule's (k, t) label, as the service writes 
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +88,41 @@ def read_labelled_folder(
     return slices, skipped
 
 
-def slice_groups(slices: Sequence[Slice]) -> list[str]:
-    """DICOM: the study; images: the trainer's near-duplicate groups (chains of IDs, perceptual hashes)."""
-    fps = [fingerprint(s.gray) for s in slices]
-    ids = [
+def _scan_ids(slices: Sequence[Slice]) -> list[tuple[str, str, int] | None]:
+    """(folder, prefix, N) of each image named `<Class>- (N).jpg`; None for DICOM and other names."""
+    return [
         (str(s.path.parent), *parsed) if s.study is None and (parsed := kaggle_id(s.path.name)) else None
         for s in slices
     ]
+
+
+def images_without_scan_id(slices: Sequence[Slice]) -> tuple[int, int]:
+    """(images whose names carry no scan ID, images): DICOM slices are grouped by study instead."""
+    images = [s for s in slices if s.study is None]
+    return sum(1 for i in _scan_ids(images) if i is None), len(images)
+
+
+def grouping_warning(slices: Sequence[Slice]) -> str | None:
+    """Say so when images carry no scan ID in their names: they are grouped by similarity alone.
+
+    Chains of consecutive IDs are what keeps a scan's slices together; without them only
+    near-identical pictures (perceptual hash) are joined, so one scan can count as many groups and
+    the intervals come out narrower than the data supports.
+    """
+    unnamed, images = images_without_scan_id(slices)
+    if not unnamed:
+        return None
+    return (
+        f"{unnamed} of {images} images have no scan ID in their file name (`<Class>- (N).jpg`): they "
+        "are grouped by image similarity alone (perceptual hash), which can split a scan into many groups "
+        "and make the intervals too narrow; name the files by scan order, or evaluate DICOM (grouped by study)"
+    )
+
+
+def slice_groups(slices: Sequence[Slice]) -> list[str]:
+    """DICOM: the study; images: the trainer's near-duplicate groups (chains of IDs, perceptual hashes)."""
+    fps = [fingerprint(s.gray) for s in slices]
+    ids = _scan_ids(slices)
     grouping = group_items(
         fps, group_keys=[s.study and f"study:{s.study}" for s in slices], ids=ids, params=GroupingParams()
     )
@@ -137,18 +166,27 @@ def evaluate_folder(
     rule: StudyRule,
     batch_size: int = 32,
     seed: int = 0,
+    per_slice_csv: Path | None = None,
 ) -> dict[str, Any]:
-    """Every metric of `model` on the labelled folder, as a JSON-ready dict."""
+    """Every metric of `model` on the labelled folder, as a JSON-ready dict; with `per_slice_csv`, every
+    slice's probabilities written there too."""
     slices, skipped = read_labelled_folder(root, classes, window)
     inputs = to_model_input([s.gray for s in slices], image_size)
     probabilities = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
     truth = np.asarray([list(classes).index(s.label) for s in slices])
     groups = slice_groups(slices)
+    warning = grouping_warning(slices)
+    if warning is not None:  # counts only: a hospital's file names can carry patient data
+        unnamed, images = images_without_scan_id(slices)
+        log.warning("evaluation_grouped_by_similarity", images_without_scan_id=unnamed, images=images)
+    if per_slice_csv is not None:
+        write_per_slice(per_slice_csv, slices, probabilities, groups, classes)
     log.info("evaluation_done", slices=len(slices), skipped=len(skipped), groups=len(set(groups)))
     return {
         "root": str(root),
         "slices": len(slices),
         "groups": len(set(groups)),
+        "grouping_warning": warning,
         "skipped": skipped,
         "metrics": classification_metrics(truth, probabilities, classes),
         "intervals": metric_intervals(truth, probabilities, groups, classes, seed=seed),
@@ -158,6 +196,23 @@ def evaluate_folder(
     }
 
 
+def write_per_slice(
+    path: Path,
+    slices: Sequence[Slice],
+    probabilities: np.ndarray,
+    groups: Sequence[str],
+    classes: Sequence[str],
+) -> None:
+    """One CSV row per slice: file, frame, true label, group, predicted class and every class's probability."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", "frame", "label", "group", "predicted", *(f"p_{c}" for c in classes)])
+        for s, p, g in zip(slices, probabilities, groups, strict=True):
+            predicted = classes[int(np.argmax(p))]
+            writer.writerow([str(s.path), s.frame, s.label, g, predicted, *(f"{float(v):.6f}" for v in p)])
+
+
 def markdown(result: dict[str, Any], model_name: str) -> str:
     m, ci = result["metrics"], result["intervals"]
     lines = [
@@ -165,6 +220,7 @@ def markdown(result: dict[str, Any], model_name: str) -> str:
         "",
         f"{result['slices']} slices in {result['groups']} groups; {len(result['skipped'])} files skipped.",
         "",
+        *([f"**Warning**: {result['grouping_warning']}.", ""] if result.get("grouping_warning") else []),
         f"- macro-F1 {m['macro_f1']:.3f} [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}] "
         "(95 % group-bootstrap interval)",
         f"- accuracy {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]",

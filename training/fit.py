@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 
 from classifier.model import set_trainable_for_phase
+from training.progress import DEFAULT_EVERY_S, ProgressLog
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,7 @@ class FitConfig:
     patience: int = 3
     unfreeze_from: str = "conv5_"
     verbose: int = 2  # keras: 1 progress bar, 2 one line per epoch
+    progress_every_s: float = DEFAULT_EVERY_S  # with verbose 2: a `training_progress` line this often
 
 
 @dataclass
@@ -205,13 +207,18 @@ def _run_phase(
         images=n_images,
         from_scratch=from_scratch,
     )
+    callbacks = _callbacks(monitor, config.patience, checkpoint, train if from_scratch else None)
+    if config.verbose == 2:  # one Keras line per epoch: say how the epoch goes in between
+        callbacks.append(
+            ProgressLog(phase=phase, batch_size=config.batch_size, every_s=config.progress_every_s)
+        )
     started = time.perf_counter()
     history = model.fit(
         train,
         validation_data=val,
         epochs=epochs,
         class_weight=weights,
-        callbacks=_callbacks(monitor, config.patience, checkpoint, train if from_scratch else None),
+        callbacks=callbacks,
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - started

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from training import plots
+from training.baseline import BASELINE_LABELS
 from training.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             for _, e in cols
         ]
         lines.append("| network trained on train only (selection run) | " + " | ".join(cells) + " |")
-    for name, label in (("nearest_neighbour", "1-NN, 32x32 pixels"), ("ridge", "ridge, 32x32 pixels")):
+    for name, label in BASELINE_LABELS.items():
         lines.append(
             f"| {label} | "
             + " | ".join(
@@ -141,7 +142,7 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             )
             + " |"
         )
-    for name, label in (("nearest_neighbour", "1-NN"), ("ridge", "ridge")):
+    for name, label in ((n, lab.split(",")[0]) for n, lab in BASELINE_LABELS.items()):
         lines.append(
             f"| network minus {label} (paired) | "
             + " | ".join(

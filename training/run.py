@@ -39,6 +39,7 @@ from training.trainset import TrainingSet, build_training_set, collect_sources
 log = structlog.get_logger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+CHECKPOINT_DIR = "checkpoints"
 PREDICTIONS_FILE = "test_predictions.json"
 
 
@@ -62,6 +63,9 @@ class TrainOptions:
     gradcam_per_class: int = 2
     threads: int = 4
     backbone: str = DEFAULT_BACKBONE  # keras.applications base (`classifier.model.Backbone`)
+    # The deterministic-kernel variables the process ran with (`training.determinism`), for the card.
+    determinism: dict[str, str | None] | None = None
+    keep_checkpoints: bool = False  # the per-phase best-weights files; removed after a finished run otherwise
 
 
 @dataclass
@@ -436,6 +440,18 @@ def _write_predictions(path: Path, ts: TrainingSet, outcome: SplitOutcome) -> No
     path.write_text(json.dumps({"classes": ts.manifest.classes, "items": rows}, indent=1) + "\n")
 
 
+def remove_checkpoints(directory: Path) -> int:
+    """Delete a finished run's checkpoints (the served weights are in the artifact; a checkpoint also
+    holds the optimizer's state, twice the weights again); return the bytes freed. A failed run never
+    gets here, so its checkpoints stay for a look at what it had reached."""
+    if not directory.is_dir():
+        return 0
+    freed = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    shutil.rmtree(directory)
+    log.info("training_checkpoints_removed", directory=str(directory), bytes_freed=freed)
+    return freed
+
+
 def summary_metrics(outcome: SplitOutcome, held_out: str = "test") -> dict[str, Any] | None:
     evaluation = outcome.evaluations.get(held_out)
     if evaluation is None:
@@ -494,12 +510,12 @@ def run_training(
     manifest_hash = ts.manifest.write(run_dir / MANIFEST_FILE)
 
     grouped_model, grouped = _train_and_evaluate(
-        ts, random=False, options=options, checkpoint_dir=run_dir / "checkpoints"
+        ts, random=False, options=options, checkpoint_dir=run_dir / CHECKPOINT_DIR
     )
     random_outcome = None
     if options.compare_random:
         _, random_outcome = _train_and_evaluate(
-            ts, random=True, options=options, checkpoint_dir=run_dir / "checkpoints"
+            ts, random=True, options=options, checkpoint_dir=run_dir / CHECKPOINT_DIR
         )
     examples = _gradcam_examples(grouped_model, ts, grouped, options.gradcam_per_class)
 
@@ -524,6 +540,7 @@ def run_training(
                 "run_dir": str(run_dir.resolve()),
                 "weights_init": options.weights,
                 "seed": options.seed,
+                "determinism": options.determinism,
                 "fit": {
                     k: getattr(options.fit, k) for k in options.fit.__dataclass_fields__ if k != "verbose"
                 },
@@ -555,6 +572,8 @@ def run_training(
         straddling_groups=len(straddling),
         commit=commit,
     )
+    if not options.keep_checkpoints:
+        remove_checkpoints(run_dir / CHECKPOINT_DIR)
     log.info("training_run_finished", version=version, manifest_hash=manifest_hash, run_dir=str(run_dir))
     return TrainedRun(
         version=version,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
@@ -15,6 +17,9 @@ from common.progress import progress_bars, progress_wanted
 from common.vocabulary import CLASS_NAMES
 from kidneyct.database import make_database
 from kidneyct.settings import Settings
+
+if TYPE_CHECKING:
+    from storage.models import ModelVersion
 
 log = structlog.get_logger(__name__)
 
@@ -205,6 +210,11 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
     default=None,
     help="Progress bars on stderr (default: only on a terminal, never with JSON logs).",
 )
+@click.option(
+    "--keep-checkpoints",
+    is_flag=True,
+    help="Keep the run's per-phase best-weights checkpoints (with optimizer state) after it finishes.",
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -231,11 +241,14 @@ def train(
     refit: bool,
     device: str | None,
     progress: bool | None,
+    keep_checkpoints: bool,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
     from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
+    from training.determinism import determinism_status, prefer_determinism
 
     prefer_onednn(os.environ)  # ~4x faster training steps on CPU; before Keras is imported below
+    prefer_determinism(os.environ)  # the same run gives the same weights; before Keras is imported
     chosen = device or settings.device
     # The default `cpu` is not pinned: a trainer with no device configured may use whatever it finds.
     if device is not None or chosen != "cpu":
@@ -314,6 +327,8 @@ def train(
         latest_fraction=latest_fraction,
         refit=refit,
         backbone=backbone,
+        determinism=determinism_status(os.environ),
+        keep_checkpoints=keep_checkpoints,
     )
     started = _now()
     version = make_version(started)
@@ -382,8 +397,8 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def list_command(settings: Settings) -> None:
-    """Show every model version: status (and shadow), grouped-split macro-F1, parity and acceptance of an
-    import, and the promotion note (a forced promotion's reason included)."""
+    """Show every model version: status (and shadow), macro-F1 on each held-out set (the set named), parity
+    and acceptance of an import, and the promotion note (a forced promotion's reason included)."""
     from storage.model_versions import list_model_versions
 
     with _sessions(settings)() as session:
@@ -391,19 +406,58 @@ def list_command(settings: Settings) -> None:
     if not versions:
         click.echo("no model versions")
         return
-    click.echo(
-        f"{'VERSION':<20} {'STATUS':<17} {'CREATED':<19} {'MACRO-F1':>8}  {'PARITY':<13} {'ACCEPTANCE':<18} "
-        f"{'MANIFEST':<12} NOTE"
+    click.echo("\n".join(version_table(versions)))
+
+
+# The card's metrics entries `models list` shows, and the held-out set each was computed on.
+LISTED_FIGURES = {
+    "grouped_test": ("TEST-F1", "the run's grouped test split (whole scans never trained or selected on)"),
+    "latest_ids_test": ("LATEST-F1", "the run's latest-IDs block (the highest IDs of each class, held out)"),
+}
+
+
+def _f1(metrics: dict[str, Any] | None, key: str) -> str:
+    entry = (metrics or {}).get(key) or {}
+    f1, n = entry.get("macro_f1"), entry.get("n")
+    if f1 is None:
+        return "-"
+    return f"{f1:.3f}" + (f" n={n}" if n is not None else "")
+
+
+def version_table(versions: Sequence[ModelVersion]) -> list[str]:
+    """The table of `models list`, then a legend naming the held-out set behind every figure."""
+    widths = (20, 17, 20, 14, 14, 13, 18, 12)
+    head = (
+        "VERSION",
+        "STATUS",
+        "CREATED",
+        *(label for label, _ in LISTED_FIGURES.values()),
+        "PARITY",
+        "ACCEPTANCE",
+        "MANIFEST",
     )
+    lines = [" ".join(f"{h:<{w}}" for h, w in zip(head, widths, strict=True)) + " NOTE"]
     for v in versions:
-        f1 = ((v.metrics or {}).get("grouped_test") or {}).get("macro_f1")
         status = f"{v.status}+shadow" if v.shadow and v.status != "active" else v.status
         parity, acceptance = _import_columns(v.card or {})
-        click.echo(
-            f"{v.version:<20} {status:<17} {v.created_at:%Y-%m-%d %H:%M:%S} "
-            f"{'-' if f1 is None else f'{f1:.3f}':>8}  {parity:<13} {acceptance:<18} "
-            f"{(v.manifest_hash or '-')[:12]:<12} {v.promotion_note or ''}"
+        cells = (
+            v.version,
+            status,
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+            *(_f1(v.metrics, key) for key in LISTED_FIGURES),
+            parity,
+            acceptance,
+            (v.manifest_hash or "-")[:12],
         )
+        lines.append(
+            " ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)) + f" {v.promotion_note or ''}"
+        )
+    lines += [""] + [f"{label}: macro-F1 on {what}; n = slices." for label, what in LISTED_FIGURES.values()]
+    lines.append(
+        "NOTE: the promotion gate's figures, recomputed at promotion on the test split and the latest IDs "
+        "together (for an imported version: the active model's), so they differ from both columns."
+    )
+    return lines
 
 
 def _import_columns(card: dict) -> tuple[str, str]:  # type: ignore[type-arg]
@@ -815,6 +869,13 @@ def export_command(settings: Settings, version: str, directory: Path) -> None:
     help="Write evaluation.json, evaluation.md and figures here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (for scripts).")
+@click.option(
+    "--per-slice",
+    "per_slice",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every slice's class probabilities to this CSV file (path, frame, label, group, predicted, p_*).",
+)
 @click.option("--study-k", type=click.IntRange(min=1), default=None, help="Study rule k (default: settings).")
 @click.option(
     "--study-t", type=click.FloatRange(0.0, 1.0), default=None, help="Study rule t (default: settings)."
@@ -827,6 +888,7 @@ def evaluate(
     artifact: Path | None,
     out: Path | None,
     as_json: bool,
+    per_slice: Path | None,
     study_k: int | None,
     study_t: float | None,
 ) -> None:
@@ -860,10 +922,13 @@ def evaluate(
             classes=card.classes,
             root=root,
             rule=rule,
+            per_slice_csv=per_slice,
         )
     except (ArtifactError, EvaluationInputError) as exc:
         raise click.ClickException(str(exc)) from exc
     result["model"] = {"version": card.version, "artifact": str(directory), "image_size": card.image_size}
+    if result["grouping_warning"]:
+        click.echo(f"warning: {result['grouping_warning']}", err=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -147,3 +147,24 @@ def test_old_cards_mean_the_seed_graph(tmp_path: Path) -> None:
     card_path.write_text(json.dumps(data))
     _, card = load_artifact(tmp_path / "old")
     assert (card.head, card.normalization) == ("avg", "caffe")
+
+
+def test_a_trained_model_is_saved_without_its_optimizer_state(tmp_path: Path) -> None:
+    """After fit (Adam: two slots per weight), the artifact holds the weights only, loads, and the model trains on."""
+    import h5py
+
+    keras.utils.set_random_seed(3)
+    model = build_model(image_size=32, weights=None, from_scratch=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    x = np.random.default_rng(4).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.eye(len(CLASS_NAMES), dtype="float32")[[0, 1, 2, 3]]
+    model.fit(x, y, epochs=1, verbose=0)
+    save_artifact(model, tmp_path, {"version": "trained", "from_scratch": True})
+    with h5py.File(tmp_path / WEIGHTS_FILE) as h5:
+        assert "optimizer" not in h5
+    weight_bytes = sum(np.asarray(w).nbytes for w in model.weights)
+    assert (tmp_path / WEIGHTS_FILE).stat().st_size < 1.1 * weight_bytes
+    loaded, _ = load_artifact(tmp_path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert model.optimizer is not None
+    model.fit(x, y, epochs=1, verbose=0)  # the optimizer was put back, state and all

@@ -40,3 +40,34 @@ def test_ridge_weights_classes_evenly() -> None:
     labels = np.array([0] * 30 + [1] * 3)
     model = RidgeClassifier.fit(features, labels, 2, alpha=1e6)
     assert np.allclose(model.bias, 0.0, atol=1e-6)
+
+
+def test_logistic_pca_is_deterministic_and_balanced() -> None:
+    """The convex baseline gives the same probabilities twice and still finds a rare class (3 of 33 images)."""
+    from training.baseline import LogisticPCA
+
+    rng = np.random.default_rng(2)
+    images = np.concatenate([_images(rng, 30, 0), _images(rng, 3, 1)])
+    labels = np.array([0] * 30 + [1] * 3)
+    features = thumbnails(images)
+    a = LogisticPCA.fit(features, labels, 2).probabilities(features)
+    b = LogisticPCA.fit(features, labels, 2).probabilities(features)
+    np.testing.assert_array_equal(a, b)
+    assert (a.argmax(axis=1) == labels).all()
+    test = thumbnails(_images(rng, 5, 1))
+    assert (LogisticPCA.fit(features, labels, 2).probabilities(test).argmax(axis=1) == 1).all()
+
+
+def test_principal_axes_agree_whichever_side_is_smaller() -> None:
+    """Fewer images than pixels (Gram route) and more (covariance route) give the same leading variances as an SVD."""
+    from training.baseline import _principal_axes
+
+    rng = np.random.default_rng(3)
+    for shape in ((20, 50), (50, 20)):
+        x = rng.normal(size=shape)
+        x -= x.mean(axis=0)
+        variance, axes = _principal_axes(x)
+        singular = np.linalg.svd(x, compute_uv=False)
+        k = min(shape) - 1
+        np.testing.assert_allclose(variance[:k], singular[:k] ** 2 / (shape[0] - 1), rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(axes[:, :k], axis=0), 1.0, rtol=1e-6)

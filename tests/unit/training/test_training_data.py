@@ -76,6 +76,40 @@ def test_augmentation_stays_grey_in_range_and_changes_pixels() -> None:
     assert not np.allclose(x[..., 0], images[..., 0])
 
 
+def _augmented(seed: int = 1, shuffle: bool = True) -> ImageSequence:
+    return ImageSequence(
+        _images(8, 32),
+        np.arange(8) % 4,
+        num_classes=4,
+        batch_size=3,
+        shuffle=shuffle,
+        seed=seed,
+        augmenter=Augmenter(AugmentConfig(), seed=seed),
+    )
+
+
+def test_a_batch_is_the_same_whatever_order_it_is_asked_for_in() -> None:
+    """A batch's order and jitter depend on (seed, epoch, index) only: asking again, or out of order, gives the same pixels."""
+    a, b = _augmented(), _augmented()
+    in_order = [a[i][0] for i in range(len(a))]
+    backwards = [b[i][0] for i in reversed(range(len(b)))][::-1]
+    for x, y in zip(in_order, backwards, strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a[1][0], in_order[1])  # asked twice (as the BatchNorm recalibration does)
+
+
+def test_each_epoch_gets_new_but_reproducible_jitter() -> None:
+    """Epoch 2 differs from epoch 1; a second sequence with the same seed repeats both; another seed differs."""
+    a, b, other = _augmented(), _augmented(), _augmented(seed=2)
+    first = a[0][0]
+    a.on_epoch_end()
+    b.on_epoch_end()
+    second = a[0][0]
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(second, b[0][0])
+    assert not np.allclose(first, other[0][0])
+
+
 def test_wrong_shapes_are_refused() -> None:
     """Three-channel storage, mismatched labels and empty sets raise ValueError."""
     with pytest.raises(ValueError, match=r"\[N, S, S, 1\]"):
