@@ -209,7 +209,7 @@ def test_a_wrong_class_order_shows_up_in_the_acceptance_result(
     assert "max abs diff" in output  # parity passes: the file agrees with itself
     assert "acceptance: accuracy 0.000 on 24 slice(s)" in output
     code, listing = _run(site, "models", "list")
-    lines = {line.split()[0]: line for line in listing.splitlines()[1:]}
+    lines = {line.split()[0]: line for line in listing.splitlines()[1:] if line.strip()}
     assert "acc 1.000 n=24" in lines["right"] and "acc 0.000 n=24" in lines["wrong"]
     assert "not checked" not in lines["wrong"]
     code, output = _run(site, "models", "promote", "wrong")
