@@ -31,6 +31,7 @@ from classifier.preprocess import Window, dicom_to_frames, to_model_input
 from common.decodable import (
     CLASSIFIED_MODALITIES,
     DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_DEFLATE_RATIO,
     NotDecodable,
     check_budget,
     check_frame_header,
@@ -139,17 +140,22 @@ def _accession_issuer(ds: Dataset) -> str | None:
 
 
 def read_archived(
-    event: InstanceEvent, archive: Path | ArchiveReader, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    event: InstanceEvent,
+    archive: Path | ArchiveReader,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO,
 ) -> Dataset:
     """The archived dataset (a local file or an object), after checking it is what the event announced.
-    A deflated dataset is inflated in a stream, never past `max_decoded_bytes`."""
+    A deflated dataset is inflated in a stream, never past `max_decoded_bytes` (nor, once large,
+    past `max_deflate_ratio` times its deflated size)."""
     try:
         with as_reader(archive).open(event.archive_uri) as f:
             actual = sha256_stream(f)
             if actual != event.sha256:
                 raise ArchiveFileChanged("archived file's sha256 differs from the event's")
             f.seek(0)
-            ds = _dcmread(f, max_decoded_bytes)
+            ds = _dcmread(f, max_decoded_bytes, max_deflate_ratio)
     except OSError as exc:
         raise ArchiveFileMissing(f"archived file cannot be read: {type(exc).__name__}") from exc
     if str(ds.get("SOPInstanceUID", "")) != event.sop_instance_uid:
@@ -157,10 +163,10 @@ def read_archived(
     return ds
 
 
-def _dcmread(f: IO[bytes], max_decoded_bytes: int) -> Dataset:
+def _dcmread(f: IO[bytes], max_decoded_bytes: int, max_deflate_ratio: int) -> Dataset:
     try:
         if _is_deflated(f):
-            return _read_deflated(f, max_decoded_bytes)
+            return _read_deflated(f, max_decoded_bytes, max_deflate_ratio)
         return pydicom.dcmread(f)  # reads every element now (no deferred reads of a closed source)
     except OSError:
         raise
@@ -180,10 +186,10 @@ def _is_deflated(f: IO[bytes]) -> bool:
         f.seek(0)
 
 
-def _read_deflated(f: IO[bytes], max_decoded_bytes: int) -> Dataset:
+def _read_deflated(f: IO[bytes], max_decoded_bytes: int, max_deflate_ratio: int) -> Dataset:
     meta = read_file_meta(f)
     inflated = io.BytesIO()
-    inflate_capped(f, inflated, max_decoded_bytes)
+    inflate_capped(f, inflated, max_decoded_bytes, max_ratio=max_deflate_ratio)
     inflated.seek(0)
     ds = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True)
     ds.file_meta = meta
@@ -217,12 +223,15 @@ def decode_record(
     archive: Path | ArchiveReader,
     *,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO,
 ) -> Outcome:
     """Decode one record into model tensors, or say why it can never be processed."""
     event: InstanceEvent | None = None
     try:
         event = parse_event(record)
-        ds = read_archived(event, archive, max_decoded_bytes=max_decoded_bytes)
+        ds = read_archived(
+            event, archive, max_decoded_bytes=max_decoded_bytes, max_deflate_ratio=max_deflate_ratio
+        )
         modality = str(ds.get("Modality", "") or "") or None
         if modality not in CLASSIFIED_MODALITIES:
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")

@@ -55,7 +55,7 @@ from classifier.serving import ServingModel, load_serving_model
 from classifier.shadow import Decode, OtherModels, VersionBatch, write_version
 from classifier.study_completion import CompletionOptions, StudyCompletion
 from classifier.study_rule import StudyRule
-from classifier.writer import Predicted, write_batch
+from classifier.writer import Predicted, conflicting_instances, write_batch
 from common.errors import SchemaMissing
 from storage.archive_reader import ArchiveReader, ArchiveUnavailable
 from storage.events import ReleaseHint
@@ -311,6 +311,7 @@ class Worker:
             else:
                 poisoned.append(outcome)
         self._check_dead_letter_limit(outcomes)
+        decoded = self._without_uid_conflicts(decoded)
         decoded, for_other_versions = self._others.split(serving, decoded)
 
         started = self._clock()
@@ -356,6 +357,19 @@ class Worker:
             predict_s=round(predict_s, 4),
             write_s=round(write_s, 4),
         )
+
+    def _without_uid_conflicts(self, decoded: list[DecodedInstance]) -> list[DecodedInstance]:
+        """Without the instances whose SOP Instance UID another study has: never predicted nor
+        announced (`storage.uid_conflicts`); their offsets are committed with the batch."""
+        if not decoded:
+            return decoded
+
+        def check() -> set[tuple[str, str]]:
+            with self._sessions() as session:
+                return conflicting_instances(session, [d.event for d in decoded])
+
+        conflicts = self._retry("check_uid_conflicts", check)
+        return [d for d in decoded if (d.event.sop_instance_uid, d.event.study_instance_uid) not in conflicts]
 
     def _write_one_by_one(
         self, serving: ServingModel, predicted: list[Predicted], poisoned: list[PoisonInstance]

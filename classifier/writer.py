@@ -59,11 +59,9 @@ def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frame
     )
 
 
-def _without_uid_conflicts(
-    session: Session, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
-) -> tuple[list[Predicted], list[PoisonInstance]]:
-    """The batch without the instances whose SOP Instance UID another study already has."""
-    events = [p.instance.event for p in predicted] + [p.event for p in poisoned if p.event is not None]
+def conflicting_instances(session: Session, events: Sequence[InstanceEvent]) -> set[tuple[str, str]]:
+    """The (SOP Instance UID, Study Instance UID) of `events` whose SOP Instance UID another study
+    already has (`storage.uid_conflicts`), each logged as not classified."""
     conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
     for conflict in conflicts.values():
         log.warning(
@@ -73,6 +71,15 @@ def _without_uid_conflicts(
             study_instance_uid=conflict.study_instance_uid,
             action="not_classified",
         )
+    return set(conflicts)
+
+
+def _without_uid_conflicts(
+    session: Session, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
+) -> tuple[list[Predicted], list[PoisonInstance]]:
+    """The batch without the instances whose SOP Instance UID another study already has."""
+    events = [p.instance.event for p in predicted] + [p.event for p in poisoned if p.event is not None]
+    conflicts = conflicting_instances(session, events)
 
     def kept(e: InstanceEvent | None) -> bool:
         return e is None or (e.sop_instance_uid, e.study_instance_uid) not in conflicts

@@ -8,7 +8,8 @@ that the listener never answers success for an instance the worker then cannot (
   any decoder (RLE, JPEG, JPEG-LS, JPEG 2000) allocates, and a compressed frame's own header (the
   JPEG SOF or JPEG 2000 SIZ marker) must declare the size the DICOM header does, since the decoder
   sizes its output from the codestream, not from Rows and Columns.
-- A Deflated Explicit VR Little Endian dataset is inflated in a stream, never to more than the budget.
+- A Deflated Explicit VR Little Endian dataset is inflated in a stream, never to more than the budget,
+  and never past `max_deflate_ratio` times the deflated bytes read once it passes DEFLATE_RATIO_FLOOR.
 
 Every refusal is a `NotDecodable` whose message names attributes and sizes, never values.
 """
@@ -29,6 +30,11 @@ DEFAULT_MAX_DECODED_BYTES = 512 * 1024**2
 CLASSIFIED_MODALITIES: frozenset[str] = frozenset({"CT"})
 SUPPORTED_PHOTOMETRIC: frozenset[str] = frozenset({"MONOCHROME1", "MONOCHROME2"})
 SUPPORTED_SAMPLES_PER_PIXEL = 1
+
+# CT pixel data deflates about 2-4x; a ratio over 100 on a large dataset is a decompression bomb.
+# Under the floor (a small, zero-padded dataset may well deflate 1000x) the ratio is not held.
+DEFAULT_MAX_DEFLATE_RATIO = 100
+DEFLATE_RATIO_FLOOR = 16 * 1024**2
 
 _INFLATE_CHUNK = 1024**2
 
@@ -93,27 +99,45 @@ def check_frame_header(frame: bytes, *, rows: int, columns: int, samples: int) -
         )
 
 
-def inflate_capped(source: IO[bytes], target: IO[bytes], max_bytes: int) -> int:
+def inflate_capped(
+    source: IO[bytes], target: IO[bytes], max_bytes: int, *, max_ratio: int | None = None
+) -> int:
     """Inflate the raw deflate stream `source` (PS3.5 A.5) into `target`, a chunk at a time; returns
-    the bytes written, or `NotDecodable(over_budget=True)` as soon as more than `max_bytes` would be."""
+    the bytes written, or `NotDecodable(over_budget=True)` as soon as more than `max_bytes` would be,
+    or (past DEFLATE_RATIO_FLOOR) more than `max_ratio` times the deflated bytes consumed."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     written = 0
+    read = 0
     pending = b""
     while True:
         if not pending:
             pending = source.read(_INFLATE_CHUNK)
             if not pending:
                 break
+            read += len(pending)
         try:
             out = inflater.decompress(pending, _INFLATE_CHUNK)
         except zlib.error as exc:
             raise NotDecodable("the deflated dataset is not a valid deflate stream") from exc
         pending = inflater.unconsumed_tail
         written = _write_capped(target, out, written, max_bytes)
+        _check_ratio(written, read - len(pending), max_ratio)
         if inflater.eof:
             break
     written = _write_capped(target, inflater.flush(), written, max_bytes)
+    _check_ratio(written, read - len(pending), max_ratio)
     return written
+
+
+def _check_ratio(written: int, consumed: int, max_ratio: int | None) -> None:
+    if max_ratio is None or written <= DEFLATE_RATIO_FLOOR:
+        return
+    if written > max_ratio * max(consumed, 1):
+        raise NotDecodable(
+            f"the deflated dataset inflates more than {max_ratio} times its {consumed} deflated bytes "
+            f"(already {written} bytes)",
+            over_budget=True,
+        )
 
 
 def read_file_meta(fp: IO[bytes]) -> Any:

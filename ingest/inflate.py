@@ -25,10 +25,13 @@ from ingest.validation import InvalidInstance
 
 
 @contextlib.contextmanager
-def inflated(source: Path | BinaryIO, *, max_bytes: int) -> Iterator[tuple[BinaryIO, int]]:
+def inflated(
+    source: Path | BinaryIO, *, max_bytes: int, max_ratio: int | None = None
+) -> Iterator[tuple[BinaryIO, int]]:
     """The inflated dataset as a Part 10 file in Explicit VR Little Endian, and its size in bytes.
 
-    `InvalidInstance(DECODED_TOO_LARGE)` as soon as it would inflate past `max_bytes`,
+    `InvalidInstance(DECODED_TOO_LARGE)` as soon as it would inflate past `max_bytes` (or, once
+    large, past `max_ratio` times its deflated size: common.decodable),
     `InvalidInstance(UNDECODABLE)` when it is no deflate stream.
     """
     with _opened(source) as fp, tempfile.TemporaryFile() as out:
@@ -40,7 +43,7 @@ def inflated(source: Path | BinaryIO, *, max_bytes: int) -> Iterator[tuple[Binar
         out.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(DicomFileLike(out), meta, enforce_standard=False)
         try:
-            inflate_capped(fp, out, max_bytes)
+            inflate_capped(fp, out, max_bytes, max_ratio=max_ratio)
         except NotDecodable as exc:
             failure = Failure.DECODED_TOO_LARGE if exc.over_budget else Failure.UNDECODABLE
             raise InvalidInstance(failure, str(exc)) from exc

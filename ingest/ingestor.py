@@ -22,7 +22,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 import structlog
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from common.decodable import CLASSIFIED_MODALITIES, DEFAULT_MAX_DECODED_BYTES
+from common.decodable import CLASSIFIED_MODALITIES, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_DEFLATE_RATIO
 from ingest import statuses
 from ingest.content_checks import (
     check_decodable,
@@ -93,6 +93,7 @@ class Ingestor:
         image_sop_classes: frozenset[str] = frozenset(),
         decode_first_frame: bool = True,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+        max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO,
         clock: Callable[[], dt.datetime] = utc_now,
         release_hints: ReleaseHints | None = None,
     ) -> None:
@@ -104,6 +105,7 @@ class Ingestor:
         self._image_sop_classes = image_sop_classes
         self._decode_first_frame = decode_first_frame
         self._max_decoded_bytes = max_decoded_bytes
+        self._max_deflate_ratio = max_deflate_ratio
         self._clock = clock
         self._release_hints = release_hints
 
@@ -157,7 +159,9 @@ class Ingestor:
         syntax = received.transfer_syntax_uid
         if syntax == DeflatedExplicitVRLittleEndian:
             # Inflated in a stream, never past the budget; checked as the explicit VR it inflates to.
-            with inflated(received.source, max_bytes=self._max_decoded_bytes) as (source, size):
+            with inflated(
+                received.source, max_bytes=self._max_decoded_bytes, max_ratio=self._max_deflate_ratio
+            ) as (source, size):
                 return self._check_dataset(received, source, size, ExplicitVRLittleEndian)
         return self._check_dataset(received, received.source, received.size_bytes, syntax)
 

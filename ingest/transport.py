@@ -16,7 +16,10 @@ command). Here:
   longer than `message_gap_timeout_s` aborts the association;
 - an invalid request aborts the association at once (pynetdicom ignores it and leaves the sender
   waiting), and every temporary dataset file is removed once its request is served and when the
-  association ends, however it ended.
+  association ends, however it ended;
+- a DIMSE message pynetdicom cannot decode (a C-STORE command whose SOP Instance UID is empty or
+  NUL makes pydicom refuse the file meta it writes) is answered with A-ABORT and one log line,
+  instead of an exception that ends the reading thread.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import structlog
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
@@ -74,6 +78,7 @@ def harden(assoc: Association, limits: ConnectionLimits) -> None:
     """Swap our classes in on a fresh acceptor association (before its threads start)."""
     assoc.__class__ = HardenedAssociation
     assoc.dul.__class__ = DeadlineDUL
+    assoc.dimse.__class__ = GuardedDIMSE
     sock = assoc.dul.socket
     assert sock is not None  # pynetdicom's request handler set it
     sock.__class__ = BoundedAssociationSocket
@@ -229,6 +234,24 @@ class DeadlineDUL(DULServiceProvider):
         if not self._stall_logged:
             self._stall_logged = True
             log.warning("association_aborted", reason=reason, peer_address=_address(self.assoc))
+
+
+class GuardedDIMSE(DIMSEServiceProvider):
+    """A P-DATA whose DIMSE message cannot be decoded aborts the association in order."""
+
+    def receive_primitive(self, primitive: Any) -> None:
+        try:
+            super().receive_primitive(primitive)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a hostile command
+            log.warning(
+                "association_aborted",
+                reason="dimse_message_undecodable",
+                error=type(exc).__name__,
+                peer_address=_address(self.assoc),
+            )
+            # As pynetdicom does for a message it cannot convert: Evt19 makes the state machine
+            # send A-ABORT and close; the partial dataset file goes when the association ends.
+            self.dul.event_queue.put("Evt19")
 
 
 class HardenedAssociation(Association):

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         "bytes x frames), or a deflated dataset inflating past it, is refused (0xC004) by the listener "
         "and failed by the worker before any decoding.",
     )
+    max_deflate_ratio: PositiveInt = Field(
+        100,
+        description="A deflated dataset inflating to more than 16 MiB and more than this many times its "
+        "deflated size is a decompression bomb: refused (0xC004) by the listener and failed by the "
+        "worker as soon as the ratio is passed while inflating.",
+    )
     release_hints: bool = Field(
         True,
         description="On an association's release, publish a hint per study it stored so workers complete "

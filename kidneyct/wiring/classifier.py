@@ -62,7 +62,11 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
 def worker_decode(settings: Settings) -> Decode:
     """The worker's decoding under the listener's memory budget: no instance, received or
     reprocessed, decodes past `max_decoded_bytes`."""
-    return functools.partial(decode_record, max_decoded_bytes=settings.max_decoded_bytes)
+    return functools.partial(
+        decode_record,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_deflate_ratio=settings.max_deflate_ratio,
+    )
 
 
 def build_worker(

@@ -67,6 +67,7 @@ def build_listener(settings: Settings, *, publisher: Publisher, metrics: IngestM
         image_sop_classes=frozenset(CT_SOP_CLASSES),
         decode_first_frame=settings.verify_compressed_pixel_data,
         max_decoded_bytes=settings.max_decoded_bytes,
+        max_deflate_ratio=settings.max_deflate_ratio,
         release_hints=release_hints,
     )
     tls = None

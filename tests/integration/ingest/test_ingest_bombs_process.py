@@ -26,13 +26,15 @@ pytestmark = pytest.mark.slow
 BOMBS: list[tuple[str, Callable[[], tuple[Dataset, bytes]], str]] = [
     ("rle 65535 x 65535, 16 bits", bombs.rle_bomb, RLELossless),
     ("deflate 1 MB -> 1 GiB", lambda: bombs.deflate_bomb(1024), DeflatedExplicitVRLittleEndian),
+    # Under the 512 MiB budget, refused by its ratio (KIDNEYCT_MAX_DEFLATE_RATIO).
+    ("deflate 263 KB -> 256 MiB", lambda: bombs.deflate_bomb(256), DeflatedExplicitVRLittleEndian),
     ("JPEG 2000 SIZ 65535 x 65535", lambda: bombs.j2k_bomb(dicom_dims_too=False), JPEG2000Lossless),
     ("native 65535 x 65535 x 1000", bombs.native_bomb, ExplicitVRLittleEndian),
 ]
 
 
 def test_every_bomb_is_refused_with_the_listener_memory_bounded(tmp_path: Path) -> None:
-    """RLE, deflate, JPEG 2000 and native bombs: 0xC004 each, peak RSS < start + 100 MiB, nothing left."""
+    """RLE, deflate (1 GiB, and 256 MiB at 1000x), JPEG 2000 and native bombs: 0xC004 each, peak RSS < start + 100 MiB, nothing left."""
     results = {}
     with quiet_fuzzer_side(), running_listener(REPO, tmp_path) as listener:
         assoc = wire.associate(listener.port, CONTEXTS, timeout_s=60)

@@ -86,6 +86,16 @@ def test_an_archived_deflate_bomb_is_inflated_only_up_to_the_budget(tmp_path: Pa
     assert _peak_mib() - before < 64
 
 
+def test_an_archived_256_mib_deflate_bomb_fails_by_its_ratio(tmp_path: Path) -> None:
+    """263 KB inflating to 256 MiB, under the default budget: failed once past 16 MiB at over 100x."""
+    ds, data = bombs.deflate_bomb(256)
+    record = _archived(tmp_path, ds, data, DeflatedExplicitVRLittleEndian)
+    before = _peak_mib()
+    reason = _poison(decode_record(record, PRE, tmp_path))
+    assert "more than 100 times" in reason
+    assert _peak_mib() - before < 64
+
+
 def test_a_deflated_slice_under_the_budget_decodes(tmp_path: Path) -> None:
     """Deflated Explicit VR Little Endian still decodes to the same tensors as its native twin."""
     ds = datasets.ct_slice()

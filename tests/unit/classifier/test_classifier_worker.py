@@ -581,3 +581,39 @@ def test_an_object_store_outage_is_waited_out_not_dead_lettered(
     assert harness.count(Prediction) == 4
     assert harness.publisher.on(DLQ) == []
     assert harness.metrics.dependency_retries.labels(action="read_archive")._value.get() >= 1
+
+
+def test_an_instance_whose_uid_another_study_has_is_skipped_entirely(harness: Harness) -> None:
+    """The same SOP Instance UID later in another study: not predicted, no result message, its offset
+    committed, `instance_uid_conflict` logged; the first study keeps its instance and prediction."""
+    first = write_instance(harness.archive)
+    ds = pydicom.dcmread(Path(first.archive_uri.removeprefix("file://")))
+    other_study = pydicom.uid.generate_uid()
+    ds.StudyInstanceUID = other_study
+    path = harness.archive / other_study / first.series_instance_uid / f"{first.sop_instance_uid}.dcm"
+    path.parent.mkdir(parents=True)
+    ds.save_as(path)
+    data = path.read_bytes()
+    second = dataclasses.replace(
+        first,
+        study_instance_uid=other_study,
+        archive_uri=path.as_uri(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+    )
+    harness.start()
+    harness.consumer.append(first.to_json())
+    wait_for(lambda: harness.committed() == 1)
+    with capture_logs() as logs:
+        harness.consumer.append(second.to_json())
+        wait_for(lambda: harness.committed() == 2)
+    harness.stop()
+    conflicts = [e for e in logs if e["event"] == "instance_uid_conflict"]
+    assert [(e["study_instance_uid"], e["action"]) for e in conflicts] == [(other_study, "not_classified")]
+    assert [e["frames"] for e in logs if e["event"] == "batch_processed"] == [0]
+    results = [json.loads(v) for v in harness.publisher.on(RESULTS)]
+    assert [r["study_instance_uid"] for r in results if "sop_instance_uid" in r] == [first.study_instance_uid]
+    assert harness.publisher.on(DLQ) == []
+    assert harness.count(Prediction) == 1
+    with harness.sessions() as s:
+        assert s.scalars(select(Instance.sha256)).one() == first.sha256

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import zlib
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -13,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from common.decodable import (
+    DEFLATE_RATIO_FLOOR,
     NotDecodable,
     check_budget,
     check_frame_header,
@@ -147,3 +149,32 @@ def test_a_broken_deflate_stream_is_not_decodable() -> None:
     with pytest.raises(NotDecodable) as caught:
         inflate_capped(io.BytesIO(b"\xff" * 100), io.BytesIO(), 10**6)
     assert not caught.value.over_budget
+
+
+def test_inflating_past_the_ratio_stops_soon_after_the_floor() -> None:
+    """256 MiB of zeros (about 256 KB deflated, 1000x) under a 512 MiB cap but a 100x ratio: refused
+    as over budget once past the 16 MiB floor, never much more than the floor written."""
+    target = io.BytesIO()
+    with pytest.raises(NotDecodable, match="more than 100 times") as caught:
+        inflate_capped(io.BytesIO(_deflate(bytes(256 * 1024**2))), target, 512 * 1024**2, max_ratio=100)
+    assert caught.value.over_budget
+    assert len(target.getvalue()) <= DEFLATE_RATIO_FLOOR + 1024**2
+
+
+def test_a_small_zero_padded_stream_passes_the_ratio_under_the_floor() -> None:
+    """8 MiB of zeros deflate 1000x, but under the floor the ratio is not held."""
+    data = bytes(8 * 1024**2)
+    assert inflate_capped(io.BytesIO(_deflate(data)), io.BytesIO(), len(data), max_ratio=100) == len(data)
+
+
+def test_a_large_stream_at_a_ct_like_ratio_passes() -> None:
+    """24 MiB of 12-bit noisy pixels (deflating about 2x) pass a 100x ratio past the floor."""
+    data = _ct_like_pixels(24 * 1024**2)
+    assert inflate_capped(io.BytesIO(_deflate(data)), io.BytesIO(), len(data), max_ratio=100) == len(data)
+
+
+def _ct_like_pixels(size: int) -> bytes:
+    """Little-endian 16-bit values of a smooth field plus a few bits of noise, as CT deflates."""
+    rng = np.random.default_rng(7)
+    values = 1000 + (np.arange(size // 2) % 512) + rng.integers(0, 64, size // 2)
+    return values.astype("<u2").tobytes()

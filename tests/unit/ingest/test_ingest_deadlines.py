@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,6 +261,33 @@ def test_unhandled_store_requests_leave_no_temporary_file(
             assoc.abort()
             assert _wait_until(lambda: list(temp_dir.iterdir()) == [], 3.0), list(temp_dir.iterdir())
         assert send_files(listener.port, [_good_file(tmp_path)]) == [statuses.SUCCESS]
+
+
+@pytest.mark.parametrize("sop_instance", ["", "\x00"], ids=["empty_instance_uid", "nul_instance_uid"])
+def test_an_undecodable_store_command_is_aborted_in_order_not_a_thread_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sop_instance: str
+) -> None:
+    """A C-STORE command whose SOP Instance UID is empty or NUL (pydicom refuses the file meta
+    pynetdicom writes for it): A-ABORT and one `association_aborted` line, no uncaught exception
+    in the listener's reading thread (logged as `uncaught_exception` by common.log)."""
+    crashed: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_type.__name__))
+    data = datasets.encode(datasets.ct_slice(), implicit=False)
+    with running_listener(listener_settings(tmp_path / "archive"), MemoryPublisher()) as (listener, _m):
+        with capture_logs() as logs:
+            assoc = wire.associate(listener.port, [(CTImageStorage, [ExplicitVRLittleEndian])])
+            cx = wire.context_id_for(assoc, CTImageStorage)
+            status = wire.raw_store(
+                assoc, cx, sop_class=CTImageStorage, sop_instance=sop_instance, dataset=data
+            )
+            assert status is None
+            assert _wait_until(lambda: assoc.is_aborted or not assoc.is_alive(), 3.0)
+            assoc.abort()
+        assert send_files(listener.port, [_good_file(tmp_path)]) == [statuses.SUCCESS]
+    assert crashed == []
+    aborted = [e for e in logs if e["event"] == "association_aborted"]
+    assert [e["reason"] for e in aborted if "reason" in e] == ["dimse_message_undecodable"]
+    assert not any(e["event"] == "uncaught_exception" for e in logs)
 
 
 def test_invalid_request_aborts_the_association_at_once(tmp_path: Path) -> None:

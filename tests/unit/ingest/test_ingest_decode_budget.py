@@ -9,6 +9,7 @@ import resource
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ingest_support import MemoryPublisher
 from prometheus_client import CollectorRegistry
@@ -36,7 +37,11 @@ MiB = 1024**2
 
 
 def _ingestor(
-    tmp_path: Path, publisher: MemoryPublisher, *, budget: int = decodable.DEFAULT_MAX_DECODED_BYTES
+    tmp_path: Path,
+    publisher: MemoryPublisher,
+    *,
+    budget: int = decodable.DEFAULT_MAX_DECODED_BYTES,
+    ratio: int = decodable.DEFAULT_MAX_DEFLATE_RATIO,
 ) -> Ingestor:
     return Ingestor(
         archive=Archive(tmp_path / "archive"),
@@ -46,6 +51,7 @@ def _ingestor(
         max_instance_bytes=10**9,
         image_sop_classes=frozenset({CTImageStorage}),
         max_decoded_bytes=budget,
+        max_deflate_ratio=ratio,
     )
 
 
@@ -113,6 +119,35 @@ def test_a_deflate_bomb_is_refused_while_inflating(tmp_path: Path) -> None:
     assert "inflates to more than the budget" in str(rejected["detail"])
     assert _peak_mib() - before < 64
     assert publisher.records == []
+
+
+def test_a_256_mib_deflate_bomb_under_the_budget_is_refused_by_its_ratio(tmp_path: Path) -> None:
+    """263 KB inflating to 256 MiB, under the default 512 MiB budget: 0xC004 once past 16 MiB at
+    over 100x, the reason logged, memory bounded."""
+    publisher = MemoryPublisher()
+    ds, data = bombs.deflate_bomb(256)
+    before = _peak_mib()
+    received = _received(ds, data, DeflatedExplicitVRLittleEndian)
+    status, [rejected] = _ingest(_ingestor(tmp_path, publisher), received)
+    assert status == 0xC004 and rejected["reason"] == "decoded_too_large"
+    assert "more than 100 times" in str(rejected["detail"])
+    assert _peak_mib() - before < 64
+    assert publisher.records == []
+
+
+def test_a_large_deflated_ct_at_a_normal_ratio_is_stored(tmp_path: Path) -> None:
+    """40 frames of 512 x 512 noisy 12-bit pixels (20 MiB, deflating about 2x): past the floor, stored."""
+    publisher = MemoryPublisher()
+    ds = datasets.ct_slice()
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = 40
+    rng = np.random.default_rng(3)
+    pixels = 1000 + (np.arange(40 * 512 * 512) % 512) + rng.integers(0, 64, 40 * 512 * 512)
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    received = _received(ds, _deflated(ds), DeflatedExplicitVRLittleEndian)
+    status, rejected = _ingest(_ingestor(tmp_path, publisher, ratio=100), received)
+    assert (status, rejected) == (statuses.SUCCESS, [])
+    assert len(publisher.records) == 1
 
 
 def _deflated(ds: Dataset) -> bytes:
