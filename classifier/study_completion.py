@@ -20,7 +20,8 @@ from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.result_model import StudyReport
 from classifier.serving import ServingModel
 from classifier.shadow import complete_quietly
-from classifier.study_rule import StudyRule, completion_cutoff, is_complete
+from classifier.study_policy import PolicySettings
+from classifier.study_rule import completion_cutoff, is_complete
 from storage.archive_reader import ArchiveReader
 from storage.outbox import NewObject, add_report, key_slices, previous_report, study_identity
 from storage.results import (
@@ -39,7 +40,7 @@ log = structlog.get_logger(__name__)
 class CompletionOptions:
     topic_results: str
     stable_age_s: float
-    rule: StudyRule
+    policy: PolicySettings
     results: ResultConfig
     reader: Callable[[], ArchiveReader]
 
@@ -96,6 +97,10 @@ class StudyCompletion:
         self._metrics.studies_completed.inc(done)
         return done
 
+    def _count_indeterminate(self, c: _Completion) -> None:
+        if c.report.indeterminate_reason is not None:
+            self._metrics.studies_indeterminate.labels(reason=c.report.indeterminate_reason).inc()
+
     def _record(self, session: Session, c: _Completion, now: dt.datetime) -> bool:
         marked = mark_study_complete(
             session,
@@ -105,6 +110,7 @@ class StudyCompletion:
         )
         if not marked:
             return False
+        self._count_indeterminate(c)
         add_report(
             session,
             study_id=c.candidate.study_id,
@@ -122,6 +128,7 @@ class StudyCompletion:
             study_instance_uid=c.candidate.study_instance_uid,
             model_version=c.report.model_version,
             label=c.report.label,
+            indeterminate_reason=c.report.indeterminate_reason,
             revision=c.report.revision,
             result_objects=len(c.objects),
         )
@@ -152,7 +159,8 @@ class StudyCompletion:
         accession, issuer = study_identity(session, study_id=candidate.study_id)
         previous = previous_report(session, study_id=candidate.study_id)
         revision = previous[0] + 1 if previous else 1
-        rule = self._options.rule
+        policy = self._options.policy.policy(result.card.get("decision"))
+        rule = policy.rule
         report = StudyReport(
             study_instance_uid=candidate.study_instance_uid,
             model_version=result.model_version,
@@ -172,11 +180,16 @@ class StudyCompletion:
             ),
             completed_at=now,
             previous=(previous[1], previous[0]) if previous else None,
+            policy=policy,
+            indeterminate_reason=result.indeterminate_reason,
+            evidence=result.evidence,
+            n_shifted=result.n_shifted,
+            temperature=float((result.card.get("calibration") or {}).get("temperature", 1.0)),
         )
         message = messages.study_complete(
             study_instance_uid=candidate.study_instance_uid,
             model_version=result.model_version,
-            label=result.label,
+            label=None if result.indeterminate_reason else result.label,
             max_probability=result.max_probability,
             n_predicted=result.n_predicted,
             n_instances=result.n_instances,
@@ -184,6 +197,7 @@ class StudyCompletion:
             revision=revision,
             accession_number=accession,
             accession_number_issuer=issuer,
+            indeterminate_reason=result.indeterminate_reason,
         )
         return _Completion(candidate=candidate, report=report, message=message)
 

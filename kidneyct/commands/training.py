@@ -656,8 +656,8 @@ def evaluate(
             directory, sha = artifact, None  # type: ignore[assignment]
         model, card = load_artifact(directory, expected_sha256=sha)
         rule = StudyRule(
-            study_k or settings.study_abnormal_min_slices,
-            settings.study_abnormal_min_probability if study_t is None else study_t,
+            study_k or settings.study_rule()[0].min_slices,
+            settings.study_rule()[0].min_probability if study_t is None else study_t,
         )
         result = evaluate_folder(
             model,

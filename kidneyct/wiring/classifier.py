@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.batching import BatchPolicy
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
-from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from delivery.destinations import parse_destinations
 from kidneyct.archives import build_archive_reader
@@ -42,7 +41,9 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         batch=BatchPolicy(
             max_size=batch_size or settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000
         ),
-        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
+        rule=settings.study_rule()[0],
+        rule_from_settings=settings.study_rule()[1],
+        max_shifted_fraction=settings.study_max_shifted_fraction,
         stable_age_s=settings.study_stable_age_s,
         decode_workers=settings.decode_workers,
         model_poll_s=settings.model_poll_s,
