@@ -13,6 +13,7 @@ import keras
 
 from training import plots
 from training.manifest import Manifest
+from training.report_statements import statements_section
 
 if TYPE_CHECKING:
     from training.run import SetEvaluation, SplitOutcome, TrainOptions
@@ -90,6 +91,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "selected_epochs": outcome.selected_epochs,
         "refit": outcome.refit.to_json() if outcome.refit is not None else None,
         "study_rule": outcome.study_rule,
+        "statements": outcome.statements,
         "from_scratch": outcome.from_scratch,
     }
 
@@ -203,12 +205,10 @@ def _per_class(title: str, evaluation: dict[str, Any]) -> list[str]:
 
 def _study_rule_line(rule: dict[str, Any] | None) -> str:
     if rule is None:
-        return (
-            "Study rule: no DICOM studies in both the validation and the test split, so (k, t) was not tuned."
-        )
+        return "Study rule: no scans in both the validation and the test split, so (k, t) was not tuned."
     return (
-        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation studies "
-        f"(accuracy {rule['val_accuracy']:.3f}); on the test studies {rule['test_right']}/{rule['test_studies']} "
+        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation scans "
+        f"(calibrated probabilities, accuracy {rule['val_accuracy']:.3f}; carried by the model card); on the test scans {rule['test_right']}/{rule['test_studies']} "
         f"right ({rule['test_accuracy']:.3f})."
     )
 
@@ -250,6 +250,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         _study_rule_line(g.get("study_rule")),
         "",
+        *statements_section(g.get("statements")),
         "## Groups (scans) per split and class, images in brackets",
         "",
         *_groups_table(report),
