@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TITLES = {"test": "grouped test", "latest": "latest IDs"}
+TITLES = {"test": "grouped test", "latest": "latest IDs", "folder": "this folder"}
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -122,4 +122,24 @@ def statements_section(statements: dict[str, Any] | None) -> list[str]:
             ],
             "",
         ]
+    return lines
+
+
+def folder_statements(statements: dict[str, Any]) -> list[str]:
+    """`kidneyct evaluate`'s lines: ECE before/after, slices vs scans (groups), risk-coverage at the chosen threshold."""
+    (h,) = statements["held_out"].values()
+    c = h["scan"]["at_chosen_threshold"]
+    lines = [
+        f"Calibrated with the model card's temperature T = {statements['temperature']:.3f}.",
+        "",
+        *_calibration(statements["held_out"]),
+        "",
+        *_levels(statements["held_out"]),
+        "",
+        f"At the card's evidence threshold {c['min_evidence']:.3f}: {c['answered']}/{c['scans']} scans answered "
+        f"(coverage {_f(c['coverage'])}), accuracy among answered {_f(c['accuracy_answered'])}.",
+        "",
+    ]
+    for level in ("slice", "scan"):
+        lines += _risk_coverage("folder", level, h[level]["risk_coverage"])
     return lines

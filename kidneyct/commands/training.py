@@ -308,6 +308,7 @@ def train(
         ),
         window=Window(settings.window_center, settings.window_width),
         augment=None if no_augment else AugmentConfig(),
+        target_accuracy=settings.abstain_target_accuracy,
         compare_random=random_split,
         latest_fraction=latest_fraction,
         refit=refit,
@@ -617,9 +618,17 @@ def export_command(settings: Settings, version: str, directory: Path) -> None:
     help="Write evaluation.json, evaluation.md and figures here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (for scripts).")
-@click.option("--study-k", type=click.IntRange(min=1), default=None, help="Study rule k (default: settings).")
 @click.option(
-    "--study-t", type=click.FloatRange(0.0, 1.0), default=None, help="Study rule t (default: settings)."
+    "--study-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Study rule k (default: settings, else the model card's).",
+)
+@click.option(
+    "--study-t",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Study rule t (default: settings, else the model card's).",
 )
 @click.pass_obj
 def evaluate(
@@ -637,6 +646,7 @@ def evaluate(
 
     from classifier.artifact import load_artifact
     from classifier.errors import ArtifactError
+    from classifier.study_policy import PolicySettings
     from classifier.study_rule import StudyRule
     from storage.model_versions import get_model_version
     from training import plots
@@ -655,9 +665,11 @@ def evaluate(
         else:
             directory, sha = artifact, None  # type: ignore[assignment]
         model, card = load_artifact(directory, expected_sha256=sha)
+        fallback, override = settings.study_rule()
+        policy = PolicySettings(fallback=fallback, override=override).policy(card.decision)
         rule = StudyRule(
-            study_k or settings.study_rule()[0].min_slices,
-            settings.study_rule()[0].min_probability if study_t is None else study_t,
+            study_k or policy.rule.min_slices,
+            policy.rule.min_probability if study_t is None else study_t,
         )
         result = evaluate_folder(
             model,
@@ -666,6 +678,8 @@ def evaluate(
             classes=card.classes,
             root=root,
             rule=rule,
+            temperature=card.temperature,
+            min_evidence=policy.min_evidence,
         )
     except (ArtifactError, EvaluationInputError) as exc:
         raise click.ClickException(str(exc)) from exc
