@@ -243,7 +243,7 @@ def test_card_carries_the_statements_chosen_on_validation_and_the_report_measure
     assert card["calibration"]["temperature"] > 0
     decision = card["decision"]
     assert {"k", "t"} <= set(decision["study_rule"])
-    assert 0.0 <= decision["abstention"]["min_evidence"] and decision["abstention"]["target_accuracy"] == 0.9
+    assert decision["abstention"]["min_evidence"] >= 0.0 and decision["abstention"]["target_accuracy"] == 0.9
     _, loaded = load_artifact(trained["artifact_dir"])
     stats = load_shift_stats(trained["artifact_dir"], loaded)
     assert stats is not None and decision["shift"]["threshold"] > 0
