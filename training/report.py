@@ -27,6 +27,8 @@ FIGURES = {
     "curves_random": "learning_curves_random.png",
     "reliability_grouped": "reliability_grouped.png",
     "reliability_latest": "reliability_latest.png",
+    "reliability_grouped_calibrated": "reliability_grouped_calibrated.png",
+    "reliability_latest_calibrated": "reliability_latest_calibrated.png",
     "gradcam": "gradcam.png",
 }
 LIBRARIES = ("keras", "tensorflow", "jax", "numpy", "pillow", "pydicom", "imagehash", "matplotlib")
@@ -272,6 +274,8 @@ def _markdown(report: dict[str, Any]) -> str:
         ("curves_random", "Learning curves, random split"),
         ("reliability_grouped", "Reliability diagram, grouped test"),
         ("reliability_latest", "Reliability diagram, latest IDs"),
+        ("reliability_grouped_calibrated", "Reliability diagram, grouped test, after temperature scaling"),
+        ("reliability_latest_calibrated", "Reliability diagram, latest IDs, after temperature scaling"),
         ("gradcam", "Grad-CAM, test images of the grouped split"),
     ):
         if key in report["figures"]:
@@ -310,6 +314,16 @@ def _figures(
         )
         figures[f"confusion_{name}"] = FIGURES[f"confusion_{name}"]
         figures[f"reliability_{name}"] = FIGURES[f"reliability_{name}"]
+        after = ((grouped.statements or {}).get("held_out") or {}).get(key, {}).get("calibration_after")
+        if after is not None:
+            calibrated = f"reliability_{name}_calibrated"
+            plots.reliability_diagram(
+                after["bins"],
+                run_dir / FIGURES[calibrated],
+                f"{HELD_OUT_TITLES[key]}, calibrated",
+                after["ece"],
+            )
+            figures[calibrated] = FIGURES[calibrated]
     plots.learning_curves(
         grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
     )
