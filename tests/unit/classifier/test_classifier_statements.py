@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from classifier.artifact import ModelCard
 from classifier.calibration import apply_temperature
-from classifier.shift import ShiftStats, fit_shift_stats
+from classifier.errors import ArtifactError
+from classifier.serving import load_shift_stats
+from classifier.shift import SHIFT_FILE, ShiftStats, fit_shift_stats
 from classifier.study_policy import (
     REASON_LOW_EVIDENCE,
     REASON_SHIFT,
@@ -18,6 +21,7 @@ from classifier.study_policy import (
     decide,
 )
 from classifier.study_rule import StudyRule
+from common.files import sha256_file
 
 
 def test_temperature_one_changes_nothing_and_higher_softens_without_changing_the_top_class() -> None:
@@ -91,3 +95,32 @@ def test_shift_scores_are_small_for_training_like_features_and_large_for_others(
     np.testing.assert_allclose(
         ShiftStats.load(tmp_path / "s.npz").scores(train[:5]), stats.scores(train[:5]), rtol=1e-4
     )
+
+
+def _card(decision: dict) -> ModelCard:  # type: ignore[type-arg]
+    return ModelCard(
+        version="v",
+        classes=["Cyst", "Normal", "Stone", "Tumor"],
+        image_size=32,
+        window={"center": 40, "width": 400},
+        preprocessing={},
+        backend="tensorflow",
+        keras_version="3",
+        manifest_hash=None,
+        metrics={},
+        weights_file="model.weights.h5",
+        weights_sha256="0" * 64,
+        decision=decision,
+    )
+
+
+def test_shift_statistics_that_are_missing_or_altered_refuse_the_artifact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No detector in the card: none; the card's file missing or with another hash: ArtifactError."""
+    assert load_shift_stats(tmp_path, _card({})) is None
+    with pytest.raises(ArtifactError, match="missing"):
+        load_shift_stats(tmp_path, _card({"shift": {"file": SHIFT_FILE, "threshold": 1.0}}))
+    fit_shift_stats(np.eye(4), np.arange(4), 4).save(tmp_path / SHIFT_FILE)
+    right = sha256_file(tmp_path / SHIFT_FILE)
+    assert load_shift_stats(tmp_path, _card({"shift": {"file": SHIFT_FILE, "sha256": right}})) is not None
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_shift_stats(tmp_path, _card({"shift": {"file": SHIFT_FILE, "sha256": "0" * 64}}))
