@@ -130,12 +130,12 @@ def describe_rule(policy: StudyPolicy) -> str:
 
 
 def describe_abstention(policy: StudyPolicy) -> str:
-    target = (
-        f" (chosen on validation scans for accuracy {policy.target_accuracy:.2f} among answered)"
-        if policy.target_accuracy
-        else ""
-    )
-    return (
-        f"indeterminate when the label's mean calibrated probability < {policy.min_evidence:.3f}{target}, "
-        f"or more than {policy.max_shifted_fraction:.0%} of slices are unlike the training data"
-    )
+    shifted = f"more than {policy.max_shifted_fraction:.0%} of slices are unlike the training data"
+    target = policy.target_accuracy
+    if policy.min_evidence > 1.0:  # no threshold reached the target on validation
+        return (
+            f"indeterminate always: on validation no evidence threshold reached accuracy {target or 0:.2f} "
+            f"among answered studies; also when {shifted}"
+        )
+    chosen = f" (chosen on validation scans for accuracy {target:.2f} among answered)" if target else ""
+    return f"indeterminate when the label's mean calibrated probability < {policy.min_evidence:.3f}{chosen}, or {shifted}"
