@@ -58,8 +58,17 @@ class ModelCard:
     # The keras.applications base (`classifier.model.Backbone`); old cards: ResNet50.
     backbone: str = DEFAULT_BACKBONE
     created_at: str = ""
+    # Temperature scaling fitted on validation scans (`classifier.calibration`): {"temperature": T, ...}.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # What training chose for the statements the service makes (`classifier.study_policy`): the study
+    # rule, the evidence a study needs to be answered, the shift detector's threshold and file.
+    decision: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
 
     @property
     def window_obj(self) -> Window:
@@ -88,8 +97,8 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
     """Write `model`'s weights and its card into `directory`; return the card.
 
     `card_fields` must give `version`; it may give `window` (a `Window` or dict), `manifest_hash`,
-    `metrics`, `dropout`, `from_scratch` (how `build_model` built it), `normalization`, `created_at`
-    and `extra`. Classes, input size, head, backbone, backend and hashes are filled in here; the
+    `metrics`, `dropout`, `from_scratch` (how `build_model` built it), `normalization`, `created_at`,
+    `calibration`, `decision` and `extra`. Classes, input size, head, backbone, backend and hashes are filled in here; the
     normalisation defaults to the model's own in-graph one.
     """
     if "version" not in card_fields:
@@ -122,6 +131,8 @@ def save_artifact(model: keras.Model, directory: str | Path, card_fields: Mappin
         normalization=normalization,
         backbone=backbone_of(model),
         created_at=str(card_fields.get("created_at") or dt.datetime.now(dt.UTC).isoformat()),
+        calibration=dict(card_fields.get("calibration", {})),
+        decision=dict(card_fields.get("decision", {})),
         extra=dict(card_fields.get("extra", {})),
     )
     # Write the card last and atomically: a directory with a card is a complete artifact.

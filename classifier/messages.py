@@ -58,7 +58,7 @@ def study_complete(
     *,
     study_instance_uid: str,
     model_version: str,
-    label: str,
+    label: str | None,
     max_probability: Mapping[str, float],
     n_predicted: Mapping[str, int],
     n_instances: int,
@@ -66,9 +66,11 @@ def study_complete(
     revision: int = 1,
     accession_number: str | None = None,
     accession_number_issuer: str | None = None,
+    indeterminate_reason: str | None = None,
 ) -> bytes:
     """A study's final result for one model version; `revision` counts its completions (a late
-    instance re-opens a study, and completing it again announces the next revision)."""
+    instance re-opens a study, and completing it again announces the next revision). `label` is None
+    when the study is indeterminate, and `indeterminate_reason` says why."""
     return _dump(
         {
             "type": "study_complete",
@@ -83,6 +85,7 @@ def study_complete(
             "revision": revision,
             "accession_number": accession_number,
             "accession_number_issuer": accession_number_issuer,
+            "indeterminate_reason": indeterminate_reason,
         }
     )
 

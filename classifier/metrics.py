@@ -40,6 +40,17 @@ class WorkerMetrics:
         self.studies_completed = Counter(
             "kidneyct_worker_studies_completed", "Studies marked complete and announced.", registry=registry
         )
+        self.studies_indeterminate = Counter(
+            "kidneyct_worker_studies_indeterminate",
+            "Completed studies whose label was withheld (indeterminate), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.frames_shifted = Counter(
+            "kidneyct_worker_frames_shifted",
+            "Frames (slices) the shift detector flagged as unlike the model's training images.",
+            registry=registry,
+        )
         self.dependency_retries = Counter(
             "kidneyct_worker_dependency_retries",
             "Retries while the database or the stream was unavailable.",

@@ -27,6 +27,27 @@ PROBABILITY_CODES: dict[str, tuple[str, str]] = {
     name: (f"KCT-P-{name.upper()}", f"Probability of {name} (highest slice)") for name in CLASS_NAMES
 }
 
+# The finding of a study whose label is withheld. SNOMED CT 280416009 "Indeterminate result" (qualifier
+# value), as in DICOM PS3.16 CID 6063 (pydicom's generated table: codes.SCT.IndeterminateResult) and in
+# HL7's value set "Indeterminate or Equivocal Lab Result Value" (2.16.840.1.113762.1.4.1146.1035); taken
+# from pydicom's table, not typed in.
+INDETERMINATE = CodedConcept.from_code(codes.SCT.IndeterminateResult)
+
+# The report's statements about itself, as TEXT items of the measurement group (private codes; at most
+# 16 characters, or DICOM moves them to Long Code Value).
+TEXT_CODES: dict[str, tuple[str, str]] = {
+    "disclaimer": ("KCT-DISCLAIMER", "Disclaimer"),
+    "model": ("KCT-MODEL", "Model version and report revision"),
+    "calibration": ("KCT-CALIBRATION", "Probability calibration"),
+    "rule": ("KCT-RULE", "Decision rule"),
+    "abstention": ("KCT-ABSTENTION", "Abstention rule"),
+    "indeterminate": ("KCT-INDETERM", "Reason the finding is indeterminate"),
+}
+DISCLAIMER = (
+    "AI result, not for diagnostic use: an automated classification by a research model, unverified "
+    "by a physician."
+)
+
 ALGORITHM_NAME = "kidneyct ResNet50 kidney CT classifier"
 MANUFACTURER = "kidneyct"
 SERIES_DESCRIPTION = "AI result - not for diagnostic use"  # LO: at most 64 characters
@@ -42,13 +63,20 @@ def finding_code(label: str) -> CodedConcept:
     return CodedConcept(value=value, scheme_designator="SCT", meaning=meaning)
 
 
+def text_code(what: str) -> CodedConcept:
+    value, meaning = TEXT_CODES[what]
+    return CodedConcept(value=value, scheme_designator=PRIVATE_SCHEME, meaning=meaning)
+
+
 def probability_code(label: str) -> CodedConcept:
     value, meaning = PROBABILITY_CODES[label]
     return CodedConcept(value=value, scheme_designator=PRIVATE_SCHEME, meaning=meaning)
 
 
-def label_of_finding(value: str) -> str:
-    """The class whose finding code is `value` (reading a report back)."""
+def label_of_finding(value: str) -> str | None:
+    """The class whose finding code is `value` (reading a report back); None for "indeterminate"."""
+    if value == INDETERMINATE.value:
+        return None
     for name, (code, _) in FINDING_CODES.items():
         if code == value:
             return name

@@ -2,8 +2,9 @@
 
 The Grad-CAM map is computed on the model input (the frame padded to a square and resized), so it
 is mapped back onto the source frame first: resized to the square's side, then the padding is cut.
-A Parametric Map keeps the values (0..1, stored as 0..1000) on the source frames' geometry, and a
-viewer overlays it; a Secondary Capture is the windowed slice with the map burned in, in colour,
+A Parametric Map keeps the values (0..1, stored over the whole 16-bit range, 0..65535, so that a plain
+renderer without windowing, such as `dcmj2pnm`'s defaults, shows hot as white; a VOI LUT window says
+the same) on the source frames' geometry, and a viewer overlays it; a Secondary Capture is the windowed slice with the map burned in, in colour,
 for a PACS that cannot show Parametric Maps.
 """
 
@@ -20,7 +21,7 @@ from pydicom.dataset import Dataset
 from classifier import result_codes as rc
 from classifier.result_model import PMAP_SERIES_NUMBER, SC_SERIES_NUMBER, StudyReport, object_uid, series_uid
 
-PMAP_SCALE = 1000  # stored value = round(Grad-CAM value * 1000)
+PMAP_SCALE = 65535  # stored value = round(Grad-CAM value * 65535): the full unsigned 16-bit range
 OVERLAY_ALPHA = 0.5  # opacity of the hottest pixels; cold pixels stay plain grey
 
 
@@ -71,7 +72,11 @@ def build_parametric_map(
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[
-            hd.VOILUTTransformation(window_center=PMAP_SCALE / 2, window_width=PMAP_SCALE)
+            hd.VOILUTTransformation(
+                window_center=(PMAP_SCALE + 1) / 2,
+                window_width=PMAP_SCALE + 1,
+                window_explanation="GRADCAM 0..1",
+            )
         ],
         content_label="GRADCAM",
         content_description=f"Grad-CAM of {report.label}"[:64],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 
+from classifier.study_policy import StudyPolicy
 from classifier.study_rule import StudyRule
 from storage.outbox import KeySlice
 
@@ -35,6 +36,17 @@ class StudyReport:
     completed_at: dt.datetime
     previous: tuple[str, int] | None = None  # (model version, revision) of the report this one replaces
     forced_note: str | None = None  # the model version was promoted with --force: its recorded reason
+    policy: StudyPolicy | None = (
+        None  # the decision rule and where it came from (None: `rule`, source unknown)
+    )
+    indeterminate_reason: str | None = None  # why the label is withheld (classifier.study_policy)
+    evidence: float | None = None  # the label's mean calibrated probability
+    n_shifted: int | None = None  # slices the shift detector flagged
+    temperature: float = 1.0  # the calibration the probabilities went through
+
+    @property
+    def indeterminate(self) -> bool:
+        return self.indeterminate_reason is not None
 
 
 def object_uid(study_instance_uid: str, model_version: str, revision: int, what: str) -> str:

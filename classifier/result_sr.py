@@ -19,25 +19,58 @@ from pydicom.valuerep import DA, TM
 
 from classifier import result_codes as rc
 from classifier.result_model import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
+from classifier.study_policy import REASON_TEXT, StudyPolicy, describe_abstention, describe_rule
 from common.vocabulary import CLASS_NAMES
 
 DEVICE_UID = str(generate_uid(entropy_srcs=["kidneyct-device"]))
 SR_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR Storage
 
 
+def _policy(report: StudyReport) -> StudyPolicy:
+    return report.policy or StudyPolicy(rule=report.rule, rule_source="worker settings")
+
+
 def algorithm_identification(report: StudyReport) -> hd.sr.AlgorithmIdentification:
-    rule = report.rule
     return hd.sr.AlgorithmIdentification(
         name=rc.ALGORITHM_NAME,
         version=report.model_version,
         parameters=[
-            f"study rule: an abnormal class labels the study when k={rule.min_slices} slices "
-            f"have p >= t={rule.min_probability}; Tumor > Stone > Cyst",
-            "probability: the highest slice probability of each class",
+            f"study rule: {describe_rule(_policy(report))}",
+            "probability: the highest calibrated slice probability of each class",
             f"report revision {report.revision}",
             *([f"model promoted by force: {report.forced_note}"] if report.forced_note else []),
         ],
     )
+
+
+def statements(report: StudyReport) -> list[tuple[str, str]]:
+    """(what, text) the report says about itself: disclaimer, model, calibration, rules, and why not answered."""
+    policy = _policy(report)
+    out = [
+        ("disclaimer", rc.DISCLAIMER),
+        ("model", f"model version {report.model_version}, report revision {report.revision}"),
+        (
+            "calibration",
+            f"probabilities calibrated by temperature scaling, T={report.temperature:.3f} (fitted on validation scans)",
+        ),
+        ("rule", describe_rule(policy)),
+        ("abstention", describe_abstention(policy)),
+    ]
+    if report.indeterminate_reason is not None:
+        evidence = "" if report.evidence is None else f"; evidence {report.evidence:.3f}"
+        shifted = (
+            ""
+            if not report.n_shifted
+            else f"; {report.n_shifted} of the study's slices unlike the training data"
+        )
+        out.append(
+            (
+                "indeterminate",
+                f"{REASON_TEXT.get(report.indeterminate_reason, report.indeterminate_reason)} "
+                f"(the rule alone would say {report.label}{evidence}{shifted})",
+            )
+        )
+    return out
 
 
 def _observation_context() -> hd.sr.ObservationContext:
@@ -62,6 +95,21 @@ def _frames(report: StudyReport, index: int) -> list[int] | None:
 
 
 def measurement_group(
+    report: StudyReport, evidence: Sequence[Dataset]
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    group = _measurement_group(report, evidence)
+    for what, text in statements(report):
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=rc.text_code(what),
+                value=text,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
+def _measurement_group(
     report: StudyReport, evidence: Sequence[Dataset]
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     algorithm = algorithm_identification(report)
@@ -92,7 +140,8 @@ def measurement_group(
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
-        finding_type=rc.finding_code(report.label),  # TID 1501 "Finding": the study label
+        # TID 1501 "Finding": the study label, or "Indeterminate result" when it is withheld.
+        finding_type=rc.INDETERMINATE if report.indeterminate else rc.finding_code(report.label),
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(anatomic_location=rc.KIDNEY)],
         measurements=measurements,

@@ -29,20 +29,16 @@ from classifier.errors import ArtifactError, PoisonError
 from classifier.metrics import WorkerMetrics
 from classifier.reprocess_events import target_version
 from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule, study_label
-from classifier.writer import Predicted
-from common.vocabulary import CLASS_NAMES
+from classifier.study_policy import StudyPolicy
+from classifier.writer import Predicted, prediction_rows, recompute_studies
 from storage.archive_reader import ArchiveReader
 from storage.model_versions import get_model_version
 from storage.models import Instance, ModelVersion
 from storage.results import (
     IncompleteStudy,
-    PredictionRow,
     insert_predictions,
     mark_study_complete,
-    study_aggregates,
     study_ids_of_instances,
-    upsert_study_prediction,
 )
 from storage.shadow_models import shadow_versions
 from storage.stream import Record
@@ -201,7 +197,8 @@ class OtherModels:
         if not inputs:
             return []
         started = self._clock()
-        probabilities = model.predict(np.concatenate([d.tensors for d in inputs]), self._batch_size)
+        scored = model.score(np.concatenate([d.tensors for d in inputs]), self._batch_size)
+        probabilities = scored.probabilities
         self._metrics.version_predict_seconds.labels(model_version=model.version, role=role).observe(
             self._clock() - started
         )
@@ -211,7 +208,14 @@ class OtherModels:
         out, start = [], 0
         for d in inputs:
             n = len(d.tensors)
-            out.append(Predicted(d, probabilities[start : start + n]))
+            out.append(
+                Predicted(
+                    d,
+                    probabilities[start : start + n],
+                    None if scored.shift_scores is None else scored.shift_scores[start : start + n],
+                    None if scored.shifted is None else scored.shifted[start : start + n],
+                )
+            )
             start += n
         return out
 
@@ -221,7 +225,7 @@ def write_version(
     *,
     predicted: Sequence[Predicted],
     model_version_id: int,
-    rule: StudyRule,
+    policy: StudyPolicy,
     now: dt.datetime,
 ) -> int:
     """Insert one non-active model's predictions (instances already recorded) and recompute its study
@@ -241,15 +245,10 @@ def write_version(
         )
     }
     rows = [
-        PredictionRow(
-            p.instance.event.sop_instance_uid,
-            frame,
-            CLASS_NAMES[int(np.argmax(probs))],
-            tuple(map(float, probs)),
-        )
+        row
         for p in predicted
         if p.instance.event.sop_instance_uid in instance_ids
-        for frame, probs in enumerate(p.probabilities)
+        for row in prediction_rows(p)
     ]
     missing = len(set(uids) - instance_ids.keys())
     if missing:
@@ -258,20 +257,14 @@ def write_version(
         session, predictions=rows, instance_ids=instance_ids, model_version_id=model_version_id, now=now
     )
     active = session.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
-    for aggregate in study_aggregates(
+    recompute_studies(
         session,
         study_ids=study_ids_of_instances(session, instance_ids=new_ids),
         model_version_id=model_version_id,
-        min_probability=rule.min_probability,
-    ):
-        upsert_study_prediction(
-            session,
-            aggregate=aggregate,
-            model_version_id=model_version_id,
-            label=study_label(aggregate.n_confident, rule),
-            now=now,
-            shadow=model_version_id != active,
-        )
+        policy=policy,
+        now=now,
+        shadow=model_version_id != active,
+    )
     by_id = {instance_ids[u] for u in uids if u in instance_ids} & new_ids
     return sum(
         len(p.probabilities)

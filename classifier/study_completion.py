@@ -21,7 +21,8 @@ from classifier.reporting import HeatMapper, ResultConfig, build_objects
 from classifier.result_model import StudyReport
 from classifier.serving import ServingModel
 from classifier.shadow import complete_quietly
-from classifier.study_rule import StudyRule, completion_cutoff, is_complete, is_complete_after_release
+from classifier.study_policy import PolicySettings
+from classifier.study_rule import completion_cutoff, is_complete, is_complete_after_release
 from storage.archive_reader import ArchiveReader
 from storage.events import ReleaseHint
 from storage.model_versions import get_model_version
@@ -42,7 +43,7 @@ log = structlog.get_logger(__name__)
 class CompletionOptions:
     topic_results: str
     stable_age_s: float
-    rule: StudyRule
+    policy: PolicySettings
     results: ResultConfig
     reader: Callable[[], ArchiveReader]
     # After a release hint, a study is complete this long after its last activity (not stable_age_s).
@@ -114,6 +115,10 @@ class StudyCompletion:
         self._metrics.studies_completed.inc(done)
         return done
 
+    def _count_indeterminate(self, c: _Completion) -> None:
+        if c.report.indeterminate_reason is not None:
+            self._metrics.studies_indeterminate.labels(reason=c.report.indeterminate_reason).inc()
+
     def _record(self, session: Session, c: _Completion, now: dt.datetime) -> bool:
         marked = mark_study_complete(
             session,
@@ -123,6 +128,7 @@ class StudyCompletion:
         )
         if not marked:
             return False
+        self._count_indeterminate(c)
         add_report(
             session,
             study_id=c.candidate.study_id,
@@ -140,6 +146,7 @@ class StudyCompletion:
             study_instance_uid=c.candidate.study_instance_uid,
             model_version=c.report.model_version,
             label=c.report.label,
+            indeterminate_reason=c.report.indeterminate_reason,
             revision=c.report.revision,
             result_objects=len(c.objects),
         )
@@ -194,7 +201,8 @@ class StudyCompletion:
         accession, issuer = study_identity(session, study_id=candidate.study_id)
         previous = previous_report(session, study_id=candidate.study_id)
         revision = previous[0] + 1 if previous else 1
-        rule = self._options.rule
+        policy = self._options.policy.policy(result.card.get("decision"))
+        rule = policy.rule
         report = StudyReport(
             study_instance_uid=candidate.study_instance_uid,
             model_version=result.model_version,
@@ -215,11 +223,16 @@ class StudyCompletion:
             completed_at=now,
             previous=(previous[1], previous[0]) if previous else None,
             forced_note=_forced_note(session, result.model_version),
+            policy=policy,
+            indeterminate_reason=result.indeterminate_reason,
+            evidence=result.evidence,
+            n_shifted=result.n_shifted,
+            temperature=float((result.card.get("calibration") or {}).get("temperature", 1.0)),
         )
         message = messages.study_complete(
             study_instance_uid=candidate.study_instance_uid,
             model_version=result.model_version,
-            label=result.label,
+            label=None if result.indeterminate_reason else result.label,
             max_probability=result.max_probability,
             n_predicted=result.n_predicted,
             n_instances=result.n_instances,
@@ -227,6 +240,7 @@ class StudyCompletion:
             revision=revision,
             accession_number=accession,
             accession_number_issuer=issuer,
+            indeterminate_reason=result.indeterminate_reason,
         )
         return _Completion(candidate=candidate, report=report, message=message)
 

@@ -34,6 +34,9 @@ class StudyRule:
             raise ValueError(f"t (min probability) must be within [0, 1], got {self.min_probability}")
 
 
+DEFAULT_STUDY_RULE = StudyRule(2, 0.5)  # for a model card without a tuned rule
+
+
 def study_label(n_confident: Mapping[str, int], rule: StudyRule) -> str:
     """The study label from the number of slices per class with probability >= t."""
     for name in ABNORMAL_PRIORITY:

@@ -54,6 +54,7 @@ from classifier.reprocess_events import is_reprocess
 from classifier.serving import ServingModel, load_serving_model
 from classifier.shadow import Decode, OtherModels, VersionBatch, write_version
 from classifier.study_completion import CompletionOptions, StudyCompletion
+from classifier.study_policy import DEFAULT_MAX_SHIFTED_FRACTION, PolicySettings
 from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, conflicting_instances, write_batch
 from common.errors import SchemaMissing
@@ -76,7 +77,9 @@ class WorkerConfig:
     topic_results: str
     topic_dead_letter: str
     batch: BatchPolicy
-    rule: StudyRule
+    rule: StudyRule  # when a model card carries no study rule, or always with `rule_from_settings`
+    rule_from_settings: bool = False
+    max_shifted_fraction: float = DEFAULT_MAX_SHIFTED_FRACTION
     stable_age_s: float = 60.0
     release_grace_s: float = 3.0
     decode_workers: int = 2
@@ -90,6 +93,14 @@ class WorkerConfig:
     results: ResultConfig = field(default_factory=ResultConfig)
     # Opens the URIs events carry (local files and s3:// objects); None: `archive_dir` only.
     archive_reader: ArchiveReader | None = None
+
+    @property
+    def policy_settings(self) -> PolicySettings:
+        return PolicySettings(
+            fallback=self.rule,
+            override=self.rule_from_settings,
+            max_shifted_fraction=self.max_shifted_fraction,
+        )
 
     def reader(self) -> ArchiveReader:
         return self.archive_reader if self.archive_reader is not None else ArchiveReader(self.archive_dir)
@@ -146,7 +157,7 @@ class Worker:
             options=CompletionOptions(
                 topic_results=config.topic_results,
                 stable_age_s=config.stable_age_s,
-                rule=config.rule,
+                policy=config.policy_settings,
                 results=config.results,
                 reader=config.reader,
                 release_grace_s=config.release_grace_s,
@@ -426,7 +437,7 @@ class Worker:
                     predicted=predicted,
                     poisoned=poisoned,
                     model_version_id=serving.model_version_id,
-                    rule=self._config.rule,
+                    policy=self._config.policy_settings.policy(serving.card.decision),
                     now=self._utcnow(),
                 )
             for sop_instance_uid in sorted(written.reclassified):
@@ -451,7 +462,7 @@ class Worker:
                     session,
                     predicted=batch.predicted,
                     model_version_id=batch.model.model_version_id,
-                    rule=self._config.rule,
+                    policy=self._config.policy_settings.policy(batch.model.card.decision),
                     now=self._utcnow(),
                 )
 
@@ -549,11 +560,21 @@ class Worker:
         if not decoded:
             return []
         tensors = np.concatenate([d.tensors for d in decoded])
-        probabilities = serving.predict(tensors, self._config.batch.max_size)
+        scored = serving.score(tensors, self._config.batch.max_size)
+        if scored.shifted is not None:
+            self._metrics.frames_shifted.inc(int(scored.shifted.sum()))
         out, start = [], 0
         for d in decoded:
             n = len(d.tensors)
-            out.append(Predicted(d, probabilities[start : start + n]))
+            part = slice(start, start + n)
+            out.append(
+                Predicted(
+                    d,
+                    scored.probabilities[part],
+                    None if scored.shift_scores is None else scored.shift_scores[part],
+                    None if scored.shifted is None else scored.shifted[part],
+                )
+            )
             start += n
         return out
 

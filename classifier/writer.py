@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from classifier.decoding import DecodedInstance, PoisonInstance, received_at
-from classifier.study_rule import StudyRule, study_label
+from classifier.study_policy import StudyDecision, StudyPolicy, decide
 from common.vocabulary import CLASS_NAMES
 from storage.events import InstanceEvent
 from storage.results import (
@@ -43,13 +43,69 @@ class Predicted:
     """A decoded instance and its probabilities, one row per frame."""
 
     instance: DecodedInstance
-    probabilities: np.ndarray  # [frames, classes]
+    probabilities: np.ndarray  # [frames, classes], calibrated
+    shift_scores: np.ndarray | None = None  # [frames]; None without a shift detector
+    shifted: np.ndarray | None = None  # [frames] bool
+
+
+def prediction_rows(p: Predicted) -> list[PredictionRow]:
+    """One row per frame: the top class, the probabilities and, with a shift detector, its score and flag."""
+    e = p.instance.event
+    return [
+        PredictionRow(
+            e.sop_instance_uid,
+            frame,
+            CLASS_NAMES[int(np.argmax(probs))],
+            tuple(float(v) for v in probs),
+            None if p.shift_scores is None else float(p.shift_scores[frame]),
+            None if p.shifted is None else bool(p.shifted[frame]),
+        )
+        for frame, probs in enumerate(p.probabilities)
+    ]
+
+
+def recompute_studies(
+    session: Session,
+    *,
+    study_ids: set[int],
+    model_version_id: int,
+    policy: StudyPolicy,
+    now: dt.datetime,
+    shadow: bool = False,
+) -> list[tuple[StudyAggregate, StudyDecision]]:
+    """Aggregate each study's predictions of the model version and write its decision (re-opened)."""
+    out = []
+    for aggregate in study_aggregates(
+        session,
+        study_ids=study_ids,
+        model_version_id=model_version_id,
+        min_probability=policy.rule.min_probability,
+    ):
+        decision = decide(
+            n_confident=aggregate.n_confident,
+            mean_probability=aggregate.mean_probability,
+            n_shifted=aggregate.n_shifted,
+            n_slices=aggregate.n_slices,
+            policy=policy,
+        )
+        upsert_study_prediction(
+            session,
+            aggregate=aggregate,
+            model_version_id=model_version_id,
+            label=decision.label,
+            now=now,
+            shadow=shadow,
+            indeterminate_reason=decision.indeterminate_reason,
+            evidence=decision.evidence,
+        )
+        out.append((aggregate, decision))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class BatchWritten:
     new_prediction_rows: int
-    studies_recomputed: list[tuple[StudyAggregate, str]]  # (aggregate, label)
+    studies_recomputed: list[tuple[StudyAggregate, StudyDecision]]
     reclassified: frozenset[str] = frozenset()  # SOP Instance UIDs whose content changed
 
 
@@ -93,7 +149,7 @@ def write_batch(
     predicted: Sequence[Predicted],
     poisoned: Sequence[PoisonInstance],
     model_version_id: int,
-    rule: StudyRule,
+    policy: StudyPolicy,
     now: dt.datetime,
 ) -> BatchWritten:
     """Write one batch (no commit). Poison with a valid event marks its instance failed/skipped.
@@ -127,11 +183,7 @@ def write_batch(
         )
         series.append(SeriesRow(e.series_instance_uid, e.study_instance_uid, p.instance.modality))
         instances.append(_instance_row(e, state="processed", reason=None, frames=len(p.probabilities)))
-        for frame, probs in enumerate(p.probabilities):
-            label = CLASS_NAMES[int(np.argmax(probs))]
-            predictions.append(
-                PredictionRow(e.sop_instance_uid, frame, label, tuple(float(v) for v in probs))
-            )
+        predictions.extend(prediction_rows(p))
 
     # A re-sent instance with other content (another sha256) is classified again, not kept as it was.
     reclassified = forget_changed_instances(
@@ -149,15 +201,9 @@ def write_batch(
     )
     # Only studies that gained predictions change (and re-open); a pure replay leaves them alone.
     changed = study_ids_of_instances(session, instance_ids=new_instance_ids)
-    recomputed = []
-    for aggregate in study_aggregates(
-        session, study_ids=changed, model_version_id=model_version_id, min_probability=rule.min_probability
-    ):
-        label = study_label(aggregate.n_confident, rule)
-        upsert_study_prediction(
-            session, aggregate=aggregate, model_version_id=model_version_id, label=label, now=now
-        )
-        recomputed.append((aggregate, label))
+    recomputed = recompute_studies(
+        session, study_ids=changed, model_version_id=model_version_id, policy=policy, now=now
+    )
     new_rows = sum(
         len(p.probabilities)
         for p in predicted

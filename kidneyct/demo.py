@@ -511,12 +511,14 @@ def _report(
         correct += row.label == expected
         pairs.append((expected, row.label))
         click.echo(
-            f"{row.accession_number:<16} {expected:<7} {row.label:<9} {row.p_cyst:7.2f} {row.p_normal:9.2f} "
+            f"{row.accession_number:<16} {expected:<7} {row.label or 'indeterm.':<9} {row.p_cyst:7.2f} {row.p_normal:9.2f} "
             f"{row.p_stone:8.2f} {row.p_tumor:8.2f} {row.n_instances:6d} {bool(row.complete)}"
         )
     accuracy = correct / len(results)
+    answered = sum(row.label is not None for row in results)
     click.secho(
-        f"\nstudy-level accuracy against the synthetic truth: {correct}/{len(results)} = {accuracy:.0%}",
+        f"\nstudy-level accuracy against the synthetic truth: {correct}/{len(results)} = {accuracy:.0%}"
+        f" ({answered} answered, {len(results) - answered} indeterminate; label NULL in SQL)",
         bold=True,
     )
     plots = root / "plots"

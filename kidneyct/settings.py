@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from classifier.study_rule import DEFAULT_STUDY_RULE, StudyRule
+
 DEFAULT_DATA_DIR = Path("kidneyct-data")
 
 # Constrained types: a bad value is refused when the command starts, not discovered later.
@@ -241,10 +243,24 @@ class Settings(BaseSettings):
     dead_letter_limit_ratio: Probability = Field(
         0.5, description="The share of that window, unreadable from the archive, that stops the worker."
     )
-    study_abnormal_min_slices: PositiveInt = Field(
-        2, description="k: slices an abnormal class needs for the study label."
+    study_abnormal_min_slices: PositiveInt | None = Field(
+        None,
+        description="k: slices an abnormal class needs for the study label. Unset: the model card's (tuned on "
+        "validation), else 2. Set (or t set): overrides every model's rule.",
     )
-    study_abnormal_min_probability: Probability = Field(0.5, description="t: probability those slices need.")
+    study_abnormal_min_probability: Probability | None = Field(
+        None, description="t: calibrated probability those slices need. Unset: the model card's, else 0.5."
+    )
+    study_max_shifted_fraction: Probability = Field(
+        0.25,
+        description="A study with more than this share of slices flagged as unlike the training data is "
+        "indeterminate (models with a shift detector).",
+    )
+    abstain_target_accuracy: Probability = Field(
+        0.90,
+        description="Training chooses the evidence a study needs to be answered so that answered validation "
+        "scans reach this accuracy; below it the study is indeterminate.",
+    )
     study_stable_age_s: float = Field(
         60.0, description="A study is complete this long after its last instance."
     )
@@ -360,6 +376,13 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'kidneyct.db').resolve()}"
+
+    def study_rule(self) -> tuple[StudyRule, bool]:
+        """The study rule of the settings and whether they set it (then it overrides every model card's)."""
+        k, t = self.study_abnormal_min_slices, self.study_abnormal_min_probability
+        return StudyRule(
+            k or DEFAULT_STUDY_RULE.min_slices, DEFAULT_STUDY_RULE.min_probability if t is None else t
+        ), (k is not None or t is not None)
 
     def resolved_archive_dir(self) -> Path:
         """The local archive folder (also where a local `archive_url` points)."""

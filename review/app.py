@@ -114,10 +114,10 @@ class SecurityHeaders:
 
 
 def has_indeterminate_column(sessions: sessionmaker[Session]) -> bool:
-    """Whether `study_predictions.indeterminate` exists (added by the statements work, issue 27)."""
+    """Whether `study_predictions.indeterminate_reason` exists (migration 0014_statements; always at head)."""
     with sessions() as session:
         columns = inspect(session.get_bind()).get_columns("study_predictions")
-    return any(c["name"] == "indeterminate" for c in columns)
+    return any(c["name"] == "indeterminate_reason" for c in columns)
 
 
 def create_app(sessions: sessionmaker[Session], config: ReviewConfig, archive: ArchiveReader) -> Starlette:

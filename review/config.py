@@ -15,4 +15,4 @@ class ReviewConfig:
     page_size: int = 50
     session_max_age_s: int = 8 * 3600
     throttle: Throttle = field(default_factory=Throttle)
-    indeterminate_recorded: bool = False  # study_predictions.indeterminate exists
+    indeterminate_recorded: bool = True  # study_predictions.indeterminate_reason exists (head has it)

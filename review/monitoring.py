@@ -114,7 +114,7 @@ def _agreement_figures(
 
 def _result_figures(session: Session, indeterminate_recorded: bool) -> dict[int, dict[str, Any]]:
     """Per model version id: complete results, indeterminate ones, turnaround quantiles."""
-    indeterminate: Any = literal_column("study_predictions.indeterminate") if indeterminate_recorded else None
+    indeterminate: Any = StudyPrediction.indeterminate_reason.is_not(None) if indeterminate_recorded else None
     query = (
         select(
             StudyPrediction.model_version_id,

@@ -104,7 +104,7 @@ def _where(filters: Filters, has_indeterminate: bool, indeterminate: Any) -> lis
         )
     if filters.indeterminate:
         # Without the column no result is indeterminate: the filter shows nothing rather than everything.
-        conditions.append(indeterminate.is_(True) if has_indeterminate else literal_column("1") == 0)
+        conditions.append(indeterminate if has_indeterminate else literal_column("1") == 0)
     if filters.model_version:
         conditions.append(ModelVersion.version == filters.model_version)
     if filters.date_from:
@@ -125,8 +125,8 @@ def worklist_page(
     identifier: str = "accession",
     has_indeterminate: bool = False,
 ) -> Page:
-    """One page of the worklist; `has_indeterminate`: `study_predictions.indeterminate` exists."""
-    indeterminate: Any = literal_column("study_predictions.indeterminate") if has_indeterminate else None
+    """One page of the worklist; `has_indeterminate`: `study_predictions.indeterminate_reason` exists."""
+    indeterminate: Any = StudyPrediction.indeterminate_reason.is_not(None) if has_indeterminate else None
     ident = Study.study_instance_uid if identifier == "study_uid" else Study.accession_number
     columns: list[Any] = [
         StudyPrediction.id,

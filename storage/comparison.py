@@ -29,6 +29,9 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+INDETERMINATE = "indeterminate"
+
+
 def _latest_label(where: str) -> str:
     return f"(SELECT l.id FROM labels l WHERE {where} ORDER BY l.created_at DESC, l.id DESC LIMIT 1)"
 
@@ -63,4 +66,11 @@ def comparison_sql(*, level: Level, version_a: str, version_b: str, labelled_onl
 def run_comparison(session: Session, sql: str) -> list[ComparisonRow]:
     """Run the printed text itself (driver-level: no bind-parameter parsing of the literals)."""
     result = session.connection().exec_driver_sql(sql.rstrip(";"))
-    return [ComparisonRow(str(a), str(b), None if t is None else str(t), int(n)) for a, b, t, n in result]
+    # A NULL study label is an indeterminate result (migration 0014): named, not printed as "None".
+    return [
+        ComparisonRow(_named(a), _named(b), None if t is None else str(t), int(n)) for a, b, t, n in result
+    ]
+
+
+def _named(label: object) -> str:
+    return INDETERMINATE if label is None else str(label)

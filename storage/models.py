@@ -178,6 +178,10 @@ class Prediction(Base):
     p_stone: Mapped[float] = mapped_column(Float)
     p_tumor: Mapped[float] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # The shift detector's score of the slice and whether it passed the model's threshold (classifier.shift);
+    # NULL for a model version without a shift detector.
+    shift_score: Mapped[float | None] = mapped_column(Float)
+    shifted: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class StudyPrediction(Base):
@@ -209,6 +213,12 @@ class StudyPrediction(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     # Last written by a shadow model or a reprocess under a non-active version: never announced or sent.
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Why the label is withheld (classifier.study_policy REASONS), NULL when answered: `label` keeps the
+    # rule's label for audits and `study_results.label` shows NULL. `evidence`: the label's mean
+    # calibrated probability; `n_shifted`: slices the shift detector flagged.
+    indeterminate_reason: Mapped[str | None] = mapped_column(String(32))
+    evidence: Mapped[float | None] = mapped_column(Float)
+    n_shifted: Mapped[int | None] = mapped_column(Integer)
 
 
 class ResultReport(Base):

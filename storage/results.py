@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
@@ -91,11 +91,14 @@ class PredictionRow:
     frame: int
     label: str
     probabilities: tuple[float, ...]  # in CLASS_NAMES order
+    shift_score: float | None = None  # the shift detector's score; None without a detector
+    shifted: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StudyAggregate:
-    """Per class: the highest probability, the slices predicted as it, the slices with p >= t."""
+    """Per class: the highest probability, the slices predicted as it, the slices with p >= t, the mean
+    probability; and the slices (frames) predicted and flagged by the shift detector."""
 
     study_id: int
     study_instance_uid: str
@@ -103,6 +106,9 @@ class StudyAggregate:
     max_probability: dict[str, float]
     n_predicted: dict[str, int]
     n_confident: dict[str, int]
+    mean_probability: dict[str, float] = field(default_factory=dict)
+    n_slices: int = 0
+    n_shifted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +300,8 @@ def insert_predictions(
             "model_version_id": model_version_id,
             "label": p.label,
             "created_at": now,
+            "shift_score": p.shift_score,
+            "shifted": p.shifted,
         }
         row.update(zip(PROBABILITY_COLUMNS, (float(v) for v in p.probabilities), strict=True))
         values.append(row)
@@ -335,6 +343,9 @@ def study_aggregates(
         columns.append(func.max(column))
         columns.append(func.sum(case((Prediction.label == name, 1), else_=0)))
         columns.append(func.sum(case((column >= min_probability, 1), else_=0)))
+        columns.append(func.avg(column))
+    columns.append(func.count(Prediction.id))
+    columns.append(func.sum(case((Prediction.shifted.is_(True), 1), else_=0)))
     stmt = (
         select(*columns)
         .join(Instance, Prediction.instance_id == Instance.id)
@@ -345,15 +356,18 @@ def study_aggregates(
     )
     out = []
     for row in session.execute(stmt):
-        study_id, uid, n_instances, *per_class = row
+        study_id, uid, n_instances, *per_class, n_slices, n_shifted = row
         out.append(
             StudyAggregate(
                 study_id=study_id,
                 study_instance_uid=uid,
                 n_instances=int(n_instances),
-                max_probability={c: float(per_class[3 * i]) for i, c in enumerate(CLASS_NAMES)},
-                n_predicted={c: int(per_class[3 * i + 1]) for i, c in enumerate(CLASS_NAMES)},
-                n_confident={c: int(per_class[3 * i + 2]) for i, c in enumerate(CLASS_NAMES)},
+                max_probability={c: float(per_class[4 * i]) for i, c in enumerate(CLASS_NAMES)},
+                n_predicted={c: int(per_class[4 * i + 1]) for i, c in enumerate(CLASS_NAMES)},
+                n_confident={c: int(per_class[4 * i + 2]) for i, c in enumerate(CLASS_NAMES)},
+                mean_probability={c: float(per_class[4 * i + 3]) for i, c in enumerate(CLASS_NAMES)},
+                n_slices=int(n_slices),
+                n_shifted=int(n_shifted or 0),
             )
         )
     return out
@@ -367,11 +381,17 @@ def upsert_study_prediction(
     label: str,
     now: dt.datetime,
     shadow: bool = False,
+    indeterminate_reason: str | None = None,
+    evidence: float | None = None,
 ) -> None:
     """Write a recomputed study result; it is (re-)opened: completeness is decided later.
-    `shadow`: written by a shadow model or a non-active reprocess (kept out of the clinical path)."""
+    `shadow`: written by a shadow model or a non-active reprocess (kept out of the clinical path).
+    `indeterminate_reason`: why `label` (the rule's) is withheld; None when the study is answered."""
     values: dict[str, Any] = {
         "shadow": shadow,
+        "indeterminate_reason": indeterminate_reason,
+        "evidence": evidence,
+        "n_shifted": aggregate.n_shifted,
         "study_id": aggregate.study_id,
         "model_version_id": model_version_id,
         "label": label,
@@ -430,18 +450,22 @@ class StudyResult:
     max_probability: dict[str, float]
     n_predicted: dict[str, int]
     n_instances: int
+    indeterminate_reason: str | None = None
+    evidence: float | None = None
+    n_shifted: int | None = None
+    card: dict[str, Any] = field(default_factory=dict)  # the model version's card (its decision policy)
 
 
 def study_result(session: Session, *, study_prediction_id: int) -> StudyResult | None:
     """The study result `study_prediction_id` with its model version's name; None if it is gone."""
     found = session.execute(
-        select(StudyPrediction, ModelVersion.version)
+        select(StudyPrediction, ModelVersion.version, ModelVersion.card)
         .join(ModelVersion, ModelVersion.id == StudyPrediction.model_version_id)
         .where(StudyPrediction.id == study_prediction_id)
     ).one_or_none()
     if found is None:
         return None
-    row, version = found
+    row, version, card = found
     return StudyResult(
         model_version=version,
         label=row.label,
@@ -450,6 +474,10 @@ def study_result(session: Session, *, study_prediction_id: int) -> StudyResult |
         },
         n_predicted={c: int(getattr(row, col)) for c, col in zip(CLASS_NAMES, COUNT_COLUMNS, strict=True)},
         n_instances=row.n_instances,
+        indeterminate_reason=row.indeterminate_reason,
+        evidence=row.evidence,
+        n_shifted=row.n_shifted,
+        card=dict(card or {}),
     )
 
 

@@ -20,12 +20,15 @@ import numpy as np
 import pydicom
 import structlog
 
+from classifier.calibration import apply_temperature
 from classifier.errors import DecodeError
 from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
 from classifier.study_rule import StudyRule, study_label
 from training.bootstrap import metric_intervals
 from training.dedup import GroupingParams, fingerprint, group_items, kaggle_id
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal
+from training.report_statements import folder_statements
+from training.statements import held_out_statements
 
 log = structlog.get_logger(__name__)
 
@@ -167,12 +170,17 @@ def evaluate_folder(
     batch_size: int = 32,
     seed: int = 0,
     per_slice_csv: Path | None = None,
+    temperature: float = 1.0,
+    min_evidence: float = 0.0,
 ) -> dict[str, Any]:
-    """Every metric of `model` on the labelled folder, as a JSON-ready dict; with `per_slice_csv`, every
-    slice's probabilities written there too."""
+    """Every metric of `model` on the labelled folder, as a JSON-ready dict. The probabilities are
+    calibrated with `temperature` (the card's) as the service does; `statements` gives ECE before and
+    after, slice- and scan-level figures side by side and the risk-coverage curves (`training.statements`);
+    with `per_slice_csv`, every slice's (calibrated) probabilities are written there too."""
     slices, skipped = read_labelled_folder(root, classes, window)
     inputs = to_model_input([s.gray for s in slices], image_size)
-    probabilities = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
+    raw = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
+    probabilities = apply_temperature(raw, temperature)
     truth = np.asarray([list(classes).index(s.label) for s in slices])
     groups = slice_groups(slices)
     warning = grouping_warning(slices)
@@ -193,6 +201,21 @@ def evaluate_folder(
         "calibration": calibration(truth, probabilities),
         "normal_vs_abnormal": normal_vs_abnormal(truth, probabilities, classes),
         "study_level": study_accuracy(slices, probabilities, classes, rule),
+        "statements": {
+            "temperature": temperature,
+            "held_out": {
+                "folder": held_out_statements(
+                    raw,
+                    truth,
+                    groups,
+                    classes,
+                    temperature=temperature,
+                    rule=rule,
+                    min_evidence=min_evidence,
+                    seed=seed,
+                )
+            },
+        },
     }
 
 
@@ -236,6 +259,7 @@ def markdown(result: dict[str, Any], model_name: str) -> str:
         lines.append(
             f"- study rule (k={study['k']}, t={study['t']}): {study['correct']}/{study['studies']} studies right"
         )
+    lines += ["", *folder_statements(result["statements"])]
     lines += ["", "| class | precision | recall | F1 [95 % interval] | support |", "|---|---|---|---|---|"]
     for cls, v in m["per_class"].items():
         f1_ci = ci["per_class"][cls]["f1"]

@@ -14,6 +14,7 @@ import keras
 from training import plots
 from training.baseline import BASELINE_LABELS
 from training.manifest import Manifest
+from training.report_statements import statements_section
 
 if TYPE_CHECKING:
     from training.run import SetEvaluation, SplitOutcome, TrainOptions
@@ -27,6 +28,8 @@ FIGURES = {
     "curves_random": "learning_curves_random.png",
     "reliability_grouped": "reliability_grouped.png",
     "reliability_latest": "reliability_latest.png",
+    "reliability_grouped_calibrated": "reliability_grouped_calibrated.png",
+    "reliability_latest_calibrated": "reliability_latest_calibrated.png",
     "gradcam": "gradcam.png",
 }
 LIBRARIES = ("keras", "tensorflow", "jax", "numpy", "pillow", "pydicom", "imagehash", "matplotlib")
@@ -91,6 +94,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "selected_epochs": outcome.selected_epochs,
         "refit": outcome.refit.to_json() if outcome.refit is not None else None,
         "study_rule": outcome.study_rule,
+        "statements": outcome.statements,
         "from_scratch": outcome.from_scratch,
     }
 
@@ -204,12 +208,10 @@ def _per_class(title: str, evaluation: dict[str, Any]) -> list[str]:
 
 def _study_rule_line(rule: dict[str, Any] | None) -> str:
     if rule is None:
-        return (
-            "Study rule: no DICOM studies in both the validation and the test split, so (k, t) was not tuned."
-        )
+        return "Study rule: no scans in both the validation and the test split, so (k, t) was not tuned."
     return (
-        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation studies "
-        f"(accuracy {rule['val_accuracy']:.3f}); on the test studies {rule['test_right']}/{rule['test_studies']} "
+        f"Study rule: k = {rule['k']}, t = {rule['t']} chosen on {rule['val_studies']} validation scans "
+        f"(calibrated probabilities, accuracy {rule['val_accuracy']:.3f}; carried by the model card); on the test scans {rule['test_right']}/{rule['test_studies']} "
         f"right ({rule['test_accuracy']:.3f})."
     )
 
@@ -251,6 +253,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         _study_rule_line(g.get("study_rule")),
         "",
+        *statements_section(g.get("statements")),
         "## Groups (scans) per split and class, images in brackets",
         "",
         *_groups_table(report),
@@ -272,6 +275,8 @@ def _markdown(report: dict[str, Any]) -> str:
         ("curves_random", "Learning curves, random split"),
         ("reliability_grouped", "Reliability diagram, grouped test"),
         ("reliability_latest", "Reliability diagram, latest IDs"),
+        ("reliability_grouped_calibrated", "Reliability diagram, grouped test, after temperature scaling"),
+        ("reliability_latest_calibrated", "Reliability diagram, latest IDs, after temperature scaling"),
         ("gradcam", "Grad-CAM, test images of the grouped split"),
     ):
         if key in report["figures"]:
@@ -310,6 +315,16 @@ def _figures(
         )
         figures[f"confusion_{name}"] = FIGURES[f"confusion_{name}"]
         figures[f"reliability_{name}"] = FIGURES[f"reliability_{name}"]
+        after = ((grouped.statements or {}).get("held_out") or {}).get(key, {}).get("calibration_after")
+        if after is not None:
+            calibrated = f"reliability_{name}_calibrated"
+            plots.reliability_diagram(
+                after["bins"],
+                run_dir / FIGURES[calibrated],
+                f"{HELD_OUT_TITLES[key]}, calibrated",
+                after["ece"],
+            )
+            figures[calibrated] = FIGURES[calibrated]
     plots.learning_curves(
         grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
     )

@@ -19,20 +19,25 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.artifact import ModelCard, load_artifact, save_artifact
+from classifier.calibration import apply_temperature
 from classifier.errors import ArtifactError
 from classifier.gradcam import grad_cam, too_small_for_heatmaps
 from classifier.model import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
 from classifier.preprocess import KIDNEY_WINDOW, Window
+from classifier.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
 from storage.archive_reader import ArchiveReader
 from training.baseline import baseline_probabilities
 from training.bootstrap import metric_intervals, paired_macro_f1_difference
+from training.calibrate import fit_temperature
 from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_channels
 from training.dedup import GroupingParams
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
 from training.report import git_commit, write_report
+from training.shift_fit import fit_shift_detector
 from training.split import SplitFractions
+from training.statements import choose_min_evidence, held_out_statements, scans_of
 from training.study_tuning import tune_and_measure
 from training.trainset import TrainingSet, build_training_set, collect_sources
 
@@ -66,6 +71,8 @@ class TrainOptions:
     # The deterministic-kernel variables the process ran with (`training.determinism`), for the card.
     determinism: dict[str, str | None] | None = None
     keep_checkpoints: bool = False  # the per-phase best-weights files; removed after a finished run otherwise
+    target_accuracy: float = 0.90  # accuracy among answered validation scans that sets the evidence threshold
+    shift_quantile: float = 0.99  # the validation shift scores' quantile above which a slice is flagged
 
 
 @dataclass
@@ -95,7 +102,9 @@ class SplitOutcome:
     from_scratch: bool = False  # trained end to end from random weights (see `training.fit`)
     selected_epochs: int | None = None
     refit: FitResult | None = None  # the train + val refit whose model is served (grouped split)
-    study_rule: dict[str, Any] | None = None  # (k, t) chosen on val DICOM studies, accuracy on test studies
+    study_rule: dict[str, Any] | None = None  # (k, t) chosen on val scans, accuracy on test scans
+    # Temperature, abstention threshold and the held-out figures of the statements (`training.statements`).
+    statements: dict[str, Any] | None = None
 
     @property
     def test_metrics(self) -> dict[str, Any]:
@@ -308,9 +317,53 @@ def evaluate_set(
 def _study_view(
     ts: TrainingSet, indices: np.ndarray, probabilities: np.ndarray
 ) -> tuple[np.ndarray, list[str | None], list[str]]:
-    """(probabilities, study of each item, label of each item): DICOM items' group is their study."""
+    """(probabilities, scan of each item, label of each item): a scan is a group (DICOM: the study)."""
     items = [ts.manifest.items[int(i)] for i in indices]
-    return probabilities, [i.group if i.source == "dicom" else None for i in items], [i.label for i in items]
+    return probabilities, [i.group for i in items], [i.label for i in items]
+
+
+def _groups(ts: TrainingSet, indices: np.ndarray) -> list[str]:
+    return [ts.manifest.items[int(i)].group for i in indices]
+
+
+def _statements(
+    ts: TrainingSet,
+    val: tuple[np.ndarray, np.ndarray],
+    evaluations: dict[str, SetEvaluation],
+    options: TrainOptions,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(study rule, statements): temperature, rule and evidence threshold chosen on the selection run's
+    validation predictions, then measured on every held-out set with the served model's predictions."""
+    val_idx, val_probs = val
+    labels, classes = ts.label_indices(), ts.manifest.classes
+    temperature = fit_temperature(val_probs, labels[val_idx])
+    calibrated = apply_temperature(val_probs, temperature)
+    test = evaluations["test"]
+    study_rule = tune_and_measure(
+        _study_view(ts, val_idx, calibrated),
+        _study_view(ts, test.indices, apply_temperature(test.probabilities, temperature)),
+        classes,
+    )
+    if study_rule is None or not len(val_idx):
+        return study_rule, None
+    rule = StudyRule(study_rule["k"], study_rule["t"])
+    abstention = choose_min_evidence(
+        scans_of(calibrated, _groups(ts, val_idx), labels[val_idx], classes, rule), options.target_accuracy
+    )
+    held_out = {
+        name: held_out_statements(
+            e.probabilities,
+            labels[e.indices],
+            _groups(ts, e.indices),
+            classes,
+            temperature=temperature,
+            rule=rule,
+            min_evidence=abstention["min_evidence"],
+            seed=options.seed,
+        )
+        for name, e in evaluations.items()
+    }
+    return study_rule, {"temperature": temperature, "abstention": abstention, "held_out": held_out}
 
 
 def _train_and_evaluate(
@@ -371,11 +424,7 @@ def _train_and_evaluate(
     }
     for k, evaluation in evaluations.items():
         evaluation.selection_metrics = selection[k]
-    study_rule = tune_and_measure(
-        _study_view(ts, val_idx, val_probs),
-        _study_view(ts, test_idx, evaluations["test"].probabilities),
-        ts.manifest.classes,
-    )
+    study_rule, statements = _statements(ts, (val_idx, val_probs), evaluations, options)
     outcome = SplitOutcome(
         name=name,
         fit=fit,
@@ -387,6 +436,7 @@ def _train_and_evaluate(
         selected_epochs=fit.selected_epochs() if len(val_idx) else None,
         refit=refit,
         study_rule=study_rule,
+        statements=statements,
     )
     for k, evaluation in evaluations.items():
         log.info(
@@ -450,6 +500,47 @@ def remove_checkpoints(directory: Path) -> int:
     shutil.rmtree(directory)
     log.info("training_checkpoints_removed", directory=str(directory), bytes_freed=freed)
     return freed
+
+
+def _card_statements(
+    model: keras.Model, ts: TrainingSet, outcome: SplitOutcome, options: TrainOptions, artifact_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's `calibration` and `decision` (study rule, abstention, shift detector; the shift
+    statistics are written into `artifact_dir`); the shift figures go into the outcome's statements."""
+    labels = ts.label_indices()
+    train_idx, val_idx = ts.indices("train"), ts.indices("val")
+    shift, shift_report = fit_shift_detector(
+        model,
+        train=(ts.images[train_idx], labels[train_idx]),
+        val=ts.images[val_idx],
+        held_out={k: ts.images[e.indices] for k, e in outcome.evaluations.items()},
+        num_classes=len(ts.manifest.classes),
+        quantile=options.shift_quantile,
+        directory=artifact_dir,
+        batch_size=options.fit.batch_size,
+    )
+    decision: dict[str, Any] = {"shift": shift}
+    statements = outcome.statements or {}
+    if outcome.study_rule is not None:
+        rule = outcome.study_rule
+        decision["study_rule"] = {"k": rule["k"], "t": rule["t"], "chosen_on": "validation scans"}
+    if statements.get("abstention"):
+        decision["abstention"] = statements["abstention"]
+    outcome.statements = statements | {"shift": shift_report}
+    temperature = float(statements.get("temperature", 1.0))
+    calibration = {
+        "temperature": temperature,
+        "method": "temperature scaling, NLL on the validation scans (selection run)"
+        if statements
+        else "none (no validation set)",
+    }
+    log.info(
+        "training_statements_chosen",
+        temperature=round(temperature, 4),
+        **{k: v for k, v in decision.get("study_rule", {}).items() if k != "chosen_on"},
+        shift_threshold=round(shift["threshold"], 3),
+    )
+    return calibration, decision
 
 
 def summary_metrics(outcome: SplitOutcome, held_out: str = "test") -> dict[str, Any] | None:
@@ -520,6 +611,7 @@ def run_training(
     examples = _gradcam_examples(grouped_model, ts, grouped, options.gradcam_per_class)
 
     artifact_dir = model_dir / version
+    calibration_card, decision = _card_statements(grouped_model, ts, grouped, options, artifact_dir)
     metrics = {
         "eval_set": "grouped test split of the manifest",
         "grouped_test": summary_metrics(grouped),
@@ -535,6 +627,8 @@ def run_training(
             "manifest_hash": manifest_hash,
             "metrics": metrics,
             "from_scratch": grouped.from_scratch,
+            "calibration": calibration_card,
+            "decision": decision,
             "extra": {
                 "manifest_file": MANIFEST_FILE,
                 "run_dir": str(run_dir.resolve()),

@@ -323,6 +323,7 @@ def train(
         ),
         window=Window(settings.window_center, settings.window_width),
         augment=None if no_augment else AugmentConfig(),
+        target_accuracy=settings.abstain_target_accuracy,
         compare_random=random_split,
         latest_fraction=latest_fraction,
         refit=refit,
@@ -876,9 +877,17 @@ def export_command(settings: Settings, version: str, directory: Path) -> None:
     default=None,
     help="Write every slice's class probabilities to this CSV file (path, frame, label, group, predicted, p_*).",
 )
-@click.option("--study-k", type=click.IntRange(min=1), default=None, help="Study rule k (default: settings).")
 @click.option(
-    "--study-t", type=click.FloatRange(0.0, 1.0), default=None, help="Study rule t (default: settings)."
+    "--study-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Study rule k (default: settings, else the model card's).",
+)
+@click.option(
+    "--study-t",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Study rule t (default: settings, else the model card's).",
 )
 @click.pass_obj
 def evaluate(
@@ -906,14 +915,17 @@ def evaluate(
     directory, sha = _evaluated_artifact(settings, version, artifact)
     from classifier.artifact import load_artifact
     from classifier.errors import ArtifactError
+    from classifier.study_policy import PolicySettings
     from classifier.study_rule import StudyRule
     from training import plots
 
     try:
         model, card = load_artifact(directory, expected_sha256=sha)
+        fallback, override = settings.study_rule()
+        policy = PolicySettings(fallback=fallback, override=override).policy(card.decision)
         rule = StudyRule(
-            study_k or settings.study_abnormal_min_slices,
-            settings.study_abnormal_min_probability if study_t is None else study_t,
+            study_k or policy.rule.min_slices,
+            policy.rule.min_probability if study_t is None else study_t,
         )
         result = evaluate_folder(
             model,
@@ -923,6 +935,8 @@ def evaluate(
             root=root,
             rule=rule,
             per_slice_csv=per_slice,
+            temperature=card.temperature,
+            min_evidence=policy.min_evidence,
         )
     except (ArtifactError, EvaluationInputError) as exc:
         raise click.ClickException(str(exc)) from exc

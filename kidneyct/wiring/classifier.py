@@ -14,7 +14,6 @@ from classifier.decoding import decode_record
 from classifier.metrics import WorkerMetrics
 from classifier.reporting import ResultConfig
 from classifier.shadow import Decode
-from classifier.study_rule import StudyRule
 from classifier.worker import Worker, WorkerConfig
 from delivery.destinations import parse_destinations
 from kidneyct.archives import build_archive_reader
@@ -45,7 +44,9 @@ def worker_config(settings: Settings, *, batch_size: int | None = None) -> Worke
         batch=BatchPolicy(
             max_size=batch_size or settings.batch_size, max_wait_s=settings.batch_max_wait_ms / 1000
         ),
-        rule=StudyRule(settings.study_abnormal_min_slices, settings.study_abnormal_min_probability),
+        rule=settings.study_rule()[0],
+        rule_from_settings=settings.study_rule()[1],
+        max_shifted_fraction=settings.study_max_shifted_fraction,
         stable_age_s=settings.study_stable_age_s,
         release_grace_s=settings.study_release_grace_s,
         decode_workers=settings.decode_workers,

@@ -29,6 +29,9 @@ INSTANCE_RESULTS_COLUMNS = [
     "p_stone",
     "p_tumor",
     "created_at",
+    # Appended by 0014 (shift detection).
+    "shift_score",
+    "shifted",
 ]
 STUDY_RESULTS_COLUMNS = [
     "study_instance_uid",
@@ -52,6 +55,10 @@ STUDY_RESULTS_COLUMNS = [
     "revision",
     "from_active_model",
     "delivery_state",
+    # Appended by 0014 (statements: label NULL when indeterminate, and why).
+    "indeterminate_reason",
+    "evidence",
+    "n_shifted",
 ]
 
 

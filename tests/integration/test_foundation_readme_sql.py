@@ -46,9 +46,16 @@ def _study_prediction(
     )  # fmt: skip
 
 
+def _indeterminate(study: Study, model: ModelVersion, updated_at: dt.datetime) -> StudyPrediction:
+    """The rule said Normal, but the evidence is below the model's threshold: label withheld."""
+    row = _study_prediction(study, model, "Normal", updated_at)
+    row.indeterminate_reason, row.evidence, row.n_shifted = "low_evidence", 0.41, 0
+    return row
+
+
 def _seed(url: str, now: dt.datetime) -> None:
     """ACC0001 (two slices, the second a Stone) and ACC0002 (Normal) under v1, an hour ago;
-    ACC0001 again under v2 as Tumor, two days ago."""
+    ACC0001 again under v2 as Tumor, two days ago; ACC0002 under v2 indeterminate (label withheld)."""
     engine = make_engine(url)
     try:
         with make_session_factory(engine)() as session:
@@ -104,6 +111,7 @@ def _seed(url: str, now: dt.datetime) -> None:
                     _study_prediction(studies["ACC0001"], v1, "Stone", hour_ago),
                     _study_prediction(studies["ACC0002"], v1, "Normal", hour_ago),
                     _study_prediction(studies["ACC0001"], v2, "Tumor", two_days_ago),
+                    _indeterminate(studies["ACC0002"], v2, hour_ago),
                 ]
             )
             session.flush()
@@ -126,9 +134,9 @@ def _seed(url: str, now: dt.datetime) -> None:
 
 
 def test_readme_has_the_promised_examples() -> None:
-    """The README shows the five documented queries, with both dialects of the 24-hour one."""
-    assert len(_examples("postgresql")) == 5
-    assert len(_examples("sqlite")) == 5
+    """The README shows the six documented queries, with both dialects of the 24-hour one."""
+    assert len(_examples("postgresql")) == 6
+    assert len(_examples("sqlite")) == 6
 
 
 def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
@@ -138,7 +146,7 @@ def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
     dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
     try:
         with engine.connect() as connection:
-            by_accession, abnormal, slices, undelivered, counts = (
+            by_accession, abnormal, slices, undelivered, indeterminate, counts = (
                 connection.execute(text(sql)).all() for sql in _examples(dialect)
             )
     finally:
@@ -154,8 +162,13 @@ def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
     assert [(r.accession_number, r.revision, r.delivery_state) for r in undelivered] == [
         ("ACC0001", 1, "pending")
     ]
-    assert [(r.model_version, r.label, r.n_studies) for r in counts] == [
+    assert [(r.accession_number, r.indeterminate_reason, r.evidence) for r in indeterminate] == [
+        ("ACC0002", "low_evidence", pytest.approx(0.41))
+    ]
+    # NULL (indeterminate) sorts first on SQLite and last on PostgreSQL: compare as a set.
+    assert {(r.model_version, r.label, r.n_studies) for r in counts} == {
         ("v1", "Normal", 1),
         ("v1", "Stone", 1),
         ("v2", "Tumor", 1),
-    ]
+        ("v2", None, 1),
+    }

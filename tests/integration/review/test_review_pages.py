@@ -67,7 +67,7 @@ def test_worklist_filters(site: ReviewSite) -> None:
     assert first not in client.get("/?model_version=nope").text
     assert first in client.get("/?from=2026-12-01&to=2026-12-01").text
     assert first not in client.get("/?from=2026-12-02").text
-    assert "No completed studies match" in client.get("/?indeterminate=1").text  # no such column here: n/a
+    assert "No completed studies match" in client.get("/?indeterminate=1").text  # none is indeterminate
 
 
 def test_study_page_shows_key_slices_heatmap_toggle_and_sr_in_words(site: ReviewSite) -> None:
@@ -183,8 +183,8 @@ def test_views_and_verdicts_are_audited_and_access_logs_hold_no_patient_data(sit
         assert f"/{study_id}" not in text and "/studies/{study_id:int}" in text
 
 
-def test_monitoring_shows_agreement_confusion_and_na_for_indeterminate(site: ReviewSite) -> None:
-    """One agreeing and one corrected verdict: agreement 50 %, deliveries pending, indeterminate n/a."""
+def test_monitoring_shows_agreement_confusion_and_indeterminate_share(site: ReviewSite) -> None:
+    """One agreeing and one corrected verdict: agreement 50 %, deliveries pending, no result indeterminate."""
     client = _signed_in(site)
     token = csrf_of(client)
     client.post(
@@ -193,7 +193,7 @@ def test_monitoring_shows_agreement_confusion_and_na_for_indeterminate(site: Rev
     )
     client.post(f"/studies/{site.study_ids[1]}/verdict", data={"verdict": "confirm", "csrf_token": token})
     page = client.get("/monitoring").text
-    assert "agreement 50.0 %" in page and "indeterminate n/a" in page and "pending 4" in page
+    assert "agreement 50.0 %" in page and "indeterminate 0.0 %" in page and "pending 4" in page
     assert "received → result median 90 s" in page
 
 
@@ -219,28 +219,25 @@ def test_metrics_carry_the_same_figures(site: ReviewSite) -> None:
     assert "kidneyct_review_indeterminate_ratio{" not in text
 
 
-def test_indeterminate_is_used_once_the_database_records_it(site: ReviewSite) -> None:
-    """With `study_predictions.indeterminate` (added by another migration) the filter and the share work."""
+def test_indeterminate_results_are_filtered_and_counted(site: ReviewSite) -> None:
+    """A study whose label was withheld (`indeterminate_reason`, issue 27's migration) is found by the
+    filter and counted in the monitoring share; an older database without the column is shown n/a."""
     from dataclasses import replace
 
     from sqlalchemy import text
 
     from review.app import has_indeterminate_column
 
-    assert not has_indeterminate_column(site.sessions)
+    assert has_indeterminate_column(site.sessions)
     with site.sessions.begin() as session:
         session.execute(
-            text("ALTER TABLE study_predictions ADD COLUMN indeterminate BOOLEAN NOT NULL DEFAULT false")
-        )
-    with site.sessions.begin() as session:
-        session.execute(
-            text("UPDATE study_predictions SET indeterminate = true WHERE study_id = :id"),
+            text("UPDATE study_predictions SET indeterminate_reason = 'low_evidence' WHERE study_id = :id"),
             {"id": site.study_ids[1]},
         )
-    assert has_indeterminate_column(site.sessions)
-    site.config = replace(site.config, indeterminate_recorded=True)
     client = _signed_in(site)
     first, second = _accessions(site)
     flagged = client.get("/?indeterminate=1").text
     assert second in flagged and first not in flagged
     assert "indeterminate 50.0 %" in client.get("/monitoring").text
+    site.config = replace(site.config, indeterminate_recorded=False)
+    assert "indeterminate n/a" in _signed_in(site).get("/monitoring").text

@@ -234,6 +234,33 @@ def test_report_puts_baselines_intervals_and_calibration_beside_the_network(trai
         assert (trained["run_dir"] / name).stat().st_size > 0, name
 
 
+def test_card_carries_the_statements_chosen_on_validation_and_the_report_measures_them(
+    trained: dict[str, Any],
+) -> None:
+    """The card holds T, the study rule, the evidence threshold and the shift detector (its file hashed
+    beside the weights); the report gives ECE before/after, slice vs scan level and risk-coverage per held-out set."""
+    from classifier.serving import load_shift_stats
+
+    card = json.loads((trained["artifact_dir"] / "model_card.json").read_text())
+    assert card["calibration"]["temperature"] > 0
+    decision = card["decision"]
+    assert {"k", "t"} <= set(decision["study_rule"])
+    assert decision["abstention"]["min_evidence"] >= 0.0 and decision["abstention"]["target_accuracy"] == 0.9
+    _, loaded = load_artifact(trained["artifact_dir"])
+    stats = load_shift_stats(trained["artifact_dir"], loaded)
+    assert stats is not None and decision["shift"]["threshold"] > 0
+    report = json.loads((trained["run_dir"] / "report.json").read_text())
+    statements = report["grouped"]["statements"]
+    assert statements["temperature"] == card["calibration"]["temperature"]
+    for held in statements["held_out"].values():
+        assert {"calibration_before", "calibration_after", "slice", "scan"} <= set(held)
+        assert held["scan"]["metrics"]["n"] <= held["slice"]["metrics"]["n"]
+        assert held["scan"]["risk_coverage"][0]["coverage"] == 1.0  # threshold 0 answers every scan
+    assert statements["shift"]["flagged_share"]["uniform noise"]["images"] > 0
+    md = (trained["run_dir"] / "report.md").read_text()
+    assert "Risk-coverage" in md and "Slice level and scan level" in md and "before calibration" in md
+
+
 def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any]) -> None:
     """No group straddles splits; the duplicate copy is dropped; the unreadable DICOM is listed as skipped."""
     manifest = Manifest.read(trained["run_dir"] / "manifest.json")
@@ -386,6 +413,9 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
     )
     low, high = result["intervals"]["macro_f1"]
     assert low <= result["metrics"]["macro_f1"] <= high
+    folder_statements = result["statements"]["held_out"]["folder"]
+    assert folder_statements["slice"]["metrics"]["n"] == result["slices"]
+    assert folder_statements["scan"]["metrics"]["n"] == result["groups"]
     for name in ("evaluation.json", "evaluation.md", "confusion.png", "reliability.png"):
         assert (tmp_path / "o" / name).stat().st_size > 0
     by_dir = runner.invoke(

@@ -38,3 +38,31 @@ def test_a_map_without_spatial_variation_is_sent_empty() -> None:
     cams = np.stack([np.ones((4, 4)), np.eye(4)]).astype(np.float32)
     out = without_flat_maps(cams)
     assert (out[0] == 0).all() and (out[1] == np.eye(4)).all()
+
+
+def test_a_plain_renderer_shows_the_parametric_maps_hot_spot_bright(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dcmj2pnm with its defaults (no windowing) shows the hot square white, the rest black; dciodvfy is clean."""
+    import shutil
+    import subprocess
+
+    import pydicom
+    import pytest
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+    from test_classifier_result_sr_statements import _report
+
+    from classifier.result_heatmap import build_parametric_map
+
+    if not (shutil.which("dcmj2pnm") and shutil.which("dciodvfy")):
+        pytest.skip("DCMTK's dcmj2pnm and dicom3tools' dciodvfy are needed")
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    heat = np.zeros((source.Rows, source.Columns))
+    heat[40:80, 40:80] = 1.0
+    path, png = tmp_path / "pmap.dcm", tmp_path / "pmap.png"
+    build_parametric_map(_report(source, None), [source], [heat]).save_as(path, enforce_file_format=True)
+    subprocess.run(["dcmj2pnm", "--write-png", str(path), str(png)], check=True, capture_output=True)
+    shown = np.asarray(Image.open(png))
+    assert shown.shape == (source.Rows, source.Columns)
+    assert shown[60, 60] > 200 and shown[10, 10] < 10
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    assert [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")] == []

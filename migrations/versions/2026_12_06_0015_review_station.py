@@ -7,8 +7,8 @@ that lets the worklist page through completed study results newest first.
 - `review_verdicts`: each verdict (confirm, correct, not assessable) on a study result; confirm and
   correct also write a `labels` row (source `radiologist`), which the trainer reads.
 
-Revision ID: 0014_review_station
-Revises: 0013_shadow_models
+Revision ID: 0015_review_station
+Revises: 0014_statements
 Create Date: 2026-12-06
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_review_station"
-down_revision = "0013_shadow_models"
+revision = "0015_review_station"
+down_revision = "0014_statements"
 branch_labels = None
 depends_on = None
 
