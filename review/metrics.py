@@ -42,6 +42,11 @@ def families(figures: Monitoring) -> list[GaugeMetricFamily]:
     indeterminate = gauge(
         "kidneyct_review_indeterminate_ratio", "Share of results that are indeterminate.", ["model_version"]
     )
+    shifted = gauge(
+        "kidneyct_review_shifted_slice_ratio",
+        "Share of scored slices the shift detector flagged as unlike the training data.",
+        ["model_version"],
+    )
     turnaround = gauge(
         "kidneyct_review_turnaround_seconds",
         "First instance received to complete result.",
@@ -56,6 +61,7 @@ def families(figures: Monitoring) -> list[GaugeMetricFamily]:
             (macro_f1, v.macro_f1),
             (recent, v.recent_disagreement),
             (indeterminate, v.indeterminate_share),
+            (shifted, v.shifted_share),
         ):
             if value is not None:
                 family.add_metric([v.version], value)
@@ -76,6 +82,7 @@ def families(figures: Monitoring) -> list[GaugeMetricFamily]:
         recent_n,
         recent,
         indeterminate,
+        shifted,
         turnaround,
         deliveries,
         unreviewed,

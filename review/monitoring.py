@@ -2,7 +2,8 @@
 
 Per model version: the confusion matrix of its study labels against the newest verdict of each
 reviewed study, agreement, macro-F1 with a study-bootstrap interval, agreement per ISO week, the
-share of indeterminate results (n/a where the database does not record it), and the time from the
+share of indeterminate results (n/a where the database does not record it), the share of slices the
+shift detector flagged as unlike the training data (of those it scored), and the time from the
 first instance received to the complete result. Overall: deliveries by state, unreviewed studies,
 and labels from radiologists since the active model was trained. The page and the Prometheus
 metrics read the same figures.
@@ -16,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from common.vocabulary import CLASS_NAMES
-from storage.models import Label, ModelVersion, ReviewVerdict, Study, StudyPrediction
+from storage.models import Label, ModelVersion, Prediction, ReviewVerdict, Study, StudyPrediction
 from storage.outbox import delivery_counts
 from training.bootstrap import group_draw_weights, interval, replicate_scores
 
@@ -41,6 +42,7 @@ class VersionFigures:
     recent_reviewed: int = 0
     recent_disagreement: float | None = None
     indeterminate_share: float | None = None
+    shifted_share: float | None = None  # of the slices with a shift score (versions without a detector: None)
     turnaround_median_s: float | None = None
     turnaround_p90_s: float | None = None
 
@@ -143,6 +145,17 @@ def _result_figures(session: Session, indeterminate_recorded: bool) -> dict[int,
     return out
 
 
+def _shifted_shares(session: Session) -> dict[int, float]:
+    """Per model version id: flagged slices over slices the shift detector scored."""
+    flagged = func.sum(case((Prediction.shifted.is_(True), 1), else_=0))
+    query = (
+        select(Prediction.model_version_id, flagged, func.count(Prediction.id))
+        .where(Prediction.shifted.is_not(None))
+        .group_by(Prediction.model_version_id)
+    )
+    return {version_id: int(n_flagged or 0) / n for version_id, n_flagged, n in session.execute(query) if n}
+
+
 def unreviewed_count(session: Session) -> int:
     reviewed = select(ReviewVerdict.id).where(ReviewVerdict.study_id == StudyPrediction.study_id).exists()
     return int(
@@ -172,11 +185,12 @@ def monitoring(
 ) -> Monitoring:
     verdicts = _latest_verdicts(session)
     results = _result_figures(session, indeterminate_recorded)
+    shifted = _shifted_shares(session)
     versions = []
     for mv in session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())):
         if mv.id not in results and mv.id not in verdicts:
             continue
-        figures = VersionFigures(mv.version, mv.status)
+        figures = VersionFigures(mv.version, mv.status, shifted_share=shifted.get(mv.id))
         done = results.get(mv.id)
         if done is not None:
             figures.n_results = done["n"]

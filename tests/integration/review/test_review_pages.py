@@ -241,3 +241,29 @@ def test_indeterminate_results_are_filtered_and_counted(site: ReviewSite) -> Non
     assert "indeterminate 50.0 %" in client.get("/monitoring").text
     site.config = replace(site.config, indeterminate_recorded=False)
     assert "indeterminate n/a" in _signed_in(site).get("/monitoring").text
+
+
+def test_shift_flagged_share_per_version_on_the_page_and_in_metrics(site: ReviewSite) -> None:
+    """Slices the shift detector flagged, over those it scored, per model version: on the monitoring page
+    and as a gauge; a version whose slices carry no score shows n/a and no gauge."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from sqlalchemy import text
+
+    from review.metrics import ReviewCollector
+
+    client = _signed_in(site)
+    assert "n/a (no shift detector)" in client.get("/monitoring").text
+    with site.sessions.begin() as session:
+        session.execute(text("UPDATE predictions SET shift_score = 1.0, shifted = false"))
+        first = session.scalar(text("SELECT MIN(id) FROM predictions"))
+        session.execute(text("UPDATE predictions SET shifted = true WHERE id = :id"), {"id": first})
+        scored = int(session.scalar(text("SELECT COUNT(*) FROM predictions")) or 0)
+    assert scored >= 2
+    share = 1 / scored
+    assert f"slices unlike the training data {100 * share:.1f} %" in client.get("/monitoring").text
+    registry = CollectorRegistry()
+    registry.register(
+        ReviewCollector(site.sessions, indeterminate_recorded=True, clock=lambda: dt.datetime.now(dt.UTC))
+    )
+    metrics = generate_latest(registry).decode()
+    assert f'kidneyct_review_shifted_slice_ratio{{model_version="v1"}} {share!r}' in metrics
