@@ -1,10 +1,13 @@
-"""File helpers every layer needs: a content hash, and the local path of a `file://` URI."""
+"""File helpers every layer needs: a content hash, a file or stream read from its start, and the local
+path of a `file://` URI."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 from urllib.parse import unquote, urlparse
 
 CHUNK_BYTES = 1 << 20
@@ -22,6 +25,21 @@ def sha256_file(path: Path) -> str:
     """Hex SHA-256 of the file at `path`."""
     with path.open("rb") as f:
         return sha256_stream(f)
+
+
+@contextlib.contextmanager
+def from_start(source: Path | BinaryIO) -> Iterator[BinaryIO]:
+    """`source` opened (a path) or rewound (a stream) to its first byte; a stream is rewound again after,
+    so the next reader starts where this one did."""
+    if isinstance(source, Path):
+        with source.open("rb") as fp:
+            yield fp
+        return
+    source.seek(0)
+    try:
+        yield source
+    finally:
+        source.seek(0)
 
 
 def file_uri_path(uri: str) -> str | None:

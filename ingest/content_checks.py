@@ -14,8 +14,6 @@ All are cheap except the decode, which costs one frame's decode per compressed i
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +22,7 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from common.decodable import NotDecodable, check_budget, check_frame_header, check_supported_image
+from common.files import from_start
 from ingest.statuses import Failure
 from ingest.validation import InvalidInstance
 
@@ -143,7 +142,7 @@ def _first_fragment_head(source: Path | BinaryIO, raw: Any) -> bytes:
     value_tell = getattr(raw, "value_tell", None)
     if value_tell is None:
         raise InvalidInstance(Failure.PIXEL_DATA_INVALID, "compressed Pixel Data cannot be located")
-    with _at_start(source) as fp:
+    with from_start(source) as fp:
         fp.seek(value_tell)
         fp.seek(_item_length(fp), 1)  # the offset table
         return bytes(fp.read(min(_item_length(fp), _FRAME_HEAD_BYTES)))
@@ -163,7 +162,7 @@ def check_first_frame_decodes(source: Path | BinaryIO, *, transfer_syntax_uid: s
     from pydicom.pixels import pixel_array
 
     try:
-        with _at_start(source) as readable:
+        with from_start(source) as readable:
             pixel_array(readable, index=0)
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt input
         raise InvalidInstance(
@@ -198,7 +197,7 @@ def _positive_int(ds: Dataset, keyword: str) -> int | None:
 
 def _first_element_bytes(source: Path | BinaryIO) -> bytes:
     """The 6 bytes after the file meta: the first element's tag and VR (or length)."""
-    with _at_start(source) as fp:
+    with from_start(source) as fp:
         try:
             read_preamble(fp, False)
             read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_not_file_meta)
@@ -209,16 +208,3 @@ def _first_element_bytes(source: Path | BinaryIO) -> bytes:
 
 def _not_file_meta(tag: Any, _vr: Any, _length: int) -> bool:
     return bool(tag.group != 2)
-
-
-@contextlib.contextmanager
-def _at_start(source: Path | BinaryIO) -> Iterator[BinaryIO]:
-    if isinstance(source, Path):
-        with source.open("rb") as fp:
-            yield fp
-        return
-    source.seek(0)
-    try:
-        yield source
-    finally:
-        source.seek(0)

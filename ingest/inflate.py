@@ -20,6 +20,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
 from common.decodable import NotDecodable, inflate_capped, read_file_meta
+from common.files import from_start
 from ingest.statuses import Failure
 from ingest.validation import InvalidInstance
 
@@ -34,7 +35,7 @@ def inflated(
     large, past `max_ratio` times its deflated size: common.decodable),
     `InvalidInstance(UNDECODABLE)` when it is no deflate stream.
     """
-    with _opened(source) as fp, tempfile.TemporaryFile() as out:
+    with from_start(source) as fp, tempfile.TemporaryFile() as out:
         try:
             meta = read_file_meta(fp)
         except NotDecodable as exc:
@@ -50,16 +51,3 @@ def inflated(
         size = out.tell()
         out.seek(0)
         yield out, size
-
-
-@contextlib.contextmanager
-def _opened(source: Path | BinaryIO) -> Iterator[BinaryIO]:
-    if isinstance(source, Path):
-        with source.open("rb") as fp:
-            yield fp
-        return
-    source.seek(0)
-    try:
-        yield source
-    finally:
-        source.seek(0)
