@@ -33,7 +33,7 @@ from storage.results import (
     upsert_studies,
     upsert_study_prediction,
 )
-from storage.uid_conflicts import uid_conflicts
+from storage.uid_conflicts import conflicting_events
 
 log = structlog.get_logger(__name__)
 
@@ -118,16 +118,7 @@ def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frame
 def conflicting_instances(session: Session, events: Sequence[InstanceEvent]) -> set[tuple[str, str]]:
     """The (SOP Instance UID, Study Instance UID) of `events` whose SOP Instance UID another study
     already has (`storage.uid_conflicts`), each logged as not classified."""
-    conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
-    for conflict in conflicts.values():
-        log.warning(
-            "instance_uid_conflict",
-            sop_instance_uid=conflict.sop_instance_uid,
-            recorded_study_instance_uid=conflict.recorded_study_instance_uid,
-            study_instance_uid=conflict.study_instance_uid,
-            action="not_classified",
-        )
-    return set(conflicts)
+    return conflicting_events(session, events, action="not_classified")
 
 
 def _without_uid_conflicts(

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.events import InstanceEvent, InvalidEvent, ReleaseHint
 from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
 from storage.stream import Consumer, Record, StreamUnavailable, next_offsets
-from storage.uid_conflicts import uid_conflicts
+from storage.uid_conflicts import conflicting_events
 
 log = structlog.get_logger(__name__)
 
@@ -65,15 +65,7 @@ def record_events(session: Session, *, events: list[InstanceEvent], now: dt.date
 
 
 def _without_uid_conflicts(session: Session, events: list[InstanceEvent]) -> list[InstanceEvent]:
-    conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
-    for conflict in conflicts.values():
-        log.warning(
-            "instance_uid_conflict",
-            sop_instance_uid=conflict.sop_instance_uid,
-            recorded_study_instance_uid=conflict.recorded_study_instance_uid,
-            study_instance_uid=conflict.study_instance_uid,
-            action="not_catalogued",
-        )
+    conflicts = conflicting_events(session, events, action="not_catalogued")
     return [e for e in events if (e.sop_instance_uid, e.study_instance_uid) not in conflicts]
 
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.events import InstanceEvent
 from storage.models import Instance, Series, Study
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,23 @@ def uid_conflicts(
         if first != study:
             conflicts[(sop, study)] = UidConflict(sop, first, study)
     return conflicts
+
+
+def conflicting_events(
+    session: Session, events: Sequence[InstanceEvent], *, action: str
+) -> set[tuple[str, str]]:
+    """The (SOP Instance UID, Study Instance UID) of `events` in conflict, each logged as
+    `instance_uid_conflict` with what the caller does about it (`action`)."""
+    conflicts = uid_conflicts(session, instances=[(e.sop_instance_uid, e.study_instance_uid) for e in events])
+    for conflict in conflicts.values():
+        log.warning(
+            "instance_uid_conflict",
+            sop_instance_uid=conflict.sop_instance_uid,
+            recorded_study_instance_uid=conflict.recorded_study_instance_uid,
+            study_instance_uid=conflict.study_instance_uid,
+            action=action,
+        )
+    return set(conflicts)
 
 
 def _recorded_studies(session: Session, *, sop_instance_uids: set[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from classifier.decoding import DecodedInstance
 from classifier.shadow import write_version
+from classifier.study_policy import SOURCE_DEFAULT, StudyPolicy
 from classifier.study_rule import StudyRule
 from classifier.writer import Predicted, write_batch
 from ingest.catalog import record_events
@@ -25,7 +26,7 @@ from storage.stream import Record
 T0 = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
 SOP = "1.2.826.0.1.3680043.99.6.1"
 FIRST, SECOND = "1.2.826.0.1.3680043.99.6.100", "1.2.826.0.1.3680043.99.6.200"
-RULE = StudyRule(min_slices=1, min_probability=0.0)
+POLICY = StudyPolicy(StudyRule(min_slices=1, min_probability=0.0), SOURCE_DEFAULT)
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_the_worker_leaves_a_reused_uid_with_the_first_study(sessions: sessionma
             predicted=[_predicted(_event(FIRST), 0)],
             poisoned=[],
             model_version_id=model,
-            rule=RULE,
+            policy=POLICY,
             now=T0,
         )
     with capture_logs() as logs, sessions.begin() as session:
@@ -111,7 +112,7 @@ def test_the_worker_leaves_a_reused_uid_with_the_first_study(sessions: sessionma
             predicted=[_predicted(_event(SECOND, sha="1" * 64), 1)],
             poisoned=[],
             model_version_id=model,
-            rule=RULE,
+            policy=POLICY,
             now=T0 + dt.timedelta(seconds=5),
         )
     assert written.new_prediction_rows == 0 and written.studies_recomputed == []
@@ -163,7 +164,7 @@ def test_a_shadow_model_adds_nothing_for_a_reused_uid(sessions: sessionmaker[Ses
             predicted=[_predicted(_event(FIRST), 0)],
             poisoned=[],
             model_version_id=model,
-            rule=RULE,
+            policy=POLICY,
             now=T0,
         )
     with sessions.begin() as session:
@@ -171,14 +172,18 @@ def test_a_shadow_model_adds_nothing_for_a_reused_uid(sessions: sessionmaker[Ses
             session,
             predicted=[_predicted(_event(SECOND, sha="1" * 64), 1)],
             model_version_id=shadow,
-            rule=RULE,
+            policy=POLICY,
             now=T0,
         )
     assert added == 0
     with sessions.begin() as session:
         assert (
             write_version(
-                session, predicted=[_predicted(_event(FIRST), 0)], model_version_id=shadow, rule=RULE, now=T0
+                session,
+                predicted=[_predicted(_event(FIRST), 0)],
+                model_version_id=shadow,
+                policy=POLICY,
+                now=T0,
             )
             == 1
         )
