@@ -2,7 +2,7 @@
 
 Nothing below the command line reads `os.environ`: commands build one `Settings` and pass
 what each component needs down to it. The settings are flat (one env variable per field,
-`KIDNEYCT_<FIELD>`) so that every variable in the README table maps to exactly one field.
+`KIDNEYCT_<FIELD>`) so that every variable in the docs/settings.md table maps to exactly one field.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _URL_EXAMPLE = "use postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite://
 
 
 class Settings(BaseSettings):
-    """Every setting of every kidneyct command; the README's settings table documents each one."""
+    """Every setting of every kidneyct command; docs/settings.md documents each one."""
 
     model_config = SettingsConfigDict(env_prefix="KIDNEYCT_", extra="ignore", frozen=True)
 

@@ -30,7 +30,7 @@ from training.label_input import LabelInputError, read_csv
 
 log = structlog.get_logger(__name__)
 
-FLOOR_ACCURACY = 0.80  # a first model's acceptance accuracy must reach this (README "Bring your own model")
+FLOOR_ACCURACY = 0.80  # a first model's acceptance accuracy must reach this (docs/training.md)
 MIN_PER_CLASS = 5  # slices of each class an acceptance result needs to say anything about that class
 
 

@@ -1,7 +1,7 @@
 """A read-only reporting role for the two public views (PostgreSQL only).
 
 `kidneyct_reporting` (NOLOGIN) may read `instance_results` and `study_results` and nothing else.
-People and tools log in as their own role made a member of it (README, "Reporting access").
+People and tools log in as their own role made a member of it (docs/foundation.md, "Reporting access").
 Roles belong to the whole PostgreSQL server, so it is created only when missing and is not
 dropped on downgrade (another kidneyct database on the server may use it). A migrating user
 without CREATEROLE skips the creation with a notice; a DBA can then create the role and

@@ -16,7 +16,7 @@ from storage.db import make_engine
 from storage.models import Base
 
 VIEWS = {"instance_results", "study_results"}
-# The public query contract (README): exact columns, in this order.
+# The public query contract (docs/database.md): exact columns, in this order.
 INSTANCE_RESULTS_COLUMNS = [
     "sop_instance_uid",
     "series_instance_uid",

@@ -1,4 +1,4 @@
-"""Every SQL example in README.md runs on PostgreSQL and SQLite and returns what it promises."""
+"""Every SQL example in docs/database.md runs on PostgreSQL and SQLite and returns what it promises."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from storage.db import make_engine, make_session_factory
 from storage.models import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
 from storage.outbox import NewObject, add_report
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-EXAMPLES = re.findall(r"<!-- sql:(any|postgresql|sqlite) -->\n```sql\n(.*?)```", README, flags=re.DOTALL)
+DATABASE_DOC = (Path(__file__).resolve().parents[2] / "docs" / "database.md").read_text()
+EXAMPLES = re.findall(
+    r"<!-- sql:(any|postgresql|sqlite) -->\n```sql\n(.*?)```", DATABASE_DOC, flags=re.DOTALL
+)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 
 
@@ -134,13 +136,13 @@ def _seed(url: str, now: dt.datetime) -> None:
 
 
 def test_readme_has_the_promised_examples() -> None:
-    """The README shows the six documented queries, with both dialects of the 24-hour one."""
+    """docs/database.md shows the six documented queries, with both dialects of the 24-hour one."""
     assert len(_examples("postgresql")) == 6
     assert len(_examples("sqlite")) == 6
 
 
 def test_readme_sql_examples_run_and_answer(migrated_database_url: str) -> None:
-    """Each README query runs on this database and returns the rows the seeded data implies."""
+    """Each query of docs/database.md runs on this database and returns the rows the seeded data implies."""
     _seed(migrated_database_url, dt.datetime.now(dt.UTC))
     engine = make_engine(migrated_database_url)
     dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"

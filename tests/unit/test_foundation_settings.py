@@ -74,6 +74,6 @@ def test_settings_are_immutable() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    """Each field has a description, which the README's settings table shows."""
+    """Each field has a description, which the settings table of docs/settings.md shows."""
     undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
     assert undocumented == []

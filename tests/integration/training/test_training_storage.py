@@ -98,7 +98,7 @@ def test_check_constraint_also_guards_plain_sql(migrated_database_url: str) -> N
                 "VALUES ('1.2', 'Polyp', 'sql', CURRENT_TIMESTAMP)"
             )
         )
-    with engine.begin() as conn:  # the README's example works
+    with engine.begin() as conn:  # docs/training.md's example works
         conn.execute(
             text(
                 "INSERT INTO labels (study_instance_uid, label, source, annotator, created_at) "
