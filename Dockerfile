@@ -25,6 +25,7 @@ COPY classifier ./classifier
 COPY training ./training
 COPY migrations ./migrations
 COPY delivery ./delivery
+COPY review ./review
 RUN pip install --no-deps ".[${EXTRAS}]"
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/kidneyct kidneyct \
