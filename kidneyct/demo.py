@@ -132,7 +132,7 @@ def demo(
                 version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
         with steps.step(f"promoting {version} (kidneyct models promote)"):
             _promote_for_demo(cfg, version)
-        cfg = _with_tuned_study_rule(steps, cfg, version)
+        _say_study_rule(steps, cfg, version)
         with steps.step("worker started; sending the test part and waiting for its study results"):
             sql, results = _classify_test_part(steps, cfg, sessions, port, root, test_rows, version, slices)
     with steps.step("results"):
@@ -346,12 +346,10 @@ def _train(cfg: Settings, sessions: sessionmaker[Session], *, image_size: int, e
     return _newest_candidate(sessions)
 
 
-def _with_tuned_study_rule(steps: Steps, cfg: Settings, version: str) -> Settings:
-    """The demo's worker applies the study rule (k, t) that training chose on its validation studies.
-
-    The defaults (k = 1 slice at t = 0.5) suit a model with sharp probabilities; a small model trained
-    for minutes spreads them, and the rule tuned for it is right more often on the test studies.
-    """
+def _say_study_rule(steps: Steps, cfg: Settings, version: str) -> None:
+    """Say which study rule (k, t) the demo's worker applies: the one training chose on its validation
+    studies, which the model card carries and the worker reads from it (the settings stay unset, so
+    they do not override it)."""
     import json
 
     report = cfg.resolved_train_dir() / version / "report.json"
@@ -360,19 +358,11 @@ def _with_tuned_study_rule(steps: Steps, cfg: Settings, version: str) -> Setting
     except (OSError, ValueError, KeyError, TypeError):
         rule = None
     if not rule:
-        steps.note(
-            f"study rule: the defaults (k = {cfg.study_abnormal_min_slices}, t = {cfg.study_abnormal_min_probability})"
-        )
-        return cfg
+        steps.note("study rule: the model card has none; the worker uses the default (k = 2, t = 0.5)")
+        return
     steps.note(
         f"study rule tuned on {rule['val_studies']} validation studies: k = {rule['k']}, t = {rule['t']} "
-        f"(the worker applies it; defaults k = {cfg.study_abnormal_min_slices}, t = {cfg.study_abnormal_min_probability})"
-    )
-    return cfg.model_copy(
-        update={
-            "study_abnormal_min_slices": int(rule["k"]),
-            "study_abnormal_min_probability": float(rule["t"]),
-        }
+        "(in the model card; the worker applies it)"
     )
 
 
@@ -551,21 +541,26 @@ def _made_files(plots: Path, run_dir: Path) -> list[str]:
     return lines
 
 
-def _plot_confusion(path: Path, pairs: list[tuple[str, str]]) -> None:
-    """The study-level confusion matrix, drawn by the trainer's plot (same look, same contrast rule)."""
+def _plot_confusion(path: Path, pairs: list[tuple[str, str | None]]) -> None:
+    """The study-level confusion matrix of the answered studies, drawn by the trainer's plot (same look,
+    same contrast rule); the title counts the indeterminate ones (label NULL), which have no column."""
     import numpy as np
 
     from training import plots as training_plots
 
     matrix = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), dtype=int)
+    withheld = 0
     for expected, predicted in pairs:
+        if predicted is None:
+            withheld += 1
+            continue
         matrix[CLASS_NAMES.index(expected), CLASS_NAMES.index(predicted)] += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     training_plots.confusion(
         matrix.tolist(),
         CLASS_NAMES,
         path,
-        "kidneyct demo: test studies",
+        f"kidneyct demo: answered test studies ({withheld} of {len(pairs)} indeterminate, not shown)",
         xlabel="predicted (study)",
         ylabel="true (synthetic)",
     )

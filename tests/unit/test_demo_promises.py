@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kidneyct.demo import Steps, _heartbeat, _made_files, _quiet_tensorflow, _with_tuned_study_rule
+from kidneyct.demo import Steps, _heartbeat, _made_files, _quiet_tensorflow, _say_study_rule
 from kidneyct.settings import Settings
 
 
@@ -21,20 +21,26 @@ def _run_dir(settings: Settings, version: str, rule: dict[str, object] | None) -
     return run_dir
 
 
-def test_the_worker_gets_the_rule_tuned_on_validation_studies(tmp_path: Path) -> None:
-    """(k, t) from the run's report become the settings the demo's worker is built from."""
+def test_the_rule_tuned_on_validation_studies_is_named_and_left_to_the_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(k, t) from the run's report are named; the settings stay unset, so the worker applies the card's rule."""
     settings = Settings(data_dir=tmp_path)
     _run_dir(settings, "v1", {"k": 3, "t": 0.7, "val_studies": 6, "val_accuracy": 0.8})
-    tuned = _with_tuned_study_rule(Steps(total=1), settings, "v1")
-    assert (tuned.study_abnormal_min_slices, tuned.study_abnormal_min_probability) == (3, 0.7)
+    _say_study_rule(Steps(total=1), settings, "v1")
+    assert "k = 3, t = 0.7" in capsys.readouterr().out
+    assert settings.study_rule()[1] is False  # no override: the model card's rule decides
 
 
-def test_without_a_tuned_rule_the_defaults_stay(tmp_path: Path) -> None:
-    """A run with no DICOM studies to tune on (or no report) leaves the settings' rule in place."""
+def test_without_a_tuned_rule_the_default_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run with no studies to tune on (or no report) says the worker falls back to k = 2, t = 0.5."""
     settings = Settings(data_dir=tmp_path)
     _run_dir(settings, "v1", None)
-    assert _with_tuned_study_rule(Steps(total=1), settings, "v1") == settings
-    assert _with_tuned_study_rule(Steps(total=1), settings, "no-such-run") == settings
+    _say_study_rule(Steps(total=1), settings, "v1")
+    _say_study_rule(Steps(total=1), settings, "no-such-run")
+    assert capsys.readouterr().out.count("k = 2, t = 0.5") == 2
 
 
 def test_only_files_that_exist_are_promised(tmp_path: Path) -> None:
