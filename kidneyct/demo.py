@@ -560,7 +560,7 @@ def _plot_confusion(path: Path, pairs: list[tuple[str, str | None]]) -> None:
         matrix.tolist(),
         CLASS_NAMES,
         path,
-        f"kidneyct demo: answered test studies ({withheld} of {len(pairs)} indeterminate, not shown)",
+        f"demo: answered test studies\n({withheld} of {len(pairs)} indeterminate, not shown)",
         xlabel="predicted (study)",
         ylabel="true (synthetic)",
     )
