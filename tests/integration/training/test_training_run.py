@@ -442,7 +442,12 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
     nothing = runner.invoke(
         cli, ["evaluate", str(empty), "--artifact", str(trained["artifact_dir"])], env=env
     )
-    assert nothing.exit_code != 0 and "no class folders" in nothing.output
+    assert nothing.exit_code != 0 and "holds no file" in nothing.output  # refused before the model loads
+    (empty / "notes.txt").write_text("not a class folder")
+    unsorted = runner.invoke(
+        cli, ["evaluate", str(empty), "--artifact", str(trained["artifact_dir"])], env=env
+    )
+    assert unsorted.exit_code != 0 and "no class folders" in unsorted.output
 
 
 def test_min_new_labels_waits_for_enough_new_labels(trained: dict[str, Any]) -> None:
