@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import structlog
 from sqlalchemy.orm import Session
 
 from classifier.decoding import DecodedInstance, PoisonInstance, received_at
@@ -34,8 +33,6 @@ from storage.results import (
     upsert_study_prediction,
 )
 from storage.uid_conflicts import conflicting_events
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
