@@ -29,21 +29,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.artifact import read_card, save_artifact
-from classifier.batching import BatchPolicy
-from classifier.decoding import Preprocessing
-from classifier.metrics import WorkerMetrics
-from classifier.model import build_model
-from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
+from classifier.model.artifact import read_card, save_artifact
+from classifier.model.network import build_model
+from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
+from classifier.model.serving import ServingModel
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.decoding import Preprocessing
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.study_rule import StudyRule
 from common.log import configure_logging
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
-from storage.events import InstanceEvent
-from storage.model_versions import activate_model_version, register_model_version
-from storage.models import ModelVersion, QueueMessage, QueueOffset
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version, register_model_version
+from storage.db.tables import ModelVersion, QueueMessage, QueueOffset
+from storage.stream.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.stream.events import InstanceEvent
 
 TOPIC = "kidneyct.instances"
 SOURCE = "693_UNCR.dcm"  # a real 512x512 CT slice, uncompressed

@@ -47,8 +47,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def _make_model(directory: Path, image_size: int) -> tuple[str, str]:
     import keras
 
-    from classifier.artifact import save_artifact
-    from classifier.model import build_model
+    from classifier.model.artifact import save_artifact
+    from classifier.model.network import build_model
 
     keras.utils.set_random_seed(0)
     card = save_artifact(build_model(image_size=image_size, weights=None), directory, {"version": "bench"})
@@ -57,8 +57,8 @@ def _make_model(directory: Path, image_size: int) -> tuple[str, str]:
 
 def _prepare_database(url: str, artifact: tuple[str, str], image_size: int) -> None:
     import migrations
-    from storage.db import make_engine, make_session_factory
-    from storage.model_versions import activate_model_version, register_model_version
+    from storage.db.engine import make_engine, make_session_factory
+    from storage.db.model_versions import activate_model_version, register_model_version
 
     migrations.upgrade(url)
     engine = make_engine(url)
@@ -144,7 +144,7 @@ def run_backend(
     rate: float,
     work: Path,
 ) -> dict:
-    from kidneyct.scu import send_files
+    from kidneyct.send_files import send_files
 
     proc, port = _start_serve(env, work / f"serve-{name}.log")
     try:
@@ -185,8 +185,8 @@ def run_backend(
 
 
 def bare_model(study: dict[str, Path], image_size: int, artifact: str) -> dict[str, float]:
-    from classifier.artifact import load_artifact
-    from classifier.preprocess import Window, dicom_to_frames, to_model_input
+    from classifier.model.artifact import load_artifact
+    from classifier.model.preprocess import Window, dicom_to_frames, to_model_input
 
     model, _card = load_artifact(artifact)
     t0 = time.perf_counter()

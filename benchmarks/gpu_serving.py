@@ -25,13 +25,13 @@ import numpy as np
 from classifier_throughput import run_worker as worker_seconds
 from classifier_throughput import write_archive
 
-from classifier.artifact import save_artifact
-from classifier.decoding import DecodedInstance, Preprocessing, decode_record
-from classifier.model import build_model
-from classifier.preprocess import KIDNEY_WINDOW
+from classifier.model.artifact import save_artifact
+from classifier.model.network import build_model
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.worker.decoding import DecodedInstance, Preprocessing, decode_record
 from common.log import configure_logging
-from storage.events import InstanceEvent
-from storage.stream import Record
+from storage.stream.contract import Record
+from storage.stream.events import InstanceEvent
 
 
 def decode_rate(events: list[InstanceEvent], pre: Preprocessing, archive: Path, threads: int) -> float:

@@ -43,7 +43,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from model_files_kit import SHAPES  # noqa: PLC0415 (tests/ is not a package)
 
-    from classifier.preprocess import KIDNEY_WINDOW
+    from classifier.model.preprocess import KIDNEY_WINDOW
     from training.model_import import ImportOptions, import_model_file
     from training.rebuild import ImportSpec
 

@@ -348,7 +348,7 @@ def s3_archive(args: argparse.Namespace) -> Iterator[dict[str, str] | None]:
         server = SeaweedProcess.create(binary)
         server.start()
     endpoint = args.s3_endpoint or server.endpoint_url  # type: ignore[union-attr]
-    from storage.s3_client import S3ClientOptions, make_s3_client
+    from storage.archive.s3_client import S3ClientOptions, make_s3_client
 
     client = make_s3_client(S3ClientOptions(endpoint_url=endpoint))
     with contextlib.suppress(

@@ -36,8 +36,8 @@ from ingest.metrics import IngestMetrics
 from kidneyct.settings import Settings
 from kidneyct.streams import make_publisher
 from kidneyct.wiring.ingest import build_listener
-from storage.db import make_engine, make_session_factory
-from storage.kafka_stream import KafkaConnection, ensure_topics
+from storage.db.engine import make_engine, make_session_factory
+from storage.stream.kafka_stream import KafkaConnection, ensure_topics
 
 # Stage -> (module path suffix, function name) whose cumulative CPU is the stage's. Nested stages
 # (hashing inside archiving) are reported on their own and subtracted from their parent.
@@ -53,21 +53,21 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     ],
     "archive (copy, fsync, rename) w/o hashing": [
         ("ingest/ingestor.py", "_place"),
-        ("storage/archive.py", "sync_entry"),
+        ("storage/archive/local.py", "sync_entry"),
     ],
     "hashing (sha256)": [("~", "_hashlib.HASH")],
-    "event encoding (to_json)": [("storage/events.py", "to_json")],
-    "publish (embedded queue insert + commit)": [("storage/db_queue.py", "publish")],
+    "event encoding (to_json)": [("storage/stream/events.py", "to_json")],
+    "publish (embedded queue insert + commit)": [("storage/stream/db_queue.py", "publish")],
     "publish (Kafka: hand-over and wait in the handler)": [
-        ("storage/kafka_stream.py", "begin_publish"),
-        ("storage/kafka_stream.py", "wait"),
+        ("storage/stream/kafka_stream.py", "begin_publish"),
+        ("storage/stream/kafka_stream.py", "wait"),
     ],
     "logging (structlog)": [("structlog", "_proxy_to_logger")],
 }
 SENDER = """
 import sys
 from pathlib import Path
-from kidneyct.scu import send_files
+from kidneyct.send_files import send_files
 results = send_files("127.0.0.1", int(sys.argv[1]), sorted(Path(sys.argv[2]).glob("*.dcm")), called_ae="KIDNEYCT", timeout_s=300)
 assert all(r.ok for r in results), [hex(r.status) for r in results if not r.ok]
 """

@@ -33,9 +33,9 @@ from common.vocabulary import CLASS_NAMES
 from review import accounts
 from review.app import create_app
 from review.config import ReviewConfig
-from storage.archive_reader import ArchiveReader
-from storage.db import make_engine, make_session_factory
-from storage.models import ModelVersion, ResultReport, ReviewVerdict, Study, StudyPrediction
+from storage.archive.reader import ArchiveReader
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import ModelVersion, ResultReport, ReviewVerdict, Study, StudyPrediction
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 PASSWORD = "benchmark password"

@@ -27,18 +27,18 @@ from classifier_throughput import TOPIC, bench_worker, drain, write_archive
 from prometheus_client import CollectorRegistry
 
 import migrations
-from classifier.artifact import read_card, save_artifact
-from classifier.decoding import Preprocessing
-from classifier.metrics import WorkerMetrics
-from classifier.model import build_model
-from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
-from classifier.serving import ServingModel
+from classifier.model.artifact import read_card, save_artifact
+from classifier.model.network import build_model
+from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
+from classifier.model.serving import ServingModel
+from classifier.worker.decoding import Preprocessing
+from classifier.worker.metrics import WorkerMetrics
 from common.log import configure_logging
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueuePublisher
-from storage.events import InstanceEvent
-from storage.model_versions import activate_model_version, register_model_version
-from storage.shadow_models import set_shadow
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version, register_model_version
+from storage.db.shadow_models import set_shadow
+from storage.stream.db_queue import DatabaseQueuePublisher
+from storage.stream.events import InstanceEvent
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

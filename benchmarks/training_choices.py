@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifier.device import prefer_onednn
+from classifier.model.device import prefer_onednn
 
 prefer_onednn(os.environ)  # before Keras is imported, as `kidneyct train` does
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from classifier.model import build_model  # noqa: E402
-from classifier.preprocess import Window  # noqa: E402
+from classifier.model.network import build_model  # noqa: E402
+from classifier.model.preprocess import Window  # noqa: E402
 from common.vocabulary import CLASS_NAMES  # noqa: E402
 from training.baseline import baseline_probabilities  # noqa: E402
 from training.bootstrap import metric_intervals, paired_macro_f1_difference  # noqa: E402

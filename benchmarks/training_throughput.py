@@ -31,7 +31,7 @@ def _seconds(fn) -> float:  # type: ignore[no-untyped-def]
 
 
 def measure(size: int, n_images: int, epochs: int, batch_size: int) -> list[dict[str, float | int | str]]:
-    from classifier.model import build_model, set_trainable_for_phase
+    from classifier.model.network import build_model, set_trainable_for_phase
     from training.data import ImageSequence
     from training.fit import class_weights
 

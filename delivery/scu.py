@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from delivery.destinations import Destination
-from storage.outbox import ClaimedDelivery
+from storage.db.outbox import ClaimedDelivery
 
 # Success, and the warnings of PS3.4 B.2.3 (coerced, elements discarded, not matching the class):
 # the PACS kept the object.

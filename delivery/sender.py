@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from delivery.destinations import parse_destination
 from delivery.metrics import SenderMetrics
 from delivery.scu import StoreOptions, store_all
-from storage.outbox import (
+from storage.db.outbox import (
     ClaimedDelivery,
     claim,
     delivery_counts,

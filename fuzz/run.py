@@ -153,10 +153,10 @@ def run_store_cases(
 def judge_accepted(listener: ListenerProcess, accepted: dict[str, StoreCase], rows: dict[str, Row]) -> None:
     """An accepted case the worker's decoding then fails on was wrongly accepted (unless already
     counted because it must have been refused)."""
-    from classifier.decoding import DecodedInstance, Preprocessing, decode_record
-    from classifier.errors import NotClassifiable
-    from classifier.preprocess import Window
-    from storage.stream import Record
+    from classifier.model.preprocess import Window
+    from classifier.worker.decoding import DecodedInstance, Preprocessing, decode_record
+    from classifier.worker.errors import NotClassifiable
+    from storage.stream.contract import Record
 
     preprocessing = Preprocessing(image_size=32, window=Window(40.0, 400.0))
     db = sqlite3.connect(listener.data_dir / "kidneyct.db")

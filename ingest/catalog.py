@@ -5,7 +5,7 @@ classifier worker writes them too, but only once a model is active; a new site h
 the catalogue its first labels would never find their instances. The catalogue reads the listener's
 instance events in a consumer group of its own (`KIDNEYCT_CATALOG_GROUP`), upserts studies, series
 and instances, and commits its offsets only after the database commit. It never overwrites what a
-worker wrote (`storage.results.upsert_instances`), and the worker's own group is untouched, so
+worker wrote (`storage.db.results.upsert_instances`), and the worker's own group is untouched, so
 every instance is still classified. `kidneyct listen` and `kidneyct serve` run it in a thread by
 default (`KIDNEYCT_CATALOG_IN_LISTENER`); `kidneyct catalog` runs it on its own.
 """
@@ -21,10 +21,17 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.events import InstanceEvent, InvalidEvent, ReleaseHint
-from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
-from storage.stream import Consumer, Record, StreamUnavailable, next_offsets
-from storage.uid_conflicts import conflicting_events
+from storage.db.results import (
+    InstanceRow,
+    SeriesRow,
+    StudyRow,
+    upsert_instances,
+    upsert_series,
+    upsert_studies,
+)
+from storage.db.uid_conflicts import conflicting_events
+from storage.stream.contract import Consumer, Record, StreamUnavailable, next_offsets
+from storage.stream.events import InstanceEvent, InvalidEvent, ReleaseHint
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +41,7 @@ POLL_TIMEOUT_S = 0.5
 
 def record_events(session: Session, *, events: list[InstanceEvent], now: dt.datetime) -> None:
     """Upsert the studies, series and instances of `events` (state `received`); never commits.
-    An event whose SOP Instance UID belongs to another study is left out (`storage.uid_conflicts`)."""
+    An event whose SOP Instance UID belongs to another study is left out (`storage.db.uid_conflicts`)."""
     events = _without_uid_conflicts(session, events)
     if not events:
         return

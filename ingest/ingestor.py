@@ -36,9 +36,9 @@ from ingest.metrics import IngestMetrics
 from ingest.release_hints import ReleaseHints
 from ingest.statuses import Failure
 from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
-from storage.archive import ArchiveError, InstanceArchive, StoredInstance
-from storage.events import InstanceEvent
-from storage.stream import Publisher, StreamUnavailable
+from storage.archive.local import ArchiveError, InstanceArchive, StoredInstance
+from storage.stream.contract import Publisher, StreamUnavailable
+from storage.stream.events import InstanceEvent
 
 log = structlog.get_logger(__name__)
 

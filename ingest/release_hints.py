@@ -1,7 +1,7 @@
 """Release hints: which studies each open association stored, and on its release one hint per study.
 
 Most senders send a study in one association, so its release says the study is probably all
-here. The hint (`storage.events.ReleaseHint`) goes on the instances stream keyed by the study, after
+here. The hint (`storage.stream.events.ReleaseHint`) goes on the instances stream keyed by the study, after
 the instances that association stored; the worker closes the study after a short grace instead of
 the stable-age timer. Only a hint: one that is not published (broker down, listener killed) costs
 the study its stable-age wait, nothing more, so a failed publish is logged and never raised.
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import structlog
 
-from storage.events import ReleaseHint
-from storage.stream import Publisher
+from storage.stream.contract import Publisher
+from storage.stream.events import ReleaseHint
 
 log = structlog.get_logger(__name__)
 

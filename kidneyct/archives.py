@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from kidneyct.settings import Settings
-from storage.archive import Archive
-from storage.archive_reader import ArchiveReader
-from storage.s3_archive import S3Archive, S3Location
-from storage.s3_client import S3ClientOptions, make_s3_client
+from storage.archive.local import Archive
+from storage.archive.reader import ArchiveReader
+from storage.archive.s3 import S3Archive, S3Location
+from storage.archive.s3_client import S3ClientOptions, make_s3_client
 
 
 def s3_client_options(settings: Settings) -> S3ClientOptions:

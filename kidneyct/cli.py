@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from common.errors import SetupError, database_error_line
 from common.log import configure_logging
 from kidneyct.settings import Settings
-from storage.stream import StreamUnavailable
+from storage.stream.contract import StreamUnavailable
 
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import SchemaMissing
 from kidneyct.settings import Settings
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 
 
 def make_database(settings: Settings) -> sessionmaker[Session]:

@@ -33,7 +33,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
+from classifier.model.device import DeviceError, parse_device, pin_device, prefer_onednn
 from common.log import configure_logging
 from common.vocabulary import CLASS_NAMES
 from kidneyct.commands.synth import lesion_scale_option, protocol_option
@@ -379,7 +379,7 @@ def _classify_test_part(
     """Run a worker, send the test part and wait for its study results; (the SQL, its rows)."""
     from prometheus_client import CollectorRegistry
 
-    from classifier.metrics import WorkerMetrics
+    from classifier.worker.metrics import WorkerMetrics
     from kidneyct.serve import run_worker_when_model_active
     from kidneyct.wiring.classifier import build_worker
 
@@ -410,7 +410,7 @@ def _every(steps: Steps, done: int, total: int, line: str) -> None:
 
 
 def _send(steps: Steps, port: int, ae_title: str, folder: Path, rows: list[TruthRow]) -> None:
-    from kidneyct.scu import send_files
+    from kidneyct.send_files import send_files
 
     by_study: dict[str, list[Path]] = {}
     for r in rows:
@@ -429,7 +429,7 @@ def _wait_for_catalogue(sessions: sessionmaker[Session], expected: set[str], tim
     """Poll until every SOP Instance UID in `expected` has its instance row (the catalogue's work)."""
     from sqlalchemy import func, select
 
-    from storage.models import Instance
+    from storage.db.tables import Instance
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -447,7 +447,7 @@ def _wait_for_catalogue(sessions: sessionmaker[Session], expected: set[str], tim
 
 
 def _newest_candidate(sessions: sessionmaker[Session]) -> str:
-    from storage.model_versions import list_model_versions
+    from storage.db.model_versions import list_model_versions
 
     with sessions() as session:
         candidates = list_model_versions(session, status="candidate")

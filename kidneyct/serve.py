@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import structlog
 
-from classifier.device import DeviceError, parse_device, pin_device
+from classifier.model.device import DeviceError, parse_device, pin_device
 from common.runtime import GracefulStop, start_metrics_endpoint
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from classifier.worker import Worker
+    from classifier.worker.loop import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ def serve(settings: Settings, workers: int) -> None:
             param_hint="--workers",
         )
     _pin_device(settings)  # before Keras is imported
-    from common.registry import process_registry
+    from common.process_metrics import process_registry
     from kidneyct.database import open_database
 
     sessions = open_database(settings, migrate_embedded=True)  # a schema refused before Keras loads
@@ -70,7 +70,7 @@ def _pin_device(settings: Settings) -> None:
 def _require_device(settings: Settings) -> None:
     import keras
 
-    from classifier.device import require_device
+    from classifier.model.device import require_device
 
     try:
         require_device(parse_device(settings.device), keras.backend.backend())
@@ -82,7 +82,7 @@ class _Process:
     """The components of one `serve` process, built from the settings, run until a stop is requested."""
 
     def __init__(self, settings: Settings, sessions: Any, registry: CollectorRegistry, workers: int) -> None:
-        from classifier.metrics import WorkerMetrics
+        from classifier.worker.metrics import WorkerMetrics
         from ingest.metrics import IngestMetrics
         from kidneyct.streams import make_publisher
         from kidneyct.wiring.classifier import build_worker
@@ -226,7 +226,7 @@ def run_worker_when_model_active(
     runner: Worker, stop: threading.Event, poll_s: float, failures: list[BaseException]
 ) -> None:
     """Wait for an active model, then consume until stopped; a crash stops the whole process."""
-    from classifier.errors import NoActiveModel
+    from classifier.worker.errors import NoActiveModel
 
     waiting = False
     try:

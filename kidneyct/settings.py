@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from classifier.study_rule import DEFAULT_STUDY_RULE, StudyRule
+from classifier.worker.study_rule import DEFAULT_STUDY_RULE, StudyRule
 
 DEFAULT_DATA_DIR = Path("kidneyct-data")
 
@@ -49,7 +49,7 @@ def check_database_url(url: str) -> None:
         raise ValueError(f"no installed driver for {parsed.drivername!r}; {_URL_EXAMPLE}") from None
 
 
-_DEVICE = re.compile(r"^(cpu|gpu:\d+)$")  # as classifier.device parses it
+_DEVICE = re.compile(r"^(cpu|gpu:\d+)$")  # as classifier.model.device parses it
 _URL_EXAMPLE = "use postgresql+psycopg://USER:PASSWORD@HOST:5432/DB or sqlite:////path/to/kidneyct.db"
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from kidneyct.settings import Settings
-from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
-from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer
-from storage.stream import Consumer, Publisher
+from storage.stream.contract import Consumer, Publisher
+from storage.stream.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer
 
 
 def kafka_connection(settings: Settings, *, client_id: str = "kidneyct") -> KafkaConnection:

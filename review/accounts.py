@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from review.passwords import hash_password, needs_rehash, verify_password
-from storage.models import REVIEW_ROLES, ReviewUser
+from storage.db.tables import REVIEW_ROLES, ReviewUser
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 

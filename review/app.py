@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from review import pages
 from review.config import ReviewConfig
 from review.guards import access_of
-from storage.archive_reader import ArchiveReader
+from storage.archive.reader import ArchiveReader
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "kidneyct_review"

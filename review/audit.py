@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import ReviewAudit
+from storage.db.tables import ReviewAudit
 
 ACTIONS = (
     "sign_in",

@@ -1,6 +1,6 @@
 """Key slices and their heat maps as PNG: each slice at its own resolution, in the window the worker used.
 
-The slice goes through the classifier's own decoding and windowing (`classifier.preprocess`), so the
+The slice goes through the classifier's own decoding and windowing (`classifier.model.preprocess`), so the
 reader sees what the model saw before resizing. The heat map comes from the report's Parametric
 Map (values 0..1, drawn in the same colours as the worker's Secondary Capture) as a transparent
 layer the page stacks on the slice, or, where the site sends Secondary Captures, the burned-in picture.
@@ -16,9 +16,9 @@ from matplotlib import colormaps
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from classifier.preprocess import Window, dicom_to_frames
-from classifier.result_heatmap import OVERLAY_ALPHA, PMAP_SCALE
-from storage.archive_reader import ArchiveReader
+from classifier.model.preprocess import Window, dicom_to_frames
+from classifier.report.heatmap import OVERLAY_ALPHA, PMAP_SCALE
+from storage.archive.reader import ArchiveReader
 
 
 class NoImage(LookupError):

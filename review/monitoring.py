@@ -21,8 +21,8 @@ from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from common.vocabulary import CLASS_NAMES
-from storage.models import Label, ModelVersion, Prediction, ReviewVerdict, Study, StudyPrediction
-from storage.outbox import delivery_counts
+from storage.db.outbox import delivery_counts
+from storage.db.tables import Label, ModelVersion, Prediction, ReviewVerdict, Study, StudyPrediction
 from training.bootstrap import group_draw_weights, interval, replicate_scores
 
 RECENT_DAYS = 7

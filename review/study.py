@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from classifier.preprocess import KIDNEY_WINDOW, Window
+from classifier.model.preprocess import KIDNEY_WINDOW, Window
 from common.vocabulary import CLASS_NAMES
-from storage.models import (
+from storage.db.results import PROBABILITY_COLUMNS
+from storage.db.tables import (
     Instance,
     ModelVersion,
     ResultObject,
@@ -22,7 +23,6 @@ from storage.models import (
     Study,
     StudyPrediction,
 )
-from storage.results import PROBABILITY_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A radiologist's verdict on a study result, written as a label the trainer reads.
 
 Confirm and correct go through the same code as `kidneyct label` (`training.label_input.make_row`
-then `storage.labels.add_label`), as a study label with source `radiologist` and the signed-in user
+then `storage.db.labels.add_label`), as a study label with source `radiologist` and the signed-in user
 as annotator. Not assessable writes no label (no class to learn) but is kept as a verdict. A changed
 verdict is a new row; the trainer takes a study's newest label.
 """
@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from common.vocabulary import CLASS_NAMES
 from review import audit
-from storage.labels import add_label
-from storage.models import ReviewVerdict, Study
+from storage.db.labels import add_label
+from storage.db.tables import ReviewVerdict, Study
 from training.label_input import LabelInputError, make_row, normalise_class
 
 SOURCE = "radiologist"

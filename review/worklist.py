@@ -14,8 +14,8 @@ from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from common.vocabulary import CLASS_NAMES
-from storage.models import ModelVersion, ResultReport, ReviewVerdict, Study, StudyPrediction
-from storage.results import PROBABILITY_COLUMNS
+from storage.db.results import PROBABILITY_COLUMNS
+from storage.db.tables import ModelVersion, ResultReport, ReviewVerdict, Study, StudyPrediction
 
 
 @dataclass(frozen=True, slots=True)

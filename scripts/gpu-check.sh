@@ -57,12 +57,12 @@ run() {
   local train_args=(--sizes 224 --images 128 --epochs 2 --batch-size 32)
   local serving_args=(--image-size 224 --batch-sizes 32,64,128 --images 512 --repeats 2)
   if [[ $cpu == 1 ]]; then
-    export CUDA_VISIBLE_DEVICES=-1 JAX_PLATFORMS=cpu  # what `--device cpu` sets (classifier/device.py)
+    export CUDA_VISIBLE_DEVICES=-1 JAX_PLATFORMS=cpu  # what `--device cpu` sets (classifier/model/device.py)
     size=32 clf_args=(--batch-sizes 4 --images 8 --repeats 1 --per-image 2)
     train_args=(--sizes 32 --images 8 --epochs 1 --batch-size 4)
     serving_args=(--image-size 32 --batch-sizes 4 --images 8 --repeats 1 --decode-workers 2)
   else
-    export CUDA_VISIBLE_DEVICES=0  # the worker's `--device gpu:0` (classifier/device.py)
+    export CUDA_VISIBLE_DEVICES=0  # the worker's `--device gpu:0` (classifier/model/device.py)
   fi
   local rc=0 started=$SECONDS
   step() {  # step NAME COMMAND...: run, log to $out/NAME.log, remember the first failure

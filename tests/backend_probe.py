@@ -34,7 +34,7 @@ def probe_inputs() -> np.ndarray:
     """A real DICOM slice through the full preprocessing, plus seeded synthetic slices: [4, S, S, 3]."""
     from pydicom.data import get_testdata_file
 
-    from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
+    from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 
     frames = dicom_to_frames(get_testdata_file(DICOM_SOURCE), KIDNEY_WINDOW)
     real = to_model_input(frames, IMAGE_SIZE)
@@ -57,7 +57,7 @@ def calibrate_head(model, images: np.ndarray) -> None:  # type: ignore[no-untype
     and clipped cross-entropy has zero gradients, so training would move nothing. The biases are
     zero at initialisation, so scaling the kernel scales the logits by the same factor.
     """
-    from classifier.gradcam import feature_model, head_logits, head_weights
+    from classifier.report.gradcam import feature_model, head_logits, head_weights
 
     features = np.asarray(feature_model(model).predict(images, verbose=0), dtype=np.float64)
     logits, _ = head_logits(features, head_weights(model))
@@ -88,7 +88,7 @@ WATCHED = {  # layer -> where it lives; what each phase may and may not move
 
 
 def watched_weights(model) -> dict[str, list[np.ndarray]]:  # type: ignore[no-untyped-def]
-    from classifier.model import get_base
+    from classifier.model.network import get_base
 
     base = get_base(model)
     return {
@@ -104,7 +104,7 @@ def train_one_phase(reference: Path, phase: int) -> tuple[list[float], list[str]
     random base's huge features saturate the softmax again, and a saturated phase 2 moves nothing
     on any backend (clipped cross-entropy), which would hide whether phase 2 trains at all.
     """
-    from classifier.artifact import load_artifact
+    from classifier.model.artifact import load_artifact
     from training.data import AugmentConfig, Augmenter, ImageSequence
     from training.fit import FitConfig, fit_two_phase
 
@@ -151,9 +151,9 @@ def main() -> None:
 
     import keras
 
-    from classifier.artifact import CARD_FILE, load_artifact, read_card, save_artifact
-    from classifier.gradcam import grad_cam
-    from classifier.model import build_model
+    from classifier.model.artifact import CARD_FILE, load_artifact, read_card, save_artifact
+    from classifier.model.network import build_model
+    from classifier.report.gradcam import grad_cam
 
     result: dict = {"backend": keras.backend.backend(), "keras_version": keras.__version__}
     if not (args.reference / CARD_FILE).exists():

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydicom.dataset import Dataset
 
-from storage.models import Instance, Series
+from storage.db.tables import Instance, Series
 
 
 def catalogued_instance(

@@ -19,11 +19,11 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.artifact import load_artifact
-from classifier.serving import ServingModel, artifact_directory
-from storage.events import InstanceEvent
-from storage.models import ModelVersion
-from storage.stream import Record, TopicPartition
+from classifier.model.artifact import load_artifact
+from classifier.model.serving import ServingModel, artifact_directory
+from storage.db.tables import ModelVersion
+from storage.stream.contract import Record, TopicPartition
+from storage.stream.events import InstanceEvent
 
 TINY_SIZE = 32
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -33,8 +33,8 @@ def make_tiny_artifact(directory: Path, version: str, seed: int) -> tuple[str, s
     """A real 32x32 model with random weights saved as an artifact; returns (directory, sha256)."""
     import keras
 
-    from classifier.artifact import save_artifact
-    from classifier.model import build_model
+    from classifier.model.artifact import save_artifact
+    from classifier.model.network import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model(image_size=TINY_SIZE, weights=None)
@@ -46,8 +46,8 @@ def register(
     sessions: sessionmaker[Session], *, version: str, directory: str, sha256: str, active: bool
 ) -> int:
     """Register an artifact as a model version through the storage functions; returns its id."""
-    from classifier.artifact import read_card
-    from storage.model_versions import activate_model_version, register_model_version
+    from classifier.model.artifact import read_card
+    from storage.db.model_versions import activate_model_version, register_model_version
 
     card = read_card(directory)
     with sessions.begin() as session:

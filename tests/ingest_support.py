@@ -18,11 +18,11 @@ from pynetdicom.dsutils import split_dataset
 from common.pynetdicom_switches import chunked_send
 from ingest.listener import Listener
 from ingest.metrics import IngestMetrics
-from kidneyct.scu import presentation_contexts
+from kidneyct.send_files import presentation_contexts
 from kidneyct.settings import Settings
 from kidneyct.wiring.ingest import build_listener
-from storage.events import ReleaseHint
-from storage.stream import Publisher
+from storage.stream.contract import Publisher
+from storage.stream.events import ReleaseHint
 
 LOCALHOST = "127.0.0.1"
 OUR_AE = "KIDNEYCT"
@@ -247,7 +247,7 @@ def synthetic_ct(path: Path, *, study_uid: str, series_uid: str, number: int, si
 
 
 def kafka_publisher(bootstrap: str, *, timeout_s: float = 10.0) -> Publisher:
-    from storage.kafka_stream import KafkaConnection, KafkaPublisher
+    from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher
 
     return KafkaPublisher(
         KafkaConnection(bootstrap=bootstrap, client_id="ingest-test"), publish_timeout_s=timeout_s
@@ -255,7 +255,7 @@ def kafka_publisher(bootstrap: str, *, timeout_s: float = 10.0) -> Publisher:
 
 
 def create_topic(bootstrap: str, topic: str, *, partitions: int = 4) -> None:
-    from storage.kafka_stream import KafkaConnection, ensure_topics
+    from storage.stream.kafka_stream import KafkaConnection, ensure_topics
 
     ensure_topics(KafkaConnection(bootstrap=bootstrap), [topic], partitions=partitions, replication_factor=1)
 

@@ -19,14 +19,14 @@ import numpy as np
 import pydicom
 from sqlalchemy.orm import Session
 
-from classifier.reporting import encode
-from classifier.result_heatmap import build_parametric_map
-from classifier.result_model import StudyReport
-from classifier.result_sr import build_sr
-from classifier.study_rule import StudyRule
+from classifier.report.build import encode
+from classifier.report.contents import StudyReport
+from classifier.report.heatmap import build_parametric_map
+from classifier.report.sr import build_sr
+from classifier.worker.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
-from storage.models import ModelVersion, Prediction, Series, Study, StudyPrediction
-from storage.outbox import KeySlice, add_report
+from storage.db.outbox import KeySlice, add_report
+from storage.db.tables import ModelVersion, Prediction, Series, Study, StudyPrediction
 from tests.catalogue_kit import catalogued_instance
 from training.synth.generate import write_study
 

@@ -22,8 +22,8 @@ import numpy as np
 import pydicom
 import structlog
 
-from classifier.errors import DecodeError
-from classifier.preprocess import Window, dicom_to_frames, to_model_input
+from classifier.model.preprocess import Window, dicom_to_frames, to_model_input
+from classifier.worker.errors import DecodeError
 from training.evaluate import classification_metrics
 from training.external_eval import EvaluationInputError, read_labelled_folder
 from training.label_input import LabelInputError, read_csv

@@ -6,7 +6,7 @@ A site's first model, imported with nothing to evaluate it on, is promoted on th
 its import (`training.acceptance`: accuracy at least `FLOOR_ACCURACY`, every class above chance). An
 imported version whose parity was not checked (weights only, `--no-parity`) needs an acceptance result
 in every case. `--force --reason` overrides, and the note records it. A promotion re-opens the new
-version's study results that differ from what PACS was sent (`storage.promotion_results`).
+version's study results that differ from what PACS was sent (`storage.db.promotion_results`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from storage.model_versions import set_model_status
-from storage.models import ModelVersion
-from storage.promotion_results import reopen_changed_results
+from storage.db.model_versions import set_model_status
+from storage.db.promotion_results import reopen_changed_results
+from storage.db.tables import ModelVersion
 from training.acceptance import first_model_shortfalls
 from training.trainset import path_from_uri
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from classifier.calibration import EPSILON, apply_temperature
+from classifier.model.calibration import EPSILON, apply_temperature
 
 LOG_T_RANGE = (np.log(0.05), np.log(20.0))
 ITERATIONS = 60

@@ -1,5 +1,5 @@
 """`kidneyct models compare`: agreement matrix, per-class changes and accuracy against labels, from the
-rows of `storage.comparison` (one per label under A, label under B, ground truth, with a count)."""
+rows of `storage.db.comparison` (one per label under A, label under B, ground truth, with a count)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.vocabulary import CLASS_NAMES
-from storage.comparison import ComparisonRow
+from storage.db.comparison import ComparisonRow
 
 
 def summarize(rows: Sequence[ComparisonRow], *, version_a: str, version_b: str, level: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Backend-agnostic: numpy plus keras layers, so the same pipeline feeds TensorFlow on a CPU here and
 JAX or PyTorch on a GPU. Images are kept as one channel (float32 in [0, 255], exactly what
-`classifier.preprocess.to_model_input` produced) and replicated to the model's three channels per
+`classifier.model.preprocess.to_model_input` produced) and replicated to the model's three channels per
 batch, which keeps the memory of a 224x224 set at a third.
 
 Augmentation suits CT slices and how acquisitions differ between scans: small shifts and rotations

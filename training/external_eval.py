@@ -1,7 +1,7 @@
 """`kidneyct evaluate`: a model version (or artifact) on a labelled folder it has never seen.
 
 The folder holds one sub-folder per class (`<root>/<Class>/...`, any depth below), with JPG/PNG images
-or DICOM files. Every file goes through exactly the serving preprocessing (`classifier.preprocess`:
+or DICOM files. Every file goes through exactly the serving preprocessing (`classifier.model.preprocess`:
 DICOM decoded, modality-LUT'd and windowed with the model card's window; images read as 8-bit grey;
 both padded square and resized to the card's input size), so the numbers are what the workers would
 produce. Intervals resample groups (DICOM: the study; images: the trainer's near-duplicate groups),
@@ -20,10 +20,10 @@ import numpy as np
 import pydicom
 import structlog
 
-from classifier.calibration import apply_temperature
-from classifier.errors import DecodeError
-from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
-from classifier.study_rule import StudyRule, study_label
+from classifier.model.calibration import apply_temperature
+from classifier.model.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from classifier.worker.errors import DecodeError
+from classifier.worker.study_rule import StudyRule, study_label
 from training.bootstrap import metric_intervals
 from training.dedup import GroupingParams, fingerprint, group_items, kaggle_id
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal

@@ -5,7 +5,7 @@ read here as plain data, never deserialized into layers. From them come the back
 its feature maps, the head's layers and activations, the input size and, where the file has them,
 the class names. A weights-only file says none of this: the person importing it states pooling,
 activation, input size and classes (`stated`), and what its tensors do show (the backbone, the width
-of the first Dense layer) is checked against that. Everything the builder (`classifier.model`:
+of the first Dense layer) is checked against that. Everything the builder (`classifier.model.network`:
 ResNet50 -> average pooling or Flatten -> Dense(512, relu) -> Dropout -> Dense(classes, softmax))
 cannot reproduce is refused in a sentence naming it. Nothing here imports Keras, so a wrong file is
 answered before TensorFlow loads.

@@ -1,7 +1,7 @@
 """Two-phase fine-tuning of the classifier's ResNet50: the head first, then the last block at a low rate.
 
 Phase 1 freezes the base and trains the new head; phase 2 unfreezes the base from `unfreeze_from`
-on (default the conv5 block; BatchNorm stays frozen, see `classifier.model`) and trains at a very low
+on (default the conv5 block; BatchNorm stays frozen, see `classifier.model.network`) and trains at a very low
 learning rate so the pre-trained features are adjusted, not destroyed. Both phases use categorical
 cross-entropy, class weights for imbalance, early stopping on validation loss (restoring the best
 weights) and a best-weights checkpoint per phase.
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import structlog
 
-from classifier.model import set_trainable_for_phase
+from classifier.model.network import set_trainable_for_phase
 from training.progress import DEFAULT_EVERY_S, ProgressLog
 
 log = structlog.get_logger(__name__)

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from common.files import sha256_file
-from storage.datasets import register_dataset_image
+from storage.db.datasets import register_dataset_image
 
 log = structlog.get_logger(__name__)
 

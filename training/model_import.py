@@ -14,8 +14,8 @@ from pathlib import Path
 
 import structlog
 
-from classifier.artifact import ModelCard, save_artifact
-from classifier.preprocess import Window
+from classifier.model.artifact import ModelCard, save_artifact
+from classifier.model.preprocess import Window
 from common.files import sha256_file
 from common.vocabulary import CLASS_NAMES
 from training.acceptance import run_acceptance

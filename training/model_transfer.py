@@ -19,11 +19,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from classifier.artifact import CARD_FILE, ModelCard, load_artifact, read_card
-from classifier.errors import ArtifactError
-from classifier.serving import artifact_directory
-from storage.model_versions import get_model_version, register_model_version
-from storage.models import ModelVersion
+from classifier.model.artifact import CARD_FILE, ModelCard, load_artifact, read_card
+from classifier.model.serving import artifact_directory
+from classifier.worker.errors import ArtifactError
+from storage.db.model_versions import get_model_version, register_model_version
+from storage.db.tables import ModelVersion
 
 REGISTRATION_FILE = "registration.json"
 

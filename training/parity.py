@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classifier.model import normalize_pixels
+from classifier.model.network import normalize_pixels
 from training.legacy_keras import LegacyKerasUnavailable, Predict, load_keras2_model
 
 PARITY_INPUTS = 16

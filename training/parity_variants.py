@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from classifier.model import HEAD_LAYERS, get_base, head_of
+from classifier.model.network import HEAD_LAYERS, get_base, head_of
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ result in every case: nothing else shows that its stated pooling, activation and
 right. `--force --reason` overrides any of these, and the note records it.
 
 Once a version is active, its study results that differ from what PACS was sent are re-opened
-(`storage.promotion_results`), so that the worker sends the new version's report revision.
+(`storage.db.promotion_results`), so that the worker sends the new version's report revision.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ import numpy as np
 import structlog
 from sqlalchemy.orm import Session
 
-from classifier.artifact import load_artifact
-from classifier.preprocess import KIDNEY_WINDOW, Window
-from storage.archive_reader import ArchiveReader
-from storage.model_versions import get_active_model_version, get_model_version
-from storage.models import ModelVersion
+from classifier.model.artifact import load_artifact
+from classifier.model.preprocess import KIDNEY_WINDOW, Window
+from storage.archive.reader import ArchiveReader
+from storage.db.model_versions import get_active_model_version, get_model_version
+from storage.db.tables import ModelVersion
 from training.admission import (
     PromotionDecision,
     PromotionError,

@@ -1,6 +1,6 @@
 """Rebuild a notebook's fine-tuned ResNet50 from its file: the seed's "Functional-API reconstruction".
 
-The stored graph is never deserialized. The architecture comes from `classifier.model.build_model`
+The stored graph is never deserialized. The architecture comes from `classifier.model.network.build_model`
 (pooling, activations and input size read from the file's config as data, or stated for a
 weights-only file: `training.file_architecture`, which refuses what the builder cannot reproduce);
 then every tensor is copied by layer name and shape: the base's layers by their ResNet50 names,
@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classifier.model import HEAD_LAYERS, build_model, get_base
+from classifier.model.network import HEAD_LAYERS, build_model, get_base
 from common.vocabulary import CLASS_NAMES
 from training.file_architecture import ImportRefused, Stated, leaf_layers, read_architecture, read_source
 from training.h5_weights import SourceWeights, auto_names

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from storage.datasets import count_dataset_images_since
-from storage.labels import count_labels_since
-from storage.model_versions import list_model_versions, register_model_version
-from storage.models import ModelVersion
+from storage.db.datasets import count_dataset_images_since
+from storage.db.labels import count_labels_since
+from storage.db.model_versions import list_model_versions, register_model_version
+from storage.db.tables import ModelVersion
 
 if TYPE_CHECKING:  # training.run loads Keras; `kidneyct train` checks its inputs before that
     from training.run import TrainedRun

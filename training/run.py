@@ -18,15 +18,15 @@ import numpy as np
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.artifact import ModelCard, load_artifact, save_artifact
-from classifier.calibration import apply_temperature
-from classifier.errors import ArtifactError
-from classifier.gradcam import grad_cam, too_small_for_heatmaps
-from classifier.model import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
-from classifier.preprocess import KIDNEY_WINDOW, Window
-from classifier.study_rule import StudyRule
+from classifier.model.artifact import ModelCard, load_artifact, save_artifact
+from classifier.model.calibration import apply_temperature
+from classifier.model.network import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
+from classifier.model.preprocess import KIDNEY_WINDOW, Window
+from classifier.report.gradcam import grad_cam, too_small_for_heatmaps
+from classifier.worker.errors import ArtifactError
+from classifier.worker.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
-from storage.archive_reader import ArchiveReader
+from storage.archive.reader import ArchiveReader
 from training.baseline import baseline_probabilities
 from training.bootstrap import metric_intervals, paired_macro_f1_difference
 from training.calibrate import fit_temperature
@@ -67,7 +67,7 @@ class TrainOptions:
     refit: bool = True  # after selecting the epoch on val, train again on train + val for that many epochs
     gradcam_per_class: int = 2
     threads: int = 4
-    backbone: str = DEFAULT_BACKBONE  # keras.applications base (`classifier.model.Backbone`)
+    backbone: str = DEFAULT_BACKBONE  # keras.applications base (`classifier.model.network.Backbone`)
     # The deterministic-kernel variables the process ran with (`training.determinism`), for the card.
     determinism: dict[str, str | None] | None = None
     keep_checkpoints: bool = False  # the per-phase best-weights files; removed after a finished run otherwise

@@ -1,6 +1,6 @@
 """The served model's shift detector, fitted at the end of training and saved beside its weights.
 
-Statistics (class means, shrunk shared precision of the penultimate features; `classifier.shift`) come
+Statistics (class means, shrunk shared precision of the penultimate features; `classifier.model.shift`) come
 from the training images; the threshold is the `quantile` of the validation images' scores. The
 served model was refitted on train + val, so its validation scores are lower than those of unseen
 scans of the same kind: the threshold is on the strict side, and the report gives the share of each
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from classifier.serving import feature_scorer
-from classifier.shift import FEATURE_LAYER, SHIFT_FILE, ShiftStats, fit_shift_stats
+from classifier.model.serving import feature_scorer
+from classifier.model.shift import FEATURE_LAYER, SHIFT_FILE, ShiftStats, fit_shift_stats
 from common.files import sha256_file
 from training.data import to_three_channels
 

@@ -10,7 +10,7 @@ intervals (resampling scans).
 
 A scan is a group of the manifest (for DICOM, the study): its label is the majority of its slices'
 labels, its answer the study rule's on the calibrated probabilities, its evidence the mean calibrated
-probability of that answer over its slices (`classifier.study_policy`).
+probability of that answer over its slices (`classifier.worker.study_policy`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from classifier.calibration import apply_temperature
-from classifier.study_policy import StudyPolicy, decide
-from classifier.study_rule import StudyRule
+from classifier.model.calibration import apply_temperature
+from classifier.worker.study_policy import StudyPolicy, decide
+from classifier.worker.study_rule import StudyRule
 from training.bootstrap import group_draw_weights, interval, metric_intervals
 from training.evaluate import calibration, classification_metrics
 

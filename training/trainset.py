@@ -1,6 +1,6 @@
 """The training set: labelled archive instances and imported images, decoded, de-duplicated, grouped and split.
 
-Every item goes through the classifier's own preprocessing (`classifier.preprocess`), so the trainer
+Every item goes through the classifier's own preprocessing (`classifier.model.preprocess`), so the trainer
 sees exactly the tensors a worker would. An item whose file is gone or cannot be decoded is left out
 and listed in the manifest with its reason, never silently dropped.
 """
@@ -16,12 +16,18 @@ import numpy as np
 import structlog
 from sqlalchemy.orm import Session
 
-from classifier.errors import DecodeError
-from classifier.preprocess import Window, dicom_to_frames, image_file_to_frames, read_dataset, to_model_input
+from classifier.model.preprocess import (
+    Window,
+    dicom_to_frames,
+    image_file_to_frames,
+    read_dataset,
+    to_model_input,
+)
+from classifier.worker.errors import DecodeError
 from common.files import file_uri_path
-from storage.archive_reader import ArchiveReader
-from storage.datasets import list_dataset_images
-from storage.labels import labelled_instances
+from storage.archive.reader import ArchiveReader
+from storage.db.datasets import list_dataset_images
+from storage.db.labels import labelled_instances
 from training.dedup import Fingerprint, GroupingParams, fingerprint, group_items, kaggle_id
 from training.manifest import Manifest, ManifestItem
 from training.split import SplitFractions, grouped_split, latest_block, random_split

@@ -1,6 +1,6 @@
 """`kidneyct worker`: wire settings, database, stream and model into a `Worker` and run it.
 
-The device is pinned before Keras is imported (see `classifier.device`), which is why everything
+The device is pinned before Keras is imported (see `classifier.model.device`), which is why everything
 that imports Keras is imported inside the command.
 """
 
@@ -11,7 +11,7 @@ import os
 import click
 import structlog
 
-from classifier.device import DeviceError, parse_device, pin_device, require_device
+from classifier.model.device import DeviceError, parse_device, pin_device, require_device
 from kidneyct.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -38,12 +38,12 @@ def worker(
     sessions = open_database(settings)  # a database never migrated is refused before Keras loads
     import keras
 
-    from classifier.errors import DeadLetterLimitExceeded
-    from classifier.metrics import WorkerMetrics
-    from classifier.worker import Abandoned
+    from classifier.worker.errors import DeadLetterLimitExceeded
+    from classifier.worker.loop import Abandoned
+    from classifier.worker.metrics import WorkerMetrics
     from common.errors import SchemaMissing
     from common.health import process_readiness
-    from common.registry import process_registry
+    from common.process_metrics import process_registry
     from common.runtime import GracefulStop, start_metrics_endpoint
     from kidneyct.wiring.classifier import build_worker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from common.health import process_readiness
-from common.registry import process_registry
+from common.process_metrics import process_registry
 from common.runtime import GracefulStop, start_metrics_endpoint
 from ingest.catalog import start_catalog_thread
 from ingest.metrics import IngestMetrics

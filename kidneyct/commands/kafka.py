@@ -11,7 +11,7 @@ from kafka.errors import KafkaError
 
 from kidneyct.settings import Settings
 from kidneyct.streams import kafka_connection
-from storage.kafka_topics import TopicPolicy, TopicsReport, inspect_topics, prepare_topics
+from storage.stream.kafka_topics import TopicPolicy, TopicsReport, inspect_topics, prepare_topics
 
 log = structlog.get_logger(__name__)
 

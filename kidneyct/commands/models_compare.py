@@ -1,4 +1,4 @@
-"""`kidneyct models compare A B`: wiring only (SQL in `storage.comparison`, figures in `training.compare`)."""
+"""`kidneyct models compare A B`: wiring only (SQL in `storage.db.comparison`, figures in `training.compare`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import click
 
 from kidneyct.database import make_database
 from kidneyct.settings import Settings
-from storage.comparison import comparison_sql, run_comparison
-from storage.model_versions import get_model_version
+from storage.db.comparison import comparison_sql, run_comparison
+from storage.db.model_versions import get_model_version
 from training.compare import render, summarize
 
 

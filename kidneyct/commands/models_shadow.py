@@ -7,8 +7,8 @@ import structlog
 
 from kidneyct.database import make_database
 from kidneyct.settings import Settings
-from storage.model_versions import ModelVersionNotFound
-from storage.shadow_models import ShadowRefused, set_shadow, shadow_versions
+from storage.db.model_versions import ModelVersionNotFound
+from storage.db.shadow_models import ShadowRefused, set_shadow, shadow_versions
 
 log = structlog.get_logger(__name__)
 

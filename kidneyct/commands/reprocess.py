@@ -1,4 +1,4 @@
-"""`kidneyct reprocess`: wiring only; the work is `kidneyct.reprocess.queue_reprocess`."""
+"""`kidneyct reprocess`: wiring only; the work is `kidneyct.reprocess.queue.queue_reprocess`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import click
 
 from common.progress import progress_bars, progress_wanted
 from kidneyct.database import make_database
-from kidneyct.reprocess import ReprocessError, describe, parse_when, queue_reprocess
+from kidneyct.reprocess.queue import ReprocessError, describe, parse_when, queue_reprocess
 from kidneyct.settings import Settings
-from storage.reprocess import Selection
+from storage.db.reprocess import Selection
 
 
 @click.command()

@@ -19,7 +19,7 @@ from kidneyct.database import make_database
 from kidneyct.settings import Settings
 
 if TYPE_CHECKING:
-    from storage.models import ModelVersion
+    from storage.db.tables import ModelVersion
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ def label(
     annotator: str | None,
 ) -> None:
     """Record a ground-truth label for an instance or a study, or many from a CSV file."""
-    from storage.labels import add_label
+    from storage.db.labels import add_label
     from training.label_input import LabelInputError, make_row, read_csv
 
     try:
@@ -244,7 +244,7 @@ def train(
     keep_checkpoints: bool,
 ) -> None:
     """Train on all labelled data, evaluate honestly, and register the result as a candidate version."""
-    from classifier.device import DeviceError, parse_device, pin_device, prefer_onednn
+    from classifier.model.device import DeviceError, parse_device, pin_device, prefer_onednn
     from training.determinism import determinism_status, prefer_determinism
 
     prefer_onednn(os.environ)  # ~4x faster training steps on CPU; before Keras is imported below
@@ -290,10 +290,10 @@ def train(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    from classifier.model import BACKBONE_UNFREEZE_FROM
-    from classifier.preprocess import Window
+    from classifier.model.network import BACKBONE_UNFREEZE_FROM
+    from classifier.model.preprocess import Window
     from kidneyct.archives import build_archive_reader
-    from storage.archive_reader import ArchiveUnavailable
+    from storage.archive.reader import ArchiveUnavailable
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
     from training.fit import FitConfig
@@ -366,8 +366,8 @@ def train(
 
 def _require_labelled(sessions: sessionmaker[Session]) -> None:
     """Refuse, before Keras loads, a database with nothing labelled to train on."""
-    from storage.datasets import count_dataset_images_since
-    from storage.labels import count_labels_since
+    from storage.db.datasets import count_dataset_images_since
+    from storage.db.labels import count_labels_since
 
     with sessions() as session:
         labelled = count_labels_since(session, since=None) + count_dataset_images_since(session, since=None)
@@ -382,7 +382,7 @@ def _require_device(chosen: str) -> None:
     """`--device gpu:N` on a host without that GPU is an error, not a silent CPU run."""
     import keras
 
-    from classifier.device import DeviceError, parse_device, require_device
+    from classifier.model.device import DeviceError, parse_device, require_device
 
     try:
         require_device(parse_device(chosen), keras.backend.backend())
@@ -400,7 +400,7 @@ def models() -> None:
 def list_command(settings: Settings) -> None:
     """Show every model version: status (and shadow), macro-F1 on each held-out set (the set named), parity
     and acceptance of an import, and the promotion note (a forced promotion's reason included)."""
-    from storage.model_versions import list_model_versions
+    from storage.db.model_versions import list_model_versions
 
     with _sessions(settings)() as session:
         versions = list_model_versions(session)
@@ -499,8 +499,8 @@ def promote_command(
     On its evaluation set (the held-out splits of its manifest), the 95 % group-bootstrap interval of
     its macro-F1 minus each other model's must lie above zero; the first promotion included.
     """
-    from kidneyct.backfill import backfill, backfill_window
     from kidneyct.database import open_database
+    from kidneyct.reprocess.backfill import backfill, backfill_window
 
     if force and not (reason or "").strip():
         raise click.BadParameter("--force needs --reason TEXT (it is recorded with the promotion)")
@@ -525,8 +525,8 @@ def _decide_without_keras(  # type: ignore[no-untyped-def]
     sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
 ):
     """An unknown version, an active one, and every decision that needs no model (training.admission)."""
-    from storage.model_versions import get_active_model_version, get_model_version
-    from storage.shadow_models import set_shadow
+    from storage.db.model_versions import get_active_model_version, get_model_version
+    from storage.db.shadow_models import set_shadow
     from training.admission import PromotionError, decide_before_evaluation
 
     try:
@@ -550,10 +550,10 @@ def _decide_without_keras(  # type: ignore[no-untyped-def]
 def _promote_on_the_gate(  # type: ignore[no-untyped-def]
     settings: Settings, sessions: sessionmaker[Session], version: str, force: bool, reason: str | None
 ):
-    from classifier.errors import ArtifactError
+    from classifier.worker.errors import ArtifactError
     from kidneyct.archives import build_archive_reader
-    from storage.archive_reader import ArchiveUnavailable
-    from storage.shadow_models import set_shadow
+    from storage.archive.reader import ArchiveUnavailable
+    from storage.db.shadow_models import set_shadow
     from training.promotion import PromotionError, promote
 
     try:
@@ -788,7 +788,7 @@ def _check_file_import(
 
 
 def _refuse_registered(sessions: sessionmaker[Session], version: str) -> None:
-    from storage.model_versions import get_model_version
+    from storage.db.model_versions import get_model_version
 
     with sessions() as session:
         if get_model_version(session, version=version) is not None:
@@ -806,7 +806,7 @@ def _import_file(  # type: ignore[no-untyped-def]
     no_parity: bool,
     acceptance: tuple[Path | None, Path | None],
 ):
-    from classifier.preprocess import Window
+    from classifier.model.preprocess import Window
     from training.model_import import ImportOptions, ImportRefused, import_model_file
     from training.rebuild import ImportSpec
 
@@ -829,7 +829,7 @@ def _import_file(  # type: ignore[no-untyped-def]
 
 
 def _window_numbers(text: str) -> tuple[float, float]:
-    """`--window CENTER,WIDTH` as numbers (classifier.preprocess, which loads pydicom, is not needed yet)."""
+    """`--window CENTER,WIDTH` as numbers (classifier.model.preprocess, which loads pydicom, is not needed yet)."""
     try:
         center, width = (float(part) for part in text.split(","))
     except ValueError as exc:
@@ -913,10 +913,10 @@ def evaluate(
     except EvaluationInputError as exc:
         raise click.ClickException(str(exc)) from exc
     directory, sha = _evaluated_artifact(settings, version, artifact)
-    from classifier.artifact import load_artifact
-    from classifier.errors import ArtifactError
-    from classifier.study_policy import PolicySettings
-    from classifier.study_rule import StudyRule
+    from classifier.model.artifact import load_artifact
+    from classifier.worker.errors import ArtifactError
+    from classifier.worker.study_policy import PolicySettings
+    from classifier.worker.study_rule import StudyRule
     from training import plots
 
     try:
@@ -965,7 +965,7 @@ def _evaluated_artifact(
     """The artifact directory to evaluate and its expected SHA-256 (None for a bare --artifact)."""
     if artifact is not None:
         return artifact, None
-    from storage.model_versions import get_model_version
+    from storage.db.model_versions import get_model_version
     from training.trainset import path_from_uri
 
     with _sessions(settings)() as session:

@@ -9,17 +9,17 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.batching import BatchPolicy
-from classifier.decoding import decode_record
-from classifier.metrics import WorkerMetrics
-from classifier.reporting import ResultConfig
-from classifier.shadow import Decode
-from classifier.worker import Worker, WorkerConfig
+from classifier.report.build import ResultConfig
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.decoding import decode_record
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.shadow import Decode
 from delivery.destinations import parse_destinations
 from kidneyct.archives import build_archive_reader
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
-from storage.stream import Consumer, Publisher
+from storage.stream.contract import Consumer, Publisher
 
 
 @dataclass

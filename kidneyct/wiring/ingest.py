@@ -31,7 +31,7 @@ from ingest.server import AssociationSlots, ServerLimits
 from kidneyct.archives import build_archive
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer
-from storage.stream import Publisher
+from storage.stream.contract import Publisher
 
 log = structlog.get_logger(__name__)
 

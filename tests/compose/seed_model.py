@@ -10,10 +10,10 @@ from pathlib import Path
 
 import keras
 
-from classifier.artifact import save_artifact
-from classifier.model import build_model
-from storage.db import make_engine, make_session_factory
-from storage.model_versions import activate_model_version, register_model_version
+from classifier.model.artifact import save_artifact
+from classifier.model.network import build_model
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version, register_model_version
 
 VERSION = "compose-tiny-1"
 

@@ -22,7 +22,7 @@ from e2e_kit import (
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 import migrations
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 from training.synth.truth import TruthRow
 

@@ -14,7 +14,7 @@ import keras
 import pytest
 from e2e_kit import kafka_postgres_env, kidneyct, kidneyct_env, query, run_kidneyct, wait_for
 
-from kidneyct.scu import send_files
+from kidneyct.send_files import send_files
 from training.synth.generate import generate
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from orthanc_kit import ORTHANC, OrthancServer
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 import migrations
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 
 

@@ -26,9 +26,9 @@ from pydicom.dataset import Dataset
 from sqlalchemy import text
 
 import migrations
-from classifier import result_codes
-from kidneyct.scu import send_files
-from storage.db import make_engine, make_session_factory
+from classifier.report import codes as result_codes
+from kidneyct.send_files import send_files
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"

@@ -20,8 +20,8 @@ from seaweed_process import SeaweedProcess
 
 import migrations
 from ingest import statuses
-from kidneyct.scu import send_files
-from storage.db import make_engine, make_session_factory
+from kidneyct.send_files import send_files
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 
 

@@ -10,8 +10,8 @@ from e2e_kit import Process, kidneyct_env, predicted_sops, query, wait_for
 
 import migrations
 from kidneyct.cli import SUBCOMMANDS  # noqa: F401  (the CLI must import cleanly before we spawn it)
-from kidneyct.scu import StoreResult, send_files
-from storage.db import make_engine, make_session_factory
+from kidneyct.send_files import StoreResult, send_files
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 
 SLICES = 30

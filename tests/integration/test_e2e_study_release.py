@@ -11,8 +11,8 @@ from classifier_kit import make_tiny_artifact, register
 from e2e_kit import kidneyct, kidneyct_env, query, wait_for
 
 import migrations
-from kidneyct.scu import send_files
-from storage.db import make_engine, make_session_factory
+from kidneyct.send_files import send_files
+from storage.db.engine import make_engine, make_session_factory
 from training.synth.generate import generate
 
 pytestmark = pytest.mark.slow

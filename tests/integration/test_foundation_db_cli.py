@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from storage.db import make_engine
-from storage.models import Base
+from storage.db.engine import make_engine
+from storage.db.tables import Base
 
 
 def _kidneyct(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

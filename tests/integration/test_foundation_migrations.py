@@ -12,8 +12,8 @@ from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 import migrations
-from storage.db import make_engine
-from storage.models import Base
+from storage.db.engine import make_engine
+from storage.db.tables import Base
 
 VIEWS = {"instance_results", "study_results"}
 # The public query contract (docs/database.md): exact columns, in this order.
@@ -108,7 +108,7 @@ def test_upgrade_downgrade_upgrade_round_trip(database_url: str, engine: Engine)
 
 
 def test_models_and_migrations_do_not_drift(migrated_database_url: str, engine: Engine) -> None:
-    """Autogenerate finds no difference between the migrated schema and `storage.models`."""
+    """Autogenerate finds no difference between the migrated schema and `storage.db.tables`."""
     assert _drift(engine, Base.metadata) == []
 
 

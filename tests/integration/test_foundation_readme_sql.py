@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage.db import make_engine, make_session_factory
-from storage.models import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
-from storage.outbox import NewObject, add_report
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.outbox import NewObject, add_report
+from storage.db.tables import Instance, ModelVersion, Prediction, Series, Study, StudyPrediction
 
 DATABASE_DOC = (Path(__file__).resolve().parents[2] / "docs" / "database.md").read_text()
 EXAMPLES = re.findall(

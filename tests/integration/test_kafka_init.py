@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from kidneyct.cli import cli
-from storage.kafka_stream import KafkaConnection, KafkaPublisher
-from storage.kafka_topics import topic_configs
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher
+from storage.stream.kafka_topics import topic_configs
 
 pytestmark = [pytest.mark.kafka]
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pytest
 
 import migrations
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
-from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
-from storage.stream import Consumer, Publisher, Record, StreamUnavailable, next_offsets
+from storage.db.engine import make_engine, make_session_factory
+from storage.stream.contract import Consumer, Publisher, Record, StreamUnavailable, next_offsets
+from storage.stream.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
 
 
 @dataclass

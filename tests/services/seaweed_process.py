@@ -113,7 +113,7 @@ class SeaweedProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def client(self):  # noqa: ANN201 - a boto3 client (untyped)
-        from storage.s3_client import S3ClientOptions, make_s3_client
+        from storage.archive.s3_client import S3ClientOptions, make_s3_client
 
         return make_s3_client(S3ClientOptions(endpoint_url=self.endpoint_url, max_attempts=2))
 

@@ -12,7 +12,7 @@ CHECKED_PACKAGES = ("classifier", "training")
 FORBIDDEN_MODULES = ("tensorflow", "tf_keras", "jax", "torch")
 # (file, reason) of documented backend-specific corners; keep empty unless one is unavoidable.
 ALLOWED: dict[str, str] = {
-    "classifier/backend_gpus.py": "Keras 3 cannot list physical GPUs; each backend is asked for its count",
+    "classifier/model/backend_gpus.py": "Keras 3 cannot list physical GPUs; each backend is asked for its count",
     "training/legacy_keras.py": "loads a Keras 2 file with tf-keras (optional extra, imported lazily) for "
     "the model import's parity check; the imported model itself is Keras 3",
 }
@@ -54,10 +54,10 @@ def test_there_are_files_to_check() -> None:
     """The walk really finds the model and the trainer (a wrong root would pass vacuously)."""
     names = {p.relative_to(REPO).as_posix() for p in python_files()}
     assert {
-        "classifier/model.py",
-        "classifier/artifact.py",
+        "classifier/model/network.py",
+        "classifier/model/artifact.py",
         "training/fit.py",
-        "classifier/gradcam.py",
+        "classifier/report/gradcam.py",
     } <= names
 
 

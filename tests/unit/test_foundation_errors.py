@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from classifier.device import Device, DeviceError, require_device
+from classifier.model.device import Device, DeviceError, require_device
 from kidneyct.cli import cli
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from common.health import Readiness, broker_check, database_check, process_readiness
 from common.metrics import serve_metrics
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:

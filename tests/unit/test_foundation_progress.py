@@ -13,7 +13,7 @@ from PIL import Image
 import migrations
 from common.progress import progress_bars, progress_wanted
 from common.vocabulary import CLASS_NAMES
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 from training.dedup import phash_pairs
 from training.importer import import_folder
 

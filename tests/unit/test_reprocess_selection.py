@@ -11,17 +11,17 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.reprocess_events import REPROCESS_FIELD, reprocess_event, target_version
+from classifier.worker.reprocess_events import REPROCESS_FIELD, reprocess_event, target_version
 from ingest.catalog import record_events
-from kidneyct.reprocess import ReprocessError, parse_duration, parse_when, queue_reprocess
+from kidneyct.reprocess.queue import ReprocessError, parse_duration, parse_when, queue_reprocess
 from kidneyct.settings import Settings
-from storage.db import make_engine, make_session_factory
-from storage.events import InstanceEvent
-from storage.model_versions import register_model_version
-from storage.models import Instance, QueueMessage
-from storage.reprocess import Selection, count_selected, select_for_reprocess
-from storage.results import PredictionRow, insert_predictions
-from storage.stream import Record
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import register_model_version
+from storage.db.reprocess import Selection, count_selected, select_for_reprocess
+from storage.db.results import PredictionRow, insert_predictions
+from storage.db.tables import Instance, QueueMessage
+from storage.stream.contract import Record
+from storage.stream.events import InstanceEvent
 
 T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -68,7 +68,7 @@ def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
             .where(Instance.sop_instance_uid.like("1.1.%"))
             .values(state="processed")
         )
-        from storage.models import Study
+        from storage.db.tables import Study
 
         s.execute(
             Study.__table__.update().where(Study.study_instance_uid == "1.2").values(accession_number="ACC2")

@@ -6,7 +6,7 @@ import threading
 
 from structlog.testing import capture_logs
 
-from classifier.errors import NoActiveModel
+from classifier.worker.errors import NoActiveModel
 from kidneyct.serve import run_worker_when_model_active
 
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kidneyct.settings import Settings
-from storage.s3_archive import S3Archive, S3Location, split_s3_uri, version_key
+from storage.archive.s3 import S3Archive, S3Location, split_s3_uri, version_key
 
 
 def test_s3_location_parses_bucket_and_prefix() -> None:

@@ -18,9 +18,9 @@ from classifier_kit import make_tiny_artifact, register, wait_for, write_instanc
 from sqlalchemy import func, select
 
 import migrations
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueuePublisher
-from storage.models import Instance, Prediction, QueueOffset
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import Instance, Prediction, QueueOffset
+from storage.stream.db_queue import DatabaseQueuePublisher
 
 pytestmark = pytest.mark.postgres
 TOPIC = "kidneyct.instances"

@@ -1,4 +1,4 @@
-"""Real database errors classified as the worker must treat them (classifier/db_errors.py), on
+"""Real database errors classified as the worker must treat them (classifier/worker/db_errors.py), on
 SQLite and PostgreSQL: a value too large for its column is data, a missing table is a missing
 schema, an unreachable server is an outage."""
 
@@ -9,9 +9,16 @@ import datetime as dt
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from classifier.db_errors import DbErrorKind, classify
-from storage.db import make_engine, make_session_factory
-from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
+from classifier.worker.db_errors import DbErrorKind, classify
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.results import (
+    InstanceRow,
+    SeriesRow,
+    StudyRow,
+    upsert_instances,
+    upsert_series,
+    upsert_studies,
+)
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
 

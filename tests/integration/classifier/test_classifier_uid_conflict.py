@@ -11,17 +11,17 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
-from classifier.decoding import DecodedInstance
-from classifier.shadow import write_version
-from classifier.study_policy import SOURCE_DEFAULT, StudyPolicy
-from classifier.study_rule import StudyRule
-from classifier.writer import Predicted, write_batch
+from classifier.worker.decoding import DecodedInstance
+from classifier.worker.shadow import write_version
+from classifier.worker.study_policy import SOURCE_DEFAULT, StudyPolicy
+from classifier.worker.study_rule import StudyRule
+from classifier.worker.writer import Predicted, write_batch
 from ingest.catalog import record_events
-from storage.db import make_engine, make_session_factory
-from storage.events import InstanceEvent
-from storage.model_versions import register_model_version
-from storage.models import Instance, Prediction, Series, Study
-from storage.stream import Record
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import register_model_version
+from storage.db.tables import Instance, Prediction, Series, Study
+from storage.stream.contract import Record
+from storage.stream.events import InstanceEvent
 
 T0 = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
 SOP = "1.2.826.0.1.3680043.99.6.1"

@@ -24,16 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 import migrations
-from classifier.batching import BatchPolicy
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
-from storage.db import make_engine, make_session_factory
-from storage.events import InstanceEvent
-from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
-from storage.model_versions import activate_model_version
-from storage.models import Instance, ModelVersion, Prediction, StudyPrediction
-from storage.stream import TopicPartition
+from classifier.model.serving import ServingModel
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.study_rule import StudyRule
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version
+from storage.db.tables import Instance, ModelVersion, Prediction, StudyPrediction
+from storage.stream.contract import TopicPartition
+from storage.stream.events import InstanceEvent
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -101,7 +101,7 @@ class Env:
         )
         # kafka-python may assign no partitions when the group leader's metadata lacks a fresh topic
         # (dpkp/kafka-python#2377) and then waits for the 5-minute metadata refresh; a blocking
-        # metadata fetch first avoids that. Reported for storage/kafka_stream.py to do itself.
+        # metadata fetch first avoids that. Reported for storage/stream/kafka_stream.py to do itself.
         consumer._consumer.topics()  # type: ignore[attr-defined]
         if crash_on_commit:
             consumer = CrashOnCommit(consumer)  # type: ignore[arg-type]

@@ -21,21 +21,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.batching import BatchPolicy
-from classifier.reporting import ResultConfig
-from classifier.result_sr import SR_SOP_CLASS_UID
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
+from classifier.model.serving import ServingModel
+from classifier.report.build import ResultConfig
+from classifier.report.sr import SR_SOP_CLASS_UID
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.study_rule import StudyRule
 from kidneyct.cli import cli
-from kidneyct.reprocess import queue_reprocess
+from kidneyct.reprocess.queue import queue_reprocess
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
-from storage.db import make_engine, make_session_factory
-from storage.events import InstanceEvent
-from storage.kafka_stream import ensure_topics
-from storage.models import ModelVersion, Prediction, Study, StudyPrediction
-from storage.reprocess import Selection
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.reprocess import Selection
+from storage.db.tables import ModelVersion, Prediction, Study, StudyPrediction
+from storage.stream.events import InstanceEvent
+from storage.stream.kafka_stream import ensure_topics
 
 pytestmark = [pytest.mark.slow]
 ANY_SLICE = StudyRule(min_slices=1, min_probability=0.0)  # every study labelled by its first slice
@@ -71,7 +71,7 @@ class Stack:
 
     def rows(self, version: str) -> dict[str, int]:
         """Prediction rows per SOP Instance UID under `version`."""
-        from storage.models import Instance
+        from storage.db.tables import Instance
 
         with self.sessions() as s:
             rows = s.execute(
@@ -223,7 +223,7 @@ def test_promote_with_backfill_adds_one_row_per_version_and_keeps_the_old_label(
             uid = s.scalars(select(Study.study_instance_uid)).first()
         assert uid is not None
         publisher = make_publisher(stack.settings, stack.sessions)
-        from classifier.reprocess_events import reprocess_event
+        from classifier.worker.reprocess_events import reprocess_event
 
         for e in [e for e in events if e.study_instance_uid == uid]:
             publisher.publish(stack.settings.topic_instances, e.key, reprocess_event(e, model_version="B"))
@@ -278,7 +278,7 @@ def _results(stack: Stack) -> list[dict]:
 
     s = stack.settings
     if not s.uses_kafka:
-        from storage.models import QueueMessage
+        from storage.db.tables import QueueMessage
 
         with stack.sessions() as session:
             values = session.scalars(select(QueueMessage.value).where(QueueMessage.topic == s.topic_results))
@@ -300,7 +300,7 @@ def _results(stack: Stack) -> list[dict]:
 def test_shadow_model_on_live_traffic_stays_out_of_the_clinical_results(stack: Stack) -> None:
     """B shadowing A on live studies: one decode per instance, rows under both, B's study results
     completed quietly; the results topic carries A's instance and study messages only."""
-    from storage.shadow_models import set_shadow
+    from storage.db.shadow_models import set_shadow
 
     with stack.sessions.begin() as s:
         set_shadow(s, version="B", on=True)
@@ -343,8 +343,8 @@ def _constant_artifact(directory: Path, version: str, label: str) -> tuple[str, 
     import numpy as np
     from classifier_kit import TINY_SIZE
 
-    from classifier.artifact import save_artifact
-    from classifier.model import HEAD_LAYERS, build_model
+    from classifier.model.artifact import save_artifact
+    from classifier.model.network import HEAD_LAYERS, build_model
     from common.vocabulary import CLASS_NAMES
 
     keras.utils.set_random_seed(1)
@@ -363,7 +363,7 @@ def test_promoting_a_shadowed_version_sends_its_changed_results_as_new_revisions
     """Issue 24: reprocess under a candidate (its results complete quietly), then `models promote ...
     --backfill-since`: the backfill queues nothing (the rows exist), yet every study whose label changed
     gets the new version's report revision, its SR in the outbox for PACS."""
-    from storage.models import ResultDelivery, ResultObject, ResultReport
+    from storage.db.tables import ResultDelivery, ResultObject, ResultReport
 
     for version, label in (("N", "Normal"), ("T", "Tumor")):
         directory, sha = _constant_artifact(tmp_path / version, version, label)
@@ -463,7 +463,7 @@ def test_promoting_a_shadowed_version_delivers_its_new_revisions_to_orthanc_only
     from delivery.metrics import SenderMetrics
     from kidneyct.wiring.classifier import worker_config
     from kidneyct.wiring.delivery import build_sender
-    from storage.models import ResultDelivery, ResultReport
+    from storage.db.tables import ResultDelivery, ResultReport
 
     for version, label in (("M", "Tumor"), ("N", "Normal"), ("T", "Tumor")):
         directory, sha = _constant_artifact(tmp_path / version, version, label)

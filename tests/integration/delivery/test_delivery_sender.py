@@ -27,9 +27,9 @@ from delivery.metrics import SenderMetrics
 from delivery.scu import StoreOptions, store_all
 from delivery.sender import ResultSender, SenderConfig
 from ingest.ae import make_tls_context
-from storage.db import make_engine, make_session_factory
-from storage.models import ModelVersion, Study, StudyPrediction
-from storage.outbox import NewObject, add_report
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.outbox import NewObject, add_report
+from storage.db.tables import ModelVersion, Study, StudyPrediction
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

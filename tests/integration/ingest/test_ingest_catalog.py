@@ -17,13 +17,20 @@ from common.health import process_readiness
 from ingest.catalog import Catalog, start_catalog_thread
 from kidneyct.settings import Settings
 from kidneyct.wiring.ingest import build_catalog
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
-from storage.events import InstanceEvent
-from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
-from storage.labels import add_label, labelled_instances
-from storage.models import Instance, Study
-from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.labels import add_label, labelled_instances
+from storage.db.results import (
+    InstanceRow,
+    SeriesRow,
+    StudyRow,
+    upsert_instances,
+    upsert_series,
+    upsert_studies,
+)
+from storage.db.tables import Instance, Study
+from storage.stream.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
+from storage.stream.events import InstanceEvent
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
 
 TOPIC = "instances"
 T0 = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)

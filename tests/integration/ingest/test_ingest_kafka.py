@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from ingest import statuses
-from storage.events import InstanceEvent
+from storage.stream.events import InstanceEvent
 
 pytestmark = pytest.mark.kafka
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from storage.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
-from storage.stream import StreamUnavailable
+from storage.stream.contract import StreamUnavailable
+from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher, KafkaStreamConsumer, ensure_topics
 
 
 def test_begun_publish_is_acknowledged_and_consumed(kafka_bootstrap: str, unique_name) -> None:

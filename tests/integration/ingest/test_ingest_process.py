@@ -22,7 +22,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from ingest import statuses
-from storage.events import InstanceEvent
+from storage.stream.events import InstanceEvent
 
 pytestmark = pytest.mark.kafka
 

@@ -18,11 +18,11 @@ from seaweed_process import SeaweedProcess
 
 import migrations
 from ingest import statuses
-from kidneyct.scu import send_files as scu_send_files
-from storage.archive_reader import ArchiveReader
-from storage.events import InstanceEvent
-from storage.s3_archive import S3Archive, S3Location, split_s3_uri
-from storage.s3_client import S3ClientOptions, make_s3_client
+from kidneyct.send_files import send_files as scu_send_files
+from storage.archive.reader import ArchiveReader
+from storage.archive.s3 import S3Archive, S3Location, split_s3_uri
+from storage.archive.s3_client import S3ClientOptions, make_s3_client
+from storage.stream.events import InstanceEvent
 
 EXTRA_CLASSES = "1.2.840.10008.5.1.4.1.1.4,1.2.840.10008.5.1.4.1.1.7"
 # One file per transfer syntax, as tests/integration/ingest/test_ingest_kafka.py.

@@ -15,8 +15,8 @@ from review import accounts
 from review.app import create_app
 from review.audit import Throttle
 from review.config import ReviewConfig
-from storage.archive_reader import ArchiveReader
-from storage.db import make_engine, make_session_factory
+from storage.archive.reader import ArchiveReader
+from storage.db.engine import make_engine, make_session_factory
 from tests.review_kit import NOW, add_model, completed_study
 
 PASSWORD = "correct horse battery"

@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 import migrations
 from review import accounts
-from storage.db import make_engine, make_session_factory
-from storage.models import Label, Study
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import Label, Study
 from tests.conftest import missing_service
 from tests.review_kit import NOW, add_model, completed_study, free_port, kidneyct_review
 from training.trainset import collect_sources

@@ -10,9 +10,9 @@ from PIL import Image
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames
+from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames
 from review.audit import recent
-from storage.models import Label, ReviewVerdict, Study
+from storage.db.tables import Label, ReviewVerdict, Study
 from tests.integration.review.conftest import ReviewSite, csrf_of, sign_in
 from training.trainset import collect_sources
 

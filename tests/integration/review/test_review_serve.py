@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 import migrations
 from review import accounts
-from storage.db import make_engine, make_session_factory
-from storage.models import ReviewAudit
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import ReviewAudit
 from tests.ingest_support import make_certificates
 from tests.review_kit import NOW, free_port, kidneyct_review
 

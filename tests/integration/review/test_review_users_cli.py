@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from kidneyct.cli import cli
 from review.accounts import authenticate
-from storage.db import make_engine, make_session_factory
-from storage.models import ReviewAudit, ReviewUser
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import ReviewAudit, ReviewUser
 
 
 def _run(url: str, *args: str, stdin: str = "") -> tuple[int, str]:

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
-from storage.db import make_engine, make_session_factory
-from storage.labels import add_label
-from storage.model_versions import register_model_version
-from storage.results import (
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.labels import add_label
+from storage.db.model_versions import register_model_version
+from storage.db.results import (
     InstanceRow,
     PredictionRow,
     SeriesRow,

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 import migrations
-from classifier.artifact import save_artifact
-from classifier.model import build_model
-from classifier.serving import load_serving_model
+from classifier.model.artifact import save_artifact
+from classifier.model.network import build_model
+from classifier.model.serving import load_serving_model
 from kidneyct.cli import cli
-from storage.db import make_engine, make_session_factory
-from storage.model_versions import get_model_version, register_model_version
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import get_model_version, register_model_version
 from training.model_transfer import REGISTRATION_FILE
 
 pytestmark = pytest.mark.postgres

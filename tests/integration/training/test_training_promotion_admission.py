@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import make_engine, make_session_factory
-from storage.models import ModelVersion, Study, StudyPrediction
-from storage.outbox import add_report
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.outbox import add_report
+from storage.db.tables import ModelVersion, Study, StudyPrediction
 from training.acceptance import FLOOR_ACCURACY, MIN_PER_CLASS
 from training.promotion import PromotionError, promote
 

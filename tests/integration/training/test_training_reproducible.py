@@ -15,7 +15,7 @@ from PIL import Image
 
 import migrations
 from common.vocabulary import CLASS_NAMES
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 from training.data import AugmentConfig
 from training.fit import FitConfig
 from training.importer import import_folder

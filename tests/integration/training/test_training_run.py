@@ -24,19 +24,24 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 import migrations
-from classifier.artifact import load_artifact, save_artifact
-from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, image_file_to_model_input, to_model_input
+from classifier.model.artifact import load_artifact, save_artifact
+from classifier.model.preprocess import (
+    KIDNEY_WINDOW,
+    dicom_to_frames,
+    image_file_to_model_input,
+    to_model_input,
+)
 from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
-from storage.db import make_engine, make_session_factory
-from storage.labels import add_label
-from storage.model_versions import (
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.labels import add_label
+from storage.db.model_versions import (
     get_active_model_version,
     get_model_version,
     list_model_versions,
     register_model_version,
 )
-from storage.models import Series, Study
+from storage.db.tables import Series, Study
 from training.baseline import BASELINES
 from training.manifest import Manifest
 from training.promotion import promote
@@ -239,7 +244,7 @@ def test_card_carries_the_statements_chosen_on_validation_and_the_report_measure
 ) -> None:
     """The card holds T, the study rule, the evidence threshold and the shift detector (its file hashed
     beside the weights); the report gives ECE before/after, slice vs scan level and risk-coverage per held-out set."""
-    from classifier.serving import load_shift_stats
+    from classifier.model.serving import load_shift_stats
 
     card = json.loads((trained["artifact_dir"] / "model_card.json").read_text())
     assert card["calibration"]["temperature"] > 0

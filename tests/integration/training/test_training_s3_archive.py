@@ -19,13 +19,13 @@ from pydicom.uid import generate_uid
 from seaweed_process import SeaweedProcess
 
 import migrations
-from classifier.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
-from storage.archive_reader import ArchiveReader, ArchiveUnavailable
-from storage.db import make_engine, make_session_factory
-from storage.labels import add_label
-from storage.models import Series, Study
-from storage.s3_archive import S3Archive, S3Location
-from storage.s3_client import S3ClientOptions, make_s3_client
+from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
+from storage.archive.reader import ArchiveReader, ArchiveUnavailable
+from storage.archive.s3 import S3Archive, S3Location
+from storage.archive.s3_client import S3ClientOptions, make_s3_client
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.labels import add_label
+from storage.db.tables import Series, Study
 from training.dedup import GroupingParams
 from training.split import SplitFractions
 from training.trainset import build_training_set, collect_sources, load_model_inputs

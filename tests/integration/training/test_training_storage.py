@@ -12,10 +12,10 @@ from PIL import Image
 from sqlalchemy import select, text
 
 from kidneyct.cli import cli
-from storage.datasets import count_dataset_images_since, list_dataset_images, register_dataset_image
-from storage.db import make_engine, make_session_factory
-from storage.labels import InvalidLabel, add_label, count_labels_since, labelled_instances
-from storage.models import DatasetImage, Instance, Label, Series, Study
+from storage.db.datasets import count_dataset_images_since, list_dataset_images, register_dataset_image
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.labels import InvalidLabel, add_label, count_labels_since, labelled_instances
+from storage.db.tables import DatasetImage, Instance, Label, Series, Study
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from classifier.artifact import CARD_FILE, WEIGHTS_FILE, load_artifact, read_card, save_artifact
-from classifier.errors import ArtifactError
-from classifier.model import build_model
-from classifier.preprocess import Window
+from classifier.model.artifact import CARD_FILE, WEIGHTS_FILE, load_artifact, read_card, save_artifact
+from classifier.model.network import build_model
+from classifier.model.preprocess import Window
+from classifier.worker.errors import ArtifactError
 from common.vocabulary import CLASS_NAMES
 
 

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from classifier.artifact import CARD_FILE, load_artifact, read_card, save_artifact
-from classifier.model import (
+from classifier.model.artifact import CARD_FILE, load_artifact, read_card, save_artifact
+from classifier.model.network import (
     BACKBONE_APPLICATIONS,
     BACKBONE_NORMALIZATION,
     backbone_of,

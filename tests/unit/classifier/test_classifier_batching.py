@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classifier.batching import BatchPolicy, next_poll
+from classifier.worker.batching import BatchPolicy, next_poll
 
 POLICY = BatchPolicy(max_size=8, max_wait_s=0.05, idle_wait_s=0.5)
 

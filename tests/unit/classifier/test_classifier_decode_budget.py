@@ -15,11 +15,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from classifier.decoding import DecodedInstance, PoisonInstance, Preprocessing, decode_record
-from classifier.errors import DecodeError
-from classifier.preprocess import KIDNEY_WINDOW
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.worker.decoding import DecodedInstance, PoisonInstance, Preprocessing, decode_record
+from classifier.worker.errors import DecodeError
 from fuzz import bombs, datasets
-from storage.stream import Record
+from storage.stream.contract import Record
 
 PRE = Preprocessing(image_size=32, window=KIDNEY_WINDOW)
 MiB = 1024**2

@@ -9,16 +9,22 @@ import numpy as np
 import pytest
 from classifier_kit import write_instance
 
-from classifier.decoding import DecodedInstance, PoisonInstance, Preprocessing, decode_record, parse_event
-from classifier.errors import (
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.worker.decoding import (
+    DecodedInstance,
+    PoisonInstance,
+    Preprocessing,
+    decode_record,
+    parse_event,
+)
+from classifier.worker.errors import (
     ArchiveFileChanged,
     ArchiveFileMissing,
     DecodeError,
     InvalidEventError,
     NotClassifiable,
 )
-from classifier.preprocess import KIDNEY_WINDOW
-from storage.stream import Record
+from storage.stream.contract import Record
 
 PRE = Preprocessing(image_size=32, window=KIDNEY_WINDOW)
 

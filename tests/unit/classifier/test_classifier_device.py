@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from classifier.device import Device, DeviceError, device_environment, parse_device, pin_device
+from classifier.model.device import Device, DeviceError, device_environment, parse_device, pin_device
 
 
 def test_parse_cpu_and_gpu() -> None:
@@ -45,7 +45,7 @@ def test_prefer_onednn_sets_a_default_and_respects_an_explicit_choice() -> None:
     """oneDNN is asked for unless the environment already says otherwise; the answer says if it can apply."""
     import sys
 
-    from classifier.device import prefer_onednn
+    from classifier.model.device import prefer_onednn
 
     env: dict[str, str] = {}
     applies = prefer_onednn(env)

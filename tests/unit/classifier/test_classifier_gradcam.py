@@ -7,8 +7,8 @@ import keras.src.applications.resnet as keras_resnet
 import numpy as np
 import pytest
 
-from classifier.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
-from classifier.model import build_model
+from classifier.model.network import build_model
+from classifier.report.gradcam import feature_model, grad_cam, head_logits, head_weights, logit_gradient
 from training.run import TrainingError, make_model
 
 
@@ -72,7 +72,7 @@ def test_unknown_weights_are_refused(tmp_path) -> None:  # type: ignore[no-untyp
 
 def test_heat_maps_are_refused_when_the_last_feature_map_is_one_pixel(model: keras.Model) -> None:
     """At 32 px the last feature map is 1x1 (one uniform tint): refused with the size to use; 64 px is fine."""
-    from classifier.gradcam import too_small_for_heatmaps
+    from classifier.report.gradcam import too_small_for_heatmaps
 
     assert too_small_for_heatmaps(model) is None  # 64 px: 2x2
     reason = too_small_for_heatmaps(build_model(image_size=32, weights=None))

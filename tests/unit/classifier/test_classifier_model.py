@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-import classifier.model as model_module
-from classifier.model import (
+import classifier.model.network as model_module
+from classifier.model.network import (
     BASE_NAME,
     PREPROCESS_NAME,
     build_model,
@@ -105,7 +105,7 @@ def test_model_code_uses_no_tensorflow_api() -> None:
 )
 def test_every_normalization_equals_what_a_notebook_did(mode: str, reference) -> None:  # type: ignore[no-untyped-def]
     """Each in-graph normalisation does what Keras' preprocess_input mode (or rescale=1/255) does."""
-    from classifier.model import ResNet50Preprocess
+    from classifier.model.network import ResNet50Preprocess
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     actual = np.asarray(ResNet50Preprocess(mode=mode)(x))
@@ -114,7 +114,7 @@ def test_every_normalization_equals_what_a_notebook_did(mode: str, reference) ->
 
 def test_flatten_head_and_unknown_options() -> None:
     """head="flatten" puts Flatten where the pooling was (its Dense kernel grows with the input); bad options are refused."""
-    from classifier.model import head_of
+    from classifier.model.network import head_of
 
     keras.utils.set_random_seed(3)
     flat = build_model(image_size=64, head="flatten", normalization="rescale")

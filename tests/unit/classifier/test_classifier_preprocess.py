@@ -12,8 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from classifier.errors import DecodeError
-from classifier.preprocess import (
+from classifier.model.preprocess import (
     KIDNEY_WINDOW,
     Window,
     apply_window,
@@ -22,6 +21,7 @@ from classifier.preprocess import (
     image_file_to_model_input,
     to_model_input,
 )
+from classifier.worker.errors import DecodeError
 
 
 def synthetic_ct(

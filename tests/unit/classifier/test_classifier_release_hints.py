@@ -25,16 +25,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.batching import BatchPolicy
-from classifier.metrics import WorkerMetrics
-from classifier.release_hints import ReleasedStudies, split_hints
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule, is_complete_after_release
-from classifier.worker import Worker, WorkerConfig
-from storage.db import make_engine, make_session_factory
-from storage.events import ReleaseHint
-from storage.models import ModelVersion, StudyPrediction
-from storage.stream import Record, TopicPartition
+from classifier.model.serving import ServingModel
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.release_hints import ReleasedStudies, split_hints
+from classifier.worker.study_rule import StudyRule, is_complete_after_release
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import ModelVersion, StudyPrediction
+from storage.stream.contract import Record, TopicPartition
+from storage.stream.events import ReleaseHint
 
 RESULTS, DLQ = "results", "dead-letter"
 STUDY = "1.2.3.77"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from classifier.preprocess import to_model_input
-from classifier.reporting import without_flat_maps
-from classifier.result_heatmap import overlay_rgb, to_source_geometry
+from classifier.model.preprocess import to_model_input
+from classifier.report.build import without_flat_maps
+from classifier.report.heatmap import overlay_rgb, to_source_geometry
 
 
 def test_a_heat_map_goes_back_onto_a_non_square_source_frame() -> None:
@@ -51,7 +51,7 @@ def test_a_plain_renderer_shows_the_parametric_maps_hot_spot_bright(tmp_path) ->
     from pydicom.data import get_testdata_file
     from test_classifier_result_sr_statements import _report
 
-    from classifier.result_heatmap import build_parametric_map
+    from classifier.report.heatmap import build_parametric_map
 
     if not (shutil.which("dcmj2pnm") and shutil.which("dciodvfy")):
         pytest.skip("DCMTK's dcmj2pnm and dicom3tools' dciodvfy are needed")

@@ -7,10 +7,10 @@ import datetime as dt
 import pydicom
 from pydicom.data import get_testdata_file
 
-from classifier.result_model import StudyReport
-from classifier.result_sr import build_sr
-from classifier.study_rule import StudyRule
-from storage.outbox import KeySlice
+from classifier.report.contents import StudyReport
+from classifier.report.sr import build_sr
+from classifier.worker.study_rule import StudyRule
+from storage.db.outbox import KeySlice
 
 
 def _report(forced_note: str | None) -> tuple[StudyReport, pydicom.Dataset]:

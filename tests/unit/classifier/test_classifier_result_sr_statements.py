@@ -12,12 +12,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from classifier import result_codes as rc
-from classifier.result_model import StudyReport
-from classifier.result_sr import build_sr
-from classifier.study_policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
-from classifier.study_rule import StudyRule
-from storage.outbox import KeySlice
+from classifier.report import codes as rc
+from classifier.report.contents import StudyReport
+from classifier.report.sr import build_sr
+from classifier.worker.study_policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
+from classifier.worker.study_rule import StudyRule
+from storage.db.outbox import KeySlice
 
 POLICY = StudyPolicy(
     StudyRule(3, 0.7), SOURCE_CARD, min_evidence=0.62, target_accuracy=0.9, max_shifted_fraction=0.25

@@ -25,19 +25,19 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.batching import BatchPolicy
-from classifier.decoding import Outcome, Preprocessing, decode_record
-from classifier.metrics import WorkerMetrics
-from classifier.reporting import ResultConfig
-from classifier.reprocess_events import reprocess_event
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
-from storage.archive_reader import ArchiveReader
-from storage.db import make_engine, make_session_factory
-from storage.models import ModelVersion, Prediction, ResultDelivery, ResultReport, StudyPrediction
-from storage.shadow_models import set_shadow
-from storage.stream import Record, TopicPartition
+from classifier.model.serving import ServingModel
+from classifier.report.build import ResultConfig
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.decoding import Outcome, Preprocessing, decode_record
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.reprocess_events import reprocess_event
+from classifier.worker.study_rule import StudyRule
+from storage.archive.reader import ArchiveReader
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.shadow_models import set_shadow
+from storage.db.tables import ModelVersion, Prediction, ResultDelivery, ResultReport, StudyPrediction
+from storage.stream.contract import Record, TopicPartition
 
 RESULTS, DLQ = "results", "dead-letter"
 DESTINATION = "PACS@10.0.0.1:104"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.artifact import ModelCard
-from classifier.calibration import apply_temperature
-from classifier.errors import ArtifactError
-from classifier.serving import load_shift_stats
-from classifier.shift import SHIFT_FILE, ShiftStats, fit_shift_stats
-from classifier.study_policy import (
+from classifier.model.artifact import ModelCard
+from classifier.model.calibration import apply_temperature
+from classifier.model.serving import load_shift_stats
+from classifier.model.shift import SHIFT_FILE, ShiftStats, fit_shift_stats
+from classifier.worker.errors import ArtifactError
+from classifier.worker.study_policy import (
     REASON_LOW_EVIDENCE,
     REASON_SHIFT,
     SOURCE_CARD,
@@ -20,7 +20,7 @@ from classifier.study_policy import (
     StudyPolicy,
     decide,
 )
-from classifier.study_rule import StudyRule
+from classifier.worker.study_rule import StudyRule
 from common.files import sha256_file
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from classifier_kit import write_instance
 
-from classifier.decoding import DecodedInstance, PoisonInstance, Preprocessing
-from classifier.errors import DecodeError
-from classifier.preprocess import KIDNEY_WINDOW
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.worker.decoding import DecodedInstance, PoisonInstance, Preprocessing
+from classifier.worker.errors import DecodeError
 from kidneyct.settings import Settings
 from kidneyct.wiring.classifier import worker_decode
-from storage.archive_reader import ArchiveReader
-from storage.stream import Record
+from storage.archive.reader import ArchiveReader
+from storage.stream.contract import Record
 
 PRE = Preprocessing(image_size=32, window=KIDNEY_WINDOW)
 

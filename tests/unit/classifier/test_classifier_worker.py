@@ -30,22 +30,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 import migrations
-from classifier.batching import BatchPolicy
-from classifier.dead_letter_limit import DeadLetterLimit
-from classifier.errors import DeadLetterLimitExceeded, NoActiveModel
-from classifier.metrics import WorkerMetrics
-from classifier.reporting import ResultConfig
-from classifier.serving import ServingModel
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
+from classifier.model.serving import ServingModel
+from classifier.report.build import ResultConfig
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.dead_letter_limit import DeadLetterLimit
+from classifier.worker.errors import DeadLetterLimitExceeded, NoActiveModel
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.study_rule import StudyRule
 from common.errors import SchemaMissing
-from storage.archive_reader import ArchiveReader, ArchiveUnavailable
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueuePublisher
-from storage.model_versions import activate_model_version
-from storage.models import Instance, ModelVersion, Prediction, QueueMessage, Study, StudyPrediction
-from storage.results import incomplete_studies, mark_study_complete
-from storage.stream import TopicPartition
+from storage.archive.reader import ArchiveReader, ArchiveUnavailable
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version
+from storage.db.results import incomplete_studies, mark_study_complete
+from storage.db.tables import Instance, ModelVersion, Prediction, QueueMessage, Study, StudyPrediction
+from storage.stream.contract import TopicPartition
+from storage.stream.db_queue import DatabaseQueuePublisher
 
 RESULTS, DLQ = "results", "dead-letter"
 

@@ -21,21 +21,21 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.artifact import load_artifact, save_artifact
-from classifier.batching import BatchPolicy
-from classifier.calibration import apply_temperature
-from classifier.metrics import WorkerMetrics
-from classifier.model import build_model
-from classifier.preprocess import dicom_to_frames, to_model_input
-from classifier.serving import feature_scorer, load_serving_model
-from classifier.shift import SHIFT_FILE, fit_shift_stats
-from classifier.study_policy import REASON_SHIFT
-from classifier.study_rule import StudyRule
-from classifier.worker import Worker, WorkerConfig
+from classifier.model.artifact import load_artifact, save_artifact
+from classifier.model.calibration import apply_temperature
+from classifier.model.network import build_model
+from classifier.model.preprocess import dicom_to_frames, to_model_input
+from classifier.model.serving import feature_scorer, load_serving_model
+from classifier.model.shift import SHIFT_FILE, fit_shift_stats
+from classifier.worker.batching import BatchPolicy
+from classifier.worker.loop import Worker, WorkerConfig
+from classifier.worker.metrics import WorkerMetrics
+from classifier.worker.study_policy import REASON_SHIFT
+from classifier.worker.study_rule import StudyRule
 from common.files import sha256_file
-from storage.db import make_engine, make_session_factory
-from storage.events import InstanceEvent
-from storage.models import Prediction
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import Prediction
+from storage.stream.events import InstanceEvent
 
 TEMPERATURE = 2.0
 

@@ -1,4 +1,4 @@
-"""The durable, atomic instance archive (storage/archive.py)."""
+"""The durable, atomic instance archive (storage/archive/local.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.vocabulary import is_valid_uid
-from storage.archive import Archive, ArchivedFile, ArchiveError
+from storage.archive.local import Archive, ArchivedFile, ArchiveError
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 

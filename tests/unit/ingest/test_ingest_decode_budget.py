@@ -24,14 +24,14 @@ from pydicom.uid import (
 )
 from structlog.testing import capture_logs
 
-from classifier import preprocess
+from classifier.model import preprocess
 from common import decodable
 from fuzz import bombs, datasets
 from ingest import content_checks, statuses
 from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
-from storage.archive import Archive
-from storage.events import InstanceEvent
+from storage.archive.local import Archive
+from storage.stream.events import InstanceEvent
 
 MiB = 1024**2
 

@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 from ingest import statuses
 from ingest.ingestor import Ingestor, ReceivedInstance
 from ingest.metrics import IngestMetrics
-from storage.archive import Archive, ArchivedFile, ArchiveError
-from storage.events import InstanceEvent
-from storage.stream import StreamUnavailable
+from storage.archive.local import Archive, ArchivedFile, ArchiveError
+from storage.stream.contract import StreamUnavailable
+from storage.stream.events import InstanceEvent
 
 TOPIC = "kidneyct.instances"
 NOW = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)

@@ -33,8 +33,8 @@ from structlog.testing import capture_logs
 
 from common.metrics import serve_metrics
 from ingest import statuses
-from storage.events import InstanceEvent
-from storage.stream import StreamUnavailable
+from storage.stream.contract import StreamUnavailable
+from storage.stream.events import InstanceEvent
 
 CT_FILES = ["CT_small.dcm", "693_J2KR.dcm", "693_J2KI.dcm", "eCT_Supplemental.dcm"]
 
@@ -444,7 +444,7 @@ def test_active_associations_gauge_follows_open_associations(tmp_path: Path) -> 
 
 def test_process_registry_carries_process_metrics() -> None:
     """The one registry of a process reports its memory, CPU time and open files."""
-    from common.registry import process_registry
+    from common.process_metrics import process_registry
 
     registry = process_registry()
     assert (registry.get_sample_value("process_resident_memory_bytes") or 0) > 0

@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 from ingest import statuses
 from ingest.catalog import parse_records
 from ingest.release_hints import ReleaseHints
-from storage.events import ReleaseHint
-from storage.stream import Record, StreamUnavailable
+from storage.stream.contract import Record, StreamUnavailable
+from storage.stream.events import ReleaseHint
 from training.synth.generate import generate
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)

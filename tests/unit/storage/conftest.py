@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from storage.db import make_engine, make_session_factory
+from storage.db.engine import make_engine, make_session_factory
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from storage.db import make_engine, make_session_factory
-from storage.db_queue import DatabaseQueuePublisher
-from storage.models import QueueMessage
-from storage.stream import StreamUnavailable
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.tables import QueueMessage
+from storage.stream.contract import StreamUnavailable
+from storage.stream.db_queue import DatabaseQueuePublisher
 
 
 class CountingDoorbell(threading.Condition):

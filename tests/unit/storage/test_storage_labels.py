@@ -1,4 +1,4 @@
-"""storage.labels: validated labels, and an instance's own label beating its study's."""
+"""storage.db.labels: validated labels, and an instance's own label beating its study's."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import datetime as dt
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.labels import InvalidLabel, add_label, count_labels_since, labelled_instances
-from storage.results import InstanceRow, SeriesRow, StudyRow, upsert_instances, upsert_series, upsert_studies
+from storage.db.labels import InvalidLabel, add_label, count_labels_since, labelled_instances
+from storage.db.results import (
+    InstanceRow,
+    SeriesRow,
+    StudyRow,
+    upsert_instances,
+    upsert_series,
+    upsert_studies,
+)
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

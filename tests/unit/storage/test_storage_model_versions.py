@@ -1,4 +1,4 @@
-"""storage.model_versions: one active version at a time, promotions recorded, unknown versions refused."""
+"""storage.db.model_versions: one active version at a time, promotions recorded, unknown versions refused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.model_versions import (
+from storage.db.model_versions import (
     ModelVersionNotFound,
     activate_model_version,
     get_active_model_version,

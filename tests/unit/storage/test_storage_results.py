@@ -1,4 +1,4 @@
-"""storage.results: idempotent upserts of studies, series and instances, and the completion check."""
+"""storage.db.results: idempotent upserts of studies, series and instances, and the completion check."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.events import InstanceEvent
-from storage.model_versions import register_model_version
-from storage.models import Instance, Study, StudyPrediction
-from storage.results import (
+from storage.db.model_versions import register_model_version
+from storage.db.results import (
     InstanceRow,
     SeriesRow,
     StudyRow,
@@ -20,6 +18,8 @@ from storage.results import (
     upsert_series,
     upsert_studies,
 )
+from storage.db.tables import Instance, Study, StudyPrediction
+from storage.stream.events import InstanceEvent
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

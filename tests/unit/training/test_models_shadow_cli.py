@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 import migrations
 from kidneyct.cli import cli
-from storage.db import make_engine, make_session_factory
-from storage.model_versions import activate_model_version, register_model_version
-from storage.shadow_models import set_shadow, shadow_versions
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import activate_model_version, register_model_version
+from storage.db.shadow_models import set_shadow, shadow_versions
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
@@ -79,7 +79,7 @@ def test_a_bad_backfill_window_promotes_nothing(sqlite_url: str) -> None:
     )
     assert result.exit_code == 2 and "not a duration" in result.output
     with sessions() as s:
-        from storage.model_versions import get_model_version
+        from storage.db.model_versions import get_model_version
 
         row = get_model_version(s, version="B")
         assert row is not None and row.status == "candidate"

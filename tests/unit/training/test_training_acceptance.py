@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from classifier_kit import write_instance
 
-from classifier.preprocess import KIDNEY_WINDOW
+from classifier.model.preprocess import KIDNEY_WINDOW
 from common.vocabulary import CLASS_NAMES
 from training.acceptance import (
     FLOOR_ACCURACY,

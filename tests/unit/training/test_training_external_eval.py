@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from structlog.testing import capture_logs
 
-from classifier.preprocess import KIDNEY_WINDOW
-from classifier.study_rule import StudyRule
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.worker.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
 from training.external_eval import evaluate_folder, markdown
 

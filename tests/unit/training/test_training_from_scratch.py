@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from classifier.artifact import load_artifact, save_artifact
-from classifier.model import FROM_SCRATCH_BN_MOMENTUM, build_model, get_base, set_trainable_for_phase
+from classifier.model.artifact import load_artifact, save_artifact
+from classifier.model.network import FROM_SCRATCH_BN_MOMENTUM, build_model, get_base, set_trainable_for_phase
 from training.data import ImageSequence, to_three_channels
 from training.fit import FitConfig, fit_two_phase, recalibrate_batchnorm
 

@@ -49,7 +49,7 @@ def test_weights_path_takes_a_copied_base_weights_file(tmp_path: Path) -> None:
     import keras
     import numpy as np
 
-    from classifier.model import get_base
+    from classifier.model.network import get_base
     from training.run import make_model
 
     keras.utils.set_random_seed(4)

@@ -22,7 +22,7 @@ from model_files_kit import FOREIGN, inputs
 from PIL import Image
 
 import migrations
-from classifier.preprocess import image_file_to_frames, to_model_input
+from classifier.model.preprocess import image_file_to_frames, to_model_input
 from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
 from training.parity_variants import Variant, failure_message, variant_differences

@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from model_files_kit import SHAPES, inputs
 
 import migrations
-from classifier.artifact import load_artifact, read_card
-from classifier.gradcam import grad_cam, head_logits, head_weights
-from classifier.preprocess import KIDNEY_WINDOW
+from classifier.model.artifact import load_artifact, read_card
+from classifier.model.preprocess import KIDNEY_WINDOW
+from classifier.report.gradcam import grad_cam, head_logits, head_weights
 from common.vocabulary import CLASS_NAMES
 from kidneyct.cli import cli
-from storage.db import make_engine, make_session_factory
-from storage.model_versions import list_model_versions
+from storage.db.engine import make_engine, make_session_factory
+from storage.db.model_versions import list_model_versions
 from training.model_import import ImportOptions, import_model_file
 from training.rebuild import ImportRefused, ImportSpec, rebuild
 
@@ -306,7 +306,7 @@ def test_grad_cam_on_an_imported_model_is_not_constant(model_files: dict[str, Pa
     assert cam.heatmaps.shape == (4, *x.shape[1:3])
     assert all(m.max() - m.min() > 0.1 for m in cam.heatmaps)
     # The closed-form head (the gradient's source) reproduces the model's own probabilities.
-    from classifier.gradcam import feature_model
+    from classifier.report.gradcam import feature_model
 
     features = np.asarray(feature_model(rebuilt.model).predict(x, verbose=0))
     logits, _ = head_logits(features, head_weights(rebuilt.model), rebuilt.head)
