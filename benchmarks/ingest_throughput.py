@@ -11,6 +11,11 @@ in the same run, and the script prints instances/s, p50/p99 ms per C-STORE and t
 `--s3` adds a third server in the same run: `kidneyct listen` with its archive on a SeaweedFS
 S3 server started here (`weed server -s3`, as the tests do), or on `--s3-endpoint` with
 `--s3-bucket` (credentials from the AWS variables); same sender, same broker.
+
+`--listeners N` (default 4) adds N `kidneyct listen` processes bound to one port with SO_REUSEPORT
+(`KIDNEYCT_DICOM_REUSE_PORT`), sharing archive, database and topic: multi-process ingest, so that
+parallel senders are not serialised behind one interpreter. It prints each server's scaling from 1
+to 4 associations; the server CPU is the sum over the group's processes.
 """
 
 from __future__ import annotations
@@ -106,13 +111,20 @@ def free_port() -> int:
 
 
 def start_kidneyct(
-    work: Path, kafka: str | None, metrics_port: int, extra_env: dict[str, str] | None = None
+    work: Path,
+    kafka: str | None,
+    metrics_port: int,
+    extra_env: dict[str, str] | None = None,
+    *,
+    shared: Path | None = None,
 ) -> tuple[subprocess.Popen[str], int]:
+    """One `kidneyct listen`; its data, archive and topic under `shared` when several share them."""
     log_path = work / "listen.log"
+    base = shared or work
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIDNEYCT_")}
     env.update(
-        KIDNEYCT_DATA_DIR=str(work / "data"),
-        KIDNEYCT_ARCHIVE_DIR=str(work / "archive"),
+        KIDNEYCT_DATA_DIR=str(base / "data"),
+        KIDNEYCT_ARCHIVE_DIR=str(base / "archive"),
         KIDNEYCT_DICOM_HOST="127.0.0.1",
         KIDNEYCT_DICOM_PORT="0",
         KIDNEYCT_LOG_FORMAT="json",
@@ -122,8 +134,8 @@ def start_kidneyct(
     env.update(extra_env or {})
     if kafka:
         env["KIDNEYCT_KAFKA_BOOTSTRAP"] = kafka
-    else:
-        (work / "data").mkdir()
+    elif not (base / "data").exists():
+        (base / "data").mkdir()
         subprocess.run([Path(sys.executable).with_name("kidneyct"), "db", "upgrade"], env=env, check=True)
     log = log_path.open("w")
     proc = subprocess.Popen(
@@ -136,6 +148,31 @@ def start_kidneyct(
                 return proc, int(json.loads(line)["port"])
         time.sleep(0.1)
     raise RuntimeError(f"listener did not start:\n{log_path.read_text()[-2000:]}")
+
+
+def start_listener_group(
+    work: Path, kafka: str | None, processes: int, extra_env: dict[str, str] | None = None
+) -> tuple[list[subprocess.Popen[str]], int, list[int]]:
+    """`processes` listeners bound to one port with SO_REUSEPORT (the kernel spreads connections),
+    sharing one archive, database and topic: the multi-process ingest of docs/scale-out.md."""
+    env = {
+        **(extra_env or {}),
+        "KIDNEYCT_DICOM_REUSE_PORT": "true",
+        "KIDNEYCT_TOPIC_INSTANCES": f"bench-{generate_uid()[-12:]}",
+    }
+    procs: list[subprocess.Popen[str]] = []
+    metrics_ports: list[int] = []
+    port = 0
+    for i in range(processes):
+        run_dir = work / f"process-{i}"
+        run_dir.mkdir()
+        metrics_ports.append(free_port())
+        proc, bound = start_kidneyct(
+            run_dir, kafka, metrics_ports[-1], {**env, "KIDNEYCT_DICOM_PORT": str(port)}, shared=work
+        )
+        procs.append(proc)
+        port = port or bound
+    return procs, port, metrics_ports
 
 
 def cpu_seconds(pid: int) -> float:
@@ -200,15 +237,17 @@ def measure(
     paths: list[Path],
     associations: int,
     *,
-    server_pid: int | None = None,
+    server_pids: list[int] | None = None,
     broker_pid: int | None = None,
 ) -> dict[str, float]:
     parts = [paths[i::associations] for i in range(associations)]
     latencies: list[float] = []
     failures: list[str] = []
     threads = [threading.Thread(target=send, args=(port, part, latencies, failures)) for part in parts]
-    pids = {"server": server_pid, "broker": broker_pid}
-    cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items() if pid}
+    servers = server_pids or []
+    cpu_before = {"server": sum(cpu_seconds(pid) for pid in servers)} if servers else {}
+    if broker_pid:
+        cpu_before["broker"] = cpu_seconds(broker_pid)
     sender_before = sum(os.times()[:2])
     started = time.perf_counter()
     for t in threads:
@@ -216,7 +255,11 @@ def measure(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    cpu_ms = {f"{k}_cpu_ms": 1000 * (cpu_seconds(pids[k]) - v) / len(paths) for k, v in cpu_before.items()}  # type: ignore[arg-type]
+    cpu_after = {
+        "server": sum(cpu_seconds(pid) for pid in servers),
+        "broker": cpu_seconds(broker_pid) if broker_pid else 0.0,
+    }
+    cpu_ms = {f"{k}_cpu_ms": 1000 * (cpu_after[k] - v) / len(paths) for k, v in cpu_before.items()}
     cpu_ms["sender_cpu_ms"] = 1000 * (sum(os.times()[:2]) - sender_before) / len(paths)
     if failures:
         print(f"  {len(failures)} C-STORE failures: {sorted(set(failures))}")
@@ -243,6 +286,12 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="also measure the archive on S3 (SeaweedFS)")
     parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a SeaweedFS started here")
     parser.add_argument("--s3-bucket", default="kidneyct-bench", help="bucket (created if missing)")
+    parser.add_argument(
+        "--listeners",
+        type=int,
+        default=4,
+        help="also measure N `kidneyct listen` processes sharing the port (SO_REUSEPORT); 1 = skip",
+    )
     parser.add_argument("--bare-scp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_scp:
@@ -266,53 +315,37 @@ def main() -> None:
         )
         rows = []
         s3_rows: list[tuple[int, dict[str, float], dict[str, float]]] = []
+        group = f"kidneyct-x{args.listeners}" if args.listeners > 1 else None
+        names = ("bare", "kidneyct", *([group] if group else []), *(["kidneyct-s3"] if s3_env else []))
         for associations in (1, 4):
-            results = {}
-            for name in ("bare", "kidneyct", *(["kidneyct-s3"] if s3_env else [])):
-                run_dir = work / f"{name}-{associations}"
-                run_dir.mkdir()
-                metrics_port = free_port()
-                proc, port = (
-                    start_bare(run_dir, args.bare_max_pdu)
-                    if name == "bare"
-                    else start_kidneyct(
-                        run_dir, args.kafka, metrics_port, s3_env if name == "kidneyct-s3" else None
-                    )
-                )
-                try:
-                    measure(port, paths[: min(20, len(paths))], 1)  # warm up (imports, broker connection)
-                    broker = kafka_broker_pid() if args.kafka and name != "bare" else None
-                    results[name] = measure(port, paths, associations, server_pid=proc.pid, broker_pid=broker)
-                    if name != "bare":
-                        with urllib.request.urlopen(
-                            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
-                        ) as r:
-                            (run_dir / "metrics.txt").write_bytes(r.read())
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=60)
-                    log = run_dir / "listen.log"
-                    if log.exists() and '"instance_rejected"' in log.read_text():
-                        rejected = [ln for ln in log.read_text().splitlines() if "instance_rejected" in ln]
-                        print(f"  kidneyct rejected {len(rejected)}: {rejected[0][:300]}")
-                if name != "bare":
-                    print(
-                        f"  {name}, {associations} association(s), mean per instance: {stage_means(run_dir)}"
-                    )
-            rows.append((associations, results["bare"], results["kidneyct"]))
+            results = {name: run_server(name, work, paths, associations, args, s3_env) for name in names}
+            rows.append((associations, results["bare"], results["kidneyct"], results.get(group or "")))
             if "kidneyct-s3" in results:
                 s3_rows.append((associations, results["kidneyct"], results["kidneyct-s3"]))
+        group_head = f" | {group + ' inst/s':>18} {'p99 ms':>7} {'ratio':>5}" if group else ""
         print(
             f"{'assocs':>6} | {'bare inst/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
-            f"{'kidneyct inst/s':>15} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+            f"{'kidneyct inst/s':>15} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}{group_head}"
         )
-        for associations, bare, ours in rows:
+        for associations, bare, ours, grouped in rows:
+            group_cells = (
+                f" | {grouped['per_s']:>18.1f} {grouped['p99']:>7.1f} {grouped['per_s'] / bare['per_s']:>5.2f}"
+                if grouped
+                else ""
+            )
             print(
                 f"{associations:>6} | {bare['per_s']:>11.1f} {bare['p50']:>7.1f} {bare['p99']:>7.1f} | "
                 f"{ours['per_s']:>15.1f} {ours['p50']:>7.1f} {ours['p99']:>7.1f} | {ours['per_s'] / bare['per_s']:>5.2f}"
+                f"{group_cells}"
             )
+        if group:
+            scaling = {
+                name: rows[1][i]["per_s"] / rows[0][i]["per_s"] for i, name in ((1, "bare"), (2, "kidneyct"))
+            }
+            scaling[group] = rows[1][3]["per_s"] / rows[0][3]["per_s"]  # type: ignore[index]
+            print("scaling 1 -> 4 associations: " + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
         print("CPU ms per instance (server process, Kafka broker, this sender):")
-        for associations, bare, ours in rows:
+        for associations, bare, ours, _grouped in rows:
             broker = f", broker {ours['broker_cpu_ms']:.2f}" if "broker_cpu_ms" in ours else ""
             print(
                 f"{associations:>6} | bare: server {bare['server_cpu_ms']:.2f}, sender {bare['sender_cpu_ms']:.2f}"
@@ -329,6 +362,51 @@ def main() -> None:
                     f"{s3['p50']:>7.1f} {s3['p99']:>7.1f} | {s3['per_s'] / local['per_s']:.2f}"
                 )
         print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def run_server(
+    name: str,
+    work: Path,
+    paths: list[Path],
+    associations: int,
+    args: argparse.Namespace,
+    s3_env: dict[str, str] | None,
+) -> dict[str, float]:
+    """Start one server (the bare SCP, one listener, or a group of listeners), measure it, stop it."""
+    run_dir = work / f"{name}-{associations}"
+    run_dir.mkdir()
+    metrics_ports = [free_port()]
+    if name == "bare":
+        proc, port = start_bare(run_dir, args.bare_max_pdu)
+        procs = [proc]
+    elif name.startswith("kidneyct-x"):
+        procs, port, metrics_ports = start_listener_group(run_dir, args.kafka, args.listeners)
+    else:
+        extra = s3_env if name == "kidneyct-s3" else None
+        proc, port = start_kidneyct(run_dir, args.kafka, metrics_ports[0], extra)
+        procs = [proc]
+    try:
+        # Warm up (imports, broker connection); several associations so that every process of a
+        # group gets some (the kernel picks the process by the connection's address hash).
+        warm = paths[: min(20, len(paths))]
+        measure(port, warm, min(len(warm), 4 * len(procs)) if len(procs) > 1 else 1)
+        broker = kafka_broker_pid() if args.kafka and name != "bare" else None
+        result = measure(port, paths, associations, server_pids=[p.pid for p in procs], broker_pid=broker)
+        if name != "bare":
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_ports[0]}/metrics", timeout=10) as r:
+                (run_dir / "metrics.txt").write_bytes(r.read())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        for log in run_dir.rglob("listen.log"):
+            rejected = [ln for ln in log.read_text().splitlines() if '"instance_rejected"' in ln]
+            if rejected:
+                print(f"  {name} rejected {len(rejected)}: {rejected[0][:300]}")
+    if name != "bare":
+        print(f"  {name}, {associations} association(s), mean per instance: {stage_means(run_dir)}")
+    return result
 
 
 @contextlib.contextmanager
