@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -435,9 +434,3 @@ def test_a_database_without_the_schema_stops_the_sender(sqlite_url: str) -> None
             sender.run(threading.Event())
     finally:
         engine.dispose()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

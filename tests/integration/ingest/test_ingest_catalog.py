@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,7 @@ def test_the_catalogue_waits_for_a_broker_that_is_down_at_start(
     assert _outage_lines(logs, "catalog_connect") == ["dependency_unavailable", "dependency_recovered"]
 
 
-def _outage_lines(logs: list[dict[str, Any]], action: str) -> list[str]:
+def _outage_lines(logs: Sequence[Mapping[str, Any]], action: str) -> list[str]:
     return [e["event"] for e in logs if e.get("action") == action]
 
 
