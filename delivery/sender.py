@@ -128,11 +128,7 @@ class ResultSender:
         for d in claimed:
             if d.abandoned_lease is not None:
                 log.warning(
-                    "result_delivery_taken_over",
-                    destination=d.destination,
-                    kind=d.kind,
-                    sop_instance_uid=d.sop_instance_uid,
-                    lease_ended=d.abandoned_lease.isoformat(),
+                    "result_delivery_taken_over", **_about(d), lease_ended=d.abandoned_lease.isoformat()
                 )
         by_destination: dict[str, list[ClaimedDelivery]] = defaultdict(list)
         for d in claimed:
@@ -161,13 +157,7 @@ class ResultSender:
                 session, delivery_id=d.id, held_until=d.lease_ends, now=now, lease_s=self._config.lease_s
             )
         if renewed is None:
-            log.warning(
-                "result_delivery_lease_ran_out",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                lease_ended=d.lease_ends.isoformat(),
-            )
+            log.warning("result_delivery_lease_ran_out", **_about(d), lease_ended=d.lease_ends.isoformat())
         return renewed is not None
 
     def _claim(self) -> list[ClaimedDelivery]:
@@ -195,36 +185,22 @@ class ResultSender:
                     give_up=give_up,
                     now=now,
                 )
+        self._report(d, error, attempts=attempts, give_up=give_up, retry_in=retry_in)
+
+    def _report(
+        self, d: ClaimedDelivery, error: str | None, *, attempts: int, give_up: bool, retry_in: float
+    ) -> None:
         if error is None:
             self._metrics.delivered.labels(kind=d.kind).inc()
-            log.info(
-                "result_delivered",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempt=attempts,
-            )
+            log.info("result_delivered", **_about(d), attempt=attempts)
             return
         self._metrics.attempts_failed.inc()
         if give_up:
             self._metrics.failed.inc()
-            log.error(
-                "result_delivery_failed",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempts=attempts,
-                error=error,
-            )
+            log.error("result_delivery_failed", **_about(d), attempts=attempts, error=error)
         else:
             log.warning(
-                "result_delivery_retry",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempt=attempts,
-                retry_in_s=retry_in,
-                error=error,
+                "result_delivery_retry", **_about(d), attempt=attempts, retry_in_s=retry_in, error=error
             )
 
     def _update_gauge(self) -> None:
@@ -232,3 +208,8 @@ class ResultSender:
             counts = delivery_counts(session)
         for state, n in counts.items():
             self._metrics.outbox.labels(state=state).set(n)
+
+
+def _about(d: ClaimedDelivery) -> dict[str, str]:
+    """What every line about one delivery names: where, what, and which object (UIDs only)."""
+    return {"destination": d.destination, "kind": d.kind, "sop_instance_uid": d.sop_instance_uid}

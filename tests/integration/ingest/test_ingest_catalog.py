@@ -64,6 +64,22 @@ def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+@pytest.fixture
+def sqlite_sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    migrations.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _private_topic(broker: Any, unique_name: Callable[[str], str]) -> tuple[KafkaConnection, str]:
+    """A fresh one-partition topic on the test's private broker."""
+    topic = unique_name("instances")
+    connection = KafkaConnection(bootstrap=broker.bootstrap)
+    ensure_topics(connection, [topic], partitions=1, replication_factor=1)
+    return connection, topic
+
+
 def _states(sessions: sessionmaker[Session]) -> dict[str, str]:
     with sessions() as session:
         return dict(session.execute(select(Instance.sop_instance_uid, Instance.state)).all())
@@ -198,21 +214,16 @@ def test_the_catalogue_reads_kafka_in_its_own_group(
 
 @pytest.mark.kafka
 def test_the_catalogue_waits_for_a_broker_that_is_down_at_start(
-    private_kafka: Any, sqlite_url: str, unique_name: Callable[[str], str]
+    private_kafka: Any, sqlite_sessions: sessionmaker[Session], unique_name: Callable[[str], str]
 ) -> None:
     """With the broker down when `kidneyct listen` starts, the catalogue thread stays alive, says
     so once, reports not ready, and records the instances once the broker is back (issue 23, item 10)."""
-    migrations.upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
-    sessions = make_session_factory(engine)
-    topic = unique_name("instances")
-    connection = KafkaConnection(bootstrap=private_kafka.bootstrap)
-    ensure_topics(connection, [topic], partitions=1, replication_factor=1)
+    connection, topic = _private_topic(private_kafka, unique_name)
     private_kafka.stop()
     settings = Settings(
         kafka_bootstrap=private_kafka.bootstrap, topic_instances=topic, catalog_group=unique_name("catalog")
     )
-    catalog = build_catalog(settings, sessions)
+    catalog = build_catalog(settings, sqlite_sessions)
     readiness = process_readiness(
         sessions=None, kafka_bootstrap=settings.kafka_bootstrap, catalog_connected=catalog.is_connected
     )
@@ -225,18 +236,13 @@ def test_the_catalogue_waits_for_a_broker_that_is_down_at_start(
             assert thread.is_alive()
             assert readiness.report()["catalog"] == "not ready"
             private_kafka.start()
-            publisher = KafkaPublisher(connection, publish_timeout_s=30)
-            events = [_event("1.2.8", f"1.2.8.{i}") for i in range(3)]
-            for e in events:
-                publisher.publish(topic, e.key, e.to_json())
-            publisher.close()
-            _await(lambda: len(_states(sessions)) == 3, 120)
+            _publish(connection, topic, [_event("1.2.8", f"1.2.8.{i}") for i in range(3)])
+            _await(lambda: len(_states(sqlite_sessions)) == 3, 120)
             assert catalog.is_connected()
             assert readiness.report()["catalog"] == "ok"
         finally:
             stop.set()
             thread.join(timeout=30)
-            engine.dispose()
     assert _outage_lines(logs, "catalog_connect") == ["dependency_unavailable", "dependency_recovered"]
 
 
@@ -285,45 +291,42 @@ def test_a_catalogue_stopped_while_the_broker_is_down_ends_quietly(
 
 @pytest.mark.kafka
 def test_a_broker_gone_mid_run_is_one_outage_and_not_ready_until_it_is_back(
-    private_kafka: Any, sqlite_url: str, unique_name: Callable[[str], str]
+    private_kafka: Any, sqlite_sessions: sessionmaker[Session], unique_name: Callable[[str], str]
 ) -> None:
     """The broker stops after the catalogue connected: one line when the polls stop reaching it, not
     ready meanwhile (kafka-python's poll just returns nothing), one line and ready again once it
     is back, and what was published after the restart is catalogued (issue 25, item 3)."""
-    migrations.upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
-    sessions = make_session_factory(engine)
-    topic = unique_name("instances")
-    connection = KafkaConnection(bootstrap=private_kafka.bootstrap)
-    ensure_topics(connection, [topic], partitions=1, replication_factor=1)
+    connection, topic = _private_topic(private_kafka, unique_name)
     catalog = Catalog(
         make_consumer=lambda: KafkaStreamConsumer(
             connection, group_id=unique_name("catalog"), topics=[topic]
         ),
-        sessions=sessions,
+        sessions=sqlite_sessions,
         stream_reachable=broker_check(private_kafka.bootstrap),
         backoff=Backoff(initial_s=0.2, max_s=1.0),
+    )
+    readiness = process_readiness(
+        sessions=None, kafka_bootstrap=private_kafka.bootstrap, catalog_connected=catalog.is_connected
     )
     stop = threading.Event()
     with structlog.testing.capture_logs() as logs:
         thread = start_catalog_thread(catalog, stop)
         try:
             _publish(connection, topic, [_event("1.2.9", "1.2.9.0")])
-            _await(lambda: len(_states(sessions)) == 1, 120)
+            _await(lambda: len(_states(sqlite_sessions)) == 1, 120)
             assert catalog.is_connected()
             private_kafka.stop()
             _await(lambda: not catalog.is_connected(), 30)
             stop.wait(4)  # many polls, still down
-            assert thread.is_alive() and not catalog.is_connected()
+            assert thread.is_alive() and readiness.report()["catalog"] == "not ready"
             assert _outage_lines(logs, "catalog_poll") == ["dependency_unavailable"]
             private_kafka.start()
             _publish(connection, topic, [_event("1.2.9", f"1.2.9.{i}") for i in (1, 2)])
-            _await(lambda: len(_states(sessions)) == 3, 120)
-            assert catalog.is_connected()
+            _await(lambda: len(_states(sqlite_sessions)) == 3, 120)
+            assert readiness.report()["catalog"] == "ok"
         finally:
             stop.set()
             thread.join(timeout=30)
-            engine.dispose()
     assert _outage_lines(logs, "catalog_poll") == ["dependency_unavailable", "dependency_recovered"]
     assert not [e for e in logs if e["event"] == "catalog_poll_failed"]
 
