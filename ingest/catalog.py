@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
@@ -39,6 +40,9 @@ log = structlog.get_logger(__name__)
 
 POLL_RECORDS = 256
 POLL_TIMEOUT_S = 0.5
+# How often idle polls are checked against the broker: a TCP connect, which a TLS listener logs as a
+# failed handshake, so not after every empty poll; an outage is noticed within this.
+IDLE_PROBE_S = 5.0
 
 BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
 
@@ -114,14 +118,16 @@ class Catalog:
         utcnow: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._make_consumer = make_consumer
-        # A silent probe (a TCP connect to the broker) before each attempt, and after each empty
-        # poll: kafka-python logs about 25 lines for every consumer it fails to bootstrap, and its
-        # poll returns nothing, without an error, while the broker is gone.
+        # A silent probe (a TCP connect to the broker) before each attempt, and after empty polls
+        # (every IDLE_PROBE_S, each one during an outage): kafka-python logs about 25 lines for every
+        # consumer it fails to bootstrap, and its poll returns nothing, without an error, while the
+        # broker is gone.
         self._stream_reachable = stream_reachable
         self._sessions = sessions
         self._backoff = backoff
         self._utcnow = utcnow
         self._connected = threading.Event()
+        self._next_idle_probe = 0.0  # time.monotonic()
         self.catalogued = 0  # instances recorded (for tests and logs)
 
     def is_connected(self) -> bool:
@@ -171,7 +177,8 @@ class Catalog:
 
     def _poll(self, consumer: Consumer) -> list[Record]:
         records = consumer.poll(POLL_RECORDS, POLL_TIMEOUT_S)
-        if not records:
+        if not records and (not self.is_connected() or time.monotonic() >= self._next_idle_probe):
+            self._next_idle_probe = time.monotonic() + IDLE_PROBE_S
             self._probe()
         return records
 
