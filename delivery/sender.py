@@ -1,15 +1,15 @@
 """The result sender: sends what the outbox holds, retries with backoff, marks each row's fate.
 
 The retry loop is the outbox itself, so it survives a restart: a failed attempt is counted in its
-row and the row is due again after a backoff (tenacity's exponential wait); after the last allowed
-attempt it is `failed` for good. Rows are claimed with a lease, so several senders can share one
+row and the row is due again after a backoff (`storage.failures.Backoff`: the first wait, doubled
+each time, at most the longest); after the last allowed attempt it is `failed` for good. Rows are claimed with a lease, so several senders can share one
 outbox, and a sender killed mid-delivery leaves rows that are due again when their lease ends (the
 sender that takes one over says so). Each outcome is committed as soon as the PACS answers, so a
 kill re-sends at most the object in flight, not the round. Each C-STORE starts only after its
 delivery's lease is renewed; one whose lease ran out during a long round is not sent (it is given
 back, or left to the sender that took it over). A resend carries the same SOP Instance UID, so the
-PACS replaces the object rather than adding one. Database outages are retried with tenacity too,
-until stopped.
+PACS replaces the object rather than adding one. Database outages are waited out with
+`storage.failures.retry_outages`, until stopped; a database without the schema stops the sender.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-import tenacity
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +37,7 @@ from storage.db.outbox import (
     mark_delivered,
     renew_lease,
 )
+from storage.failures import Abandoned, Backoff, retry_outages
 
 log = structlog.get_logger(__name__)
 
@@ -59,16 +59,18 @@ class SenderConfig:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
 
+    @property
+    def backoff(self) -> Backoff:
+        """The wait before a failed delivery's next attempt."""
+        return Backoff(initial_s=self.retry_initial_s, max_s=self.retry_max_s)
+
+
+# How a database outage is waited out (not a delivery's backoff: the outbox keeps that one).
+DATABASE_BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def backoff_s(wait: tenacity.wait.wait_base, attempts: int) -> float:
-    """tenacity's wait before attempt `attempts + 1`, after `attempts` failed ones."""
-    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = attempts
-    return float(wait(state))
 
 
 class ResultSender:
@@ -86,30 +88,22 @@ class ResultSender:
         self._metrics = metrics
         self._store = store
         self._utcnow = utcnow
-        self._wait = tenacity.wait_exponential(multiplier=config.retry_initial_s, max=config.retry_max_s)
 
     def run(self, stop: threading.Event) -> None:
-        """Send until `stop` is set; a database outage is waited out."""
+        """Send until `stop` is set; a database outage is waited out (one line when it starts, one
+        when it ends). A database without the schema raises `SchemaMissing`."""
         log.info("result_sender_started", max_attempts=self._config.max_attempts)
         self._log_leased_elsewhere()
-
-        def pause(seconds: float) -> None:
-            stop.wait(seconds)
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(SQLAlchemyError),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
-            stop=lambda _state: stop.is_set(),
-            sleep=pause,
-            before_sleep=lambda state: log.warning(
-                "result_sender_database_unavailable", attempt=state.attempt_number
-            ),
-            reraise=True,
-        )
         while not stop.is_set():
             try:
-                sent = retrying(self.send_due)
-            except SQLAlchemyError:
+                sent = retry_outages(
+                    self.send_due,
+                    what="send_results",
+                    stop=stop,
+                    backoff=DATABASE_BACKOFF,
+                    log_each_retry=False,
+                )
+            except Abandoned:
                 break  # stopped during an outage: nothing was lost, the rows wait in the outbox
             if sent == 0:
                 stop.wait(self._config.poll_s)
@@ -134,11 +128,7 @@ class ResultSender:
         for d in claimed:
             if d.abandoned_lease is not None:
                 log.warning(
-                    "result_delivery_taken_over",
-                    destination=d.destination,
-                    kind=d.kind,
-                    sop_instance_uid=d.sop_instance_uid,
-                    lease_ended=d.abandoned_lease.isoformat(),
+                    "result_delivery_taken_over", **_about(d), lease_ended=d.abandoned_lease.isoformat()
                 )
         by_destination: dict[str, list[ClaimedDelivery]] = defaultdict(list)
         for d in claimed:
@@ -167,13 +157,7 @@ class ResultSender:
                 session, delivery_id=d.id, held_until=d.lease_ends, now=now, lease_s=self._config.lease_s
             )
         if renewed is None:
-            log.warning(
-                "result_delivery_lease_ran_out",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                lease_ended=d.lease_ends.isoformat(),
-            )
+            log.warning("result_delivery_lease_ran_out", **_about(d), lease_ended=d.lease_ends.isoformat())
         return renewed is not None
 
     def _claim(self) -> list[ClaimedDelivery]:
@@ -188,7 +172,7 @@ class ResultSender:
         now = self._utcnow()
         attempts = d.attempts + 1
         give_up = attempts >= self._config.max_attempts
-        retry_in = backoff_s(self._wait, attempts)
+        retry_in = self._config.backoff.after(attempts)
         with self._sessions.begin() as session:
             if error is None:
                 mark_delivered(session, delivery_id=d.id, now=now)
@@ -201,36 +185,22 @@ class ResultSender:
                     give_up=give_up,
                     now=now,
                 )
+        self._report(d, error, attempts=attempts, give_up=give_up, retry_in=retry_in)
+
+    def _report(
+        self, d: ClaimedDelivery, error: str | None, *, attempts: int, give_up: bool, retry_in: float
+    ) -> None:
         if error is None:
             self._metrics.delivered.labels(kind=d.kind).inc()
-            log.info(
-                "result_delivered",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempt=attempts,
-            )
+            log.info("result_delivered", **_about(d), attempt=attempts)
             return
         self._metrics.attempts_failed.inc()
         if give_up:
             self._metrics.failed.inc()
-            log.error(
-                "result_delivery_failed",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempts=attempts,
-                error=error,
-            )
+            log.error("result_delivery_failed", **_about(d), attempts=attempts, error=error)
         else:
             log.warning(
-                "result_delivery_retry",
-                destination=d.destination,
-                kind=d.kind,
-                sop_instance_uid=d.sop_instance_uid,
-                attempt=attempts,
-                retry_in_s=retry_in,
-                error=error,
+                "result_delivery_retry", **_about(d), attempt=attempts, retry_in_s=retry_in, error=error
             )
 
     def _update_gauge(self) -> None:
@@ -238,3 +208,8 @@ class ResultSender:
             counts = delivery_counts(session)
         for state, n in counts.items():
             self._metrics.outbox.labels(state=state).set(n)
+
+
+def _about(d: ClaimedDelivery) -> dict[str, str]:
+    """What every line about one delivery names: where, what, and which object (UIDs only)."""
+    return {"destination": d.destination, "kind": d.kind, "sop_instance_uid": d.sop_instance_uid}

@@ -16,11 +16,13 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.errors import SetupError
 from storage.db.results import (
     InstanceRow,
     SeriesRow,
@@ -30,6 +32,7 @@ from storage.db.results import (
     upsert_studies,
 )
 from storage.db.uid_conflicts import conflicting_events
+from storage.failures import Abandoned, Backoff, DataFailure, retry_outages, short_error
 from storage.stream.contract import Consumer, Record, StreamUnavailable, next_offsets
 from storage.stream.events import InstanceEvent, InvalidEvent, ReleaseHint
 
@@ -37,6 +40,13 @@ log = structlog.get_logger(__name__)
 
 POLL_RECORDS = 256
 POLL_TIMEOUT_S = 0.5
+# How often idle polls are checked against the broker: a TCP connect, which a TLS listener logs as a
+# failed handshake, so not after every empty poll; an outage is noticed within this.
+IDLE_PROBE_S = 5.0
+
+BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
+
+T = TypeVar("T")
 
 
 def record_events(session: Session, *, events: list[InstanceEvent], now: dt.datetime) -> None:
@@ -91,8 +101,12 @@ def parse_records(records: list[Record]) -> list[InstanceEvent]:
 
 
 class Catalog:
-    """The catalogue consumer loop; `run` creates its consumer in the calling thread (retrying
-    until the stream answers) and closes it. `is_connected` is its readiness check."""
+    """The catalogue consumer loop; `run` creates its consumer in the calling thread (waiting until
+    the stream answers) and closes it. `is_connected` is its readiness check.
+
+    Every wait (the stream at start, the stream going away later, the database) is
+    `storage.failures.retry_outages` with one line when an outage starts and one when it ends.
+    """
 
     def __init__(
         self,
@@ -100,101 +114,99 @@ class Catalog:
         make_consumer: Callable[[], Consumer],
         sessions: sessionmaker[Session],
         stream_reachable: Callable[[], bool] | None = None,
-        retry_initial_s: float = 0.5,
-        retry_max_s: float = 30.0,
+        backoff: Backoff = BACKOFF,
         utcnow: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._make_consumer = make_consumer
-        # A silent probe (a TCP connect to the broker) before each attempt: kafka-python logs about
-        # 25 lines for every consumer it fails to bootstrap.
+        # A silent probe (a TCP connect to the broker) before each attempt, and after empty polls
+        # (every IDLE_PROBE_S, each one during an outage): kafka-python logs about 25 lines for every
+        # consumer it fails to bootstrap, and its poll returns nothing, without an error, while the
+        # broker is gone.
         self._stream_reachable = stream_reachable
         self._sessions = sessions
-        self._retry_initial_s = retry_initial_s
-        self._retry_max_s = retry_max_s
+        self._backoff = backoff
         self._utcnow = utcnow
         self._connected = threading.Event()
+        self._next_idle_probe = 0.0  # time.monotonic()
         self.catalogued = 0  # instances recorded (for tests and logs)
 
     def is_connected(self) -> bool:
-        """True once the consumer is made, until `run` ends."""
+        """True while the consumer is made and its last poll reached the stream, until `run` ends."""
         return self._connected.is_set()
 
     def run(self, stop: threading.Event) -> None:
-        """Record events until `stop` is set; a batch in hand during an outage is never committed."""
-        consumer = self._connect(stop)
-        if consumer is None:
-            log.info("catalog_stopped", catalogued=self.catalogued)
+        """Record events until `stop` is set; a batch in hand during an outage is never committed.
+        A database without the kidneyct schema raises `SchemaMissing`."""
+        try:
+            consumer = self._retry(self._attempt, "catalog_connect", stop)
+        except Abandoned:
+            log.info("catalog_stopped", catalogued=self.catalogued, connected=False)
             return
+        self._connected.set()
         log.info("catalog_started")
         try:
-            while not stop.is_set():
-                try:
-                    records = consumer.poll(POLL_RECORDS, POLL_TIMEOUT_S)
-                except StreamUnavailable as exc:
-                    log.warning("catalog_poll_failed", error=str(exc))
-                    stop.wait(self._retry_initial_s)
-                    continue
-                if records and not self._record(records, stop):
-                    break  # stopped during a database outage: nothing committed, re-delivered later
-                if records:
-                    self._commit(consumer, records)
+            self._consume(consumer, stop)
+        except Abandoned:
+            pass  # stopped during an outage: nothing committed, re-delivered later
         finally:
             self._connected.clear()
             consumer.close()
             log.info("catalog_stopped", catalogued=self.catalogued)
 
-    def _connect(self, stop: threading.Event) -> Consumer | None:
-        """The consumer, once the stream answers (backing off between attempts); None if stopped first.
-        One line when the stream does not answer, one when it finally does."""
-        delay, attempts, started = self._retry_initial_s, 0, time.monotonic()
+    def _consume(self, consumer: Consumer, stop: threading.Event) -> None:
         while not stop.is_set():
-            attempts += 1
-            try:
-                consumer = self._attempt()
-            except StreamUnavailable as exc:
-                if attempts == 1:
-                    log.warning(
-                        "catalog_stream_unavailable", error=str(exc), retrying_every_max_s=self._retry_max_s
-                    )
-                if stop.wait(delay):
-                    break
-                delay = min(delay * 2, self._retry_max_s)
-                continue
-            if attempts > 1:
-                log.info(
-                    "catalog_stream_connected",
-                    attempts=attempts,
-                    waited_s=round(time.monotonic() - started, 1),
-                )
+            records = self._retry(partial(self._poll, consumer), "catalog_poll", stop)
             self._connected.set()
-            return consumer
-        if attempts > 1:
-            log.warning(
-                "catalog_never_connected", attempts=attempts, waited_s=round(time.monotonic() - started, 1)
-            )
-        return None
+            if records:
+                self._record(parse_records(records), stop)
+                self._commit(consumer, records)
+
+    def _retry(self, action: Callable[[], T], what: str, stop: threading.Event) -> T:
+        """`action`, waiting out outages; not ready meanwhile when it is the stream that is out."""
+        return retry_outages(
+            action, what=what, stop=stop, backoff=self._backoff, on_retry=self._lost, log_each_retry=False
+        )
+
+    def _lost(self, exc: BaseException) -> None:
+        if isinstance(exc, StreamUnavailable):
+            self._connected.clear()
 
     def _attempt(self) -> Consumer:
-        if self._stream_reachable is not None and not self._stream_reachable():
-            raise StreamUnavailable("the stream's servers do not accept connections")
+        self._probe()
         return self._make_consumer()
 
-    def _record(self, records: list[Record], stop: threading.Event) -> bool:
-        events = parse_records(records)
-        delay = self._retry_initial_s
-        while True:
-            try:
-                with self._sessions.begin() as session:
-                    record_events(session, events=events, now=self._utcnow())
-            except SQLAlchemyError as exc:
-                log.warning("catalog_database_unavailable", error=type(exc).__name__, retry_in_s=delay)
-                if stop.wait(delay):
-                    return False
-                delay = min(delay * 2, self._retry_max_s)
-                continue
-            self.catalogued += len(events)
-            log.info("instances_catalogued", count=len(events))
-            return True
+    def _poll(self, consumer: Consumer) -> list[Record]:
+        records = consumer.poll(POLL_RECORDS, POLL_TIMEOUT_S)
+        if not records and (not self.is_connected() or time.monotonic() >= self._next_idle_probe):
+            self._next_idle_probe = time.monotonic() + IDLE_PROBE_S
+            self._probe()
+        return records
+
+    def _probe(self) -> None:
+        if self._stream_reachable is not None and not self._stream_reachable():
+            raise StreamUnavailable("the stream's servers do not accept connections")
+
+    def _record(self, events: list[InstanceEvent], stop: threading.Event) -> None:
+        """Record `events` in one transaction; when one of them cannot be stored (a value that does
+        not fit its column), one by one, leaving that one out (the worker dead-letters it)."""
+        try:
+            self._retry(partial(self._store, events), "catalog_record", stop)
+        except DataFailure:
+            for event in events:
+                try:
+                    self._retry(partial(self._store, [event]), "catalog_record", stop)
+                except DataFailure as exc:
+                    log.warning(
+                        "catalog_skipped_unstorable_event",
+                        sop_instance_uid=event.sop_instance_uid,
+                        error=short_error(exc.__cause__ or exc),
+                    )
+
+    def _store(self, events: list[InstanceEvent]) -> None:
+        with self._sessions.begin() as session:
+            record_events(session, events=events, now=self._utcnow())
+        self.catalogued += len(events)
+        log.info("instances_catalogued", count=len(events))
 
     def _commit(self, consumer: Consumer, records: list[Record]) -> None:
         try:
@@ -204,7 +216,15 @@ class Catalog:
 
 
 def start_catalog_thread(catalog: Catalog, stop: threading.Event) -> threading.Thread:
-    """Run `catalog` in a daemon thread until `stop` is set."""
-    thread = threading.Thread(target=catalog.run, args=(stop,), name="catalog", daemon=True)
+    """Run `catalog` in a daemon thread until `stop` is set; a setup error (no schema) ends it with
+    one line (and `/readyz` says not ready), not a traceback."""
+
+    def run() -> None:
+        try:
+            catalog.run(stop)
+        except SetupError as exc:
+            log.error("catalog_failed", error=str(exc))
+
+    thread = threading.Thread(target=run, name="catalog", daemon=True)
     thread.start()
     return thread

@@ -76,10 +76,19 @@ class Backoff:
     max_s: float = 30.0
 
     def delays(self) -> Iterator[float]:
-        delay = self.initial_s
+        """The waits after the first, second, ... failed attempt."""
+        failures = 0
         while True:
-            yield delay
-            delay = min(delay * 2, self.max_s)
+            failures += 1
+            yield self.after(failures)
+
+    def after(self, failures: int) -> float:
+        """The wait after `failures` failed attempts (1: `initial_s`): for a retry that is not
+        waited out in a loop but scheduled, such as an outbox row's next attempt."""
+        if failures < 1:
+            raise ValueError("failures must be at least 1")
+        # The exponent is bounded so a row that failed very often cannot overflow the float.
+        return min(self.initial_s * 2.0 ** min(failures - 1, 1000), self.max_s)
 
 
 def short_error(exc: BaseException) -> str:
@@ -95,12 +104,15 @@ def retry_outages(
     stop: threading.Event,
     backoff: Backoff = Backoff(),
     on_retry: Callable[[BaseException], None] | None = None,
+    log_each_retry: bool = True,
 ) -> T:
     """Run `action` until it succeeds, waiting out outages with backoff.
 
     An outage logs `dependency_unavailable` (and calls `on_retry`), waits, and retries;
     `Abandoned` if `stop` is set while waiting. A missing schema raises `SchemaMissing`, a data
-    failure `DataFailure`; anything else propagates unchanged.
+    failure `DataFailure`; anything else propagates unchanged. With `log_each_retry=False` only
+    the first failed attempt is logged (a loop that polls an idle stream would repeat it forever);
+    `dependency_recovered` ends the outage either way.
     """
     attempt = 0
     for delay in backoff.delays():
@@ -117,13 +129,14 @@ def retry_outages(
                 raise
             if on_retry is not None:
                 on_retry(exc)
-            log.warning(
-                "dependency_unavailable",
-                action=what,
-                attempt=attempt,
-                retry_in_s=delay,
-                error=short_error(exc),
-            )
+            if log_each_retry or attempt == 1:
+                log.warning(
+                    "dependency_unavailable",
+                    action=what,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=short_error(exc),
+                )
             if stop.wait(delay):
                 raise Abandoned(what) from exc
             continue

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
+from common.errors import SchemaMissing
 from delivery.destinations import make_client_tls_context
 from delivery.metrics import SenderMetrics
 from delivery.scu import StoreOptions, store_all
@@ -402,3 +403,34 @@ def _utc(value: object) -> dt.datetime:
         value = dt.datetime.fromisoformat(value)
     assert isinstance(value, dt.datetime)
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def test_a_database_outage_is_waited_out_with_one_line_until_stopped() -> None:
+    """PostgreSQL refusing connections (nothing listens on its port): the sender keeps waiting,
+    logs the outage once however many attempts, and stops promptly when asked."""
+    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/kidneyct")
+    sender, _ = _sender(make_session_factory(engine), Clock(), poll_s=0.05)
+    stop = threading.Event()
+    with capture_logs() as logs:
+        thread = threading.Thread(target=sender.run, args=(stop,))
+        thread.start()
+        stop.wait(2.5)  # attempts after 0.5, 1 and 2 s
+        assert thread.is_alive()
+        stop.set()
+        thread.join(timeout=10)
+    engine.dispose()
+    assert not thread.is_alive()
+    outage = [e for e in logs if e.get("action") == "send_results"]
+    assert [(e["event"], e["attempt"]) for e in outage] == [("dependency_unavailable", 1)]
+    assert logs[-1]["event"] == "result_sender_stopped"
+
+
+def test_a_database_without_the_schema_stops_the_sender(sqlite_url: str) -> None:
+    """Not migrated: `SchemaMissing` (`kidneyct db upgrade`) at once, not a wait that never ends."""
+    engine = make_engine(sqlite_url)
+    sender, _ = _sender(make_session_factory(engine), Clock(), poll_s=0.05)
+    try:
+        with pytest.raises(SchemaMissing):
+            sender.run(threading.Event())
+    finally:
+        engine.dispose()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import tenacity
 
 from delivery.destinations import Destination, parse_destination, parse_destinations
-from delivery.sender import backoff_s
+from delivery.scu import StoreOptions
+from delivery.sender import SenderConfig
 
 
 def test_destinations_are_parsed_from_the_setting() -> None:
@@ -29,6 +29,6 @@ def test_a_bad_destination_is_refused_with_its_text(text: str) -> None:
 
 
 def test_backoff_doubles_from_the_first_wait_up_to_the_longest() -> None:
-    """tenacity's exponential wait: 5, 10, 20, ... capped at the maximum."""
-    wait = tenacity.wait_exponential(multiplier=5, max=60)
-    assert [backoff_s(wait, n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+    """After 1, 2, 3, ... failed attempts: 5, 10, 20, ... capped at the maximum."""
+    config = SenderConfig(store=StoreOptions(calling_ae="KIDNEYCT"), retry_initial_s=5, retry_max_s=60)
+    assert [config.backoff.after(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -51,6 +52,17 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert [next(delays) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
+def test_the_wait_after_n_failures_is_the_nth_delay() -> None:
+    """`after(n)` schedules a retry (an outbox row) with the waits the loop uses; no overflow."""
+    backoff = Backoff(initial_s=5.0, max_s=600.0)
+    delays = backoff.delays()
+    assert [backoff.after(n) for n in range(1, 9)] == [next(delays) for _ in range(8)]
+    assert [backoff.after(n) for n in (1, 2, 3, 8)] == [5.0, 10.0, 20.0, 600.0]
+    assert backoff.after(100_000) == 600.0
+    with pytest.raises(ValueError):
+        backoff.after(0)
+
+
 def test_an_outage_is_waited_out_and_each_retry_reported() -> None:
     calls: list[int] = []
     retried: list[BaseException] = []
@@ -67,6 +79,24 @@ def test_an_outage_is_waited_out_and_each_retry_reported() -> None:
     assert result == "done"
     assert len(calls) == 3
     assert [type(e) for e in retried] == [StreamUnavailable, StreamUnavailable]
+
+
+def test_a_quiet_retry_logs_an_outage_once_and_its_end() -> None:
+    """`log_each_retry=False`: one line when the outage starts, one when it ends, whatever the attempts."""
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 5:
+            raise StreamUnavailable("not yet")
+        return "done"
+
+    with structlog.testing.capture_logs() as logs:
+        retry_outages(flaky, what="poll", stop=threading.Event(), backoff=FAST, log_each_retry=False)
+    assert [(e["event"], e.get("attempt", e.get("attempts"))) for e in logs] == [
+        ("dependency_unavailable", 1),
+        ("dependency_recovered", 5),
+    ]
 
 
 def test_a_stop_during_an_outage_abandons_the_action() -> None:
