@@ -9,23 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    CTImageStorage,
-    DeflatedExplicitVRLittleEndian,
-    EnhancedCTImageStorage,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom import uid as pydicom_uid
+from pydicom.uid import UID, CTImageStorage, EnhancedCTImageStorage
 from pynetdicom import AE
 
 from common.vocabulary import is_valid_uid
@@ -41,18 +26,18 @@ CT_SOP_CLASSES: tuple[str, ...] = (CTImageStorage, EnhancedCTImageStorage)
 # Every transfer syntax the classifier can decode later (pydicom + pylibjpeg plugins); datasets
 # are stored as received, so accepting one we could not decode would only defer the failure.
 ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+    pydicom_uid.ExplicitVRLittleEndian,
+    pydicom_uid.ImplicitVRLittleEndian,
+    pydicom_uid.DeflatedExplicitVRLittleEndian,
+    pydicom_uid.JPEGBaseline8Bit,
+    pydicom_uid.JPEGExtended12Bit,
+    pydicom_uid.JPEGLossless,
+    pydicom_uid.JPEGLosslessSV1,
+    pydicom_uid.JPEGLSLossless,
+    pydicom_uid.JPEGLSNearLossless,
+    pydicom_uid.JPEG2000Lossless,
+    pydicom_uid.JPEG2000,
+    pydicom_uid.RLELossless,
 )
 
 

@@ -24,7 +24,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from common.decodable import NotDecodable, check_budget, check_frame_header, check_supported_image
 from common.files import from_start
 from ingest.statuses import Failure
-from ingest.validation import InvalidInstance
+from ingest.validation import InvalidInstance, invalid_if_raises
 
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -161,20 +161,16 @@ def check_first_frame_decodes(source: Path | BinaryIO, *, transfer_syntax_uid: s
         return
     from pydicom.pixels import pixel_array
 
-    try:
-        with from_start(source) as readable:
-            pixel_array(readable, index=0)
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt input
-        raise InvalidInstance(
-            Failure.PIXEL_DATA_INVALID, f"the first frame does not decode: {type(exc).__name__}"
-        ) from exc
+    with (
+        invalid_if_raises(Failure.PIXEL_DATA_INVALID, "the first frame does not decode"),
+        from_start(source) as readable,
+    ):
+        pixel_array(readable, index=0)
 
 
 def _raw_element(ds: Dataset, tag: int) -> Any:
-    try:
+    with invalid_if_raises(Failure.UNDECODABLE, "Pixel Data cannot be read"):
         return ds.get_item(tag, keep_deferred=True)  # its length and offset, never its bytes
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
-        raise InvalidInstance(Failure.UNDECODABLE, "Pixel Data cannot be read") from exc
 
 
 def _length(element: Any) -> tuple[int, bool]:
@@ -198,11 +194,9 @@ def _positive_int(ds: Dataset, keyword: str) -> int | None:
 def _first_element_bytes(source: Path | BinaryIO) -> bytes:
     """The 6 bytes after the file meta: the first element's tag and VR (or length)."""
     with from_start(source) as fp:
-        try:
+        with invalid_if_raises(Failure.UNDECODABLE, "file meta cannot be read"):
             read_preamble(fp, False)
             read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_not_file_meta)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
-            raise InvalidInstance(Failure.UNDECODABLE, "file meta cannot be read") from exc
         return bytes(fp.read(6))
 
 

@@ -20,22 +20,14 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 import structlog
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from common.decodable import CLASSIFIED_MODALITIES, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_DEFLATE_RATIO
+from common.decodable import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_DEFLATE_RATIO
 from ingest import statuses
-from ingest.content_checks import (
-    check_decodable,
-    check_encoding,
-    check_first_frame_decodes,
-    check_first_frame_header,
-    check_pixel_data,
-)
-from ingest.inflate import inflated
+from ingest.instance_checks import InstanceChecks
 from ingest.metrics import IngestMetrics
 from ingest.release_hints import ReleaseHints
 from ingest.statuses import Failure
-from ingest.validation import InstanceHeader, InvalidInstance, read_header, validate
+from ingest.validation import InstanceHeader, InvalidInstance
 from storage.archive.local import ArchiveError, InstanceArchive, StoredInstance
 from storage.stream.contract import Publisher, StreamUnavailable
 from storage.stream.events import InstanceEvent
@@ -101,11 +93,13 @@ class Ingestor:
         self._publisher = publisher
         self._topic = topic
         self._metrics = metrics
-        self._max_bytes = max_instance_bytes
-        self._image_sop_classes = image_sop_classes
-        self._decode_first_frame = decode_first_frame
-        self._max_decoded_bytes = max_decoded_bytes
-        self._max_deflate_ratio = max_deflate_ratio
+        self._checks = InstanceChecks(
+            max_instance_bytes=max_instance_bytes,
+            image_sop_classes=image_sop_classes,
+            decode_first_frame=decode_first_frame,
+            max_decoded_bytes=max_decoded_bytes,
+            max_deflate_ratio=max_deflate_ratio,
+        )
         self._clock = clock
         self._release_hints = release_hints
 
@@ -116,7 +110,7 @@ class Ingestor:
         self._metrics.instances_received.inc()
         self._metrics.received_bytes.inc(received.size_bytes)
         try:
-            header = self._check(received)
+            header = self._checks.check(received)
             archived = self._store_and_publish(received, header, received_at)
         except InvalidInstance as exc:
             return self._reject(exc.failure, exc.detail)
@@ -132,60 +126,22 @@ class Ingestor:
         self._metrics.instances_stored.inc()
         if self._release_hints is not None and received.association is not None:
             self._release_hints.stored(received.association, header.study_instance_uid)
+        self._report_stored(header, archived)
+        return statuses.SUCCESS
+
+    def _report_stored(self, header: InstanceHeader, archived: StoredInstance) -> None:
+        stored = log.bind(sop_instance_uid=header.sop_instance_uid, sha256=archived.sha256)
         if archived.replaced_sha256 is not None:
             self._metrics.instances_replaced.inc()
-            log.warning(
-                "instance_replaced",
-                sop_instance_uid=header.sop_instance_uid,
-                previous_sha256=archived.replaced_sha256,
-                sha256=archived.sha256,
-                archive_uri=archived.uri,
+            stored.warning(
+                "instance_replaced", previous_sha256=archived.replaced_sha256, archive_uri=archived.uri
             )
-        log.info(
+        stored.info(
             "instance_stored",
-            sop_instance_uid=header.sop_instance_uid,
             study_instance_uid=header.study_instance_uid,
             modality=header.modality,
             size_bytes=archived.size_bytes,
-            sha256=archived.sha256,
         )
-        return statuses.SUCCESS
-
-    def _check(self, received: ReceivedInstance) -> InstanceHeader:
-        if received.size_bytes > self._max_bytes:
-            raise InvalidInstance(
-                Failure.TOO_LARGE, f"{received.size_bytes} bytes exceed the limit of {self._max_bytes}"
-            )
-        syntax = received.transfer_syntax_uid
-        if syntax == DeflatedExplicitVRLittleEndian:
-            # Inflated in a stream, never past the budget; checked as the explicit VR it inflates to.
-            with inflated(
-                received.source, max_bytes=self._max_decoded_bytes, max_ratio=self._max_deflate_ratio
-            ) as (source, size):
-                return self._check_dataset(received, source, size, ExplicitVRLittleEndian)
-        return self._check_dataset(received, received.source, received.size_bytes, syntax)
-
-    def _check_dataset(
-        self, received: ReceivedInstance, source: Path | BinaryIO, size_bytes: int, syntax: str
-    ) -> InstanceHeader:
-        ds = read_header(source)
-        header = validate(
-            ds,
-            requested_sop_class=received.requested_sop_class,
-            requested_sop_instance=received.requested_sop_instance,
-            context_sop_class=received.context_sop_class,
-        )
-        check_encoding(source, syntax)
-        # What the worker classifies must be what it decodes; anything with pixels must fit the
-        # budget before a decoder runs (common.decodable); only then is the first frame decoded.
-        image = header.sop_class_uid in self._image_sop_classes or header.modality in CLASSIFIED_MODALITIES
-        if image or "PixelData" in ds:
-            check_decodable(ds, max_decoded_bytes=self._max_decoded_bytes, image=image)
-            check_pixel_data(ds, transfer_syntax_uid=syntax, size_bytes=size_bytes)
-            check_first_frame_header(source, ds, transfer_syntax_uid=syntax)
-            if self._decode_first_frame:
-                check_first_frame_decodes(source, transfer_syntax_uid=syntax)
-        return header
 
     def _store_and_publish(
         self, received: ReceivedInstance, header: InstanceHeader, received_at: dt.datetime

@@ -36,23 +36,14 @@ class IngestMetrics:
             "Bytes of received instances (file meta included).",
             registry=registry,
         )
-        self.archive_seconds = Histogram(
-            "kidneyct_ingest_archive_write_seconds",
-            "Durable archive write of one instance.",
-            buckets=_SECONDS_BUCKETS,
-            registry=registry,
+        self.archive_seconds = _seconds(
+            "kidneyct_ingest_archive_write_seconds", "Durable archive write of one instance.", registry
         )
-        self.publish_seconds = Histogram(
-            "kidneyct_ingest_publish_seconds",
-            "Publish of one event until acknowledged.",
-            buckets=_SECONDS_BUCKETS,
-            registry=registry,
+        self.publish_seconds = _seconds(
+            "kidneyct_ingest_publish_seconds", "Publish of one event until acknowledged.", registry
         )
-        self.store_seconds = Histogram(
-            "kidneyct_ingest_store_seconds",
-            "Whole C-STORE handling, from received to answered.",
-            buckets=_SECONDS_BUCKETS,
-            registry=registry,
+        self.store_seconds = _seconds(
+            "kidneyct_ingest_store_seconds", "Whole C-STORE handling, from received to answered.", registry
         )
         self.associations = Counter(
             "kidneyct_ingest_associations", "Association requests by outcome.", ["outcome"], registry=registry
@@ -62,3 +53,8 @@ class IngestMetrics:
             "Associations established and not yet ended.",
             registry=registry,
         )
+
+
+def _seconds(name: str, documentation: str, registry: CollectorRegistry) -> Histogram:
+    """A histogram of one step's duration, on the buckets of C-STORE handling."""
+    return Histogram(name, documentation, buckets=_SECONDS_BUCKETS, registry=registry)

@@ -8,6 +8,8 @@ multi-frame instance reads a few kilobytes; the pixel data's length and offset s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +35,17 @@ class InvalidInstance(Exception):
         self.detail = detail
 
 
+@contextmanager
+def invalid_if_raises(failure: Failure, what: str) -> Iterator[None]:
+    """Any exception inside as `InvalidInstance(failure, "<what>: <exception type>")`: pydicom and
+    the decoders raise many types for corrupt input, and the type (never the message, which may
+    quote a value) is what a reader of the log needs."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - see above
+        raise InvalidInstance(failure, f"{what}: {type(exc).__name__}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceHeader:
     sop_class_uid: str
@@ -46,13 +59,8 @@ class InstanceHeader:
 
 def read_header(source: Path | BinaryIO) -> Dataset:
     """The dataset, large values deferred; `InvalidInstance(UNDECODABLE)` when it cannot be parsed."""
-    try:
-        ds = dcmread(source, defer_size=_DEFER_BYTES)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
-        raise InvalidInstance(
-            Failure.UNDECODABLE, f"dataset cannot be decoded: {type(exc).__name__}"
-        ) from exc
-    return ds
+    with invalid_if_raises(Failure.UNDECODABLE, "dataset cannot be decoded"):
+        return dcmread(source, defer_size=_DEFER_BYTES)
 
 
 def validate(
@@ -102,12 +110,8 @@ def validate(
 
 def _get(ds: Dataset, keyword: str) -> Any:
     """One element's value; pydicom converts values lazily, so a corrupt one fails only here."""
-    try:
+    with invalid_if_raises(Failure.UNDECODABLE, f"{keyword} cannot be decoded"):
         return ds.get(keyword)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
-        raise InvalidInstance(
-            Failure.UNDECODABLE, f"{keyword} cannot be decoded: {type(exc).__name__}"
-        ) from exc
 
 
 def _vr(ds: Dataset, keyword: str) -> str:
@@ -125,12 +129,8 @@ def _uid_as_received(ds: Dataset, keyword: str) -> str:
     trailing newline would then be stripped here: the instance would be filed under a UID that is
     not the one its archived bytes carry. So the raw bytes are judged, and anything else is invalid.
     """
-    try:
+    with invalid_if_raises(Failure.UNDECODABLE, f"{keyword} cannot be decoded"):
         element = ds.get_item(keyword)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt input
-        raise InvalidInstance(
-            Failure.UNDECODABLE, f"{keyword} cannot be decoded: {type(exc).__name__}"
-        ) from exc
     if element is None:
         return ""
     if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
