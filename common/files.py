@@ -15,10 +15,17 @@ CHUNK_BYTES = 1 << 20
 
 def sha256_stream(f: IO[bytes]) -> str:
     """Hex SHA-256 of what is left to read in `f`, read in 1 MiB chunks."""
+    return sha256_and_size(f)[0]
+
+
+def sha256_and_size(f: IO[bytes]) -> tuple[str, int]:
+    """Hex SHA-256 and length in bytes of what is left to read in `f`, read in 1 MiB chunks."""
     digest = hashlib.sha256()
+    size = 0
     for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
         digest.update(chunk)
-    return digest.hexdigest()
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def sha256_file(path: Path) -> str:

@@ -20,12 +20,12 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from common.files import CHUNK_BYTES, sha256_file
+from common.files import CHUNK_BYTES, sha256_and_size, sha256_file
 from common.vocabulary import is_valid_uid
 
 _TEMP_PREFIX = ".incoming-"
@@ -36,17 +36,20 @@ class ArchiveError(Exception):
     """The archive could not store a file (disk full, not writable, ...): retry later."""
 
 
-@dataclass(frozen=True, slots=True)
-class ArchivedFile:
-    path: Path
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredCopy:
+    """One instance's content as an archive (local or S3) stored it."""
+
+    uri: str
     sha256: str
     size_bytes: int
-    # The sha256 of the instance's first file when this one holds different content (a re-send).
+    # The sha256 of the instance's first copy when this one holds different content (a re-send).
     replaced_sha256: str | None = None
 
-    @property
-    def uri(self) -> str:
-        return self.path.resolve().as_uri()
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedFile(StoredCopy):
+    path: Path  # the file at `uri`, whose directory entry `sync_entry` makes durable
 
 
 class StoredInstance(Protocol):
@@ -88,9 +91,7 @@ class Archive:
         self._link_sources = link_sources
 
     def path_for(self, *, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-        for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"{name} UID is not a valid DICOM UID")
+        check_instance_uids(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
 
     def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
@@ -109,35 +110,43 @@ class Archive:
 
     def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
         """Put the file at `source` in place with its data fsynced; `sync_entry` must follow."""
-        final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-        try:
-            self._make_dirs(final.parent)
-            temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
-            with _removed_on_failure(temp):
-                if self._link_sources and _try_link(source, temp):
-                    digest, size = _hash_and_sync(temp)
-                else:
-                    with source.open("rb") as src:
-                        digest, size = _copy_and_sync(src, temp)
-                path, replaced = _settle(temp, final, digest)
-        except OSError as exc:
-            raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
+
+        def write(temp: Path) -> tuple[str, int]:
+            if self._link_sources and _try_link(source, temp):
+                return _hash_and_sync(temp)
+            with source.open("rb") as src:
+                return _copy_and_sync(src, temp)
+
+        return self._place(write, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
 
     def place_stream(
         self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
     ) -> ArchivedFile:
         """Put what `source` yields in place with its data fsynced; `sync_entry` must follow."""
+        return self._place(
+            lambda temp: _copy_and_sync(source, temp),
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+        )
+
+    def _place(
+        self, write: Callable[[Path], tuple[str, int]], *, study_uid: str, series_uid: str, sop_uid: str
+    ) -> ArchivedFile:
+        """`write` fills a temporary file beside the final name (returning its sha256 and size, data
+        fsynced), which then takes the final name, or its version name for other content."""
         final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         try:
             self._make_dirs(final.parent)
             temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
             with _removed_on_failure(temp):
-                digest, size = _copy_and_sync(source, temp)
+                digest, size = write(temp)
                 path, replaced = _settle(temp, final, digest)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
+        return ArchivedFile(
+            path=path, uri=path.resolve().as_uri(), sha256=digest, size_bytes=size, replaced_sha256=replaced
+        )
 
     def sync_entry(self, archived: ArchivedFile) -> None:
         """Make a placed file's directory entry durable (fsync of its directory after the rename)."""
@@ -159,6 +168,13 @@ class Archive:
             except FileExistsError:
                 continue  # another association created it first; its creator syncs the parent
             _fsync_dir(path.parent)
+
+
+def check_instance_uids(*, study_uid: str, series_uid: str, sop_uid: str) -> None:
+    """ValueError unless all three are valid DICOM UIDs: an archive name is built only from them."""
+    for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
+        if not is_valid_uid(uid):
+            raise ValueError(f"{name} UID is not a valid DICOM UID")
 
 
 def version_path(final: Path, sha256: str) -> Path:
@@ -212,14 +228,10 @@ def _try_link(source: Path, target: Path) -> bool:
 
 
 def _hash_and_sync(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-            size += len(chunk)
+        hashed = sha256_and_size(f)
         os.fsync(f.fileno())
-    return digest.hexdigest(), size
+    return hashed
 
 
 def _copy_and_sync(source: BinaryIO, target: Path) -> tuple[str, int]:

@@ -16,7 +16,6 @@ Failures of the object store (unreachable, refusing, throttling past botocore's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import IO, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.vocabulary import is_valid_uid
-from storage.archive.local import ArchiveError
+from common.files import sha256_and_size
+from storage.archive.local import ArchiveError, StoredCopy, check_instance_uids
 
 _CHUNK_BYTES = 1 << 20
 _VERSION_DIGITS = 16  # as the local archive's version names
@@ -59,14 +58,6 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return location.bucket, location.prefix
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    uri: str
-    sha256: str
-    size_bytes: int
-    replaced_sha256: str | None = None
-
-
 class S3Archive:
     """Durable, never-overwriting storage of received instances in one bucket under one prefix."""
 
@@ -78,13 +69,11 @@ class S3Archive:
         self._part_bytes = part_bytes
 
     def key_for(self, *, study_uid: str, series_uid: str, sop_uid: str) -> str:
-        for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"{name} UID is not a valid DICOM UID")
+        check_instance_uids(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         relative = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
 
-    def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredObject:
+    def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredCopy:
         """Upload the file at `source` (left in place) as the given instance; durable on return."""
         key = self.key_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         try:
@@ -95,9 +84,7 @@ class S3Archive:
         except (BotoCoreError, ClientError) as exc:
             raise ArchiveError(f"object store refused {sop_uid}: {_describe(exc)}") from exc
 
-    def place_stream(
-        self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
-    ) -> StoredObject:
+    def place_stream(self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredCopy:
         """Upload what `source` yields (spooled to disk when large, never whole in memory)."""
         with tempfile.NamedTemporaryFile(prefix="kidneyct-s3-") as spool:
             for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
@@ -107,23 +94,21 @@ class S3Archive:
                 Path(spool.name), study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
             )
 
-    def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredObject:
+    def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredCopy:
         return self.place_file(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
 
     def sync_entry(self, archived: object) -> None:
         """Nothing to do: the object store acknowledged the PUT only once the object was durable."""
 
-    def _settle(self, source: Path, key: str, digest: str, size: int) -> StoredObject:
+    def _settle(self, source: Path, key: str, digest: str, size: int) -> StoredCopy:
         existing = self._put_unless_exists(source, key, digest, size)
         if existing is None or existing == digest:
-            return StoredObject(uri=self._uri(key), sha256=digest, size_bytes=size)
+            return StoredCopy(uri=self._uri(key), sha256=digest, size_bytes=size)
         versioned = version_key(key, digest)
         other = self._put_unless_exists(source, versioned, digest, size)
         if other is not None and other != digest:
             raise ArchiveError(f"{versioned} holds other content")  # a sha256 prefix collision
-        return StoredObject(
-            uri=self._uri(versioned), sha256=digest, size_bytes=size, replaced_sha256=existing
-        )
+        return StoredCopy(uri=self._uri(versioned), sha256=digest, size_bytes=size, replaced_sha256=existing)
 
     def _put_unless_exists(self, source: Path, key: str, digest: str, size: int) -> str | None:
         """Write `key` unless it exists (None); else return the sha256 the existing object holds."""
@@ -192,13 +177,8 @@ def _abort_quietly(client: Any, bucket: str, key: str, upload_id: str) -> None:
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return sha256_and_size(f)
 
 
 def _code(exc: ClientError) -> str:

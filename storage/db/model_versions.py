@@ -38,14 +38,14 @@ def register_model_version(
         _retire_active(session, now=now, except_version=version)
     row = ModelVersion(
         version=version,
-        artifact_uri=artifact_uri,
-        sha256=sha256,
-        card=dict(card),
-        metrics=dict(metrics),
-        manifest_hash=manifest_hash,
         status=status,
         created_at=now,
         promoted_at=now if status == "active" else None,
+        artifact_uri=artifact_uri,
+        sha256=sha256,
+        manifest_hash=manifest_hash,
+        card=dict(card),
+        metrics=dict(metrics),
     )
     session.add(row)
     session.flush()

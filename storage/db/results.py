@@ -8,7 +8,7 @@ classifier worker writes one batch in one transaction.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -149,8 +149,6 @@ def _last_by(rows: Iterable[Any], key: str) -> list[Any]:
 
 def upsert_studies(session: Session, *, studies: Sequence[StudyRow]) -> dict[str, int]:
     """Insert or update studies; returns their ids by Study Instance UID."""
-    if not studies:
-        return {}
     merged: dict[str, dict[str, Any]] = {}
     for s in studies:
         row = merged.setdefault(
@@ -167,27 +165,26 @@ def upsert_studies(session: Session, *, studies: Sequence[StudyRow]) -> dict[str
         row["last_received_at"] = max(row["last_received_at"], s.received_at)
         row["accession_number"] = row["accession_number"] or s.accession_number
         row["accession_number_issuer"] = row["accession_number_issuer"] or s.accession_number_issuer
-    stmt = _insert(session, Study).values(list(merged.values()))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Study.study_instance_uid],
-        set_={
-            "accession_number": func.coalesce(stmt.excluded.accession_number, Study.accession_number),
+    return _upsert_ids(
+        session,
+        Study,
+        list(merged.values()),
+        key="study_instance_uid",
+        updates=lambda excluded: {
+            "accession_number": func.coalesce(excluded.accession_number, Study.accession_number),
             "accession_number_issuer": func.coalesce(
-                stmt.excluded.accession_number_issuer, Study.accession_number_issuer
+                excluded.accession_number_issuer, Study.accession_number_issuer
             ),
-            "first_received_at": _least(session, Study.first_received_at, stmt.excluded.first_received_at),
-            "last_received_at": _greatest(session, Study.last_received_at, stmt.excluded.last_received_at),
+            "first_received_at": _least(session, Study.first_received_at, excluded.first_received_at),
+            "last_received_at": _greatest(session, Study.last_received_at, excluded.last_received_at),
         },
-    ).returning(Study.study_instance_uid, Study.id)
-    return {uid: id_ for uid, id_ in session.execute(stmt)}
+    )
 
 
 def upsert_series(
     session: Session, *, series: Sequence[SeriesRow], study_ids: dict[str, int]
 ) -> dict[str, int]:
     """Insert or update series; returns their ids by Series Instance UID."""
-    if not series:
-        return {}
     values = [
         {
             "series_instance_uid": s.series_instance_uid,
@@ -196,12 +193,13 @@ def upsert_series(
         }
         for s in _last_by(series, "series_instance_uid")
     ]
-    stmt = _insert(session, Series).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Series.series_instance_uid],
-        set_={"modality": func.coalesce(stmt.excluded.modality, Series.modality)},
-    ).returning(Series.series_instance_uid, Series.id)
-    return {uid: id_ for uid, id_ in session.execute(stmt)}
+    return _upsert_ids(
+        session,
+        Series,
+        values,
+        key="series_instance_uid",
+        updates=lambda excluded: {"modality": func.coalesce(excluded.modality, Series.modality)},
+    )
 
 
 def upsert_instances(
@@ -213,8 +211,6 @@ def upsert_instances(
     the result of the first. `received` (the catalogue's row, written before any worker saw the
     instance) never overwrites anything: whichever of the two comes second, the worker's state stays.
     """
-    if not instances:
-        return {}
     values = [
         {
             "sop_instance_uid": i.sop_instance_uid,
@@ -234,11 +230,6 @@ def upsert_instances(
         }
         for i in _last_by(instances, "sop_instance_uid")
     ]
-    stmt = _insert(session, Instance).values(values)
-    excluded = stmt.excluded
-    keep_existing = or_(
-        and_(Instance.state == "processed", excluded.state != "processed"), excluded.state == "received"
-    )
     fields = (
         "series_id",
         "sop_class_uid",
@@ -254,11 +245,33 @@ def upsert_instances(
         "state_reason",
         "updated_at",
     )
+
+    def updates(excluded: Any) -> dict[str, Any]:
+        keep_existing = or_(
+            and_(Instance.state == "processed", excluded.state != "processed"), excluded.state == "received"
+        )
+        return {f: case((keep_existing, getattr(Instance, f)), else_=getattr(excluded, f)) for f in fields}
+
+    return _upsert_ids(session, Instance, values, key="sop_instance_uid", updates=updates)
+
+
+def _upsert_ids(
+    session: Session,
+    table: Any,
+    values: list[dict[str, Any]],
+    *,
+    key: str,
+    updates: Callable[[Any], dict[str, Any]],
+) -> dict[str, int]:
+    """Insert `values` (one per `key`), or set the columns `updates(excluded)` gives where `key`
+    exists already; returns the rows' ids by `key`."""
+    if not values:
+        return {}
+    stmt = _insert(session, table).values(values)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Instance.sop_instance_uid],
-        set_={f: case((keep_existing, getattr(Instance, f)), else_=getattr(excluded, f)) for f in fields},
-    ).returning(Instance.sop_instance_uid, Instance.id)
-    return {uid: id_ for uid, id_ in session.execute(stmt)}
+        index_elements=[getattr(table, key)], set_=updates(stmt.excluded)
+    ).returning(getattr(table, key), table.id)
+    return {k: id_ for k, id_ in session.execute(stmt)}
 
 
 def forget_changed_instances(session: Session, *, instances: Sequence[tuple[str, str]]) -> set[str]:
