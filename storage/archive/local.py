@@ -1,10 +1,11 @@
 """The instance archive: one DICOM file per SOP instance at `<root>/<study>/<series>/<sop>.dcm`.
 
-A stored file is durable when `store_*` returns: it is written to a temporary file in the target
-directory, fsynced, renamed over the final name (atomic on POSIX), and the directory is fsynced,
-so a crash leaves either the old file, the new one, or nothing, never a torn file. `place_*` does
-all but the last step: the file is complete and visible at its final path, and `sync_entry` then
-makes its directory entry durable; a caller can overlap other work (the publish) with that fsync. Paths are built
+A stored file is durable once `place_*` and then `sync_entry` have returned: it is written to a
+temporary file in the target directory, fsynced, renamed over the final name (atomic on POSIX), and
+the directory is fsynced, so a crash leaves either the old file, the new one, or nothing, never a torn
+file. `place_*` does all but the last step: the file is complete and visible at its final path, and
+`sync_entry` then makes its directory entry durable; a caller can overlap other work (the publish)
+with that fsync. Paths are built
 only from strictly valid DICOM UIDs, so no sender-controlled string can leave the archive root.
 
 Nothing received is ever overwritten: the same content sent again is the same file, and different
@@ -20,12 +21,12 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from common.files import CHUNK_BYTES, sha256_file
+from common.files import CHUNK_BYTES, file_uri_path, sha256_file
 from common.vocabulary import is_valid_uid
 
 _TEMP_PREFIX = ".incoming-"
@@ -37,29 +38,31 @@ class ArchiveError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ArchivedFile:
-    path: Path
+class StoredInstance:
+    """What an archive says about one stored instance (a local file or an object)."""
+
+    uri: str
     sha256: str
     size_bytes: int
     # The sha256 of the instance's first file when this one holds different content (a re-send).
     replaced_sha256: str | None = None
 
-    @property
-    def uri(self) -> str:
-        return self.path.resolve().as_uri()
 
-
-class StoredInstance(Protocol):
-    """What an archive says about one stored instance (a local file or an object)."""
+@dataclass(frozen=True, slots=True)
+class ArchivedFile(StoredInstance):
+    """An instance stored as a local file (its `file://` URI)."""
 
     @property
-    def uri(self) -> str: ...
-    @property
-    def sha256(self) -> str: ...
-    @property
-    def size_bytes(self) -> int: ...
-    @property
-    def replaced_sha256(self) -> str | None: ...
+    def path(self) -> Path:
+        return Path(file_uri_path(self.uri) or "")
+
+
+def instance_name(*, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """`<study>/<series>/<sop>.dcm`, from strictly valid UIDs only (no sender string leaves the root)."""
+    for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
+        if not is_valid_uid(uid):
+            raise ValueError(f"{name} UID is not a valid DICOM UID")
+    return f"{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
 class InstanceArchive(Protocol):
@@ -88,42 +91,40 @@ class Archive:
         self._link_sources = link_sources
 
     def path_for(self, *, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-        for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"{name} UID is not a valid DICOM UID")
-        return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
+        return self.root / instance_name(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
 
     def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
         """Put the file at `source` in place with its data fsynced; `sync_entry` must follow."""
+
+        def write(temp: Path) -> tuple[str, int]:
+            if self._link_sources and _try_link(source, temp):
+                return hash_file(temp, sync=True)
+            with source.open("rb") as src:
+                return _copy_and_sync(src, temp)
+
         final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-        try:
-            self._make_dirs(final.parent)
-            temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
-            with _removed_on_failure(temp):
-                if self._link_sources and _try_link(source, temp):
-                    digest, size = _hash_and_sync(temp)
-                else:
-                    with source.open("rb") as src:
-                        digest, size = _copy_and_sync(src, temp)
-                path, replaced = _settle(temp, final, digest)
-        except OSError as exc:
-            raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
+        return self._place(final, write, sop_uid=sop_uid)
 
     def place_stream(
         self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
     ) -> ArchivedFile:
         """Put what `source` yields in place with its data fsynced; `sync_entry` must follow."""
         final = self.path_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        return self._place(final, lambda temp: _copy_and_sync(source, temp), sop_uid=sop_uid)
+
+    def _place(self, final: Path, write: Callable[[Path], tuple[str, int]], *, sop_uid: str) -> ArchivedFile:
+        """`write` fills a temporary file beside `final` (returning its sha256 and size), then it settles."""
         try:
             self._make_dirs(final.parent)
             temp = final.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
             with _removed_on_failure(temp):
-                digest, size = _copy_and_sync(source, temp)
+                digest, size = write(temp)
                 path, replaced = _settle(temp, final, digest)
         except OSError as exc:
             raise ArchiveError(f"cannot archive {sop_uid}: {exc.strerror or exc}") from exc
-        return ArchivedFile(path=path, sha256=digest, size_bytes=size, replaced_sha256=replaced)
+        return ArchivedFile(
+            uri=path.resolve().as_uri(), sha256=digest, size_bytes=size, replaced_sha256=replaced
+        )
 
     def sync_entry(self, archived: ArchivedFile) -> None:
         """Make a placed file's directory entry durable (fsync of its directory after the rename)."""
@@ -197,14 +198,16 @@ def _try_link(source: Path, target: Path) -> bool:
     return True
 
 
-def _hash_and_sync(path: Path) -> tuple[str, int]:
+def hash_file(path: Path, *, sync: bool = False) -> tuple[str, int]:
+    """(sha256, size) of the file at `path`, read in chunks; `sync` also fsyncs its data."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             size += len(chunk)
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     return digest.hexdigest(), size
 
 

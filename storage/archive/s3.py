@@ -16,7 +16,6 @@ Failures of the object store (unreachable, refusing, throttling past botocore's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import IO, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.vocabulary import is_valid_uid
-from storage.archive.local import ArchiveError
+from storage.archive.local import ArchiveError, StoredInstance, hash_file, instance_name
 
 _CHUNK_BYTES = 1 << 20
 _VERSION_DIGITS = 16  # as the local archive's version names
@@ -59,14 +57,6 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return location.bucket, location.prefix
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    uri: str
-    sha256: str
-    size_bytes: int
-    replaced_sha256: str | None = None
-
-
 class S3Archive:
     """Durable, never-overwriting storage of received instances in one bucket under one prefix."""
 
@@ -78,17 +68,14 @@ class S3Archive:
         self._part_bytes = part_bytes
 
     def key_for(self, *, study_uid: str, series_uid: str, sop_uid: str) -> str:
-        for name, uid in (("study", study_uid), ("series", series_uid), ("sop", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"{name} UID is not a valid DICOM UID")
-        relative = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+        relative = instance_name(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
 
-    def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredObject:
+    def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredInstance:
         """Upload the file at `source` (left in place) as the given instance; durable on return."""
         key = self.key_for(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         try:
-            digest, size = _hash_file(source)
+            digest, size = hash_file(source)
             return self._settle(source, key, digest, size)
         except OSError as exc:
             raise ArchiveError(f"cannot read the received file of {sop_uid}: {exc.strerror or exc}") from exc
@@ -97,7 +84,7 @@ class S3Archive:
 
     def place_stream(
         self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
-    ) -> StoredObject:
+    ) -> StoredInstance:
         """Upload what `source` yields (spooled to disk when large, never whole in memory)."""
         with tempfile.NamedTemporaryFile(prefix="kidneyct-s3-") as spool:
             for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
@@ -110,15 +97,15 @@ class S3Archive:
     def sync_entry(self, archived: object) -> None:
         """Nothing to do: the object store acknowledged the PUT only once the object was durable."""
 
-    def _settle(self, source: Path, key: str, digest: str, size: int) -> StoredObject:
+    def _settle(self, source: Path, key: str, digest: str, size: int) -> StoredInstance:
         existing = self._put_unless_exists(source, key, digest, size)
         if existing is None or existing == digest:
-            return StoredObject(uri=self._uri(key), sha256=digest, size_bytes=size)
+            return StoredInstance(uri=self._uri(key), sha256=digest, size_bytes=size)
         versioned = version_key(key, digest)
         other = self._put_unless_exists(source, versioned, digest, size)
         if other is not None and other != digest:
             raise ArchiveError(f"{versioned} holds other content")  # a sha256 prefix collision
-        return StoredObject(
+        return StoredInstance(
             uri=self._uri(versioned), sha256=digest, size_bytes=size, replaced_sha256=existing
         )
 
@@ -186,16 +173,6 @@ def _abort_quietly(client: Any, bucket: str, key: str, upload_id: str) -> None:
     # What is left after a failed abort is cleaned up by the bucket's rule for incomplete uploads.
     with contextlib.suppress(BotoCoreError, ClientError):
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _code(exc: ClientError) -> str:
