@@ -6,18 +6,21 @@ from pathlib import Path
 
 import click
 
+from kidneyct.commands.options import MODEL_VERSION, option
 from kidneyct.database import make_database
 from kidneyct.settings import Settings
 
 
-@click.command()
+@click.command(short_help="Evaluate a model on a labelled folder.")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--version", "version", default=None, help="A registered model version.")
+@option(
+    MODEL_VERSION, "version", hidden_aliases=["--version"], default=None, help="A registered model version."
+)
 @click.option(
     "--artifact",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="A model artifact directory (instead of --version).",
+    help=f"A model artifact directory (instead of {MODEL_VERSION}).",
 )
 @click.option(
     "--out",
@@ -57,9 +60,11 @@ def evaluate(
     study_k: int | None,
     study_t: float | None,
 ) -> None:
-    """Evaluate a model on ROOT/<Class>/... (images or DICOM), through the serving preprocessing."""
+    """Evaluate a model on a labelled folder, through the serving preprocessing.
+
+    ROOT holds one folder per class (ROOT/<Class>/...) of images or DICOM files."""
     if (version is None) == (artifact is None):
-        raise click.BadParameter("give exactly one of --version and --artifact")
+        raise click.BadParameter(f"give exactly one of {MODEL_VERSION} and --artifact")
     import json
 
     from training.external_eval import EvaluationInputError, evaluate_folder, markdown, require_files

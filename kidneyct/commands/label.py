@@ -15,7 +15,7 @@ from kidneyct.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-@click.command()
+@click.command(short_help="Record ground-truth labels (one, or many from a CSV file).")
 @click.option("--instance", "instance_uid", help="SOP Instance UID to label.")
 @click.option("--study", "study_uid", help="Study Instance UID to label (every instance of the study).")
 @click.option("--class", "label", help=f"One of {', '.join(CLASS_NAMES)} (case-insensitive).")

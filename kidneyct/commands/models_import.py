@@ -13,6 +13,7 @@ import click
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from kidneyct.commands.options import MODEL_VERSION, option
 from kidneyct.database import make_database
 from kidneyct.settings import Settings
 
@@ -59,8 +60,12 @@ log = structlog.get_logger(__name__)
     "Only softmax can be served.",
 )
 @click.option("--window", default=None, help="DICOM window CENTER,WIDTH in HU (default: settings).")
-@click.option(
-    "--version", "version", default=None, help="Version name (default: import time, e.g. 20261129T160000Z)."
+@option(
+    MODEL_VERSION,
+    "version",
+    hidden_aliases=["--version"],
+    default=None,
+    help="The new model version's name (default: import time, e.g. 20261129T160000Z).",
 )
 @click.option(
     "--acceptance",
@@ -243,7 +248,7 @@ def _refuse_registered(sessions: sessionmaker[Session], version: str) -> None:
     with sessions() as session:
         if get_model_version(session, version=version) is not None:
             raise click.ClickException(
-                f"model version {version} is already registered: choose another --version"
+                f"model version {version} is already registered: choose another {MODEL_VERSION}"
             )
 
 

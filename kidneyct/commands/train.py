@@ -21,18 +21,36 @@ from kidneyct.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-@click.command()
+@click.command(short_help="Train, evaluate and register a candidate model version.")
 @click.option(
     "--weights", default="imagenet", show_default=True, help="imagenet | none | weights file | artifact dir."
 )
 @click.option(
     "--image-size", type=click.IntRange(min=32), default=None, help="Input size (default: settings)."
 )
-@click.option("--epochs-phase1", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--epochs-phase2", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--lr-phase1", type=float, default=1e-3, show_default=True)
-@click.option("--lr-phase2", type=float, default=1e-5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--epochs-phase1",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Epochs of phase 1 (the head only, the base frozen).",
+)
+@click.option(
+    "--epochs-phase2",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Epochs of phase 2 (fine-tuning from --unfreeze-from on); 0 skips it.",
+)
+@click.option("--lr-phase1", type=float, default=1e-3, show_default=True, help="Learning rate of phase 1.")
+@click.option("--lr-phase2", type=float, default=1e-5, show_default=True, help="Learning rate of phase 2.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per training step.",
+)
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True, help="Early stopping.")
 @click.option(
     "--unfreeze-from",
@@ -46,9 +64,23 @@ log = structlog.get_logger(__name__)
     show_default=True,
     help="keras.applications base; ResNet50 is the served architecture, the others are lighter options.",
 )
-@click.option("--val-fraction", type=float, default=0.15, show_default=True)
-@click.option("--test-fraction", type=float, default=0.15, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.15,
+    show_default=True,
+    help="Share of the groups (whole scans) held out to choose the epoch and calibrate.",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=0.15,
+    show_default=True,
+    help="Share of the groups (whole scans) held out to measure the model.",
+)
+@click.option(
+    "--seed", type=int, default=42, show_default=True, help="Seed of the split and of the training run."
+)
 @click.option(
     "--min-new-labels",
     type=click.IntRange(min=0),
@@ -65,8 +97,20 @@ log = structlog.get_logger(__name__)
 @click.option(
     "--no-augment", is_flag=True, help="Turn off augmentation (shift, rotation, zoom, window, intensity)."
 )
-@click.option("--phash-max-distance", type=int, default=2, show_default=True)
-@click.option("--chain-min-correlation", type=float, default=0.85, show_default=True)
+@click.option(
+    "--phash-max-distance",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Images whose perceptual hashes differ by at most this many bits are one group.",
+)
+@click.option(
+    "--chain-min-correlation",
+    type=float,
+    default=0.85,
+    show_default=True,
+    help="Slices with nearby IDs at least this correlated are chained into one scan (one group).",
+)
 @click.option(
     "--chain-max-gap",
     type=click.IntRange(min=1),
