@@ -87,14 +87,6 @@ class AssociationSlots:
             self._held.append(assoc)
             return None
 
-    def acquire(self, assoc: Association) -> bool:
-        return self.admit(assoc) is None
-
-    @property
-    def in_use(self) -> int:
-        with self._lock:
-            return sum(1 for a in self._held if _holds_slot(a))
-
 
 def _holds_slot(assoc: Association) -> bool:
     """Released or aborted associations free their slot at once, before their thread winds down."""
@@ -255,16 +247,6 @@ class HardenedAssociationServer(ThreadedAssociationServer):
             if callback is not None:
                 callback(peer)
             raise
-
-    @property
-    def pending_connections(self) -> int:
-        with self._lock:
-            return sum(1 for c in self._live() if c.pending)
-
-    def open_connections(self, peer: str | None = None) -> int:
-        """Connections not yet ended (from `peer` when given): what a test or a metric counts."""
-        with self._lock:
-            return sum(1 for c in self._live() if peer is None or c.peer == peer)
 
 
 def _mark_established(event: Event, connection: _Connection) -> None:

@@ -1,7 +1,7 @@
 """The `kidneyct` command. It only wires: settings are read once here and passed down.
 
-Subcommands live in `kidneyct/commands/` (one module per area) and are imported only when
-invoked, so `kidneyct --help` does not pay for importing Keras.
+Subcommands live in `kidneyct/commands/` (one module per command group), are registered here in
+`SUBCOMMANDS` and imported only when invoked, so `kidneyct --help` does not pay for importing Keras.
 """
 
 from __future__ import annotations
@@ -28,35 +28,46 @@ SUBCOMMANDS: dict[str, str] = {
     "reprocess": "kidneyct.commands.reprocess:reprocess",
     "serve": "kidneyct.serve:serve",
     "send-results": "kidneyct.commands.delivery:send_results",
-    "label": "kidneyct.commands.training:label",
-    "dataset": "kidneyct.commands.training:dataset",
-    "train": "kidneyct.commands.training:train",
-    "models": "kidneyct.commands.training:models",
-    "evaluate": "kidneyct.commands.training:evaluate",
+    "label": "kidneyct.commands.label:label",
+    "dataset": "kidneyct.commands.dataset:dataset",
+    "train": "kidneyct.commands.train:train",
+    "models": "kidneyct.commands.models:models",
+    "evaluate": "kidneyct.commands.evaluate:evaluate",
     "synth": "kidneyct.commands.synth:synth",
     "demo": "kidneyct.demo:demo",
     "review": "kidneyct.commands.review:review",
     "users": "kidneyct.commands.review:users",
 }
 
+# The first sentence of each command's own help (tests/unit/test_cli_vocabulary.py keeps them equal),
+# here so that `kidneyct --help` imports no command module.
 HELP: dict[str, str] = {
+    "listen": "Receive CT over DICOM C-STORE, archive and publish it.",
+    "catalog": "Record every received instance in the database.",
+    "worker": "Classify received instances (one process per device).",
+    "send-results": "Send the outbox's results (SR, heat maps) to PACS.",
+    "serve": "Run the DICOM listener and the classifier worker(s) together.",
+    "review": "Serve the review station (worklist, verdicts, monitoring).",
+    "train": "Train, evaluate and register a candidate model version.",
+    "evaluate": "Evaluate a model on a labelled folder.",
+    "models": "List, promote, import, export, shadow and compare model versions.",
+    "reprocess": "Classify archived studies (again) under a model version.",
+    "label": "Record ground-truth labels (one, or many from a CSV file).",
+    "dataset": "Register labelled image folders as training data.",
     "db": "Create or migrate the database schema.",
     "kafka": "Create the Kafka topics.",
-    "listen": "Run the DICOM C-STORE listener.",
-    "catalog": "Record received instances (also run by listen).",
-    "worker": "Run a classifier worker.",
-    "reprocess": "Classify archived studies (again) under a model version.",
-    "serve": "Run the listener and a worker in one process.",
-    "send-results": "Send results (SR, heat maps) to PACS destinations.",
-    "label": "Record ground-truth labels.",
-    "dataset": "Register labelled image folders.",
-    "train": "Train, evaluate and register a model version.",
-    "models": "List, promote, import, export, shadow, compare models.",
-    "evaluate": "Evaluate a model on a labelled folder.",
-    "synth": "Write synthetic kidney-CT studies as DICOM.",
-    "demo": "Run the whole loop on synthetic data.",
-    "review": "Serve the review station (worklist, verdicts, monitoring).",
     "users": "Add, remove, list review accounts; set passwords.",
+    "demo": "Run the whole loop on synthetic data: synthesize, send, label, train, promote, classify, query.",
+    "synth": "Write synthetic kidney-CT studies as DICOM (not clinical data).",
+}
+
+# How `kidneyct --help` groups the commands: every command in exactly one section.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "Run": ("listen", "catalog", "worker", "send-results", "serve", "review"),
+    "Models": ("train", "evaluate", "models", "reprocess"),
+    "Data": ("label", "dataset"),
+    "Setup": ("db", "kafka", "users"),
+    "Try": ("demo", "synth"),
 }
 
 
@@ -92,9 +103,9 @@ class LazyGroup(click.Group):
             raise click.ClickException(f"the event stream is unavailable: {exc}") from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+        for title, names in SECTIONS.items():
+            with formatter.section(f"{title} commands"):
+                formatter.write_dl([(name, HELP.get(name, "")) for name in names])
 
 
 def _unavailable(name: str, reason: str) -> click.Command:

@@ -304,7 +304,7 @@ def _run_command(cfg: Settings, command: click.Command, **options: Any) -> Any:
 
 def _label(cfg: Settings, sessions: sessionmaker[Session], labels: Path, train_rows: list[TruthRow]) -> None:
     """Wait for the catalogue, then label every training slice from the truth (`kidneyct label --csv`)."""
-    from kidneyct.commands.training import label
+    from kidneyct.commands.label import label
 
     _wait_for_catalogue(sessions, {r.sop_instance_uid for r in train_rows}, timeout_s=120)
     with labels.open("w", newline="") as f:
@@ -317,7 +317,7 @@ def _label(cfg: Settings, sessions: sessionmaker[Session], labels: Path, train_r
 
 def _train(cfg: Settings, sessions: sessionmaker[Session], *, image_size: int, epochs: int, seed: int) -> str:
     """`kidneyct train` with CPU-friendly settings; the new candidate's version."""
-    from kidneyct.commands.training import train
+    from kidneyct.commands.train import train
 
     _run_command(
         cfg,
@@ -570,7 +570,7 @@ def _promote_for_demo(cfg: Settings, version: str) -> None:
     """Promote through the real gate; a candidate it refuses (a few CPU minutes on synthetic phantoms
     rarely beat the baselines by more than the uncertainty) is forced with a recorded reason, so the
     demo still shows the rest of the loop and the user sees the gate's verdict first."""
-    from kidneyct.commands.training import promote_command
+    from kidneyct.commands.models_promote import promote_command
 
     try:
         _run_command(cfg, promote_command, version=version, force=False)

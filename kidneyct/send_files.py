@@ -6,7 +6,6 @@ call, proposing exactly the SOP class and transfer syntax of each file.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ NO_STATUS = -1  # the association ended before the listener answered
 class StoreResult:
     path: Path
     status: int
-    acknowledged_at: float  # time.monotonic() when the answer arrived
 
     @property
     def ok(self) -> bool:
@@ -74,7 +72,7 @@ def send_files(
                     status = int(answer.Status) if "Status" in answer else NO_STATUS
                 except (RuntimeError, OSError) as exc:
                     log.warning("c_store_failed", error=str(exc))
-            result = StoreResult(path, status, time.monotonic())
+            result = StoreResult(path, status)
             results.append(result)
             if on_result is not None:
                 on_result(result)

@@ -25,7 +25,8 @@ from classifier.report.heatmap import build_parametric_map
 from classifier.report.sr import build_sr
 from classifier.worker.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
-from storage.db.outbox import KeySlice, add_report
+from storage.db.outbox import add_report
+from storage.db.report_inputs import KeySlice
 from storage.db.tables import ModelVersion, Prediction, Series, Study, StudyPrediction
 from tests.catalogue_kit import catalogued_instance
 from training.synth.generate import write_study

@@ -51,9 +51,6 @@ class Manifest:
     def hash(self) -> str:
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
 
-    def items_in(self, split: str, *, random: bool = False) -> list[ManifestItem]:
-        return [i for i in self.items if (i.random_split if random else i.split) == split]
-
     def write(self, path: Path) -> str:
         """Write the manifest as JSON (with its hash) and return the hash."""
         digest = self.hash()

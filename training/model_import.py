@@ -60,7 +60,7 @@ def import_model_file(
     """Rebuild `path`, check parity, write the artifact to `model_dir/<version>`; `ImportRefused` otherwise."""
     target = model_dir / options.version
     if target.exists():
-        raise ImportRefused(f"{target} already exists: choose another --version")
+        raise ImportRefused(f"{target} already exists: choose another --model-version")
     rebuilt = rebuild(path, options.spec, source)
     columns = [list(rebuilt.source_classes).index(name) for name in CLASS_NAMES]
     compared: list[Compared] = []

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from classifier.worker.study_policy import StudyPolicy
 from classifier.worker.study_rule import StudyRule
-from storage.db.outbox import KeySlice
+from storage.db.report_inputs import KeySlice
 
 SR_SERIES_NUMBER = 9901
 PMAP_SERIES_NUMBER = 9902

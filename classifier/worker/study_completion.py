@@ -25,7 +25,8 @@ from classifier.worker.study_policy import PolicySettings
 from classifier.worker.study_rule import completion_cutoff, is_complete, is_complete_after_release
 from storage.archive.reader import ArchiveReader
 from storage.db.model_versions import get_model_version
-from storage.db.outbox import NewObject, add_report, key_slices, previous_report, study_identity
+from storage.db.outbox import NewObject, add_report
+from storage.db.report_inputs import key_slices, previous_report, study_identity
 from storage.db.results import (
     IncompleteStudy,
     StudyResult,

@@ -17,7 +17,7 @@ from kidneyct.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-@click.command()
+@click.command(short_help="Classify received instances (one process per device).")
 @click.option("--device", default=None, help="`cpu` or `gpu:N` (default: KIDNEYCT_DEVICE).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: KIDNEYCT_BATCH_SIZE.")
 @click.option(

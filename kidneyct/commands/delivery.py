@@ -12,7 +12,7 @@ from kidneyct.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-@click.command("send-results")
+@click.command("send-results", short_help="Send the outbox's results (SR, heat maps) to PACS.")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 @click.pass_obj
 def send_results(settings: Settings, once: bool) -> None:

@@ -15,7 +15,7 @@ from kidneyct.streams import make_publisher
 from kidneyct.wiring.ingest import build_catalog, build_listener, run_until_stopped
 
 
-@click.command("listen")
+@click.command("listen", short_help="Receive CT over DICOM C-STORE, archive and publish it.")
 @click.pass_obj
 def listen(settings: Settings) -> None:
     """Receive CT over DICOM C-STORE, archive each instance and publish its event."""
@@ -51,7 +51,7 @@ def listen(settings: Settings) -> None:
         catalog_thread.join(timeout=30)
 
 
-@click.command("catalog")
+@click.command("catalog", short_help="Record every received instance in the database.")
 @click.pass_obj
 def catalog(settings: Settings) -> None:
     """Record every received instance in the database (state `received`), model or no model."""

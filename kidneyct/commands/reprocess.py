@@ -7,6 +7,7 @@ import datetime as dt
 import click
 
 from common.progress import progress_bars, progress_wanted
+from kidneyct.commands.options import MODEL_VERSION, option
 from kidneyct.database import make_database
 from kidneyct.reprocess.queue import ReprocessError, describe, parse_when, queue_reprocess
 from kidneyct.settings import Settings
@@ -25,7 +26,13 @@ from storage.db.reprocess import Selection
     "--received-until", default=None, help="Studies received before: ISO date/time or a duration ago."
 )
 @click.option("--all", "everything", is_flag=True, help="Every archived instance.")
-@click.option("--model", "model_version", default=None, help="Model version (default: the active one).")
+@option(
+    MODEL_VERSION,
+    "model_version",
+    hidden_aliases=["--model"],
+    default=None,
+    help="Model version to classify under (default: the active one).",
+)
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -42,8 +49,10 @@ def reprocess(
     model_version: str | None,
     progress: bool | None,
 ) -> None:
-    """Classify archived instances (again) under a model version: read from the archive's catalogue,
-    queued for the workers; instances the version already classified are left alone."""
+    """Classify archived studies (again) under a model version.
+
+    The instances are read from the archive's catalogue and queued for the workers; instances the
+    version already classified are left alone."""
     now = dt.datetime.now(dt.UTC)
     try:
         selection = Selection(

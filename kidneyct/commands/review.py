@@ -21,7 +21,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@click.command()
+@click.command(short_help="Serve the review station (worklist, verdicts, monitoring).")
 @click.pass_obj
 def review(settings: Settings) -> None:
     """Serve the review station: worklist, study pages, verdicts, monitoring (docs/review.md)."""
@@ -76,7 +76,7 @@ def review(settings: Settings) -> None:
         )
 
 
-@click.group()
+@click.group(short_help="Add, remove, list review accounts; set passwords.")
 def users() -> None:
     """Accounts of the review station (roles: reader, admin)."""
 
@@ -101,7 +101,13 @@ def _run(settings: Settings, work: object) -> object:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["reader", "admin"]), default="reader", show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(["reader", "admin"]),
+    default="reader",
+    show_default=True,
+    help="reader: review and record verdicts; admin: also manage accounts.",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.pass_obj
 def users_add(settings: Settings, username: str, role: str, password_stdin: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from common.vocabulary import CLASS_NAMES
+from kidneyct.commands.options import IMAGE_SIZE, option
 from kidneyct.settings import Settings
 from training.synth.dicom_writer import TRANSFER_SYNTAXES
 from training.synth.generate import generate
@@ -52,7 +53,7 @@ def lesion_scale_option(*, default: float) -> Callable[[F], F]:
     )
 
 
-@click.command("synth")
+@click.command("synth", short_help="Write synthetic kidney-CT studies as DICOM (not clinical data).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option(
     "--studies", type=click.IntRange(min=1), default=4, show_default=True, help="Number of studies."
@@ -67,8 +68,14 @@ def lesion_scale_option(*, default: float) -> Callable[[F], F]:
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the anatomy, lesions and noise."
 )
-@click.option(
-    "--size", type=click.IntRange(min=16, max=1024), default=512, show_default=True, help="Rows and columns."
+@option(
+    IMAGE_SIZE,
+    "size",
+    hidden_aliases=["--size"],
+    type=click.IntRange(min=16, max=1024),
+    default=512,
+    show_default=True,
+    help="Rows and columns of each slice, in pixels.",
 )
 @click.option(
     "--transfer-syntax",

@@ -94,20 +94,6 @@ class Archive:
         check_instance_uids(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
 
-    def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
-        """Archive the file at `source` (left in place) as the given instance, durably."""
-        archived = self.place_file(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-        self.sync_entry(archived)
-        return archived
-
-    def store_stream(
-        self, source: BinaryIO, *, study_uid: str, series_uid: str, sop_uid: str
-    ) -> ArchivedFile:
-        """Archive what `source` yields (read in chunks, never whole) as the given instance, durably."""
-        archived = self.place_stream(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-        self.sync_entry(archived)
-        return archived
-
     def place_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> ArchivedFile:
         """Put the file at `source` in place with its data fsynced; `sync_entry` must follow."""
 

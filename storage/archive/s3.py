@@ -94,9 +94,6 @@ class S3Archive:
                 Path(spool.name), study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
             )
 
-    def store_file(self, source: Path, *, study_uid: str, series_uid: str, sop_uid: str) -> StoredCopy:
-        return self.place_file(source, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-
     def sync_entry(self, archived: object) -> None:
         """Nothing to do: the object store acknowledged the PUT only once the object was durable."""
 

@@ -164,9 +164,5 @@ class DatabaseQueueConsumer:
         except SQLAlchemyError as exc:
             raise StreamUnavailable(f"embedded queue read failed: {_reason(exc)}") from exc
 
-    def seek_to_committed(self) -> None:
-        """Forget the in-memory position: the next poll re-reads from the committed offsets."""
-        self._position = None
-
     def close(self) -> None:
         self._position = None

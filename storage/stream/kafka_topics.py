@@ -127,15 +127,3 @@ def prepare_topics(connection: KafkaConnection, topics: list[str], policy: Topic
         return report
     finally:
         admin.close()
-
-
-def topic_configs(connection: KafkaConnection, topic: str) -> dict[str, str]:
-    """A topic's effective configs (for checks and tests)."""
-    admin = KafkaAdminClient(**connection.options())
-    try:
-        described = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
-        )
-        return {k: str(v.get("value")) for k, v in described["topic"][topic].items() if isinstance(v, dict)}
-    finally:
-        admin.close()

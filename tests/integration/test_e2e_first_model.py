@@ -49,7 +49,7 @@ def served_under(url: str, version: str, n_instances: int) -> bool:
 def import_and_promote(env: dict[str, str], tmp_path: Path, version: str) -> None:
     path = notebook_h5(tmp_path / "best.h5")
     out = run_kidneyct(
-        ["models", "import", str(path), "--preprocessing", "caffe", "--version", version], env
+        ["models", "import", str(path), "--preprocessing", "caffe", "--model-version", version], env
     ).stdout
     assert f"registered candidate {version}" in out and "parity: max abs diff" in out
     # An untrained notebook model cannot pass an acceptance test: a site's first model without one is

@@ -7,12 +7,24 @@ from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from kidneyct.cli import cli
 from storage.stream.kafka_stream import KafkaConnection, KafkaPublisher
-from storage.stream.kafka_topics import topic_configs
 
 pytestmark = [pytest.mark.kafka]
+
+
+def topic_configs(connection: KafkaConnection, topic: str) -> dict[str, str]:
+    """A topic's effective configs, as the broker reports them."""
+    admin = KafkaAdminClient(**connection.options())
+    try:
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+        return {k: str(v.get("value")) for k, v in described["topic"][topic].items() if isinstance(v, dict)}
+    finally:
+        admin.close()
 
 
 def _env(bootstrap: str, unique_name: Callable[[str], str], **extra: str) -> dict[str, str]:

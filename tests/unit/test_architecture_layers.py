@@ -1,5 +1,7 @@
 """Every import points down the layers of docs/architecture.md (function-level imports included).
 
+tests/                         the suite: may import anything
+fuzz/  benchmarks/  scripts/   tools that drive the system from outside, side by side, on the top
 kidneyct/                      the top: commands, processes, wiring, settings
 review/                        the review station: on training/ (labels as `kidneyct label` writes them)
 training/                      on classifier/
@@ -30,6 +32,11 @@ ALLOWED: dict[str, frozenset[str]] = {
         {"common", "storage", "migrations", "ingest", "classifier", "delivery", "training", "review"}
     ),
 }
+# Tools on top, side by side: hostile DICOM clients (fuzz/), benchmarks and maintenance scripts use
+# any package of the house, kidneyct/ included; nothing in the house uses them, nor one tool another.
+_HOUSE = frozenset(ALLOWED)
+ALLOWED |= {"fuzz": _HOUSE, "benchmarks": _HOUSE, "scripts": _HOUSE}
+ALLOWED["tests"] = frozenset(ALLOWED)  # the suite, outermost
 
 
 def imported_modules(source: str) -> list[tuple[int, str]]:
@@ -60,11 +67,45 @@ def test_no_module_imports_from_a_layer_above_its_own() -> None:
     assert layer_violations(REPO, ALLOWED) == []
 
 
+def unplaced_folders(root: Path, allowed: dict[str, frozenset[str]]) -> list[str]:
+    """Top-level folders holding Python (hidden and .gitignore'd ones aside) that have no layer."""
+    ignored = {line.strip().strip("/") for line in _gitignore_lines(root)}
+    return sorted(
+        folder.name
+        for folder in root.iterdir()
+        if folder.is_dir()
+        and not folder.name.startswith(".")
+        and folder.name not in ignored
+        and folder.name not in allowed
+        and any(folder.rglob("*.py"))
+    )
+
+
+def _gitignore_lines(root: Path) -> list[str]:
+    path = root / ".gitignore"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_every_top_level_python_folder_has_a_layer() -> None:
+    """A new top-level folder with Python in it must be placed in a layer before it ships."""
+    assert unplaced_folders(REPO, ALLOWED) == []
+
+
+def test_a_folder_without_a_layer_is_reported(tmp_path: Path) -> None:
+    """A new folder of Python is reported; an ignored, a hidden or a Python-free one is not."""
+    for folder in ("storage", "newtool", "kidneyct-data", ".venv", "docs"):
+        (tmp_path / folder).mkdir()
+    for script in ("storage/db.py", "newtool/run.py", "kidneyct-data/x.py", ".venv/site.py"):
+        (tmp_path / script).write_text("")
+    (tmp_path / ".gitignore").write_text(".venv/\nkidneyct-data/\n")
+    assert unplaced_folders(tmp_path, ALLOWED) == ["newtool"]
+
+
 def test_every_installed_package_has_a_layer() -> None:
-    """A new top-level package must be placed in a layer before it ships."""
+    """Every package pyproject.toml installs is in a layer (tools and tests are not installed)."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {pattern.rstrip("*") for pattern in include} == set(ALLOWED)
+    assert {pattern.rstrip("*") for pattern in include} <= set(ALLOWED)
 
 
 def test_an_upward_import_is_reported(tmp_path: Path) -> None:
@@ -76,6 +117,15 @@ def test_an_upward_import_is_reported(tmp_path: Path) -> None:
     )
     (tmp_path / "kidneyct" / "settings.py").write_text("import storage.db.engine\n")
     assert layer_violations(tmp_path, ALLOWED) == ["storage/db.py:4 imports kidneyct.settings"]
+
+
+def test_the_house_does_not_import_its_tools(tmp_path: Path) -> None:
+    """The top layer may not lean on a benchmark or a fuzzer; a tool may use the top layer."""
+    (tmp_path / "kidneyct").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "kidneyct" / "serve.py").write_text("from fuzz.wire import associate\n")
+    (tmp_path / "benchmarks" / "run.py").write_text("from kidneyct.settings import Settings\n")
+    assert layer_violations(tmp_path, ALLOWED) == ["kidneyct/serve.py:1 imports fuzz.wire"]
 
 
 def test_side_by_side_packages_do_not_import_each_other(tmp_path: Path) -> None:

@@ -71,12 +71,12 @@ def test_help_of_every_command_does_not_import_keras(tmp_path: Path) -> None:
 WRONG_INPUTS: list[tuple[list[str], bool, str]] = [
     (["label", "--study", "not a uid", "--class", "normal"], True, "is not a DICOM UID"),
     (["reprocess", "--study", "not a uid"], True, "is not a DICOM UID"),
-    (["reprocess", "--all", "--model", "no-such"], True, "no model version 'no-such'"),
+    (["reprocess", "--all", "--model-version", "no-such"], True, "no model version 'no-such'"),
     (["train"], False, "no kidneyct schema"),
     (["train"], True, "nothing to train on"),
     (["worker"], False, "no kidneyct schema"),
-    (["evaluate", "empty", "--version", "no-such"], True, "holds no file"),
-    (["evaluate", "folder", "--version", "no-such"], True, "no model version 'no-such'"),
+    (["evaluate", "empty", "--model-version", "no-such"], True, "holds no file"),
+    (["evaluate", "folder", "--model-version", "no-such"], True, "no model version 'no-such'"),
 ]
 
 

@@ -216,7 +216,7 @@ def test_promote_with_backfill_adds_one_row_per_version_and_keeps_the_old_label(
         assert stack.study_labels("A") == labels_a
         assert len(stack.study_labels("B")) == 3
 
-        again = _cli(stack, ["reprocess", "--all", "--model", "B", "--no-progress"])
+        again = _cli(stack, ["reprocess", "--all", "--model-version", "B", "--no-progress"])
         assert "queued 0 instance(s)" in again and "6 already classified" in again
         # Even events published again (the worker's own idempotence, not only the selection's):
         with stack.sessions() as s:

@@ -406,7 +406,15 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
     runner, env = trained["runner"], trained["env"]
     by_version = runner.invoke(
         cli,
-        ["evaluate", str(folder), "--version", trained["version"], "--json", "--out", str(tmp_path / "o")],
+        [
+            "evaluate",
+            str(folder),
+            "--model-version",
+            trained["version"],
+            "--json",
+            "--out",
+            str(tmp_path / "o"),
+        ],
         env=env,
     )
     assert by_version.exit_code == 0, by_version.output
@@ -441,7 +449,7 @@ def test_evaluate_command_scores_a_labelled_folder_through_serving_preprocessing
     )
 
     both = runner.invoke(cli, ["evaluate", str(folder)], env=env)
-    assert both.exit_code != 0 and "exactly one of --version and --artifact" in both.output
+    assert both.exit_code != 0 and "exactly one of --model-version and --artifact" in both.output
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = runner.invoke(

@@ -94,7 +94,7 @@ def test_densenet_builds_with_its_own_normalisation():
 
 def test_train_offers_exactly_the_backbones_the_model_can_build():
     """`kidneyct train --backbone` lists its choices without importing Keras; they must match the model's."""
-    from kidneyct.commands.training import train
+    from kidneyct.commands.train import train
 
     (option,) = [p for p in train.params if p.name == "backbone"]
     assert set(option.type.choices) == set(BACKBONE_APPLICATIONS)

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from classifier.report.contents import StudyReport
 from classifier.report.sr import build_sr
 from classifier.worker.study_rule import StudyRule
-from storage.db.outbox import KeySlice
+from storage.db.report_inputs import KeySlice
 
 
 def _report(forced_note: str | None) -> tuple[StudyReport, pydicom.Dataset]:

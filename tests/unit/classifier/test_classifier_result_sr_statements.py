@@ -17,7 +17,7 @@ from classifier.report.contents import StudyReport
 from classifier.report.sr import build_sr
 from classifier.worker.study_policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
 from classifier.worker.study_rule import StudyRule
-from storage.db.outbox import KeySlice
+from storage.db.report_inputs import KeySlice
 
 POLICY = StudyPolicy(
     StudyRule(3, 0.7), SOURCE_CARD, min_evidence=0.62, target_accuracy=0.9, max_shifted_fraction=0.25

@@ -6,6 +6,7 @@ import hashlib
 import io
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -21,15 +22,29 @@ def _source(tmp_path: Path, content: bytes = b"DICOM-ish bytes" * 1000) -> Path:
     return path
 
 
+def _store_file(archive: Archive, source: Path, **uids: str) -> ArchivedFile:
+    """What the listener does with a received file: put it in place, then make its entry durable."""
+    archived = archive.place_file(source, **uids)
+    archive.sync_entry(archived)
+    return archived
+
+
+def _store_stream(archive: Archive, source: BinaryIO, **uids: str) -> ArchivedFile:
+    """What the listener does with a received stream: put it in place, then make its entry durable."""
+    archived = archive.place_stream(source, **uids)
+    archive.sync_entry(archived)
+    return archived
+
+
 def _leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".incoming-")]
 
 
-def test_store_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None:
+def test_a_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None:
     """The file lands at <root>/<study>/<series>/<sop>.dcm with its sha256 and size."""
     source = _source(tmp_path)
-    archived = Archive(tmp_path / "archive").store_file(
-        source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    archived = _store_file(
+        Archive(tmp_path / "archive"), source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
     )
     assert archived.path == tmp_path / "archive" / STUDY / SERIES / f"{SOP}.dcm"
     assert archived.path.read_bytes() == source.read_bytes()
@@ -39,31 +54,31 @@ def test_store_file_writes_uid_path_with_sha256_and_size(tmp_path: Path) -> None
     assert _leftovers(tmp_path / "archive") == []
 
 
-def test_store_file_hard_links_on_the_same_file_system(tmp_path: Path) -> None:
+def test_a_file_hard_links_on_the_same_file_system(tmp_path: Path) -> None:
     """With linking on, the archived file is the received file (no second write)."""
     source = _source(tmp_path)
-    archived = Archive(tmp_path / "archive").store_file(
-        source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    archived = _store_file(
+        Archive(tmp_path / "archive"), source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
     )
     assert archived.path.stat().st_ino == source.stat().st_ino
     source.unlink()  # pynetdicom deletes its temporary file after the handler
     assert archived.path.read_bytes().startswith(b"DICOM-ish")
 
 
-def test_store_file_copies_when_linking_is_off(tmp_path: Path) -> None:
+def test_a_file_copies_when_linking_is_off(tmp_path: Path) -> None:
     """The copy path yields an independent file with the same bytes and hash."""
     source = _source(tmp_path)
     archive = Archive(tmp_path / "archive", link_sources=False)
-    archived = archive.store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    archived = _store_file(archive, source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
     assert archived.path.stat().st_ino != source.stat().st_ino
     assert archived.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
-def test_store_stream_reads_a_stream(tmp_path: Path) -> None:
+def test_a_stream_reads_a_stream(tmp_path: Path) -> None:
     """A stream is archived in chunks with its hash."""
     content = bytes(range(256)) * 10_000  # larger than one chunk
-    archived = Archive(tmp_path).store_stream(
-        io.BytesIO(content), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
+    archived = _store_stream(
+        Archive(tmp_path), io.BytesIO(content), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP
     )
     assert archived.path.read_bytes() == content
     assert archived.sha256 == hashlib.sha256(content).hexdigest()
@@ -72,8 +87,8 @@ def test_store_stream_reads_a_stream(tmp_path: Path) -> None:
 def test_resent_instance_with_the_same_content_is_the_same_file(tmp_path: Path) -> None:
     """Storing the same bytes again under the same SOP instance keeps one file, nothing replaced."""
     archive = Archive(tmp_path / "archive")
-    first = archive.store_stream(io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
-    again = archive.store_stream(io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    first = _store_stream(archive, io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    again = _store_stream(archive, io.BytesIO(b"first"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
     assert again == first and again.replaced_sha256 is None
     assert len(list((tmp_path / "archive").rglob("*"))) == 3  # study, series, one file; no temp left
 
@@ -86,10 +101,10 @@ def test_resent_instance_with_other_content_keeps_both_versions(tmp_path: Path, 
 
     def store(data: bytes) -> ArchivedFile:
         if kind == "stream":
-            return archive.store_stream(io.BytesIO(data), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+            return _store_stream(archive, io.BytesIO(data), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
         source = tmp_path / f"src-{len(data)}"
         source.write_bytes(data)
-        return archive.store_file(source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+        return _store_file(archive, source, study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
 
     first = store(b"first")
     second = store(b"second!")
@@ -114,7 +129,7 @@ def test_resent_instance_with_other_content_keeps_both_versions(tmp_path: Path, 
 def test_invalid_uid_is_refused_and_nothing_written(tmp_path: Path, uids: dict[str, str]) -> None:
     """Only valid UIDs become path components: traversal and junk raise before any write."""
     with pytest.raises(ValueError, match="not a valid DICOM UID"):
-        Archive(tmp_path / "archive").store_stream(io.BytesIO(b"x"), **uids)
+        _store_stream(Archive(tmp_path / "archive"), io.BytesIO(b"x"), **uids)
     assert not (tmp_path / "archive").exists()
     assert list(tmp_path.rglob("*")) == []
 
@@ -134,7 +149,7 @@ def test_archive_root_that_is_a_file_raises_archive_error(tmp_path: Path) -> Non
     root = tmp_path / "archive"
     root.write_bytes(b"not a directory")
     with pytest.raises(ArchiveError):
-        Archive(root).store_stream(io.BytesIO(b"x"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+        _store_stream(Archive(root), io.BytesIO(b"x"), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
 
 
 class _FailingStream(io.RawIOBase):
@@ -154,7 +169,7 @@ def test_failed_write_leaves_neither_temp_nor_final_file(tmp_path: Path) -> None
     """A write that fails midway removes its temporary file and never creates the final name."""
     archive = Archive(tmp_path / "archive")
     with pytest.raises(ArchiveError):
-        archive.store_stream(_FailingStream(), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)  # type: ignore[arg-type]
+        _store_stream(archive, _FailingStream(), study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)  # type: ignore[arg-type]
     assert not archive.path_for(study_uid=STUDY, series_uid=SERIES, sop_uid=SOP).exists()
     assert _leftovers(tmp_path / "archive") == []
 
@@ -166,8 +181,8 @@ def test_concurrent_stores_into_one_series(tmp_path: Path) -> None:
 
     def store(i: int) -> None:
         try:
-            archive.store_stream(
-                io.BytesIO(b"%d" % i), study_uid=STUDY, series_uid=SERIES, sop_uid=f"{SOP}.{i}"
+            _store_stream(
+                archive, io.BytesIO(b"%d" % i), study_uid=STUDY, series_uid=SERIES, sop_uid=f"{SOP}.{i}"
             )
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-from kidneyct.commands.training import version_table
+from kidneyct.commands.models import version_table
 
 
 def _version(name: str, metrics: dict | None, note: str | None = None) -> SimpleNamespace:  # type: ignore[type-arg]

@@ -200,11 +200,11 @@ def test_a_wrong_class_order_shows_up_in_the_acceptance_result(
     folder = tmp_path / "acceptance"
     assert sum(_labelled_folder(right.model, folder).values()) == 24
     common = ("models", "import", str(path), "--preprocessing", "caffe", "--acceptance", str(folder))
-    code, output = _run(site, *common, "--classes", ORDER, "--version", "right")
+    code, output = _run(site, *common, "--classes", ORDER, "--model-version", "right")
     assert code == 0, output
     assert "acceptance: accuracy 1.000 on 24 slice(s)" in output
     wrong_order = ",".join(CLASS_NAMES[1:] + CLASS_NAMES[:1])  # every class moved: nothing right by luck
-    code, output = _run(site, *common, "--classes", wrong_order, "--version", "wrong")
+    code, output = _run(site, *common, "--classes", wrong_order, "--model-version", "wrong")
     assert code == 0, output
     assert "max abs diff" in output  # parity passes: the file agrees with itself
     assert "acceptance: accuracy 0.000 on 24 slice(s)" in output
@@ -228,7 +228,7 @@ def test_an_unchecked_import_cannot_be_promoted_without_acceptance(
     path = foreign_files["keras"] / "maxpool.weights.h5"
     stated = ("--pooling", "avg", "--activation", "softmax", "--image-size", "64", "--classes", ORDER)
     code, output = _run(
-        site, "models", "import", str(path), "--preprocessing", "caffe", *stated, "--version", "w"
+        site, "models", "import", str(path), "--preprocessing", "caffe", *stated, "--model-version", "w"
     )
     assert code == 0, output
     listing = _run(site, "models", "list")[1]

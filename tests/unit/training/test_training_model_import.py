@@ -250,7 +250,7 @@ def test_bad_files_are_refused_by_name_and_register_nothing(
 ) -> None:
     """Truncated, not HDF5, 3 classes, a missing or extra layer, a wrong shape, another architecture: refused, nothing kept."""
     for name, (path, phrase) in _bad_files(model_files, tmp_path).items():
-        code, output = _import(site, path, "--version", f"bad-{name}")
+        code, output = _import(site, path, "--model-version", f"bad-{name}")
         assert code == 1, f"{name}: {output}"
         assert phrase in output, f"{name}: {output}"
         assert _registered(site) == [], name
@@ -271,11 +271,11 @@ def test_a_good_import_through_the_cli_registers_one_candidate(
         "--classes",
         "Cyst,Normal,Stone,Tumor",
     )
-    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--version", "ok-1")
+    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--model-version", "ok-1")
     assert code == 0, output
     assert "registered candidate ok-1" in output
     assert _registered(site) == ["ok-1"]
-    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--version", "ok-1")
+    code, output = _import(site, model_files["keras"] / "pool.weights.h5", *stated, "--model-version", "ok-1")
     assert code == 1 and "already registered" in output
 
 
