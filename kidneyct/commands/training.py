@@ -156,10 +156,11 @@ def import_folder_command(settings: Settings, root: Path, source: str | None, pr
 )
 @click.option(
     "--backbone",
-    type=click.Choice(["resnet50", "efficientnetb0", "densenet121"]),
+    type=click.Choice(["resnet50", "efficientnetb0", "densenet121", "tiny"]),
     default="resnet50",
     show_default=True,
-    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options.",
+    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options "
+    "(tiny: four conv blocks from scratch, the demo's).",
 )
 @click.option("--val-fraction", type=float, default=0.15, show_default=True)
 @click.option("--test-fraction", type=float, default=0.15, show_default=True)
@@ -843,6 +844,11 @@ def _window_numbers(text: str) -> tuple[float, float]:
 @click.pass_obj
 def export_command(settings: Settings, version: str, directory: Path) -> None:
     """Write VERSION's artifact, card and registration to DIRECTORY (for `models import DIRECTORY` elsewhere)."""
+    from storage.db.model_versions import get_model_version
+
+    with _sessions(settings)() as session:  # an unknown version is answered before Keras loads
+        if get_model_version(session, version=version) is None:
+            raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
     from training.model_transfer import TransferError, export_version
 
     try:
