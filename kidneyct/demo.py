@@ -51,6 +51,9 @@ WHERE model_version = :version AND n_instances = :slices AND accession_number IN
 ORDER BY accession_number"""
 
 
+HEARTBEAT_S = 10.0  # no wait longer than this without a line
+
+
 class Steps:
     """Numbered progress lines with the time each step took."""
 
@@ -60,11 +63,13 @@ class Steps:
         self.started = time.monotonic()
 
     @contextmanager
-    def step(self, title: str) -> Iterator[None]:
+    def step(self, title: str, doing: str | None = None) -> Iterator[None]:
+        """A numbered step; while it runs, a line every `HEARTBEAT_S` seconds says it still does `doing`."""
         self.number += 1
         click.secho(f"[{self.number}/{self.total}] {title}", bold=True)
         begun = time.monotonic()
-        yield
+        with _heartbeat(self, doing or f"on step {self.number}", HEARTBEAT_S):
+            yield
         click.echo(f"      done in {time.monotonic() - begun:.1f} s")
 
     def note(self, line: str) -> None:
@@ -126,15 +131,15 @@ def demo(
             _send(steps, port, cfg.ae_title, root / "synth" / "train", train_rows)
         with steps.step("recording the received instances and labelling their slices (kidneyct label --csv)"):
             _label(cfg, sessions, root / "labels.csv", train_rows)
-        with steps.step(f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)"):
+        with steps.step(
+            f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)",
+            doing="training (Keras prints a line per epoch; the first also builds the graph)",
+        ):
             steps.note(
                 f"a tiny model, to be quick: four conv blocks (~0.1 M weights, not the served ResNet50) from "
                 f"scratch on {image_size}x{image_size} inputs; it shows the loop works, it is not a clinical model"
             )
-            with _heartbeat(
-                steps, "training (Keras prints a line per epoch; the first also builds the graph)"
-            ):
-                version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
+            version = _train(cfg, sessions, image_size=image_size, epochs=epochs, seed=seed)
         with steps.step(f"promoting {version} (kidneyct models promote)"):
             _promote_for_demo(cfg, version)
         _say_study_rule(steps, cfg, version)
@@ -229,7 +234,7 @@ def _load_backend_quietly() -> None:
     click.echo("loading Keras and TensorFlow (CPU) ...")  # 10-60 s on a busy 2-core machine
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink, _heartbeat(Steps(total=0), "loading Keras", HEARTBEAT_S):
         os.dup2(sink.fileno(), 2)
         try:
             import keras

@@ -123,3 +123,20 @@ def test_a_target_no_threshold_reached_is_said_plainly() -> None:
     lines = _abstention_lines({"abstention": {"target_accuracy": 0.9, "reached": False}})
     assert lines == ["indeterminate always: no evidence threshold reached 90% on validation"]
     assert _abstention_lines({}) == []
+
+
+def test_every_step_says_it_is_still_working(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any numbered step longer than the heartbeat (sending, promoting, waiting for results) prints a line."""
+    import kidneyct.demo as demo
+
+    monkeypatch.setattr(demo, "HEARTBEAT_S", 0.05)
+    steps = Steps(total=2)
+    with steps.step("sending"):
+        time.sleep(0.3)
+    with steps.step("training", doing="training"):
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "still on step 1:" in out and "still training:" in out
+    assert out.index("[2/2] training") > out.rindex("still on step 1:")  # it stops with its step
