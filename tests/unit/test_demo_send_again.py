@@ -58,3 +58,12 @@ def test_an_instance_refused_twice_stops_the_demo_with_one_line(tmp_path: Path) 
     with _scp(refusals_per_instance=2) as (port, _), pytest.raises(click.ClickException) as refused:
         _send(Steps(total=1), port, "DEMO-SCP", folder, rows)
     assert refused.value.format_message() == "2 instance(s) refused, first status 0xA700"
+
+
+def test_studies_go_several_to_an_association_when_asked(tmp_path: Path) -> None:
+    """The training part's batches: every instance of every study arrives once."""
+    folder = tmp_path / "synth"
+    rows = generate(folder, studies=3, slices=2, classes=CLASS_NAMES, seed=0, size=32)
+    with _scp(refusals_per_instance=0) as (port, seen):
+        _send(Steps(total=1), port, "DEMO-SCP", folder, rows, per_association=2)
+    assert sorted(seen) == sorted(r.sop_instance_uid for r in rows)
