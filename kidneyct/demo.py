@@ -463,8 +463,9 @@ def _send(
     steps: Steps, port: int, ae_title: str, folder: Path, rows: list[TruthRow], per_association: int = 1
 ) -> None:
     """C-STORE every study in `rows`, `per_association` studies per association (the training part goes
-    in batches: setting up 320 associations cost more than the instances; the test part goes one study
-    per association, as a modality sends it, so its release hints complete each study)."""
+    in batches: fewer association set-ups, a small gain, 174-179 s against 183-186 s for 1,920 instances
+    on a loaded box; the test part goes one study per association, as a modality sends it, so its
+    release hints complete each study)."""
     from kidneyct.send_files import send_files
 
     by_study: dict[str, list[Path]] = {}
