@@ -27,10 +27,12 @@ DEMO_INSTALLED := $(VENV)/.kidneyct-demo-installed
 demo: $(DEMO_INSTALLED)
 	$(VENV)/bin/kidneyct demo
 
+# pip is silent while it unpacks TensorFlow (a minute or more): a line every 10 s says it still works.
 $(DEMO_INSTALLED): pyproject.toml | $(VENV_PYTHON)
 	@if [ $(INSTALLED) -nt pyproject.toml ]; then echo "kidneyct is installed ($(VENV))"; else \
 		echo "installing kidneyct and its runtime (TensorFlow for CPU, about 600 MB; pip shows each package)"; \
-		$(VENV_PYTHON) -m pip install --progress-bar on -e '.[cpu]'; fi
+		( started=$$(date +%s); while sleep 10; do echo "  ... pip still installing: $$(( $$(date +%s) - started )) s"; done ) & ticker=$$!; \
+		$(VENV_PYTHON) -m pip install --progress-bar on -e '.[cpu]'; status=$$?; kill $$ticker; exit $$status; fi
 	touch $@
 
 # No service, no Debian package, no Kafka jars: only the venv. `make -k check` runs the tests after a lint failure too.

@@ -136,9 +136,15 @@ class TrainedRun:
     report: dict[str, Any]
 
 
+def _refuse_pretrained_tiny(weights: str, backbone: str) -> None:
+    if backbone == "tiny" and weights != "none":
+        raise TrainingError("the tiny backbone has no pre-trained weights: train it with --weights none")
+
+
 def make_model(image_size: int, weights: str, backbone: str = DEFAULT_BACKBONE) -> tuple[keras.Model, bool]:
     """The classifier's model with the starting weights `--weights` asked for, and whether it trains
     from scratch (random weights, or an artifact that was trained so); or a clear TrainingError."""
+    _refuse_pretrained_tiny(weights, backbone)
     if weights == "none":
         return build_model(image_size=image_size, weights=None, from_scratch=True, backbone=backbone), True
     if weights == "imagenet":

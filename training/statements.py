@@ -8,8 +8,8 @@ ECE before and after calibration, slice- and scan-level figures side by side, an
 curve (coverage, and accuracy among answered, at several thresholds), each with group-bootstrap
 intervals (resampling scans).
 
-A scan is a group of the manifest (for DICOM, the study): its label is the majority of its slices'
-labels, its answer the study rule's on the calibrated probabilities, its evidence the mean calibrated
+A scan is a group of the manifest (for DICOM, the study): its label is `training.study_tuning.study_truth`
+of its slices' labels (the most urgent abnormal class shown on any slice, else the majority), its answer the study rule's on the calibrated probabilities, its evidence the mean calibrated
 probability of that answer over its slices (`classifier.worker.study_policy`).
 """
 
@@ -26,6 +26,7 @@ from classifier.worker.study_policy import StudyPolicy, decide
 from classifier.worker.study_rule import StudyRule
 from training.bootstrap import group_draw_weights, interval, metric_intervals
 from training.evaluate import calibration, classification_metrics
+from training.study_tuning import study_truth
 
 RISK_COVERAGE_THRESHOLDS: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 N_BOOT = 1000
@@ -48,7 +49,7 @@ def scans_of(
     classes: Sequence[str],
     rule: StudyRule,
 ) -> Scans:
-    """Each group's majority label, the rule's answer on the (calibrated) probabilities and its evidence."""
+    """Each group's true label (`study_truth`), the rule's answer on the (calibrated) probabilities and its evidence."""
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(str(g), []).append(i)
@@ -56,8 +57,7 @@ def scans_of(
     y = np.asarray(labels, dtype=np.int64)
     truth, answer, evidence = [], [], []
     for idx in members.values():
-        counts = np.bincount(y[idx], minlength=len(classes))
-        truth.append(int(np.argmax(counts)))  # ties: the first class, as everywhere in training
+        truth.append(list(classes).index(study_truth([classes[int(k)] for k in y[idx]])))
         p = probabilities[idx]
         d = decide(
             n_confident={c: int((p[:, k] >= rule.min_probability).sum()) for k, c in enumerate(classes)},

@@ -14,22 +14,35 @@ from typing import Any
 
 import numpy as np
 
-from classifier.worker.study_rule import StudyRule, study_label
+from classifier.worker.study_rule import ABNORMAL_PRIORITY, StudyRule, study_label
 
 K_GRID: tuple[int, ...] = (1, 2, 3, 5, 8)
 T_GRID: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def study_truth(names: Sequence[str]) -> str:
+    """A study's true class read the way the study rule reads one: the most urgent abnormal class that
+    any of its slices shows (Tumor > Stone > Cyst), else the majority (Normal for a DICOM study).
+
+    Not the majority alone: a stone shows on 2-3 slices of a study, whose majority is then Normal, and
+    a rule tuned against that truth learns to call every stone study Normal. For image folders, whose
+    scans hold one class, both agree.
+    """
+    for name in ABNORMAL_PRIORITY:
+        if name in names:
+            return name
+    return min(set(names), key=lambda c: (-list(names).count(c), c))
+
+
 def _studies(study_of: Sequence[str | None], labels: Sequence[str]) -> dict[str, tuple[list[int], str]]:
-    """study -> (member indices, majority label)."""
+    """study -> (member indices, true label: `study_truth`)."""
     members: dict[str, list[int]] = {}
     for i, study in enumerate(study_of):
         if study is not None:
             members.setdefault(study, []).append(i)
     out = {}
     for study, idx in members.items():
-        names = [labels[i] for i in idx]
-        out[study] = (idx, min(set(names), key=lambda c: (-names.count(c), c)))
+        out[study] = (idx, study_truth([labels[i] for i in idx]))
     return out
 
 

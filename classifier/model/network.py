@@ -42,25 +42,44 @@ Phase = Literal[1, 2]
 # served architecture; the lighter ones are options measured in docs/training.md. Each comes with the
 # input normalisation its ImageNet weights expect: EfficientNet rescales and normalises inside the
 # keras.applications model itself, so the graph's own layer passes raw [0, 255] pixels ("none").
-Backbone = Literal["resnet50", "efficientnetb0", "densenet121"]
+# `tiny` is no keras.applications model: four conv blocks (~0.1 M weights), no pre-trained weights,
+# for the demo, which must train in a CPU minute; it says nothing about a clinical model.
+Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 DEFAULT_BACKBONE = "resnet50"
 BACKBONE_NORMALIZATION: dict[str, str] = {
     "resnet50": "caffe",
     "efficientnetb0": "none",
     "densenet121": "torch",
+    "tiny": "rescale",
 }
 # Where fine-tuning phase 2 unfreezes from by default: the last block of each.
 BACKBONE_UNFREEZE_FROM: dict[str, str] = {
     "resnet50": "conv5_",
     "efficientnetb0": "block7",
     "densenet121": "conv5_",
+    "tiny": "conv4_",
 }
 BACKBONE_APPLICATIONS = {
     "resnet50": "ResNet50",
     "efficientnetb0": "EfficientNetB0",
     "densenet121": "DenseNet121",
 }
+TINY_FILTERS = (16, 32, 64, 128)  # one conv block each; a 2x2 max-pool between blocks
+
+
+def tiny_base(image_size: int, name: str = "tiny") -> keras.Model:
+    """The `tiny` backbone: conv-BN-ReLU blocks `conv1_` ... `conv4_`, the input downsampled 8x (a 64 px
+    input leaves an 8x8 feature map, enough for Grad-CAM). Random weights: it only trains from scratch."""
+    inputs = keras.Input(shape=(image_size, image_size, 3), name=f"{name}_input")
+    x = inputs
+    for i, filters in enumerate(TINY_FILTERS, start=1):
+        if i > 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i - 1}")(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}_conv")(x)
+        x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+        x = layers.Activation("relu", name=f"conv{i}_relu")(x)
+    return keras.Model(inputs, x, name=name)
 
 
 def check_backbone(backbone: str) -> None:
@@ -146,10 +165,15 @@ def build_model(
         normalization = BACKBONE_NORMALIZATION[backbone]
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
-    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
-    base = application(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
-    )
+    if backbone == "tiny":
+        if weights is not None:
+            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
+        base = tiny_base(image_size)
+    else:
+        application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
+        base = application(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
+        )
     if from_scratch:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):

@@ -119,6 +119,11 @@ def _import_columns(card: dict) -> tuple[str, str]:  # type: ignore[type-arg]
 @click.pass_obj
 def export_command(settings: Settings, version: str, directory: Path) -> None:
     """Write VERSION's artifact, card and registration to DIRECTORY (for `models import DIRECTORY` elsewhere)."""
+    from storage.db.model_versions import get_model_version
+
+    with make_database(settings)() as session:  # an unknown version is answered before Keras loads
+        if get_model_version(session, version=version) is None:
+            raise click.ClickException(f"no model version {version!r} (see `kidneyct models list`)")
     from training.model_transfer import TransferError, export_version
 
     try:

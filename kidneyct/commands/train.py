@@ -59,10 +59,11 @@ log = structlog.get_logger(__name__)
 )
 @click.option(
     "--backbone",
-    type=click.Choice(["resnet50", "efficientnetb0", "densenet121"]),
+    type=click.Choice(["resnet50", "efficientnetb0", "densenet121", "tiny"]),
     default="resnet50",
     show_default=True,
-    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options.",
+    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options "
+    "(tiny: four conv blocks from scratch, the demo's).",
 )
 @click.option(
     "--val-fraction",

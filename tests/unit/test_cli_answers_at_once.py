@@ -77,6 +77,8 @@ WRONG_INPUTS: list[tuple[list[str], bool, str]] = [
     (["worker"], False, "no kidneyct schema"),
     (["evaluate", "empty", "--model-version", "no-such"], True, "holds no file"),
     (["evaluate", "folder", "--model-version", "no-such"], True, "no model version 'no-such'"),
+    (["models", "export", "no-such", "out"], True, "no model version 'no-such'"),
+    (["models", "export", "no-such", "out"], False, "no kidneyct schema"),
 ]
 
 

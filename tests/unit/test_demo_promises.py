@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from kidneyct.demo import Steps, _heartbeat, _made_files, _quiet_tensorflow, _say_study_rule
+from kidneyct.demo import (
+    Steps,
+    _abstention_lines,
+    _heartbeat,
+    _made_files,
+    _quiet_tensorflow,
+    _say_study_rule,
+)
 from kidneyct.settings import Settings
 
 
@@ -81,3 +88,55 @@ def test_a_long_step_prints_a_line_while_it_runs(capsys: pytest.CaptureFixture[s
     assert "still training:" in out
     time.sleep(0.15)
     assert capsys.readouterr().out == ""
+
+
+def test_when_the_model_abstains_is_said_with_the_validation_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The evidence threshold with its validation coverage and accuracy, the shift rule with the share of
+    held-out slices it flags, and the demo-only choices (tiny model, no refit) are printed."""
+    settings = Settings(data_dir=tmp_path)
+    run_dir = settings.resolved_train_dir() / "v1"
+    run_dir.mkdir(parents=True)
+    statements = {
+        "abstention": {
+            "min_evidence": 0.62,
+            "target_accuracy": 0.9,
+            "reached": True,
+            "val_coverage": 0.75,
+            "val_accuracy_answered": 0.93,
+        },
+        "shift": {"flagged_share": {"test": {"images": 288, "flagged": 0.03}}},
+    }
+    rule = {"k": 2, "t": 0.5, "val_studies": 40}
+    (run_dir / "report.json").write_text(
+        json.dumps({"grouped": {"study_rule": rule, "statements": statements}})
+    )
+    _say_study_rule(Steps(total=1), settings, "v1")
+    out = capsys.readouterr().out
+    assert "below evidence 0.62" in out and "75% of studies, 93% of them right (target 90%)" in out
+    assert "test slices flagged: 3%" in out
+    assert "tiny model" in out and "no refit" in out
+
+
+def test_a_target_no_threshold_reached_is_said_plainly() -> None:
+    lines = _abstention_lines({"abstention": {"target_accuracy": 0.9, "reached": False}})
+    assert lines == ["indeterminate always: no evidence threshold reached 90% on validation"]
+    assert _abstention_lines({}) == []
+
+
+def test_every_step_says_it_is_still_working(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any numbered step longer than the heartbeat (sending, promoting, waiting for results) prints a line."""
+    import kidneyct.demo as demo
+
+    monkeypatch.setattr(demo, "HEARTBEAT_S", 0.05)
+    steps = Steps(total=2)
+    with steps.step("sending"):
+        time.sleep(0.3)
+    with steps.step("training", doing="training"):
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "still on step 1:" in out and "still training:" in out
+    assert out.index("[2/2] training") > out.rindex("still on step 1:")  # it stops with its step

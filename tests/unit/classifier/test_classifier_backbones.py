@@ -14,8 +14,8 @@ import pytest
 
 from classifier.model.artifact import CARD_FILE, load_artifact, read_card, save_artifact
 from classifier.model.network import (
-    BACKBONE_APPLICATIONS,
     BACKBONE_NORMALIZATION,
+    BACKBONES,
     backbone_of,
     build_model,
     get_base,
@@ -97,4 +97,31 @@ def test_train_offers_exactly_the_backbones_the_model_can_build():
     from kidneyct.commands.train import train
 
     (option,) = [p for p in train.params if p.name == "backbone"]
-    assert set(option.type.choices) == set(BACKBONE_APPLICATIONS)
+    assert set(option.type.choices) == set(BACKBONES)
+
+
+def test_the_tiny_backbone_trains_reloads_identically_and_keeps_a_map_for_grad_cam(tmp_path):
+    """The demo's `tiny` base: random weights only, one step trains it, the card rebuilds it, and at
+    64 px its last feature map is 8x8 (Grad-CAM has something to show)."""
+    from classifier.report.gradcam import feature_model, too_small_for_heatmaps
+
+    keras.utils.set_random_seed(0)
+    model = build_model(image_size=64, weights=None, from_scratch=True, backbone="tiny")
+    assert backbone_of(model) == "tiny" and model.count_params() < 200_000
+    assert feature_model(model).output_shape[1:3] == (8, 8) and too_small_for_heatmaps(model) is None
+    set_trainable_for_phase(model, 1, from_scratch=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    x = np.random.default_rng(1).uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
+    model.fit(x, np.eye(4, dtype=np.float32)[np.arange(8) % 4], batch_size=8, epochs=1, verbose=0)
+    card = save_artifact(model, tmp_path / "t", {"version": "v-tiny", "from_scratch": True})
+    assert card.backbone == "tiny" and card.normalization == "rescale"
+    reloaded, _ = load_artifact(tmp_path / "t")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    set_trainable_for_phase(model, 2, unfreeze_from="conv4_")  # phase 2 finds its last block
+
+
+def test_the_tiny_backbone_has_no_pretrained_weights():
+    with pytest.raises(TrainingError, match="--weights none"):
+        make_model(64, "imagenet", "tiny")
+    with pytest.raises(ValueError, match="no pre-trained weights"):
+        build_model(image_size=64, weights="imagenet", backbone="tiny")

@@ -77,3 +77,13 @@ def test_held_out_statements_give_slice_and_scan_levels_and_both_eces() -> None:
     assert out["scan"]["intervals"]["groups"] == 12
     assert {r["threshold"] for r in out["scan"]["risk_coverage"]} >= {0.0, 0.5, 0.9}
     assert out["scan"]["at_chosen_threshold"]["scans"] == 12
+
+
+def test_a_scan_whose_few_slices_show_a_stone_is_a_stone_scan() -> None:
+    """The scan's truth is the most urgent class any slice shows: 3 stone slices of 12 make a Stone scan,
+    and the rule's Stone answer on it is right."""
+    labels = np.array([2] * 3 + [1] * 9)  # Stone on 3 slices, Normal on the rest
+    p = np.tile([0.02, 0.94, 0.02, 0.02], (12, 1))
+    p[:3] = [0.02, 0.03, 0.93, 0.02]
+    scans = scans_of(p, ["s"] * 12, labels, CLASSES, StudyRule(2, 0.5))
+    assert CLASSES[int(scans.truth[0])] == "Stone" and CLASSES[int(scans.answer[0])] == "Stone"

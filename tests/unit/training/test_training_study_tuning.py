@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.study_tuning import tune_and_measure
+from training.study_tuning import study_truth, tune_and_measure
 
 CLASSES = ["Cyst", "Normal", "Stone", "Tumor"]
 
@@ -44,3 +44,23 @@ def test_no_studies_no_rule() -> None:
         tune_and_measure((probs, [None] * 3, ["Cyst"] * 3), (probs, [None] * 3, ["Cyst"] * 3), CLASSES)
         is None
     )
+
+
+def test_a_study_with_a_few_stone_slices_is_a_stone_study() -> None:
+    """A stone shows on 3 of 12 slices: the study's truth is Stone (the most urgent class any slice
+    shows), not the Normal majority, so the tuned rule keeps finding stones instead of learning to
+    call every stone study Normal."""
+
+    def stone_study(n: int, stone_slices: int) -> tuple[np.ndarray, list[str]]:
+        probs, _ = _study("Stone", n, 0.95, stone_slices)
+        return probs, ["Stone"] * stone_slices + ["Normal"] * (n - stone_slices)
+
+    parts = [stone_study(12, 3), stone_study(12, 2), _study("Normal", 12, 0.6, 1)]
+    probs = np.concatenate([p for p, _ in parts])
+    labels = [label for _, ls in parts for label in ls]
+    study_of = [f"s{i}" for i, (p, _) in enumerate(parts) for _ in range(len(p))]
+    result = tune_and_measure((probs, study_of, labels), (probs, study_of, labels), CLASSES)
+    assert result is not None and result["val_accuracy"] == 1.0 and result["k"] <= 2
+    assert study_truth(["Normal"] * 9 + ["Stone"] * 3) == "Stone"
+    assert study_truth(["Cyst"] * 5 + ["Tumor"]) == "Tumor"  # the most urgent wins, as in the rule
+    assert study_truth(["Normal", "Normal"]) == "Normal"
