@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.model.device import DeviceError, parse_device, pin_device, prefer_onednn
 from common.log import configure_logging
 from common.vocabulary import CLASS_NAMES
+from kidneyct.commands.options import option
 from kidneyct.commands.synth import lesion_scale_option, protocol_option
 from kidneyct.settings import Settings
 from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
@@ -81,29 +82,52 @@ class Steps:
 
 
 @click.command("demo")
-@click.option(
-    "--dir",
+@option(
+    "--out",
     "root",
+    hidden_aliases=["--dir"],
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("kidneyct-demo"),
     show_default=True,
     help="Everything the demo makes goes here (data, synthetic studies, plots).",
 )
-@click.option("--train-studies", type=click.IntRange(min=4), default=320, show_default=True)
-@click.option("--test-studies", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option(
+    "--train-studies",
+    type=click.IntRange(min=4),
+    default=320,
+    show_default=True,
+    help="Synthetic studies to train on (a quarter of them validate).",
+)
+@click.option(
+    "--test-studies",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Synthetic studies sent over DICOM and classified.",
+)
 # 6 slices (a 15 mm slab through the kidneys' middle): for the instances a CPU minute allows, twice the
 # patients of 12, and the validation studies that choose the abstention threshold are twice as many.
 @click.option("--slices", type=click.IntRange(min=2), default=6, show_default=True, help="Slices per study.")
-@click.option(
-    "--size", type=click.IntRange(min=32), default=64, show_default=True, help="Synthetic image size."
+@option(
+    "--slice-size",
+    "size",
+    hidden_aliases=["--size"],
+    type=click.IntRange(min=32),
+    default=64,
+    show_default=True,
+    help="Rows and columns of the synthetic slices.",
 )
 @click.option(
     "--image-size", type=click.IntRange(min=32), default=64, show_default=True, help="Model input size."
 )
 @protocol_option(default=KIDNEY.name)
 @lesion_scale_option(default=1.8)  # large lesions: learnable from scratch in a few CPU minutes
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Most training epochs."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the synthetic studies and of training."
+)
 @click.pass_obj
 def demo(
     settings: Settings,

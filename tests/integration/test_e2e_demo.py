@@ -20,7 +20,7 @@ def test_demo_runs_the_whole_loop_and_prints_sql_answer_and_accuracy(tmp_path: P
     result = run_kidneyct(
         [
             "demo",
-            "--dir",
+            "--out",
             str(root),
             "--train-studies",
             "8",
@@ -28,7 +28,7 @@ def test_demo_runs_the_whole_loop_and_prints_sql_answer_and_accuracy(tmp_path: P
             "4",
             "--slices",
             "4",
-            "--size",
+            "--slice-size",
             "64",
             "--image-size",
             "32",
