@@ -18,6 +18,13 @@ PYTEST_ARGS ?=
 # The fast lane: tests/conftest.py marks `integration` (tests/integration, tests/compose, any test taking a
 # service fixture); `slow` marks model training and whole pipelines. CI runs the complement after it.
 CHECK_MARKERS := not integration and not slow
+# pytest-xdist workers for `make check` and `make test` (0: one process). Whole files go to one worker
+# (`--dist loadfile`), so a module's shared fixture (a trained model) is built once; each worker starts
+# its own session services (containers when KIDNEYCT_TEST_SERVICES=containers). Most of the
+# integration lane waits on subprocesses, brokers and deadlines, so two workers overlap that waiting
+# on a 2-core machine.
+TEST_WORKERS ?= 2
+XDIST_ARGS := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: demo check check-tests print-check-markers test compose-test test-engine-start test-engine-stop venv debian-packages kafka-jars services-start services-stop lint
 
@@ -39,14 +46,14 @@ $(DEMO_INSTALLED): pyproject.toml | $(VENV_PYTHON)
 check: lint check-tests
 
 check-tests: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -p no:cacheprovider -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
+	$(VENV_PYTHON) -m pytest -p no:cacheprovider $(XDIST_ARGS) -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make check: pytest selected no tests"; status=0; fi; \
 	exit $$status
 
 test: debian-packages $(INSTALLED) kafka-jars
 	@# pytest exits 5 when it selects no test (e.g. a -k filter): not a failure of the code.
-	bash tests/services/with-services.sh $(VENV_PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	bash tests/services/with-services.sh $(VENV_PYTHON) -m pytest -p no:cacheprovider $(XDIST_ARGS) $(PYTEST_ARGS); \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest selected no tests"; status=0; fi; \
 	exit $$status

@@ -344,6 +344,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 _SERVICES = ("Kafka", "PostgreSQL")
 _service_outcomes: dict[str, dict[str, int]] = {name: {} for name in _SERVICES}
+# The report's property that names the services a test used: reports travel from pytest-xdist's workers
+# to the controller, whose summary counts them (the worker that ran the test prints nothing).
+_SERVICES_PROPERTY = "kidneyct_services"
 
 
 def _services_used(item: pytest.Item) -> list[str]:
@@ -367,10 +370,17 @@ def _services_used(item: pytest.Item) -> list[str]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        for service in _services_used(item):
-            counts = _service_outcomes[service]
-            counts[report.outcome] = counts.get(report.outcome, 0) + 1
+        report.user_properties.append((_SERVICES_PROPERTY, _services_used(item)))
     return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each test's outcome per service it used, where the summary is printed (xdist's controller too)."""
+    for name, services in report.user_properties:
+        if name == _SERVICES_PROPERTY:
+            for service in services:
+                counts = _service_outcomes[service]
+                counts[report.outcome] = counts.get(report.outcome, 0) + 1
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
