@@ -75,17 +75,17 @@ class Harness:
         self,
         sessions: sessionmaker[Session],
         loader,
-        archive: Path,
+        folder: Path,
         publisher: Publisher | None = None,
         **overrides: object,
     ) -> None:
         self.sessions = sessions
         self.consumer = MemoryConsumer()
         self.publisher = publisher or MemoryPublisher()
-        self.archive = archive
+        self.archive = folder
         self.now = T0 + dt.timedelta(seconds=1)
         settings: dict[str, object] = {
-            "archive": ArchiveReader(archive),
+            "archive": ArchiveReader(folder),
             "topic_results": RESULTS,
             "topic_dead_letter": DLQ,
             "batch": BatchPolicy(max_size=4, max_wait_s=0.02, idle_wait_s=0.05),
