@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.model.serving import ServingModel
 from classifier.worker.errors import ArtifactError, NoActiveModel
+from classifier.worker.every import Every
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.retrying import Retry
 from storage.db.model_versions import get_active_model_version
@@ -20,27 +22,14 @@ from storage.db.tables import ModelVersion
 log = structlog.get_logger(__name__)
 
 
+@dataclass(kw_only=True)
 class ActiveModel:
-    def __init__(
-        self,
-        *,
-        sessions: sessionmaker[Session],
-        load_model: Callable[[ModelVersion], ServingModel],
-        metrics: WorkerMetrics,
-        retry: Retry,
-        poll_s: float,
-        clock: Callable[[], float],
-        stop: threading.Event,
-    ) -> None:
-        self._sessions = sessions
-        self._load_model = load_model
-        self._metrics = metrics
-        self._retry = retry
-        self._poll_s = poll_s
-        self._clock = clock
-        self._stop = stop
-        self._serving: ServingModel | None = None
-        self._next_check = 0.0
+    sessions: sessionmaker[Session]
+    load_model: Callable[[ModelVersion], ServingModel]
+    metrics: WorkerMetrics
+    retry: Retry
+    poll: Every  # how often to look for another active version
+    _serving: ServingModel | None = field(default=None, init=False)
 
     @property
     def loaded(self) -> bool:
@@ -58,48 +47,47 @@ class ActiveModel:
 
     def start(self) -> ServingModel:
         """Load the active model version; `NoActiveModel` when there is none."""
-        row = self._retry("read_active_model", self._read_active)
+        row = self.retry("read_active_model", self._read_active)
         if row is None:
             raise NoActiveModel(
                 "no active model version: train one (`kidneyct train`) and make it active "
                 "(`kidneyct models promote VERSION`)"
             )
-        self._use(self._load_model(row))
-        self._metrics.model_ready.set(1)
-        self._next_check = self._clock() + self._poll_s
+        self._use(self.load_model(row))
+        self.metrics.model_ready.set(1)
+        self.poll.restart()
         log.info("model_loaded", model_version=self.serving.version, image_size=self.serving.card.image_size)
         return self.serving
 
-    def wait_until_loaded(self) -> bool:
-        """`start`, polling every `poll_s` while no model is active or its artifact is unusable.
+    def wait_until_loaded(self, stop: threading.Event) -> bool:
+        """`start`, polling every `poll.interval_s` while no model is active or its artifact is unusable.
 
         A site's first worker starts before its first model exists: it says so once in its log,
         reports not-ready (`kidneyct_worker_model_ready` 0) and keeps polling instead of exiting, so
         a supervisor (`restart: unless-stopped`) sees no crash loop. False when stopped meanwhile.
         """
         said = None
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 self.start()
                 return True
             except (NoActiveModel, ArtifactError) as exc:
-                self._metrics.model_ready.set(0)
+                self.metrics.model_ready.set(0)
                 if str(exc) != said:  # once per reason, not once per poll
                     event = (
                         "waiting_for_active_model"
                         if isinstance(exc, NoActiveModel)
                         else "active_model_unusable"
                     )
-                    log.warning(event, reason=str(exc), poll_s=self._poll_s)
+                    log.warning(event, reason=str(exc), poll_s=self.poll.interval_s)
                     said = str(exc)
-            self._stop.wait(self._poll_s)
+            stop.wait(self.poll.interval_s)
         return False
 
     def maybe_switch(self) -> None:
-        """Every `poll_s`: load the version promoted meanwhile; keep serving when that fails."""
-        if self._clock() < self._next_check:
+        """Every `poll`: load the version promoted meanwhile; keep serving when that fails."""
+        if not self.poll.due():
             return
-        self._next_check = self._clock() + self._poll_s
         try:
             row = self._read_active()
         except SQLAlchemyError as exc:
@@ -112,7 +100,7 @@ class ActiveModel:
         if row.id == current.model_version_id:
             return
         try:
-            loaded = self._load_model(row)
+            loaded = self.load_model(row)
         except ArtifactError as exc:
             log.error("model_switch_refused", model_version=row.version, error=str(exc))
             return
@@ -121,9 +109,9 @@ class ActiveModel:
 
     def _use(self, serving: ServingModel) -> None:
         self._serving = serving
-        self._metrics.model_switches.inc()
-        self._metrics.model.info({"version": serving.version, "image_size": str(serving.card.image_size)})
+        self.metrics.model_switches.inc()
+        self.metrics.model.info({"version": serving.version, "image_size": str(serving.card.image_size)})
 
     def _read_active(self) -> ModelVersion | None:
-        with self._sessions() as session:
+        with self.sessions() as session:
             return get_active_model_version(session)

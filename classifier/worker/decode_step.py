@@ -8,7 +8,7 @@ previous model when the active model changed in between.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from classifier.worker.decoding import Decode, DecodedInstance, Outcome, Preprocessing
 from classifier.worker.intake import Intake
@@ -31,21 +31,17 @@ class InFlight:
         return self.intake.records
 
 
+@dataclass(kw_only=True)
 class DecodeInThreads:
-    def __init__(
-        self,
-        *,
-        decode: Decode,
-        reader: ArchiveReader,
-        workers: int,
-        metrics: WorkerMetrics,
-        retry: Retry,
-    ) -> None:
-        self._decode = decode
-        self._reader = reader
-        self._metrics = metrics
-        self._retry = retry
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    decode_one: Decode
+    reader: ArchiveReader
+    workers: int
+    metrics: WorkerMetrics
+    retry: Retry
+    _pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
 
     def submit(self, intake: Intake, preprocessing: Preprocessing) -> InFlight:
         futures = [self._pool.submit(self.decode, r, e, preprocessing) for r, e in intake.events]
@@ -59,8 +55,8 @@ class DecodeInThreads:
         ]
 
     def decode(self, record: Record, event: InstanceEvent, preprocessing: Preprocessing) -> Outcome:
-        self._metrics.decodes.inc()
-        return self._decode(record, event, preprocessing, self._reader)
+        self.metrics.decodes.inc()
+        return self.decode_one(record, event, preprocessing, self.reader)
 
     def again(self, d: DecodedInstance, preprocessing: Preprocessing) -> Outcome:
         """`d` decoded for another preprocessing (another model's input size or window)."""
@@ -75,7 +71,7 @@ class DecodeInThreads:
         try:
             outcome = future.result()
         except ArchiveUnavailable:
-            outcome = self._retry("read_archive", lambda: self.decode(record, event, preprocessing))
+            outcome = self.retry("read_archive", lambda: self.decode(record, event, preprocessing))
         if isinstance(outcome, DecodedInstance) and outcome.preprocessing != preprocessing:
             # Decoded for the previous model before a switch: decode again for this one.
             outcome = self.decode(record, event, preprocessing)

@@ -78,6 +78,16 @@ class PoisonInstance:
 
 
 Outcome = DecodedInstance | PoisonInstance
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """How far one instance may decode: the listener's memory budget (`common.decodable`)."""
+
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO
+
+
 # What the worker's decode threads run (`decode_event`, or it under the settings' memory budget).
 Decode = Callable[[Record, InstanceEvent, Preprocessing, ArchiveReader], Outcome]
 
@@ -219,39 +229,30 @@ def decode_record(
         event = parse_event(record)
     except InvalidEventError as exc:
         return PoisonInstance(record, None, exc)
-    return decode_event(
-        record,
-        event,
-        preprocessing,
-        as_reader(archive),
-        max_decoded_bytes=max_decoded_bytes,
-        max_deflate_ratio=max_deflate_ratio,
-    )
+    limits = DecodeLimits(max_decoded_bytes, max_deflate_ratio)
+    return decode_event(record, event, preprocessing, as_reader(archive), limits)
 
 
 def decode_event(
     record: Record,
     event: InstanceEvent,
-    preprocessing: Preprocessing,
+    pre: Preprocessing,
     archive: ArchiveReader,
-    *,
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
-    max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO,
+    limits: DecodeLimits = DecodeLimits(),
 ) -> Outcome:
     """Decode the instance a parsed event announces into model tensors, or say why it can never be processed."""
+    max_decoded_bytes = limits.max_decoded_bytes
     try:
         ds = read_archived(
-            event, archive, max_decoded_bytes=max_decoded_bytes, max_deflate_ratio=max_deflate_ratio
+            event, archive, max_decoded_bytes=max_decoded_bytes, max_deflate_ratio=limits.max_deflate_ratio
         )
         modality = str(ds.get("Modality", "") or "") or None
         if modality not in CLASSIFIED_MODALITIES:
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")
         check_decodable(ds, max_decoded_bytes)
-        frames = dicom_to_frames(ds, preprocessing.window)
-        tensors = to_model_input(frames, preprocessing.image_size)
-        return DecodedInstance(
-            record, event, _accession(ds), modality, tensors, preprocessing, _accession_issuer(ds)
-        )
+        frames = dicom_to_frames(ds, pre.window)
+        tensors = to_model_input(frames, pre.image_size)
+        return DecodedInstance(record, event, _accession(ds), modality, tensors, pre, _accession_issuer(ds))
     except PoisonError as exc:
         return PoisonInstance(record, event, exc)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:

@@ -38,6 +38,7 @@ from classifier.worker.commit import CommitOffsets
 from classifier.worker.dead_letter_limit import DeadLetterLimit, stop_if_archive_unreadable
 from classifier.worker.decode_step import DecodeInThreads, InFlight
 from classifier.worker.decoding import Decode, DecodedInstance, PoisonInstance, decode_event
+from classifier.worker.every import Every
 from classifier.worker.intake import parse_records
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.predict import ActivePredict, Predicted
@@ -111,7 +112,7 @@ class Worker:
         self._clock = clock
         self._utcnow = utcnow
         self._stop = threading.Event()
-        self._next_sweep = 0.0
+        self._sweep = Every(config.sweep_interval_s, clock)
         self.batches_done = 0  # for tests and benchmarks: batches fully written
         self._dead_letters = DeadLetterLimit(window=config.dead_letter_window, ratio=config.dead_letter_ratio)
         retry = Retry(
@@ -129,7 +130,7 @@ class Worker:
             retry_s=config.retry_initial_s,
         )
         self._decode = DecodeInThreads(
-            decode=decode,
+            decode_one=decode,
             reader=config.archive,
             workers=config.decode_workers,
             metrics=self._metrics,
@@ -143,7 +144,7 @@ class Worker:
             metrics=self._metrics,
             redecode=self._decode.again,
             batch_size=config.batch.max_size,
-            poll_s=config.model_poll_s,
+            poll=Every(config.model_poll_s, clock),
             clock=clock,
         )
         self._write = WriteBatch(
@@ -162,9 +163,7 @@ class Worker:
             load_model=load_model,
             metrics=self._metrics,
             retry=retry,
-            poll_s=config.model_poll_s,
-            clock=clock,
-            stop=self._stop,
+            poll=Every(config.model_poll_s, clock),
         )
         self._completion = StudyCompletion(
             sessions=session_factory,
@@ -202,7 +201,7 @@ class Worker:
 
     def start_when_model_active(self) -> bool:
         """`start`, waiting while no model is active or its artifact is unusable (`ActiveModel.wait_until_loaded`)."""
-        if not self._active.wait_until_loaded():
+        if not self._active.wait_until_loaded(self._stop):
             return False
         self._others.refresh(force=True)
         return True
@@ -308,10 +307,8 @@ class Worker:
         self._others.refresh()
 
     def _maybe_sweep(self) -> None:
-        now_mono = self._clock()
-        if now_mono < self._next_sweep:
+        if not self._sweep.due():
             return
-        self._next_sweep = now_mono + self._config.sweep_interval_s
         self._update_backlog()
         try:
             self.sweep_completed_studies()

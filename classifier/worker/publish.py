@@ -7,6 +7,7 @@ at-least-once; consumers key them by SOP Instance UID and model version). Retrie
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from classifier.worker import messages
 from classifier.worker.decoding import PoisonInstance
@@ -15,19 +16,17 @@ from classifier.worker.retrying import Retry
 from storage.stream.contract import Publisher
 
 
+@dataclass(frozen=True, kw_only=True)
 class PublishResults:
-    def __init__(
-        self, *, publisher: Publisher, topic_results: str, topic_dead_letter: str, retry: Retry
-    ) -> None:
-        self._publisher = publisher
-        self._topic_results = topic_results
-        self._topic_dead_letter = topic_dead_letter
-        self._retry = retry
+    publisher: Publisher
+    topic_results: str
+    topic_dead_letter: str
+    retry: Retry
 
     def __call__(
         self, model_version: str, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
     ) -> None:
-        self._retry("publish_results", lambda: self._publish(model_version, predicted, poisoned))
+        self.retry("publish_results", lambda: self._publish(model_version, predicted, poisoned))
 
     def _publish(
         self, model_version: str, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
@@ -41,7 +40,7 @@ class PublishResults:
                 model_version=model_version,
                 probabilities=p.probabilities.tolist(),
             )
-            self._publisher.publish(self._topic_results, e.key, value)
+            self.publisher.publish(self.topic_results, e.key, value)
         for poison in poisoned:
             value = messages.dead_letter(
                 poison.record,
@@ -49,4 +48,4 @@ class PublishResults:
                 state=poison.error.state,
                 sop_instance_uid=poison.event.sop_instance_uid if poison.event else None,
             )
-            self._publisher.publish(self._topic_dead_letter, poison.record.key or b"", value)
+            self.publisher.publish(self.topic_dead_letter, poison.record.key or b"", value)

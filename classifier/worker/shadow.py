@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.model.serving import ServingModel
 from classifier.worker.decoding import DecodedInstance, Outcome, PoisonInstance, Preprocessing
 from classifier.worker.errors import ArtifactError, PoisonError
+from classifier.worker.every import Every
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.predict import Predicted, predict
 from classifier.worker.study_policy import StudyPolicy
@@ -68,7 +69,7 @@ class OtherModels:
         metrics: WorkerMetrics,
         redecode: Redecode,
         batch_size: int,
-        poll_s: float,
+        poll: Every,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
@@ -76,12 +77,11 @@ class OtherModels:
         self._metrics = metrics
         self._redecode = redecode
         self._batch_size = batch_size
-        self._poll_s = poll_s
+        self._poll = poll
         self._clock = clock
         self._shadows: dict[int, ServingModel] = {}
         self._refused: set[tuple[int, str]] = set()
         self._reprocess: OrderedDict[str, ServingModel] = OrderedDict()
-        self._next_poll = 0.0
 
     @property
     def shadows(self) -> list[ServingModel]:
@@ -89,10 +89,11 @@ class OtherModels:
 
     # --- which models ------------------------------------------------------------------------
     def refresh(self, *, force: bool = False) -> None:
-        """Load new shadow versions and drop those turned off (every `poll_s`, between batches)."""
-        if not force and self._clock() < self._next_poll:
+        """Load new shadow versions and drop those turned off (every `poll`, between batches)."""
+        if force:
+            self._poll.restart()
+        elif not self._poll.due():
             return
-        self._next_poll = self._clock() + self._poll_s
         try:
             with self._sessions() as session:
                 rows = shadow_versions(session)

@@ -39,19 +39,12 @@ class Written:
     other_rows: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
 class WriteBatch:
-    def __init__(
-        self,
-        *,
-        sessions: sessionmaker[Session],
-        retry: Retry,
-        policy: PolicySettings,
-        utcnow: Callable[[], dt.datetime],
-    ) -> None:
-        self._sessions = sessions
-        self._retry = retry
-        self._policy = policy
-        self._utcnow = utcnow
+    sessions: sessionmaker[Session]
+    retry: Retry
+    policy: PolicySettings
+    utcnow: Callable[[], dt.datetime]
 
     def __call__(
         self,
@@ -110,17 +103,17 @@ class WriteBatch:
         """One transaction, retried through outages; `DataFailure` when refused on the data."""
 
         def write() -> BatchWritten:
-            with self._sessions.begin() as session:
+            with self.sessions.begin() as session:
                 return write_batch(
                     session,
                     predicted=predicted,
                     poisoned=poisoned,
                     model_version_id=serving.model_version_id,
-                    policy=self._policy.policy(serving.card.decision),
-                    now=self._utcnow(),
+                    policy=self.policy.policy(serving.card.decision),
+                    now=self.utcnow(),
                 )
 
-        written = self._retry(step, write)
+        written = self.retry(step, write)
         for sop_instance_uid in sorted(written.reclassified):
             log.warning("instance_reclassified", sop_instance_uid=sop_instance_uid, reason="content_changed")
         return written
@@ -131,7 +124,7 @@ class WriteBatch:
         new_rows = 0
         for batch in batches:
             try:
-                new_rows += self._retry(f"write_{batch.role}", lambda b=batch: self._write_version(b))  # type: ignore[misc]
+                new_rows += self.retry(f"write_{batch.role}", lambda b=batch: self._write_version(b))  # type: ignore[misc]
             except DataFailure as exc:
                 log.error(
                     "other_model_write_refused",
@@ -142,13 +135,13 @@ class WriteBatch:
         return new_rows
 
     def _write_version(self, batch: VersionBatch) -> int:
-        with self._sessions.begin() as session:
+        with self.sessions.begin() as session:
             return write_version(
                 session,
                 predicted=batch.predicted,
                 model_version_id=batch.model.model_version_id,
-                policy=self._policy.policy(batch.model.card.decision),
-                now=self._utcnow(),
+                policy=self.policy.policy(batch.model.card.decision),
+                now=self.utcnow(),
             )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.report.build import ResultConfig
 from classifier.worker.batching import BatchPolicy
-from classifier.worker.decoding import Decode, decode_event
+from classifier.worker.decoding import Decode, DecodeLimits, decode_event
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
 from delivery.destinations import parse_destinations
@@ -62,9 +62,7 @@ def worker_decode(settings: Settings) -> Decode:
     """The worker's decoding under the listener's memory budget: no instance, received or
     reprocessed, decodes past `max_decoded_bytes`."""
     return functools.partial(
-        decode_event,
-        max_decoded_bytes=settings.max_decoded_bytes,
-        max_deflate_ratio=settings.max_deflate_ratio,
+        decode_event, limits=DecodeLimits(settings.max_decoded_bytes, settings.max_deflate_ratio)
     )
 
 

@@ -15,6 +15,7 @@ import migrations
 from classifier.model.serving import ServingModel
 from classifier.worker.active_model import ActiveModel
 from classifier.worker.errors import ArtifactError, NoActiveModel
+from classifier.worker.every import Every
 from classifier.worker.retrying import Retry
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version, register_model_version
@@ -57,9 +58,7 @@ def _active(sessions: sessionmaker[Session]) -> ActiveModel:
         load_model=_load,
         metrics=m,
         retry=Retry(stop=stop, backoff=Backoff(0.01, 0.01), metrics=m),
-        poll_s=0.0,
-        clock=lambda: 0.0,
-        stop=stop,
+        poll=Every(0.0, lambda: 0.0),
     )
 
 

@@ -46,7 +46,7 @@ def _step(decoder: Decoder, tmp_path: Path):  # noqa: ANN202
     m = metrics()
     retry = Retry(stop=threading.Event(), backoff=Backoff(0.01, 0.01), metrics=m)
     return DecodeInThreads(
-        decode=decoder, reader=ArchiveReader(tmp_path), workers=2, metrics=m, retry=retry
+        decode_one=decoder, reader=ArchiveReader(tmp_path), workers=2, metrics=m, retry=retry
     ), m
 
 
