@@ -39,6 +39,7 @@ from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.study_rule import StudyRule
 from common.log import configure_logging
+from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version, register_model_version
 from storage.db.tables import ModelVersion, QueueMessage, QueueOffset
@@ -84,7 +85,7 @@ def write_archive(archive: Path, n: int) -> list[InstanceEvent]:
                 sha256=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data),
                 calling_ae="BENCH",
-                received_at=NOW.isoformat(),
+                received_at=NOW,
                 instance_number=i + 1,
                 number_of_frames=1,
             )
@@ -150,7 +151,7 @@ def bench_worker(
         publisher=NullPublisher(),
         session_factory=sessions,
         config=WorkerConfig(
-            archive_dir=archive_dir,
+            archive=ArchiveReader(archive_dir),
             topic_results="results",
             topic_dead_letter="dlq",
             batch=BatchPolicy(max_size=batch, max_wait_s=0.05),

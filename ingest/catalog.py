@@ -55,7 +55,7 @@ def record_events(session: Session, *, events: list[InstanceEvent], now: dt.date
     events = _without_uid_conflicts(session, events)
     if not events:
         return
-    received = {e.sop_instance_uid: dt.datetime.fromisoformat(e.received_at) for e in events}
+    received = {e.sop_instance_uid: e.received_at for e in events}
     study_ids = upsert_studies(
         session,
         studies=[StudyRow(e.study_instance_uid, None, received[e.sop_instance_uid]) for e in events],

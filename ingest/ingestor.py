@@ -190,7 +190,7 @@ class Ingestor:
             sha256=archived.sha256,
             size_bytes=archived.size_bytes,
             calling_ae=received.calling_ae,
-            received_at=received_at.isoformat(),
+            received_at=received_at,
             instance_number=header.instance_number,
             number_of_frames=header.number_of_frames,
         )

@@ -102,7 +102,7 @@ def write_instance(
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         calling_ae="TESTSCU",
-        received_at=received_at.isoformat(),
+        received_at=received_at,
         instance_number=int(ds.get("InstanceNumber", 1) or 1),
         number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
     )
@@ -147,6 +147,10 @@ class MemoryConsumer:
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.committed.update(offsets)
+
+    def backlog(self) -> int | None:
+        with self._cond:
+            return len(self.log) - self.position
 
     def rewind_to_committed(self) -> None:
         self.position = self.committed.get(TopicPartition(self.topic, 0), 0)

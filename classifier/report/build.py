@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,6 @@ from classifier.model.serving import ServingModel
 from classifier.report.contents import HEATMAP_MODES, StudyReport
 from classifier.report.heatmap import build_parametric_map, build_secondary_capture, to_source_geometry
 from classifier.report.sr import build_sr
-from classifier.worker.decoding import as_reader
 from common.vocabulary import CLASS_NAMES
 from storage.archive.reader import ArchiveReader
 from storage.db.outbox import NewObject
@@ -75,9 +73,8 @@ def encode(kind: str, ds: Dataset) -> NewObject:
     )
 
 
-def read_key_slices(report: StudyReport, archive_dir: Path | ArchiveReader) -> list[Dataset]:
+def read_key_slices(report: StudyReport, reader: ArchiveReader) -> list[Dataset]:
     """The key slices' archived datasets, one per key slice (a multi-frame instance is read once)."""
-    reader = as_reader(archive_dir)
     read: dict[str, Dataset] = {}
     for key in report.key_slices:
         if key.sop_instance_uid not in read:
@@ -89,13 +86,13 @@ def read_key_slices(report: StudyReport, archive_dir: Path | ArchiveReader) -> l
 def build_objects(
     report: StudyReport,
     *,
-    archive_dir: Path | ArchiveReader,
+    archive: ArchiveReader,
     heatmap: str,
     serving: ServingModel | None,
     mapper: HeatMapper,
 ) -> list[NewObject]:
     """The SR, and the heat map when asked for and `serving` is the report's model."""
-    datasets = read_key_slices(report, archive_dir)
+    datasets = read_key_slices(report, archive)
     evidence = list({str(ds.SOPInstanceUID): ds for ds in datasets}.values())
     objects = [encode("sr", build_sr(report, evidence))]
     if heatmap == "none" or serving is None:

@@ -1,13 +1,14 @@
 """One stream record -> one decoded instance (tensors + what the database needs) or a poison verdict.
 
-Runs in the worker's decode threads. Everything that can be wrong with one event is turned into
+The worker parses each record once (`parse_event`, in `classifier.worker.intake`); `decode_event`
+runs in its decode threads. Everything that can be wrong with one event is turned into
 a `PoisonError` here, so the worker never crashes on bad input and never blocks the partition.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,7 +42,7 @@ from common.decodable import (
 )
 from common.files import sha256_stream
 from common.vocabulary import UID_LENGTH
-from storage.archive.reader import ArchiveReader, local_path
+from storage.archive.reader import ArchiveReader
 from storage.stream.contract import Record
 from storage.stream.events import InstanceEvent, InvalidEvent
 
@@ -79,6 +80,18 @@ class PoisonInstance:
 Outcome = DecodedInstance | PoisonInstance
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """How far one instance may decode: the listener's memory budget (`common.decodable`)."""
+
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO
+
+
+# What the worker's decode threads run (`decode_event`, or it under the settings' memory budget).
+Decode = Callable[[Record, InstanceEvent, Preprocessing, ArchiveReader], Outcome]
+
+
 def parse_event(record: Record) -> InstanceEvent:
     """The record's instance event; invalid JSON, schema or field values raise `InvalidEventError`."""
     try:
@@ -97,26 +110,12 @@ def parse_event(record: Record) -> InstanceEvent:
         raise InvalidEventError("number_of_frames must be a positive integer")
     if not isinstance(event.size_bytes, int) or event.size_bytes < 0:
         raise InvalidEventError("size_bytes must be a non-negative integer")
-    received_at(event)
     return event
 
 
-def received_at(event: InstanceEvent) -> dt.datetime:
-    """The event's receipt time as an aware UTC datetime (a naive one is taken as UTC)."""
-    try:
-        value = dt.datetime.fromisoformat(event.received_at)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEventError(f"received_at is not an ISO 8601 time: {event.received_at!r}") from exc
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def archive_path(archive_uri: str, archive_dir: Path) -> Path:
-    """A `file://` URI or a path; relative paths are relative to the archive folder."""
-    return local_path(archive_uri, archive_dir)
-
-
 def as_reader(archive: Path | ArchiveReader) -> ArchiveReader:
-    """A reader for `archive`: a local folder alone is read as before (no object store)."""
+    """A reader for `archive`; a local folder (tools, fuzzing and tests decode single files) is read
+    as an archive without an object store."""
     return archive if isinstance(archive, ArchiveReader) else ArchiveReader(archive)
 
 
@@ -225,22 +224,35 @@ def decode_record(
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     max_deflate_ratio: int = DEFAULT_MAX_DEFLATE_RATIO,
 ) -> Outcome:
-    """Decode one record into model tensors, or say why it can never be processed."""
-    event: InstanceEvent | None = None
+    """Parse one record and decode it (`decode_event`): for tools and tests that start from raw bytes."""
     try:
         event = parse_event(record)
+    except InvalidEventError as exc:
+        return PoisonInstance(record, None, exc)
+    limits = DecodeLimits(max_decoded_bytes, max_deflate_ratio)
+    return decode_event(record, event, preprocessing, as_reader(archive), limits)
+
+
+def decode_event(
+    record: Record,
+    event: InstanceEvent,
+    pre: Preprocessing,
+    archive: ArchiveReader,
+    limits: DecodeLimits = DecodeLimits(),
+) -> Outcome:
+    """Decode the instance a parsed event announces into model tensors, or say why it can never be processed."""
+    max_decoded_bytes = limits.max_decoded_bytes
+    try:
         ds = read_archived(
-            event, archive, max_decoded_bytes=max_decoded_bytes, max_deflate_ratio=max_deflate_ratio
+            event, archive, max_decoded_bytes=max_decoded_bytes, max_deflate_ratio=limits.max_deflate_ratio
         )
         modality = str(ds.get("Modality", "") or "") or None
         if modality not in CLASSIFIED_MODALITIES:
             raise NotClassifiable(f"modality {modality or 'missing'} is not classified (CT only)")
         check_decodable(ds, max_decoded_bytes)
-        frames = dicom_to_frames(ds, preprocessing.window)
-        tensors = to_model_input(frames, preprocessing.image_size)
-        return DecodedInstance(
-            record, event, _accession(ds), modality, tensors, preprocessing, _accession_issuer(ds)
-        )
+        frames = dicom_to_frames(ds, pre.window)
+        tensors = to_model_input(frames, pre.image_size)
+        return DecodedInstance(record, event, _accession(ds), modality, tensors, pre, _accession_issuer(ds))
     except PoisonError as exc:
         return PoisonInstance(record, event, exc)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:

@@ -2,7 +2,7 @@
 
 - `PoisonError`: this one event can never succeed (missing file, undecodable pixels, not CT).
   The worker records the reason, sends the event to the dead-letter topic and commits past it.
-- Outages (database or broker down) are the libraries' own exceptions (`classifier.worker.db_errors` sorts
+- Outages (database or broker down) are the libraries' own exceptions (`storage.failures.failure_kind` sorts
   the database's): the worker stops consuming, retries with backoff, commits nothing and loses nothing.
 - `ArtifactError` / `NoActiveModel` / `DeadLetterLimitExceeded` (and `common.errors.SchemaMissing`,
   which `kidneyct/database.py` raises too): configuration problems that stop the worker with a clear message.

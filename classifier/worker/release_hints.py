@@ -9,21 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from storage.stream.contract import Record
 from storage.stream.events import ReleaseHint
-
-
-def split_hints(records: list[Record]) -> tuple[list[Record], list[tuple[Record, ReleaseHint]]]:
-    """The records that are instance (or reprocess) events, and the release hints among `records`."""
-    instances: list[Record] = []
-    hints: list[tuple[Record, ReleaseHint]] = []
-    for record in records:
-        hint = ReleaseHint.of_message(record.value)
-        if hint is None:
-            instances.append(record)
-        else:
-            hints.append((record, hint))
-    return instances, hints
 
 
 class ReleasedStudies:

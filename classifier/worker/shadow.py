@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,26 +26,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.model.serving import ServingModel
 from classifier.worker.decoding import DecodedInstance, Outcome, PoisonInstance, Preprocessing
 from classifier.worker.errors import ArtifactError, PoisonError
+from classifier.worker.every import Every
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.reprocess_events import target_version
+from classifier.worker.predict import Predicted, predict
 from classifier.worker.study_policy import StudyPolicy
-from classifier.worker.writer import Predicted, prediction_rows, recompute_studies
-from storage.archive.reader import ArchiveReader
+from classifier.worker.writer import prediction_rows, recompute_studies
 from storage.db.model_versions import get_model_version
-from storage.db.results import (
-    IncompleteStudy,
-    insert_predictions,
-    mark_study_complete,
-    study_ids_of_instances,
-)
+from storage.db.results import insert_predictions, study_ids_of_instances
 from storage.db.shadow_models import shadow_versions
 from storage.db.tables import Instance, ModelVersion
 from storage.db.uid_conflicts import uid_conflicts
-from storage.stream.contract import Record
 
 log = structlog.get_logger(__name__)
 
-Decode = Callable[[Record, Preprocessing, ArchiveReader], Outcome]
+# Decode again for another preprocessing, through the worker's decode step (which counts decodes).
+Redecode = Callable[[DecodedInstance, Preprocessing], Outcome]
 # Reprocess targets kept loaded besides the shadows (each costs a model's memory).
 MAX_REPROCESS_MODELS = 2
 
@@ -73,24 +67,21 @@ class OtherModels:
         sessions: sessionmaker[Session],
         load_model: Callable[[ModelVersion], ServingModel],
         metrics: WorkerMetrics,
-        decode: Decode,
-        reader: Callable[[], ArchiveReader],
+        redecode: Redecode,
         batch_size: int,
-        poll_s: float,
+        poll: Every,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._load_model = load_model
         self._metrics = metrics
-        self._decode = decode
-        self._reader = reader
+        self._redecode = redecode
         self._batch_size = batch_size
-        self._poll_s = poll_s
+        self._poll = poll
         self._clock = clock
         self._shadows: dict[int, ServingModel] = {}
         self._refused: set[tuple[int, str]] = set()
         self._reprocess: OrderedDict[str, ServingModel] = OrderedDict()
-        self._next_poll = 0.0
 
     @property
     def shadows(self) -> list[ServingModel]:
@@ -98,10 +89,11 @@ class OtherModels:
 
     # --- which models ------------------------------------------------------------------------
     def refresh(self, *, force: bool = False) -> None:
-        """Load new shadow versions and drop those turned off (every `poll_s`, between batches)."""
-        if not force and self._clock() < self._next_poll:
+        """Load new shadow versions and drop those turned off (every `poll`, between batches)."""
+        if force:
+            self._poll.restart()
+        elif not self._poll.due():
             return
-        self._next_poll = self._clock() + self._poll_s
         try:
             with self._sessions() as session:
                 rows = shadow_versions(session)
@@ -131,7 +123,7 @@ class OtherModels:
         own: list[DecodedInstance] = []
         other: list[DecodedInstance] = []
         for d in decoded:
-            target = target_version(d.record)
+            target = d.event.reprocess_model_version
             (other if target is not None and target != active.version else own).append(d)
         return own, other
 
@@ -170,7 +162,7 @@ class OtherModels:
         poisoned: list[PoisonInstance] = []
         by_version: dict[str, list[DecodedInstance]] = {}
         for d in other:
-            by_version.setdefault(target_version(d.record) or "", []).append(d)
+            by_version.setdefault(d.event.reprocess_model_version or "", []).append(d)
         for version, items in by_version.items():
             try:
                 model = self._model_named(version)
@@ -185,8 +177,7 @@ class OtherModels:
         """`d` when decoded for this model's preprocessing; otherwise decoded again for it."""
         if d.preprocessing == model.preprocessing:
             return d
-        self._metrics.decodes.inc()
-        again = self._decode(d.record, model.preprocessing, self._reader())
+        again = self._redecode(d, model.preprocessing)
         if isinstance(again, PoisonInstance):
             log.warning("other_model_decode_failed", model_version=model.version, reason=again.error.reason)
             return None
@@ -197,27 +188,13 @@ class OtherModels:
         if not inputs:
             return []
         started = self._clock()
-        scored = model.score(np.concatenate([d.tensors for d in inputs]), self._batch_size)
-        probabilities = scored.probabilities
-        self._metrics.version_predict_seconds.labels(model_version=model.version, role=role).observe(
-            self._clock() - started
+        predicted = predict(model, inputs, self._batch_size)
+        labels = {"model_version": model.version, "role": role}
+        self._metrics.version_predict_seconds.labels(**labels).observe(self._clock() - started)
+        self._metrics.version_frames_predicted.labels(**labels).inc(
+            sum(len(p.probabilities) for p in predicted)
         )
-        self._metrics.version_frames_predicted.labels(model_version=model.version, role=role).inc(
-            len(probabilities)
-        )
-        out, start = [], 0
-        for d in inputs:
-            n = len(d.tensors)
-            out.append(
-                Predicted(
-                    d,
-                    probabilities[start : start + n],
-                    None if scored.shift_scores is None else scored.shift_scores[start : start + n],
-                    None if scored.shifted is None else scored.shifted[start : start + n],
-                )
-            )
-            start += n
-        return out
+        return predicted
 
 
 def write_version(
@@ -271,20 +248,3 @@ def write_version(
         for p in predicted
         if instance_ids.get(p.instance.event.sop_instance_uid) in by_id
     )
-
-
-def complete_quietly(session: Session, candidates: Sequence[IncompleteStudy], *, now: dt.datetime) -> int:
-    """Mark stable `shadow` study results complete: no results-topic message, no report, no outbox
-    rows (the worker's sweep calls this for them instead of announcing). Returns how many."""
-    done = 0
-    for c in candidates:
-        if mark_study_complete(
-            session, study_prediction_id=c.study_prediction_id, expected_updated_at=c.updated_at, now=now
-        ):
-            done += 1
-            log.info(
-                "shadow_study_completed",
-                study_instance_uid=c.study_instance_uid,
-                model_version_id=c.model_version_id,
-            )
-    return done

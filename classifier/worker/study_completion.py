@@ -8,7 +8,7 @@ its batch state.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -20,7 +20,6 @@ from classifier.report.contents import StudyReport
 from classifier.worker import messages
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.release_hints import ReleasedStudies
-from classifier.worker.shadow import complete_quietly
 from classifier.worker.study_policy import PolicySettings
 from classifier.worker.study_rule import completion_cutoff, is_complete, is_complete_after_release
 from storage.archive.reader import ArchiveReader
@@ -260,7 +259,7 @@ class StudyCompletion:
         try:
             objects = build_objects(
                 c.report,
-                archive_dir=self._options.reader(),
+                archive=self._options.reader(),
                 heatmap=results.heatmap,
                 serving=serving,
                 mapper=self._heat_mapper,
@@ -282,3 +281,20 @@ class StudyCompletion:
             build_s=round(self._clock() - started, 3),
         )
         return objects, None
+
+
+def complete_quietly(session: Session, candidates: Sequence[IncompleteStudy], *, now: dt.datetime) -> int:
+    """Mark stable `shadow` study results complete: no results-topic message, no report, no outbox
+    rows (the sweep does this for them instead of announcing). Returns how many."""
+    done = 0
+    for c in candidates:
+        if mark_study_complete(
+            session, study_prediction_id=c.study_prediction_id, expected_updated_at=c.updated_at, now=now
+        ):
+            done += 1
+            log.info(
+                "shadow_study_completed",
+                study_instance_uid=c.study_instance_uid,
+                model_version_id=c.model_version_id,
+            )
+    return done

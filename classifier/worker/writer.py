@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from classifier.worker.decoding import DecodedInstance, PoisonInstance, received_at
+from classifier.worker.decoding import PoisonInstance
+from classifier.worker.predict import Predicted
 from classifier.worker.study_policy import StudyDecision, StudyPolicy, decide
 from common.vocabulary import CLASS_NAMES
 from storage.db.results import (
@@ -33,16 +34,6 @@ from storage.db.results import (
 )
 from storage.db.uid_conflicts import conflicting_events
 from storage.stream.events import InstanceEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Predicted:
-    """A decoded instance and its probabilities, one row per frame."""
-
-    instance: DecodedInstance
-    probabilities: np.ndarray  # [frames, classes], calibrated
-    shift_scores: np.ndarray | None = None  # [frames]; None without a shift detector
-    shifted: np.ndarray | None = None  # [frames] bool
 
 
 def prediction_rows(p: Predicted) -> list[PredictionRow]:
@@ -104,26 +95,24 @@ class BatchWritten:
     new_prediction_rows: int
     studies_recomputed: list[tuple[StudyAggregate, StudyDecision]]
     reclassified: frozenset[str] = frozenset()  # SOP Instance UIDs whose content changed
+    # What was written: the batch without the instances left out for a reused SOP Instance UID
+    # (never announced either); poison keeps its dead letter, whether its row was written or not.
+    predicted: tuple[Predicted, ...] = ()
 
 
 def _instance_row(event: InstanceEvent, *, state: str, reason: str | None, frames: int) -> InstanceRow:
     return InstanceRow.of_event(
-        event, received_at=received_at(event), state=state, frames=frames, reason=reason
+        event, received_at=event.received_at, state=state, frames=frames, reason=reason
     )
-
-
-def conflicting_instances(session: Session, events: Sequence[InstanceEvent]) -> set[tuple[str, str]]:
-    """The (SOP Instance UID, Study Instance UID) of `events` whose SOP Instance UID another study
-    already has (`storage.db.uid_conflicts`), each logged as not classified."""
-    return conflicting_events(session, events, action="not_classified")
 
 
 def _without_uid_conflicts(
     session: Session, predicted: Sequence[Predicted], poisoned: Sequence[PoisonInstance]
 ) -> tuple[list[Predicted], list[PoisonInstance]]:
-    """The batch without the instances whose SOP Instance UID another study already has."""
+    """The batch without the instances whose SOP Instance UID another study already has (the one
+    check of the worker's batch, in its transaction; each conflict logged as not classified)."""
     events = [p.instance.event for p in predicted] + [p.event for p in poisoned if p.event is not None]
-    conflicts = conflicting_instances(session, events)
+    conflicts = conflicting_events(session, events, action="not_classified")
 
     def kept(e: InstanceEvent | None) -> bool:
         return e is None or (e.sop_instance_uid, e.study_instance_uid) not in conflicts
@@ -152,7 +141,7 @@ def write_batch(
         e = poison.event
         if e is None:
             continue  # not an event at all: nothing to mark, the dead letter keeps it
-        studies.append(StudyRow(e.study_instance_uid, None, received_at(e)))
+        studies.append(StudyRow(e.study_instance_uid, None, e.received_at))
         series.append(SeriesRow(e.series_instance_uid, e.study_instance_uid, e.modality))
         frames = e.number_of_frames
         instances.append(
@@ -165,7 +154,7 @@ def write_batch(
             StudyRow(
                 e.study_instance_uid,
                 p.instance.accession_number,
-                received_at(e),
+                e.received_at,
                 p.instance.accession_number_issuer,
             )
         )
@@ -198,5 +187,8 @@ def write_batch(
         if instance_ids[p.instance.event.sop_instance_uid] in new_instance_ids
     )
     return BatchWritten(
-        new_prediction_rows=new_rows, studies_recomputed=recomputed, reclassified=frozenset(reclassified)
+        new_prediction_rows=new_rows,
+        studies_recomputed=recomputed,
+        reclassified=frozenset(reclassified),
+        predicted=tuple(predicted),
     )

@@ -20,7 +20,6 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.worker.reprocess_events import reprocess_event
 from common.progress import Advance
 from common.vocabulary import is_valid_uid
 from kidneyct.settings import Settings
@@ -160,7 +159,7 @@ def _publish_all(
     begin = getattr(publisher, "begin_publish", None)
     pending: list[Any] = []
     for done, event in enumerate(events, start=1):
-        value = reprocess_event(event, model_version=version)
+        value = event.reprocessed_under(version).to_json()
         if begin is None:
             publisher.publish(topic, event.key, value)
         else:

@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.report.build import ResultConfig
 from classifier.worker.batching import BatchPolicy
-from classifier.worker.decoding import decode_record
+from classifier.worker.decoding import Decode, DecodeLimits, decode_event
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.shadow import Decode
 from delivery.destinations import parse_destinations
 from kidneyct.archives import build_archive_reader
 from kidneyct.settings import Settings
@@ -37,8 +36,7 @@ class WiredWorker:
 def worker_config(settings: Settings, *, batch_size: int | None = None) -> WorkerConfig:
     """The worker's configuration; ValueError names a bad result setting."""
     return WorkerConfig(
-        archive_dir=settings.resolved_archive_dir(),
-        archive_reader=build_archive_reader(settings),
+        archive=build_archive_reader(settings),
         topic_results=settings.topic_results,
         topic_dead_letter=settings.topic_dead_letter,
         batch=BatchPolicy(
@@ -64,9 +62,7 @@ def worker_decode(settings: Settings) -> Decode:
     """The worker's decoding under the listener's memory budget: no instance, received or
     reprocessed, decodes past `max_decoded_bytes`."""
     return functools.partial(
-        decode_record,
-        max_decoded_bytes=settings.max_decoded_bytes,
-        max_deflate_ratio=settings.max_deflate_ratio,
+        decode_event, limits=DecodeLimits(settings.max_decoded_bytes, settings.max_deflate_ratio)
     )
 
 

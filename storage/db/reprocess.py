@@ -131,7 +131,7 @@ def select_for_reprocess(
                 sha256=instance.sha256,
                 size_bytes=instance.size_bytes,
                 calling_ae=instance.calling_ae,
-                received_at=instance.received_at.isoformat(),
+                received_at=instance.received_at,
                 instance_number=instance.instance_number,
                 number_of_frames=instance.number_of_frames or 1,
             )

@@ -63,9 +63,7 @@ class Consumer(Protocol):
     def close(self) -> None:
         """Leave the group and release the connection (uncommitted records are re-delivered)."""
 
-
-class BacklogReporter(Protocol):
-    """Optional beside `Consumer`: how many records wait beyond what this consumer has read."""
-
     def backlog(self) -> int | None:
-        """Records after this consumer's position on its topics or partitions; None when not known yet."""
+        """How many records wait after this consumer's position on its topics or partitions; None
+        when not known yet (Kafka: until a fetch brought the high-water marks). May raise what
+        `poll` raises."""

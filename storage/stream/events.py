@@ -6,11 +6,14 @@ what they need beyond this (AccessionNumber, pixels) from the archived file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 SCHEMA_VERSION = 1
+# Optional fields: absent from the JSON when None, so a live event's JSON is what it always was.
+_OPTIONAL = ("reprocess_model_version",)
 
 
 class InvalidEvent(ValueError):
@@ -29,13 +32,33 @@ class InstanceEvent:
     sha256: str
     size_bytes: int
     calling_ae: str | None
-    received_at: str  # ISO 8601, UTC
+    received_at: dt.datetime  # timezone-aware, UTC (a naive one is taken as UTC); ISO 8601 on the wire
     instance_number: int | None
     number_of_frames: int
     schema_version: int = SCHEMA_VERSION
+    # A reprocess event (`kidneyct reprocess`): the model version to classify it under; None: live.
+    reprocess_model_version: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "received_at", as_utc(self.received_at))
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        data = asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        for name in _OPTIONAL:
+            if data[name] is None:
+                del data[name]
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @property
+    def is_reprocess(self) -> bool:
+        return self.reprocess_model_version is not None
+
+    def reprocessed_under(self, model_version: str) -> InstanceEvent:
+        """This event as a reprocess event: to be classified under `model_version`. Readers that do
+        not know the field (older catalogues) see a plain instance event, and re-recording it as
+        `received` changes nothing."""
+        return replace(self, reprocess_model_version=model_version)
 
     @property
     def key(self) -> bytes:
@@ -53,13 +76,32 @@ class InstanceEvent:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise InvalidEvent(f"unsupported schema_version {data.get('schema_version')!r}")
         names = {f.name for f in fields(cls)}
-        missing = names - data.keys() - {"schema_version"}
+        missing = names - data.keys() - {"schema_version", *_OPTIONAL}
         if missing:
             raise InvalidEvent(f"missing fields: {sorted(missing)}")
+        values = {k: v for k, v in data.items() if k in names}
+        values["received_at"] = _parse_time(values["received_at"])
+        target = values.get("reprocess_model_version")
+        if target is not None and not (isinstance(target, str) and target):
+            raise InvalidEvent("reprocess_model_version is not a version name")
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**values)
         except TypeError as exc:
             raise InvalidEvent(str(exc)) from exc
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """`value` in UTC; a naive datetime is taken as UTC."""
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"not a datetime: {type(value).__name__}")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _parse_time(value: object) -> dt.datetime:
+    try:
+        return as_utc(dt.datetime.fromisoformat(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"received_at is not an ISO 8601 time: {value!r}") from exc
 
 
 RELEASE_HINT_KIND = "association_released"

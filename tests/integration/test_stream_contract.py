@@ -137,11 +137,11 @@ def test_backlog_counts_what_this_consumer_has_not_read(backend: StreamBackend, 
         publisher.publish(backend.topic, f"k{i}".encode(), b"v")
     consumer = backend.consumer(unique_name("group"), [backend.topic])
     read = poll_until(consumer, 4)
-    backlog = consumer.backlog()  # type: ignore[attr-defined]
+    backlog = consumer.backlog()
     deadline = time.monotonic() + 30
     while backlog is None and time.monotonic() < deadline:  # Kafka: high-water marks come with fetches
         read.extend(consumer.poll(max_records=1, timeout_s=0.5))
-        backlog = consumer.backlog()  # type: ignore[attr-defined]
+        backlog = consumer.backlog()
     assert backlog == 10 - len(read)
     read.extend(poll_until(consumer, 10 - len(read)))
     assert len(read) == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from classifier.worker.reprocess_events import REPROCESS_FIELD, reprocess_event, target_version
 from ingest.catalog import record_events
 from kidneyct.reprocess.queue import ReprocessError, parse_duration, parse_when, queue_reprocess
 from kidneyct.settings import Settings
@@ -20,7 +20,6 @@ from storage.db.model_versions import register_model_version
 from storage.db.reprocess import Selection, count_selected, select_for_reprocess
 from storage.db.results import PredictionRow, insert_predictions
 from storage.db.tables import Instance, QueueMessage
-from storage.stream.contract import Record
 from storage.stream.events import InstanceEvent
 
 T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
@@ -38,7 +37,7 @@ def _event(study: str, sop: str, received: dt.datetime, modality: str = "CT") ->
         sha256="0" * 64,
         size_bytes=10,
         calling_ae="SCU",
-        received_at=received.isoformat(),
+        received_at=received,
         instance_number=1,
         number_of_frames=1,
     )
@@ -171,20 +170,21 @@ def test_queue_reprocess_publishes_every_page_once_with_progress_to_the_total(
         values = [m.value for m in s.query(QueueMessage).order_by(QueueMessage.id)]
     events = [InstanceEvent.from_json(v) for v in values]
     assert [e.sop_instance_uid for e in events] == ["1.1.1.1", "1.1.1.2", "1.2.1.1"]
-    assert {target_version(Record("t", 0, 0, b"k", v)) for v in values} == {"B"}
+    assert {e.reprocess_model_version for e in events} == {"B"}
     assert (queued.instances, queued.studies, queued.already_done) == (3, 2, 0)
     assert calls[-1] == (3, 3) and all(done <= total for done, total in calls)
 
 
 def test_reprocess_event_is_an_instance_event_with_a_version() -> None:
-    """The catalogue reads a reprocess event as the instance event; the worker reads its version."""
+    """A reprocess event is the instance event plus the version; a live event's JSON has no such field."""
     event = _event("1.1", "1.1.1.9", T0)
-    value = reprocess_event(event, model_version="B")
-    assert json.loads(value)[REPROCESS_FIELD] == "B"
-    assert InstanceEvent.from_json(value) == event
-    assert target_version(Record("t", 0, 0, b"k", value)) == "B"
-    assert target_version(Record("t", 0, 0, b"k", event.to_json())) is None
-    assert target_version(Record("t", 0, 0, b"k", b"not json")) is None
+    value = event.reprocessed_under("B").to_json()
+    assert json.loads(value)["reprocess_model_version"] == "B"
+    parsed = InstanceEvent.from_json(value)
+    assert parsed.reprocess_model_version == "B" and parsed.is_reprocess
+    assert dataclasses.replace(parsed, reprocess_model_version=None) == event
+    assert "reprocess_model_version" not in json.loads(event.to_json())
+    assert not InstanceEvent.from_json(event.to_json()).is_reprocess
 
 
 def test_times_and_durations() -> None:

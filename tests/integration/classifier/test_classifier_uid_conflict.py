@@ -48,7 +48,7 @@ def _event(study: str, sha: str = "0" * 64) -> InstanceEvent:
         sha256=sha,
         size_bytes=100,
         calling_ae="SCU",
-        received_at=T0.isoformat(),
+        received_at=T0,
         instance_number=1,
         number_of_frames=1,
     )

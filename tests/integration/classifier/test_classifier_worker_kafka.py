@@ -28,6 +28,7 @@ from classifier.model.serving import ServingModel
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.study_rule import StudyRule
+from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version
 from storage.db.tables import Instance, ModelVersion, Prediction, StudyPrediction
@@ -50,6 +51,9 @@ class CrashOnCommit:
 
     def poll(self, max_records: int, timeout_s: float):  # noqa: ANN201 - the Consumer protocol
         return self.inner.poll(max_records, timeout_s)
+
+    def backlog(self) -> int | None:
+        return self.inner.backlog()
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         raise Crash("killed between the database commit and the offset commit")
@@ -106,7 +110,7 @@ class Env:
         if crash_on_commit:
             consumer = CrashOnCommit(consumer)  # type: ignore[arg-type]
         settings: dict[str, object] = {
-            "archive_dir": self.archive,
+            "archive": ArchiveReader(self.archive),
             "topic_results": self.topics["results"],
             "topic_dead_letter": self.topics["dlq"],
             "batch": BatchPolicy(max_size=4, max_wait_s=0.05, idle_wait_s=0.1),

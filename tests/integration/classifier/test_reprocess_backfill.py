@@ -31,6 +31,7 @@ from kidneyct.cli import cli
 from kidneyct.reprocess.queue import queue_reprocess
 from kidneyct.settings import Settings
 from kidneyct.streams import make_consumer, make_publisher
+from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.reprocess import Selection
 from storage.db.tables import ModelVersion, Prediction, Study, StudyPrediction
@@ -157,7 +158,7 @@ class RunningWorker:
             publisher=self.publisher,
             session_factory=stack.sessions,
             config=WorkerConfig(
-                archive_dir=stack.archive,
+                archive=ArchiveReader(stack.archive),
                 topic_results=s.topic_results,
                 topic_dead_letter=s.topic_dead_letter,
                 batch=BatchPolicy(max_size=4, max_wait_s=0.05, idle_wait_s=0.1),
@@ -223,11 +224,9 @@ def test_promote_with_backfill_adds_one_row_per_version_and_keeps_the_old_label(
             uid = s.scalars(select(Study.study_instance_uid)).first()
         assert uid is not None
         publisher = make_publisher(stack.settings, stack.sessions)
-        from classifier.worker.reprocess_events import reprocess_event
-
         for e in [e for e in events if e.study_instance_uid == uid]:
-            publisher.publish(stack.settings.topic_instances, e.key, reprocess_event(e, model_version="B"))
-            publisher.publish(stack.settings.topic_instances, e.key, reprocess_event(e, model_version="A"))
+            publisher.publish(stack.settings.topic_instances, e.key, e.reprocessed_under("B").to_json())
+            publisher.publish(stack.settings.topic_instances, e.key, e.reprocessed_under("A").to_json())
         publisher.close()
         # A new instance of that study (classified by B, now active), behind the replays on its
         # partition: once it is in, the replays were handled.

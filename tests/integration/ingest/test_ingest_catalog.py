@@ -51,7 +51,7 @@ def _event(study: str, sop: str) -> InstanceEvent:
         sha256="0" * 64,
         size_bytes=100,
         calling_ae="SCU",
-        received_at=T0.isoformat(),
+        received_at=T0,
         instance_number=1,
         number_of_frames=1,
     )

@@ -27,10 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 import migrations
 from classifier.model.serving import ServingModel
 from classifier.worker.batching import BatchPolicy
+from classifier.worker.intake import parse_records
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.release_hints import ReleasedStudies, split_hints
+from classifier.worker.release_hints import ReleasedStudies
 from classifier.worker.study_rule import StudyRule, is_complete_after_release
+from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.tables import ModelVersion, StudyPrediction
 from storage.stream.contract import Record, TopicPartition
@@ -61,7 +63,7 @@ class Harness:
         self.consumer, self.publisher, self.archive = MemoryConsumer(), MemoryPublisher(), archive
         self.now = T0
         config = WorkerConfig(
-            archive_dir=archive,
+            archive=ArchiveReader(archive),
             topic_results=RESULTS,
             topic_dead_letter=DLQ,
             batch=BatchPolicy(max_size=4, max_wait_s=0.02, idle_wait_s=0.05),
@@ -152,17 +154,18 @@ def test_without_a_hint_the_timer_decides(harness: Harness) -> None:
     assert h.sweep_at(61) == 1
 
 
-def test_split_hints_keeps_instance_events_and_unknown_messages_for_the_decoder() -> None:
-    """Only well-formed hints are split off; junk and instance-like JSON go on to decoding (and the dead letter)."""
+def test_intake_splits_off_well_formed_hints_and_dead_letters_the_rest() -> None:
+    """Only well-formed hints are split off; junk and instance-like JSON are invalid events (dead letters)."""
     records = [
         Record("t", 0, 0, b"k", hint(STUDY, T0)),
         Record("t", 0, 1, b"k", b"not json association_released"),
         Record("t", 0, 2, b"k", json.dumps({"kind": "association_released"}).encode()),
         Record("t", 0, 3, b"k", b'{"study_instance_uid": "1.2"}'),
     ]
-    instances, hints = split_hints(records)
-    assert [r.offset for r in instances] == [1, 2, 3]
-    assert [(r.offset, hh.study_instance_uid) for r, hh in hints] == [(0, STUDY)]
+    intake = parse_records(records)
+    assert [p.record.offset for p in intake.invalid] == [1, 2, 3] and not intake.events
+    assert [(r.offset, hh.study_instance_uid) for r, hh in intake.hints] == [(0, STUDY)]
+    assert [r.offset for r in intake.records] == [1, 2, 3]
 
 
 def test_released_studies_ignore_bad_times_and_expire() -> None:

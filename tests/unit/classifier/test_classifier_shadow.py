@@ -28,16 +28,16 @@ import migrations
 from classifier.model.serving import ServingModel
 from classifier.report.build import ResultConfig
 from classifier.worker.batching import BatchPolicy
-from classifier.worker.decoding import Outcome, Preprocessing, decode_record
+from classifier.worker.decoding import Outcome, Preprocessing, decode_event
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.reprocess_events import reprocess_event
 from classifier.worker.study_rule import StudyRule
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.shadow_models import set_shadow
 from storage.db.tables import ModelVersion, Prediction, ResultDelivery, ResultReport, StudyPrediction
 from storage.stream.contract import Record, TopicPartition
+from storage.stream.events import InstanceEvent
 
 RESULTS, DLQ = "results", "dead-letter"
 DESTINATION = "PACS@10.0.0.1:104"
@@ -73,10 +73,12 @@ class CountingDecoder:
         self.calls: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, record: Record, preprocessing: Preprocessing, reader: ArchiveReader) -> Outcome:
+    def __call__(
+        self, record: Record, event: InstanceEvent, preprocessing: Preprocessing, reader: ArchiveReader
+    ) -> Outcome:
         with self._lock:
             self.calls[record.offset] = self.calls.get(record.offset, 0) + 1
-        return decode_record(record, preprocessing, reader)
+        return decode_event(record, event, preprocessing, reader)
 
 
 class Run:
@@ -93,7 +95,7 @@ class Run:
             publisher=self.publisher,
             session_factory=sessions,
             config=WorkerConfig(
-                archive_dir=archive,
+                archive=ArchiveReader(archive),
                 topic_results=RESULTS,
                 topic_dead_letter=DLQ,
                 batch=BatchPolicy(max_size=4, max_wait_s=0.02, idle_wait_s=0.05),
@@ -222,8 +224,8 @@ def test_reprocess_event_under_a_candidate_stays_out_of_the_clinical_path(sessio
     published = len(r.publisher.messages)
     for _ in range(2):
         for e in events:
-            r.consumer.append(reprocess_event(e, model_version="v2"))
-    r.consumer.append(reprocess_event(events[0], model_version="nope"))
+            r.consumer.append(e.reprocessed_under("v2").to_json())
+    r.consumer.append(events[0].reprocessed_under("nope").to_json())
     wait_for(lambda: r.committed() == 7)
     r.stop()
     assert r.rows("v1") == 2 and r.rows("v2") == 2

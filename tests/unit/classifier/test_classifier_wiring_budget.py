@@ -19,9 +19,10 @@ PRE = Preprocessing(image_size=32, window=KIDNEY_WINDOW)
 
 def test_the_wired_decode_keeps_the_configured_budget(tmp_path: Path) -> None:
     """CT_small (32 KiB of pixels) decodes under the default budget and fails under a 16 KiB one."""
-    record = Record("instances", 0, 0, b"key", write_instance(tmp_path).to_json())
+    event = write_instance(tmp_path)
+    record = Record("instances", 0, 0, b"key", event.to_json())
     reader = ArchiveReader(tmp_path)
-    assert isinstance(worker_decode(Settings())(record, PRE, reader), DecodedInstance)
-    outcome = worker_decode(Settings(max_decoded_bytes=16 * 1024))(record, PRE, reader)
+    assert isinstance(worker_decode(Settings())(record, event, PRE, reader), DecodedInstance)
+    outcome = worker_decode(Settings(max_decoded_bytes=16 * 1024))(record, event, PRE, reader)
     assert isinstance(outcome, PoisonInstance) and isinstance(outcome.error, DecodeError)
     assert "over the budget of 16384" in str(outcome.error)

@@ -44,7 +44,7 @@ from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version
 from storage.db.results import incomplete_studies, mark_study_complete
 from storage.db.tables import Instance, ModelVersion, Prediction, QueueMessage, Study, StudyPrediction
-from storage.stream.contract import TopicPartition
+from storage.stream.contract import Publisher, TopicPartition
 from storage.stream.db_queue import DatabaseQueuePublisher
 
 RESULTS, DLQ = "results", "dead-letter"
@@ -71,14 +71,21 @@ def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 class Harness:
-    def __init__(self, sessions: sessionmaker[Session], loader, archive: Path, **overrides: object) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        loader,
+        folder: Path,
+        publisher: Publisher | None = None,
+        **overrides: object,
+    ) -> None:
         self.sessions = sessions
         self.consumer = MemoryConsumer()
-        self.publisher = MemoryPublisher()
-        self.archive = archive
+        self.publisher = publisher or MemoryPublisher()
+        self.archive = folder
         self.now = T0 + dt.timedelta(seconds=1)
         settings: dict[str, object] = {
-            "archive_dir": archive,
+            "archive": ArchiveReader(folder),
             "topic_results": RESULTS,
             "topic_dead_letter": DLQ,
             "batch": BatchPolicy(max_size=4, max_wait_s=0.02, idle_wait_s=0.05),
@@ -393,9 +400,8 @@ def test_sweep_on_the_embedded_queue_announces_without_lock_fights(
     (no transaction of the sweep is open while it publishes into the same file)."""
     directory, sha = artifacts["v1"]
     register(sessions, version="v1", directory=directory, sha256=sha, active=True)
-    h = Harness(sessions, loader, tmp_path / "archive")
-    queue = DatabaseQueuePublisher(sessions)
-    h.worker._publisher = queue  # the embedded default's results publisher, on the same SQLite file
+    # The embedded default's results publisher, on the same SQLite file.
+    h = Harness(sessions, loader, tmp_path / "archive", publisher=DatabaseQueuePublisher(sessions))
     for study in ("1.2.3.5", "1.2.3.6"):  # two: a write for the first must not block publishing the second
         h.consumer.append(write_instance(h.archive, study=study, received_at=T0).to_json())
     h.start()
@@ -570,7 +576,7 @@ def test_an_object_store_outage_is_waited_out_not_dead_lettered(
     register(sessions, version="v1", directory=directory, sha256=sha, active=True)
     archive = tmp_path / "archive"
     reader = _FlakyReader(archive, failures=6)
-    harness = Harness(sessions, loader, archive, archive_reader=reader)
+    harness = Harness(sessions, loader, archive, archive=reader)
     events = [write_instance(archive) for _ in range(4)]
     harness.start()
     for e in events:

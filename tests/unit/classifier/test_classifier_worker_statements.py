@@ -33,6 +33,7 @@ from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.study_policy import REASON_SHIFT
 from classifier.worker.study_rule import StudyRule
 from common.files import sha256_file
+from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.tables import Prediction
 from storage.stream.events import InstanceEvent
@@ -118,7 +119,7 @@ def _event(archive: Path, ds: pydicom.Dataset, study: str) -> InstanceEvent:
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         calling_ae="TESTSCU",
-        received_at=T0.isoformat(),
+        received_at=T0,
         instance_number=1,
         number_of_frames=1,
     )
@@ -152,7 +153,7 @@ def test_non_ct_images_are_flagged_and_their_study_is_indeterminate(
         publisher=publisher,
         session_factory=sessions,
         config=WorkerConfig(
-            archive_dir=archive,
+            archive=ArchiveReader(archive),
             topic_results="results",
             topic_dead_letter="dlq",
             batch=BatchPolicy(max_size=8, max_wait_s=0.02, idle_wait_s=0.05),

@@ -83,7 +83,7 @@ def test_success_archives_then_publishes_one_event(tmp_path: Path) -> None:
     assert event.transfer_syntax_uid == ExplicitVRLittleEndian
     assert event.modality == "CT"
     assert event.calling_ae == "PACS"
-    assert event.received_at == NOW.isoformat()
+    assert event.received_at == NOW
     assert event.number_of_frames == 1
     assert event.instance_number == int(ds.InstanceNumber)
     archived = Path(event.archive_uri.removeprefix("file://"))

@@ -36,7 +36,7 @@ def _event(sop: str = "1.2.3.1", *, instance_number: int | None = 7) -> Instance
         sha256="ab" * 32,
         size_bytes=1234,
         calling_ae="SCU",
-        received_at=T0.isoformat(),
+        received_at=T0,
         instance_number=instance_number,
         number_of_frames=1,
     )

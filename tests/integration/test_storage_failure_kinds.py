@@ -1,5 +1,5 @@
-"""Real database errors classified as the worker must treat them (classifier/worker/db_errors.py), on
-SQLite and PostgreSQL: a value too large for its column is data, a missing table is a missing
+"""Real database errors sorted by `storage.failures.failure_kind` as the worker, the catalogue and the
+sender must treat them, on SQLite and PostgreSQL: a value too large for its column is data, a missing table is a missing
 schema, an unreachable server is an outage."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import datetime as dt
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from classifier.worker.db_errors import DbErrorKind, classify
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.results import (
     InstanceRow,
@@ -19,6 +18,7 @@ from storage.db.results import (
     upsert_series,
     upsert_studies,
 )
+from storage.failures import FailureKind, failure_kind
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
 
@@ -61,20 +61,20 @@ def _instance_number(value: int):  # noqa: ANN202
 def test_too_large_value_is_data(migrated_database_url: str) -> None:
     """An InstanceNumber beyond the column (int4 on PostgreSQL, 64 bits on SQLite) is a data error."""
     too_large = 2**70 if migrated_database_url.startswith("sqlite") else 2**31
-    assert classify(_failure(migrated_database_url, _instance_number(too_large))) is DbErrorKind.DATA
+    assert failure_kind(_failure(migrated_database_url, _instance_number(too_large))) is FailureKind.DATA
 
 
 def test_missing_table_is_a_missing_schema(database_url: str) -> None:
     """A database without the schema (no `alembic upgrade`) is SCHEMA_MISSING, not an outage."""
     exc = _failure(database_url, lambda s: s.execute(text("SELECT id FROM instances")))
-    assert classify(exc) is DbErrorKind.SCHEMA_MISSING
+    assert failure_kind(exc) is FailureKind.SCHEMA_MISSING
 
 
 def test_unreachable_server_is_an_outage() -> None:
     """A server that cannot be reached is an outage (retried), not data or schema."""
     url = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
     exc = _failure(url, lambda s: s.execute(text("SELECT 1")))
-    assert classify(exc) is DbErrorKind.OUTAGE
+    assert failure_kind(exc) is FailureKind.OUTAGE
 
 
 def test_a_migrated_database_has_the_schema(migrated_database_url: str) -> None:
