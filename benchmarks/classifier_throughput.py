@@ -33,11 +33,11 @@ from classifier.model.artifact import read_card, save_artifact
 from classifier.model.network import build_model
 from classifier.model.preprocess import KIDNEY_WINDOW, dicom_to_frames, to_model_input
 from classifier.model.serving import ServingModel
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.decoding import Preprocessing
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.study_rule import StudyRule
 from common.log import configure_logging
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from classifier.worker.study_rule import DEFAULT_STUDY_RULE, StudyRule
+from classifier.study.rule import DEFAULT_STUDY_RULE, StudyRule
 
 DEFAULT_DATA_DIR = Path("kidneyct-data")
 

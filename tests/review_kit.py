@@ -23,7 +23,7 @@ from classifier.report.build import encode
 from classifier.report.contents import StudyReport
 from classifier.report.heatmap import build_parametric_map
 from classifier.report.sr import build_sr
-from classifier.worker.study_rule import StudyRule
+from classifier.study.rule import StudyRule
 from common.vocabulary import CLASS_NAMES
 from storage.db.outbox import add_report
 from storage.db.report_inputs import KeySlice

@@ -22,8 +22,8 @@ import structlog
 
 from classifier.model.calibration import apply_temperature
 from classifier.model.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from classifier.study.rule import StudyRule, study_label
 from classifier.worker.errors import DecodeError
-from classifier.worker.study_rule import StudyRule, study_label
 from training.bootstrap import metric_intervals
 from training.dedup import GroupingParams, fingerprint, group_items, kaggle_id
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal

@@ -23,8 +23,8 @@ from classifier.model.calibration import apply_temperature
 from classifier.model.network import BACKBONE_APPLICATIONS, DEFAULT_BACKBONE, build_model
 from classifier.model.preprocess import KIDNEY_WINDOW, Window
 from classifier.report.gradcam import grad_cam, too_small_for_heatmaps
+from classifier.study.rule import StudyRule
 from classifier.worker.errors import ArtifactError
-from classifier.worker.study_rule import StudyRule
 from common.vocabulary import CLASS_NAMES
 from storage.archive.reader import ArchiveReader
 from training.baseline import baseline_probabilities

@@ -10,7 +10,7 @@ intervals (resampling scans).
 
 A scan is a group of the manifest (for DICOM, the study): its label is `training.study_tuning.study_truth`
 of its slices' labels (the most urgent abnormal class shown on any slice, else the majority), its answer the study rule's on the calibrated probabilities, its evidence the mean calibrated
-probability of that answer over its slices (`classifier.worker.study_policy`).
+probability of that answer over its slices (`classifier.study.policy`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from classifier.model.calibration import apply_temperature
-from classifier.worker.study_policy import StudyPolicy, decide
-from classifier.worker.study_rule import StudyRule
+from classifier.study.policy import StudyPolicy, decide
+from classifier.study.rule import StudyRule
 from training.bootstrap import group_draw_weights, interval, metric_intervals
 from training.evaluate import calibration, classification_metrics
 from training.study_tuning import study_truth

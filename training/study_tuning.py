@@ -1,7 +1,7 @@
 """The study rule's (k, t) chosen on validation studies and measured on test studies.
 
 The service labels a DICOM study abnormal when at least k slices give an abnormal class a probability
-of at least t (`classifier.worker.study_rule`). Which (k, t) suits a model depends on how its probabilities
+of at least t (`classifier.study.rule`). Which (k, t) suits a model depends on how its probabilities
 are spread, so a training run picks them on the validation studies (by study accuracy, ties to the
 smaller k and higher t: fewer false alarms) and reports the accuracy they give on the test studies,
 which played no part in choosing them.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.worker.study_rule import ABNORMAL_PRIORITY, StudyRule, study_label
+from classifier.study.rule import ABNORMAL_PRIORITY, StudyRule, study_label
 
 K_GRID: tuple[int, ...] = (1, 2, 3, 5, 8)
 T_GRID: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)

@@ -60,7 +60,7 @@ class ModelCard:
     created_at: str = ""
     # Temperature scaling fitted on validation scans (`classifier.model.calibration`): {"temperature": T, ...}.
     calibration: dict[str, Any] = field(default_factory=dict)
-    # What training chose for the statements the service makes (`classifier.worker.study_policy`): the study
+    # What training chose for the statements the service makes (`classifier.study.policy`): the study
     # rule, the evidence a study needs to be answered, the shift detector's threshold and file.
     decision: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

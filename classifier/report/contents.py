@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 
-from classifier.worker.study_policy import StudyPolicy
-from classifier.worker.study_rule import StudyRule
+from classifier.study.policy import StudyPolicy
+from classifier.study.rule import StudyRule
 from storage.db.report_inputs import KeySlice
 
 SR_SERIES_NUMBER = 9901
@@ -39,7 +39,7 @@ class StudyReport:
     policy: StudyPolicy | None = (
         None  # the decision rule and where it came from (None: `rule`, source unknown)
     )
-    indeterminate_reason: str | None = None  # why the label is withheld (classifier.worker.study_policy)
+    indeterminate_reason: str | None = None  # why the label is withheld (classifier.study.policy)
     evidence: float | None = None  # the label's mean calibrated probability
     n_shifted: int | None = None  # slices the shift detector flagged
     temperature: float = 1.0  # the calibration the probabilities went through

@@ -19,7 +19,7 @@ from pydicom.valuerep import DA, TM
 
 from classifier.report import codes as rc
 from classifier.report.contents import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
-from classifier.worker.study_policy import REASON_TEXT, StudyPolicy, describe_abstention, describe_rule
+from classifier.study.policy import REASON_TEXT, StudyPolicy, describe_abstention, describe_rule
 from common.vocabulary import CLASS_NAMES
 
 DEVICE_UID = str(generate_uid(entropy_srcs=["kidneyct-device"]))

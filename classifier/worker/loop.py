@@ -31,6 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.model.serving import ServingModel, load_serving_model
 from classifier.report.build import ResultConfig
+from classifier.study.policy import DEFAULT_MAX_SHIFTED_FRACTION, PolicySettings
+from classifier.study.rule import StudyRule
 from classifier.worker.active_model import ActiveModel
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.collect import Collect
@@ -46,8 +48,6 @@ from classifier.worker.publish import PublishResults
 from classifier.worker.retrying import Retry
 from classifier.worker.shadow import OtherModels
 from classifier.worker.study_completion import CompletionOptions, StudyCompletion
-from classifier.worker.study_policy import DEFAULT_MAX_SHIFTED_FRACTION, PolicySettings
-from classifier.worker.study_rule import StudyRule
 from classifier.worker.write_step import WriteBatch, Written
 from storage.archive.reader import ArchiveReader
 from storage.db.tables import ModelVersion

@@ -24,12 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.model.serving import ServingModel
+from classifier.study.policy import StudyPolicy
 from classifier.worker.decoding import DecodedInstance, Outcome, PoisonInstance, Preprocessing
 from classifier.worker.errors import ArtifactError, PoisonError
 from classifier.worker.every import Every
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.predict import Predicted, predict
-from classifier.worker.study_policy import StudyPolicy
 from classifier.worker.writer import prediction_rows, recompute_studies
 from storage.db.model_versions import get_model_version
 from storage.db.results import insert_predictions, study_ids_of_instances

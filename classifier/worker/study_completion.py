@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.model.serving import ServingModel
 from classifier.report.build import HeatMapper, ResultConfig, build_objects
 from classifier.report.contents import StudyReport
+from classifier.study.policy import PolicySettings
+from classifier.study.rule import completion_cutoff, is_complete, is_complete_after_release
 from classifier.worker import messages
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.release_hints import ReleasedStudies
-from classifier.worker.study_policy import PolicySettings
-from classifier.worker.study_rule import completion_cutoff, is_complete, is_complete_after_release
 from storage.archive.reader import ArchiveReader
 from storage.db.model_versions import get_model_version
 from storage.db.outbox import NewObject, add_report
@@ -171,7 +171,7 @@ class StudyCompletion:
         return out
 
     def _is_complete(self, candidate: IncompleteStudy, now: dt.datetime) -> bool:
-        """Complete by the stable-age timer, or earlier by a release hint (classifier.worker.study_rule)."""
+        """Complete by the stable-age timer, or earlier by a release hint (classifier.study.rule)."""
         received, updated, pending = (
             candidate.last_received_at,
             candidate.updated_at,

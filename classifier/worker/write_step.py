@@ -17,12 +17,12 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.model.serving import ServingModel
+from classifier.study.policy import PolicySettings
 from classifier.worker.decoding import PoisonInstance
 from classifier.worker.errors import ValueDoesNotFit
 from classifier.worker.predict import Predicted
 from classifier.worker.retrying import Retry
 from classifier.worker.shadow import VersionBatch, write_version
-from classifier.worker.study_policy import PolicySettings
 from classifier.worker.writer import BatchWritten, write_batch
 from storage.failures import DataFailure
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
+from classifier.study.policy import StudyDecision, StudyPolicy, decide
 from classifier.worker.decoding import PoisonInstance
 from classifier.worker.predict import Predicted
-from classifier.worker.study_policy import StudyDecision, StudyPolicy, decide
 from common.vocabulary import CLASS_NAMES
 from storage.db.results import (
     InstanceRow,

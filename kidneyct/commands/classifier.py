@@ -39,13 +39,13 @@ def worker(
     import keras
 
     from classifier.worker.errors import DeadLetterLimitExceeded
-    from classifier.worker.loop import Abandoned
     from classifier.worker.metrics import WorkerMetrics
     from common.errors import SchemaMissing
     from common.health import process_readiness
     from common.process_metrics import process_registry
     from common.runtime import GracefulStop, start_metrics_endpoint
     from kidneyct.wiring.classifier import build_worker
+    from storage.failures import Abandoned
 
     try:
         require_device(chosen, keras.backend.backend())

@@ -75,9 +75,9 @@ def evaluate(
         raise click.ClickException(str(exc)) from exc
     directory, sha = _evaluated_artifact(settings, version, artifact)
     from classifier.model.artifact import load_artifact
+    from classifier.study.policy import PolicySettings
+    from classifier.study.rule import StudyRule
     from classifier.worker.errors import ArtifactError
-    from classifier.worker.study_policy import PolicySettings
-    from classifier.worker.study_rule import StudyRule
     from training import plots
 
     try:

@@ -213,7 +213,7 @@ class StudyPrediction(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     # Last written by a shadow model or a reprocess under a non-active version: never announced or sent.
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Why the label is withheld (classifier.worker.study_policy REASONS), NULL when answered: `label` keeps the
+    # Why the label is withheld (classifier.study.policy REASONS), NULL when answered: `label` keeps the
     # rule's label for audits and `study_results.label` shows NULL. `evidence`: the label's mean
     # calibrated probability; `n_shifted`: slices the shift detector flagged.
     indeterminate_reason: Mapped[str | None] = mapped_column(String(32))

@@ -11,10 +11,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
+from classifier.study.policy import SOURCE_DEFAULT, StudyPolicy
+from classifier.study.rule import StudyRule
 from classifier.worker.decoding import DecodedInstance
 from classifier.worker.shadow import write_version
-from classifier.worker.study_policy import SOURCE_DEFAULT, StudyPolicy
-from classifier.worker.study_rule import StudyRule
 from classifier.worker.writer import Predicted, write_batch
 from ingest.catalog import record_events
 from storage.db.engine import make_engine, make_session_factory

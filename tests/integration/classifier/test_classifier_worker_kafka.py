@@ -25,9 +25,9 @@ from structlog.testing import capture_logs
 
 import migrations
 from classifier.model.serving import ServingModel
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.loop import Worker, WorkerConfig
-from classifier.worker.study_rule import StudyRule
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version

@@ -24,9 +24,9 @@ import migrations
 from classifier.model.serving import ServingModel
 from classifier.report.build import ResultConfig
 from classifier.report.sr import SR_SOP_CLASS_UID
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.loop import Worker, WorkerConfig
-from classifier.worker.study_rule import StudyRule
 from kidneyct.cli import cli
 from kidneyct.reprocess.queue import queue_reprocess
 from kidneyct.settings import Settings

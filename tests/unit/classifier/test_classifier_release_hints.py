@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from classifier.model.serving import ServingModel
+from classifier.study.rule import StudyRule, is_complete_after_release
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.intake import parse_records
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.release_hints import ReleasedStudies
-from classifier.worker.study_rule import StudyRule, is_complete_after_release
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.tables import ModelVersion, StudyPrediction

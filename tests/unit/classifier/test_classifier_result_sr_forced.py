@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 
 from classifier.report.contents import StudyReport
 from classifier.report.sr import build_sr
-from classifier.worker.study_rule import StudyRule
+from classifier.study.rule import StudyRule
 from storage.db.report_inputs import KeySlice
 
 

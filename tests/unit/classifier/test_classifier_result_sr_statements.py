@@ -15,8 +15,8 @@ from pydicom.data import get_testdata_file
 from classifier.report import codes as rc
 from classifier.report.contents import StudyReport
 from classifier.report.sr import build_sr
-from classifier.worker.study_policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
-from classifier.worker.study_rule import StudyRule
+from classifier.study.policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
+from classifier.study.rule import StudyRule
 from storage.db.report_inputs import KeySlice
 
 POLICY = StudyPolicy(

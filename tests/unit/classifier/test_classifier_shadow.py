@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, sessionmaker
 import migrations
 from classifier.model.serving import ServingModel
 from classifier.report.build import ResultConfig
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.decoding import Outcome, Preprocessing, decode_event
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.study_rule import StudyRule
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.shadow_models import set_shadow

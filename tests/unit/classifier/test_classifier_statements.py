@@ -9,8 +9,7 @@ from classifier.model.artifact import ModelCard
 from classifier.model.calibration import apply_temperature
 from classifier.model.serving import load_shift_stats
 from classifier.model.shift import SHIFT_FILE, ShiftStats, fit_shift_stats
-from classifier.worker.errors import ArtifactError
-from classifier.worker.study_policy import (
+from classifier.study.policy import (
     REASON_LOW_EVIDENCE,
     REASON_SHIFT,
     SOURCE_CARD,
@@ -20,7 +19,8 @@ from classifier.worker.study_policy import (
     StudyPolicy,
     decide,
 )
-from classifier.worker.study_rule import StudyRule
+from classifier.study.rule import StudyRule
+from classifier.worker.errors import ArtifactError
 from common.files import sha256_file
 
 

@@ -15,12 +15,12 @@ from structlog.testing import capture_logs
 from worker_steps_kit import T0, decoded, event, metrics, record, serving
 
 import migrations
+from classifier.study.policy import PolicySettings
+from classifier.study.rule import StudyRule
 from classifier.worker.decoding import PoisonInstance
 from classifier.worker.errors import DecodeError, ValueDoesNotFit
 from classifier.worker.predict import Predicted
 from classifier.worker.retrying import Retry
-from classifier.worker.study_policy import PolicySettings
-from classifier.worker.study_rule import StudyRule
 from classifier.worker.write_step import WriteBatch
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version, register_model_version

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classifier.worker.study_rule import StudyRule, is_complete, study_label
+from classifier.study.rule import StudyRule, is_complete, study_label
 
 RULE = StudyRule(min_slices=2, min_probability=0.5)
 T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -32,12 +32,12 @@ from structlog.testing import capture_logs
 import migrations
 from classifier.model.serving import ServingModel
 from classifier.report.build import ResultConfig
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.dead_letter_limit import DeadLetterLimit
 from classifier.worker.errors import DeadLetterLimitExceeded, NoActiveModel
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.study_rule import StudyRule
 from common.errors import SchemaMissing
 from storage.archive.reader import ArchiveReader, ArchiveUnavailable
 from storage.db.engine import make_engine, make_session_factory

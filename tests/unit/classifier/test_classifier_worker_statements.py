@@ -27,11 +27,11 @@ from classifier.model.network import build_model
 from classifier.model.preprocess import dicom_to_frames, to_model_input
 from classifier.model.serving import feature_scorer, load_serving_model
 from classifier.model.shift import SHIFT_FILE, fit_shift_stats
+from classifier.study.policy import REASON_SHIFT
+from classifier.study.rule import StudyRule
 from classifier.worker.batching import BatchPolicy
 from classifier.worker.loop import Worker, WorkerConfig
 from classifier.worker.metrics import WorkerMetrics
-from classifier.worker.study_policy import REASON_SHIFT
-from classifier.worker.study_rule import StudyRule
 from common.files import sha256_file
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory

@@ -10,7 +10,7 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from classifier.model.preprocess import KIDNEY_WINDOW
-from classifier.worker.study_rule import StudyRule
+from classifier.study.rule import StudyRule
 from common.vocabulary import CLASS_NAMES
 from training.external_eval import evaluate_folder, markdown
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.model.calibration import apply_temperature
-from classifier.worker.study_rule import StudyRule
+from classifier.study.rule import StudyRule
 from training.calibrate import fit_temperature, negative_log_likelihood
 from training.evaluate import calibration
 from training.statements import choose_min_evidence, held_out_statements, risk_coverage, scans_of

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from classifier.worker.study_rule import DEFAULT_STUDY_RULE, StudyRule, study_label
+from classifier.study.rule import DEFAULT_STUDY_RULE, StudyRule, study_label
 
 REASON_SHIFT = "unlike_training_data"
 REASON_LOW_EVIDENCE = "low_evidence"
