@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from storage.db.results import ARCHIVED_FILE_FIELDS
 from storage.db.tables import Instance, Prediction, Series, Study
 from storage.stream.events import InstanceEvent
 
 # Instances that can be classified: `skipped` ones (not CT) never will be.
 REPROCESSABLE_STATES = ("received", "processed", "failed")
+
+# The catalogue's instance columns an event carries unchanged (the same names on both sides).
+_COPIED_FROM_CATALOGUE = ("sop_instance_uid", *ARCHIVED_FILE_FIELDS, "received_at", "instance_number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +123,14 @@ def select_for_reprocess(
         if is_done:
             already_done += 1
             continue
+        copied = {name: getattr(instance, name) for name in _COPIED_FROM_CATALOGUE}
         events.append(
             InstanceEvent(
                 study_instance_uid=study_uid,
                 series_instance_uid=series_uid,
-                sop_instance_uid=instance.sop_instance_uid,
-                sop_class_uid=instance.sop_class_uid,
-                transfer_syntax_uid=instance.transfer_syntax_uid,
                 modality=modality,
-                archive_uri=instance.archive_uri,
-                sha256=instance.sha256,
-                size_bytes=instance.size_bytes,
-                calling_ae=instance.calling_ae,
-                received_at=instance.received_at,
-                instance_number=instance.instance_number,
                 number_of_frames=instance.number_of_frames or 1,
+                **copied,
             )
         )
     return SelectedInstances(events=events, already_done=already_done, last=last)

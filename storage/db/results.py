@@ -25,6 +25,16 @@ PROBABILITY_COLUMNS = tuple(f"p_{c.lower()}" for c in CLASS_NAMES)
 COUNT_COLUMNS = tuple(f"n_{c.lower()}" for c in CLASS_NAMES)
 TERMINAL_STATES = ("processed", "failed", "skipped")
 
+# What the listener recorded of an archived file: the same names on the event, the row and the table.
+ARCHIVED_FILE_FIELDS = (
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "archive_uri",
+    "sha256",
+    "size_bytes",
+    "calling_ae",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StudyRow:
@@ -232,12 +242,7 @@ def upsert_instances(
     ]
     fields = (
         "series_id",
-        "sop_class_uid",
-        "transfer_syntax_uid",
-        "archive_uri",
-        "sha256",
-        "size_bytes",
-        "calling_ae",
+        *ARCHIVED_FILE_FIELDS,
         "instance_number",
         "number_of_frames",
         "received_at",
