@@ -41,7 +41,7 @@ TEXT_CODES: dict[str, tuple[str, str]] = {
     "calibration": ("KCT-CALIBRATION", "Probability calibration"),
     "rule": ("KCT-RULE", "Decision rule"),
     "abstention": ("KCT-ABSTENTION", "Abstention rule"),
-    "evidence": ("KCT-EVIDENCE", "Evidence for the finding"),
+    "evidence": ("KCT-EVIDENCE", "Evidence of the rule's label"),
     "indeterminate": ("KCT-INDETERM", "Reason the finding is indeterminate"),
 }
 DISCLAIMER = (

@@ -61,8 +61,8 @@ def statements(report: StudyReport) -> list[tuple[str, str]]:
         out.append(
             (
                 "evidence",
-                f"{report.evidence:.3f} for {report.label}: {describe_evidence(policy.evidence, policy.rule)}; "
-                f"threshold {policy.min_evidence:.3f}",
+                f"{report.evidence:.3f} for {report.label} (the rule's label): "
+                f"{describe_evidence(policy.evidence, policy.rule)}; threshold {policy.min_evidence:.3f}",
             )
         )
     if report.indeterminate_reason is not None:
