@@ -13,6 +13,9 @@ Two definitions, named in the model card (`decision.abstention.evidence`), becau
   should send it to indeterminate.
 - `all_slices` (cards written before the definition was versioned): the mean over all slices for every
   label. A card without the field keeps it, so registered models do not change answers silently.
+
+The k is the rule's in force: with the settings overriding the card's rule, the evidence follows the
+override's k while the card's threshold was chosen for its own k (the SR states both).
 """
 
 from __future__ import annotations
