@@ -22,6 +22,7 @@ import structlog
 
 from classifier.model.calibration import apply_temperature
 from classifier.model.preprocess import Window, dicom_to_frames, image_file_to_frames, to_model_input
+from classifier.study.evidence import CURRENT
 from classifier.study.rule import StudyRule, study_label
 from classifier.worker.errors import DecodeError
 from training.bootstrap import metric_intervals
@@ -172,6 +173,7 @@ def evaluate_folder(
     per_slice_csv: Path | None = None,
     temperature: float = 1.0,
     min_evidence: float = 0.0,
+    evidence_definition: str = CURRENT,
 ) -> dict[str, Any]:
     """Every metric of `model` on the labelled folder, as a JSON-ready dict. The probabilities are
     calibrated with `temperature` (the card's) as the service does; `statements` gives ECE before and
@@ -212,6 +214,7 @@ def evaluate_folder(
                     temperature=temperature,
                     rule=rule,
                     min_evidence=min_evidence,
+                    evidence_definition=evidence_definition,
                     seed=seed,
                 )
             },

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from classifier.study.evidence import LEGACY, describe_evidence
+
 TITLES = {"test": "grouped test", "latest": "latest IDs", "folder": "this folder"}
 
 
@@ -84,8 +86,8 @@ def statements_section(statements: dict[str, Any] | None) -> list[str]:
         "",
         *_calibration(held),
         "",
-        f"Abstention: a scan (study) is answered when the mean calibrated probability of the rule's label reaches "
-        f"{a['min_evidence']:.3f}, chosen on {a['val_scans']} validation scans for accuracy {a['target_accuracy']:.2f} "
+        f"Abstention: a scan (study) is answered when its evidence, "
+        f"{describe_evidence(a.get('evidence', LEGACY))}, reaches {a['min_evidence']:.3f}, chosen on {a['val_scans']} validation scans for accuracy {a['target_accuracy']:.2f} "
         f"among answered ({'reached: coverage ' + _f(a['val_coverage']) if a['reached'] else 'not reachable on validation: every scan is indeterminate'}).",
         "",
     ]
@@ -136,7 +138,7 @@ def folder_statements(statements: dict[str, Any]) -> list[str]:
         "",
         *_levels(statements["held_out"]),
         "",
-        f"At the card's evidence threshold {c['min_evidence']:.3f}: {c['answered']}/{c['scans']} scans answered "
+        f"At the card's evidence threshold {c['min_evidence']:.3f} ({describe_evidence(c.get('evidence', LEGACY))}): {c['answered']}/{c['scans']} scans answered "
         f"(coverage {_f(c['coverage'])}), accuracy among answered {_f(c['accuracy_answered'])}.",
         "",
     ]

@@ -9,8 +9,9 @@ curve (coverage, and accuracy among answered, at several thresholds), each with 
 intervals (resampling scans).
 
 A scan is a group of the manifest (for DICOM, the study): its label is `training.study_tuning.study_truth`
-of its slices' labels (the most urgent abnormal class shown on any slice, else the majority), its answer the study rule's on the calibrated probabilities, its evidence the mean calibrated
-probability of that answer over its slices (`classifier.study.policy`).
+of its slices' labels (the most urgent abnormal class shown on any slice, else the majority), its answer the study rule's on the calibrated probabilities, its evidence that of the worker
+(`classifier.study.evidence`): by default the definition a new card gets (`CURRENT`), so the threshold
+chosen on validation means what the served model will compute; `kidneyct evaluate` passes its card's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from classifier.model.calibration import apply_temperature
+from classifier.study.evidence import CURRENT
 from classifier.study.policy import StudyPolicy, decide
 from classifier.study.rule import StudyRule
 from training.bootstrap import group_draw_weights, interval, metric_intervals
@@ -40,6 +42,7 @@ class Scans:
     truth: np.ndarray
     answer: np.ndarray
     evidence: np.ndarray
+    definition: str = CURRENT  # what `evidence` is (`classifier.study.evidence`)
 
 
 def scans_of(
@@ -48,38 +51,46 @@ def scans_of(
     labels: Sequence[int] | np.ndarray,
     classes: Sequence[str],
     rule: StudyRule,
+    evidence_definition: str = CURRENT,
 ) -> Scans:
-    """Each group's true label (`study_truth`), the rule's answer on the (calibrated) probabilities and its evidence."""
+    """Each group's true label (`study_truth`), the rule's answer on the (calibrated) probabilities and its
+    evidence under `evidence_definition` (`classifier.study.evidence`)."""
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(str(g), []).append(i)
-    policy = StudyPolicy(rule=rule, rule_source="training")
+    policy = StudyPolicy(rule=rule, rule_source="training", evidence=evidence_definition)
     y = np.asarray(labels, dtype=np.int64)
     truth, answer, evidence = [], [], []
     for idx in members.values():
         truth.append(list(classes).index(study_truth([classes[int(k)] for k in y[idx]])))
         p = probabilities[idx]
         d = decide(
-            n_confident={c: int((p[:, k] >= rule.min_probability).sum()) for k, c in enumerate(classes)},
-            mean_probability={c: float(p[:, k].mean()) for k, c in enumerate(classes)},
+            slice_probabilities={c: p[:, k].tolist() for k, c in enumerate(classes)},
             n_shifted=0,
-            n_slices=len(idx),
             policy=policy,
         )
         answer.append(list(classes).index(d.label))
         evidence.append(d.evidence)
-    return Scans(list(members), np.asarray(truth), np.asarray(answer), np.asarray(evidence, dtype=np.float64))
+    return Scans(
+        list(members),
+        np.asarray(truth),
+        np.asarray(answer),
+        np.asarray(evidence, dtype=np.float64),
+        definition=evidence_definition,
+    )
 
 
 def choose_min_evidence(scans: Scans, target_accuracy: float) -> dict[str, Any]:
     """The lowest evidence threshold whose answered scans reach `target_accuracy` (most coverage);
-    when none does, 1.0 + epsilon (every scan indeterminate), said so in `reached`."""
+    when none does, 1.0 + epsilon (every scan indeterminate), said so in `reached`. `evidence` names the
+    definition the threshold was chosen on: the card carries it, and the worker computes the same."""
     right = scans.answer == scans.truth
     for threshold in np.unique(np.concatenate([[0.0], scans.evidence])):
         answered = scans.evidence >= threshold
         if answered.any() and right[answered].mean() >= target_accuracy:
             return {
                 "min_evidence": float(threshold),
+                "evidence": scans.definition,
                 "target_accuracy": target_accuracy,
                 "reached": True,
                 "val_coverage": float(answered.mean()),
@@ -88,6 +99,7 @@ def choose_min_evidence(scans: Scans, target_accuracy: float) -> dict[str, Any]:
             }
     return {
         "min_evidence": 1.000001,
+        "evidence": scans.definition,
         "target_accuracy": target_accuracy,
         "reached": False,
         "val_coverage": 0.0,
@@ -142,10 +154,12 @@ def held_out_statements(
     rule: StudyRule,
     min_evidence: float,
     seed: int = 0,
+    evidence_definition: str = CURRENT,
 ) -> dict[str, Any]:
-    """Calibration before/after, slice- and scan-level figures, and both risk-coverage curves on one held-out set."""
+    """Calibration before/after, slice- and scan-level figures, and both risk-coverage curves on one
+    held-out set; scans answered by their evidence under `evidence_definition` (the card's)."""
     calibrated = apply_temperature(probabilities, temperature)
-    scans = scans_of(calibrated, groups, labels, classes, rule)
+    scans = scans_of(calibrated, groups, labels, classes, rule, evidence_definition)
     one_hot = np.eye(len(classes))[scans.answer] if len(scans.ids) else np.zeros((0, len(classes)))
     thresholds = sorted({*RISK_COVERAGE_THRESHOLDS, round(min_evidence, 6)} - {1.000001})
     slice_right = calibrated.argmax(axis=1) == labels
@@ -167,6 +181,7 @@ def held_out_statements(
             "risk_coverage": risk_coverage(scans.evidence, scan_right, scans.ids, thresholds, seed),
             "at_chosen_threshold": {
                 "min_evidence": min_evidence,
+                "evidence": evidence_definition,
                 "scans": len(scans.ids),
                 "answered": int(answered.sum()),
                 "coverage": float(answered.mean()) if len(answered) else 0.0,

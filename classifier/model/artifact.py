@@ -19,6 +19,7 @@ import keras
 
 from classifier.model.network import DEFAULT_BACKBONE, PREPROCESS_NAME, backbone_of, build_model, head_of
 from classifier.model.preprocess import KIDNEY_WINDOW, PREPROCESSING_DESCRIPTION, PREPROCESSING_ID, Window
+from classifier.study.evidence import definition_of
 from classifier.worker.errors import ArtifactError
 from common.files import sha256_file
 from common.vocabulary import CLASS_NAMES
@@ -190,7 +191,7 @@ def load_artifact(
     """Rebuild the architecture from code and load the artifact's weights into it.
 
     Refuses (ArtifactError) a card with other classes than `CLASS_NAMES`, another input size than
-    `expected_image_size`, or weights whose sha256 differs from the card's or `expected_sha256`
+    `expected_image_size`, an evidence definition this version does not know, or weights whose sha256 differs from the card's or `expected_sha256`
     (the hash registered in the database).
     """
     directory = Path(directory)
@@ -199,6 +200,10 @@ def load_artifact(
         raise ArtifactError(f"model card classes {card.classes} do not match {list(CLASS_NAMES)}")
     if expected_image_size is not None and card.image_size != expected_image_size:
         raise ArtifactError(f"model card input size {card.image_size} does not match {expected_image_size}")
+    try:
+        definition_of(card.decision)  # a newer card's evidence: its min_evidence would mean something else
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from exc
     weights_path = directory / card.weights_file
     if not weights_path.is_file():
         raise ArtifactError(f"weights file {weights_path} is missing")

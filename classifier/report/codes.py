@@ -41,6 +41,7 @@ TEXT_CODES: dict[str, tuple[str, str]] = {
     "calibration": ("KCT-CALIBRATION", "Probability calibration"),
     "rule": ("KCT-RULE", "Decision rule"),
     "abstention": ("KCT-ABSTENTION", "Abstention rule"),
+    "evidence": ("KCT-EVIDENCE", "Evidence of the rule's label"),
     "indeterminate": ("KCT-INDETERM", "Reason the finding is indeterminate"),
 }
 DISCLAIMER = (
@@ -48,7 +49,9 @@ DISCLAIMER = (
     "by a physician."
 )
 
-ALGORITHM_NAME = "kidneyct ResNet50 kidney CT classifier"
+# No network named: the backbone is the model card's (ResNet50, EfficientNet, the demo's tiny one); the
+# algorithm version names the model exactly.
+ALGORITHM_NAME = "kidneyct kidney CT slice classifier"
 MANUFACTURER = "kidneyct"
 SERIES_DESCRIPTION = "AI result - not for diagnostic use"  # LO: at most 64 characters
 

@@ -40,7 +40,7 @@ class StudyReport:
         None  # the decision rule and where it came from (None: `rule`, source unknown)
     )
     indeterminate_reason: str | None = None  # why the label is withheld (classifier.study.policy)
-    evidence: float | None = None  # the label's mean calibrated probability
+    evidence: float | None = None  # the rule label's evidence (classifier.study.evidence)
     n_shifted: int | None = None  # slices the shift detector flagged
     temperature: float = 1.0  # the calibration the probabilities went through
 

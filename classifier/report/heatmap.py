@@ -50,6 +50,14 @@ def overlay_rgb(gray: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     return np.clip(base * (1.0 - alpha) + colours * alpha, 0, 255).astype(np.uint8)
 
 
+def caption(report: StudyReport) -> str:
+    """What the map shows. An indeterminate study's map is of the label the rule alone would give: say
+    so, so that a map seen without its SR is not read as that finding."""
+    if report.indeterminate:
+        return f"Grad-CAM of {report.label} (study indeterminate)"
+    return f"Grad-CAM of {report.label}"
+
+
 def build_parametric_map(
     report: StudyReport, sources: Sequence[Dataset], heatmaps: Sequence[np.ndarray]
 ) -> hd.pm.ParametricMap:
@@ -57,7 +65,7 @@ def build_parametric_map(
     stored = np.stack([np.rint(h * PMAP_SCALE) for h in heatmaps]).astype(np.uint16)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="GRADCAM",
-        lut_explanation=f"Grad-CAM of {report.label}, 0 (cold) to 1 (hot)",
+        lut_explanation=f"{caption(report)}, 0 (cold) to 1 (hot)"[:64],
         unit=rc.NO_UNITS,
         value_range=(0, PMAP_SCALE),
         slope=1.0 / PMAP_SCALE,
@@ -85,7 +93,7 @@ def build_parametric_map(
             )
         ],
         content_label="GRADCAM",
-        content_description=f"Grad-CAM of {report.label}"[:64],
+        content_description=caption(report)[:64],
     )
     pmap.SeriesDescription = rc.SERIES_DESCRIPTION
     pmap.BodyPartExamined = body_part(sources[0])
@@ -135,13 +143,13 @@ def build_secondary_capture(
         transfer_syntax_uid="1.2.840.10008.1.2.1",
     )
     sc.SeriesDescription = rc.SERIES_DESCRIPTION
-    sc.ImageComments = f"Grad-CAM of {report.label} burned in; AI result, not for diagnostic use"
+    sc.ImageComments = f"{caption(report)} burned in; AI result, not for diagnostic use"
     sc.BurnedInAnnotation = "NO"
     # Which slice this picture shows, so a viewer can link the two.
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [reference]
-    sc.DerivationDescription = f"Grad-CAM of {report.label} by model {report.model_version}, overlaid"[:1024]
+    sc.DerivationDescription = f"{caption(report)} by model {report.model_version}, overlaid"[:1024]
     sc.BodyPartExamined = body_part(source)
     return sc

@@ -19,6 +19,7 @@ from pydicom.valuerep import DA, TM
 
 from classifier.report import codes as rc
 from classifier.report.contents import SR_SERIES_NUMBER, StudyReport, object_uid, series_uid
+from classifier.study.evidence import describe_evidence
 from classifier.study.policy import REASON_TEXT, StudyPolicy, describe_abstention, describe_rule
 from common.vocabulary import CLASS_NAMES
 
@@ -56,6 +57,14 @@ def statements(report: StudyReport) -> list[tuple[str, str]]:
         ("rule", describe_rule(policy)),
         ("abstention", describe_abstention(policy)),
     ]
+    if report.evidence is not None:
+        out.append(
+            (
+                "evidence",
+                f"{report.evidence:.3f} for {report.label} (the rule's label): "
+                f"{describe_evidence(policy.evidence, policy.rule)}; threshold {policy.min_evidence:.3f}",
+            )
+        )
     if report.indeterminate_reason is not None:
         evidence = "" if report.evidence is None else f"; evidence {report.evidence:.3f}"
         shifted = (

@@ -9,16 +9,18 @@ says where its rule came from, and the SR repeats it.
 A study is **indeterminate** (its label withheld) when
 - more than `max_shifted_fraction` of its slices were flagged by the shift detector
   (`REASON_SHIFT`: the images are unlike what the model was trained and validated on), or
-- its evidence, the mean calibrated probability of the label the rule chose over the study's slices,
-  is below `min_evidence` (`REASON_LOW_EVIDENCE`).
+- its evidence (`classifier.study.evidence`: the mean calibrated probability of the label the rule
+  chose, over the slices that decided it, or over all slices for cards before that definition) is
+  below `min_evidence` (`REASON_LOW_EVIDENCE`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from classifier.study.evidence import LEGACY, definition_of, describe_evidence, study_evidence
 from classifier.study.rule import DEFAULT_STUDY_RULE, StudyRule, study_label
 
 REASON_SHIFT = "unlike_training_data"
@@ -41,6 +43,8 @@ class StudyPolicy:
     min_evidence: float = 0.0  # 0: every study is answered
     target_accuracy: float | None = None  # what min_evidence was chosen for, on validation
     max_shifted_fraction: float = 1.0  # 1: shift never withholds a label
+    # What `min_evidence` was chosen on (`classifier.study.evidence`); without a card's word, the old one.
+    evidence: str = LEGACY
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +60,17 @@ class StudyDecision:
 
 def decide(
     *,
-    n_confident: Mapping[str, int],
-    mean_probability: Mapping[str, float],
+    slice_probabilities: Mapping[str, Sequence[float]],
     n_shifted: int,
-    n_slices: int,
     policy: StudyPolicy,
 ) -> StudyDecision:
-    """The rule's label, its evidence and, when the study is not answered, why."""
-    label = study_label(n_confident, policy.rule)
-    evidence = float(mean_probability.get(label, 0.0))
+    """The rule's label, its evidence and, when the study is not answered, why, from each class's
+    calibrated probability on each of the study's slices (a class left out: never confident)."""
+    rule = policy.rule
+    n_confident = {c: sum(1 for v in p if v >= rule.min_probability) for c, p in slice_probabilities.items()}
+    label = study_label(n_confident, rule)
+    evidence = study_evidence(label, slice_probabilities.get(label, ()), rule, policy.evidence)
+    n_slices = max((len(p) for p in slice_probabilities.values()), default=0)
     reason = None
     if n_slices and n_shifted / n_slices > policy.max_shifted_fraction:
         reason = REASON_SHIFT
@@ -83,7 +89,8 @@ def policy_of(
     """The policy of a model version from its card's `decision` (None or {} for cards before it).
 
     `override`: the settings gave the rule, and `fallback` is it. Without a shift detector in the card
-    the shifted share is never computed, so `max_shifted_fraction` has nothing to act on.
+    the shifted share is never computed, so `max_shifted_fraction` has nothing to act on. ValueError
+    for an evidence definition this version does not know.
     """
     decision = decision or {}
     card_rule = decision.get("study_rule")
@@ -100,6 +107,7 @@ def policy_of(
         min_evidence=float(abstention.get("min_evidence", 0.0)),
         target_accuracy=abstention.get("target_accuracy"),
         max_shifted_fraction=max_shifted_fraction if decision.get("shift") else 1.0,
+        evidence=definition_of(decision),
     )
 
 
@@ -138,4 +146,7 @@ def describe_abstention(policy: StudyPolicy) -> str:
             f"among answered studies; also when {shifted}"
         )
     chosen = f" (chosen on validation scans for accuracy {target:.2f} among answered)" if target else ""
-    return f"indeterminate when the label's mean calibrated probability < {policy.min_evidence:.3f}{chosen}, or {shifted}"
+    evidence = describe_evidence(policy.evidence, policy.rule)
+    return (
+        f"indeterminate when the evidence, {evidence}, is < {policy.min_evidence:.3f}{chosen}, or {shifted}"
+    )

@@ -70,10 +70,8 @@ def recompute_studies(
         min_probability=policy.rule.min_probability,
     ):
         decision = decide(
-            n_confident=aggregate.n_confident,
-            mean_probability=aggregate.mean_probability,
+            slice_probabilities=aggregate.slice_probabilities,
             n_shifted=aggregate.n_shifted,
-            n_slices=aggregate.n_slices,
             policy=policy,
         )
         upsert_study_prediction(

@@ -98,6 +98,7 @@ def evaluate(
             per_slice_csv=per_slice,
             temperature=card.temperature,
             min_evidence=policy.min_evidence,
+            evidence_definition=policy.evidence,  # the card's: its min_evidence was chosen on it
         )
     except (ArtifactError, EvaluationInputError) as exc:
         raise click.ClickException(str(exc)) from exc

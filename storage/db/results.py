@@ -107,8 +107,9 @@ class PredictionRow:
 
 @dataclass(frozen=True, slots=True)
 class StudyAggregate:
-    """Per class: the highest probability, the slices predicted as it, the slices with p >= t, the mean
-    probability; and the slices (frames) predicted and flagged by the shift detector."""
+    """Per class: the highest probability, the slices predicted as it, the slices with p >= t, and its
+    probability on every slice (frame) of the study, highest first (what the study's evidence is computed
+    from, `classifier.study.evidence`); and the slices predicted and flagged by the shift detector."""
 
     study_id: int
     study_instance_uid: str
@@ -116,7 +117,7 @@ class StudyAggregate:
     max_probability: dict[str, float]
     n_predicted: dict[str, int]
     n_confident: dict[str, int]
-    mean_probability: dict[str, float] = field(default_factory=dict)
+    slice_probabilities: dict[str, tuple[float, ...]] = field(default_factory=dict)
     n_slices: int = 0
     n_shifted: int = 0
 
@@ -361,7 +362,6 @@ def study_aggregates(
         columns.append(func.max(column))
         columns.append(func.sum(case((Prediction.label == name, 1), else_=0)))
         columns.append(func.sum(case((column >= min_probability, 1), else_=0)))
-        columns.append(func.avg(column))
     columns.append(func.count(Prediction.id))
     columns.append(func.sum(case((Prediction.shifted.is_(True), 1), else_=0)))
     stmt = (
@@ -372,6 +372,7 @@ def study_aggregates(
         .where(Series.study_id.in_(ids), Prediction.model_version_id == model_version_id)
         .group_by(Series.study_id, Study.study_instance_uid)
     )
+    slices = _slice_probabilities(session, study_ids=ids, model_version_id=model_version_id)
     out = []
     for row in session.execute(stmt):
         study_id, uid, n_instances, *per_class, n_slices, n_shifted = row
@@ -380,15 +381,34 @@ def study_aggregates(
                 study_id=study_id,
                 study_instance_uid=uid,
                 n_instances=int(n_instances),
-                max_probability={c: float(per_class[4 * i]) for i, c in enumerate(CLASS_NAMES)},
-                n_predicted={c: int(per_class[4 * i + 1]) for i, c in enumerate(CLASS_NAMES)},
-                n_confident={c: int(per_class[4 * i + 2]) for i, c in enumerate(CLASS_NAMES)},
-                mean_probability={c: float(per_class[4 * i + 3]) for i, c in enumerate(CLASS_NAMES)},
+                max_probability={c: float(per_class[3 * i]) for i, c in enumerate(CLASS_NAMES)},
+                n_predicted={c: int(per_class[3 * i + 1]) for i, c in enumerate(CLASS_NAMES)},
+                n_confident={c: int(per_class[3 * i + 2]) for i, c in enumerate(CLASS_NAMES)},
+                slice_probabilities=slices.get(study_id, {}),
                 n_slices=int(n_slices),
                 n_shifted=int(n_shifted or 0),
             )
         )
     return out
+
+
+def _slice_probabilities(
+    session: Session, *, study_ids: list[int], model_version_id: int
+) -> dict[int, dict[str, tuple[float, ...]]]:
+    """Per study, each class's probability on every predicted slice, highest first."""
+    stmt = (
+        select(Series.study_id, *(getattr(Prediction, c) for c in PROBABILITY_COLUMNS))
+        .join(Instance, Prediction.instance_id == Instance.id)
+        .join(Series, Instance.series_id == Series.id)
+        .where(Series.study_id.in_(study_ids), Prediction.model_version_id == model_version_id)
+    )
+    per_study: dict[int, list[tuple[float, ...]]] = {}
+    for study_id, *probabilities in session.execute(stmt):
+        per_study.setdefault(study_id, []).append(tuple(float(v) for v in probabilities))
+    return {
+        study_id: {c: tuple(sorted((r[i] for r in rows), reverse=True)) for i, c in enumerate(CLASS_NAMES)}
+        for study_id, rows in per_study.items()
+    }
 
 
 def upsert_study_prediction(

@@ -214,8 +214,8 @@ class StudyPrediction(Base):
     # Last written by a shadow model or a reprocess under a non-active version: never announced or sent.
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Why the label is withheld (classifier.study.policy REASONS), NULL when answered: `label` keeps the
-    # rule's label for audits and `study_results.label` shows NULL. `evidence`: the label's mean
-    # calibrated probability; `n_shifted`: slices the shift detector flagged.
+    # rule's label for audits and `study_results.label` shows NULL. `evidence`: how sure of that label
+    # (classifier.study.evidence, as the model card defines it); `n_shifted`: slices the shift detector flagged.
     indeterminate_reason: Mapped[str | None] = mapped_column(String(32))
     evidence: Mapped[float | None] = mapped_column(Float)
     n_shifted: Mapped[int | None] = mapped_column(Integer)

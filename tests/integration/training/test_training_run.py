@@ -251,6 +251,7 @@ def test_card_carries_the_statements_chosen_on_validation_and_the_report_measure
     decision = card["decision"]
     assert {"k", "t"} <= set(decision["study_rule"])
     assert decision["abstention"]["min_evidence"] >= 0.0 and decision["abstention"]["target_accuracy"] == 0.9
+    assert decision["abstention"]["evidence"] == "deciding_slices"  # what min_evidence was chosen on
     _, loaded = load_artifact(trained["artifact_dir"])
     stats = load_shift_stats(trained["artifact_dir"], loaded)
     assert stats is not None and decision["shift"]["threshold"] > 0
@@ -264,6 +265,7 @@ def test_card_carries_the_statements_chosen_on_validation_and_the_report_measure
     assert statements["shift"]["flagged_share"]["uniform noise"]["images"] > 0
     md = (trained["run_dir"] / "report.md").read_text()
     assert "Risk-coverage" in md and "Slice level and scan level" in md and "before calibration" in md
+    assert "over the k slices that decided it" in md
 
 
 def test_manifest_keeps_groups_whole_and_drops_duplicates(trained: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 
 from classifier.report import codes as rc
 from classifier.report.contents import StudyReport
+from classifier.report.heatmap import caption
 from classifier.report.sr import build_sr
 from classifier.study.policy import REASON_SHIFT, SOURCE_CARD, StudyPolicy
 from classifier.study.rule import StudyRule
@@ -86,9 +87,18 @@ def test_sr_content_carries_disclaimer_model_rule_and_indeterminate_reason(
     assert "T=1.700" in texts["KCT-CALIBRATION"]
     assert "k=3" in texts["KCT-RULE"] and "t=0.7" in texts["KCT-RULE"] and "model card" in texts["KCT-RULE"]
     assert "0.620" in texts["KCT-ABSTENTION"]
+    assert texts["KCT-EVIDENCE"].startswith("0.550 for Tumor") and "threshold 0.620" in texts["KCT-EVIDENCE"]
     assert ("KCT-INDETERM" in texts) == (reason is not None)
     if reason is not None:
         assert "unlike the images" in texts["KCT-INDETERM"] and "Tumor" in texts["KCT-INDETERM"]
     if shutil.which("dciodvfy"):
         out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
         assert [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")] == []
+
+
+@pytest.mark.parametrize("reason", [None, REASON_SHIFT])
+def test_the_heat_map_of_an_indeterminate_study_says_so(reason: str | None) -> None:
+    """A map seen without its SR: an indeterminate study's map says it is not that finding."""
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    text = caption(_report(source, reason))
+    assert text.startswith("Grad-CAM of Tumor") and ("indeterminate" in text) == (reason is not None)

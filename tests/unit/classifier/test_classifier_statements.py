@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.model.artifact import ModelCard
+from classifier.model.artifact import CARD_FILE, ModelCard, load_artifact
 from classifier.model.calibration import apply_temperature
 from classifier.model.serving import load_shift_stats
 from classifier.model.shift import SHIFT_FILE, ShiftStats, fit_shift_stats
+from classifier.study.evidence import ALL_SLICES, DECIDING_SLICES, study_evidence
 from classifier.study.policy import (
     REASON_LOW_EVIDENCE,
     REASON_SHIFT,
@@ -18,6 +19,7 @@ from classifier.study.policy import (
     PolicySettings,
     StudyPolicy,
     decide,
+    describe_abstention,
 )
 from classifier.study.rule import StudyRule
 from classifier.worker.errors import ArtifactError
@@ -36,12 +38,11 @@ def test_temperature_one_changes_nothing_and_higher_softens_without_changing_the
         apply_temperature(p, 0.0)
 
 
-def _decide(policy: StudyPolicy, *, mean_tumor: float, n_shifted: int = 0) -> tuple[str, str | None]:
+def _decide(policy: StudyPolicy, *, tumor: float, n_shifted: int = 0) -> tuple[str, str | None]:
+    """Ten slices, every one with Tumor probability `tumor`."""
     d = decide(
-        n_confident={"Tumor": 3},
-        mean_probability={"Tumor": mean_tumor, "Normal": 1 - mean_tumor},
+        slice_probabilities={"Tumor": [tumor] * 10, "Normal": [1 - tumor] * 10},
         n_shifted=n_shifted,
-        n_slices=10,
         policy=policy,
     )
     return d.label, d.indeterminate_reason
@@ -50,10 +51,67 @@ def _decide(policy: StudyPolicy, *, mean_tumor: float, n_shifted: int = 0) -> tu
 def test_a_study_below_the_evidence_threshold_or_with_too_many_shifted_slices_is_indeterminate() -> None:
     """Evidence under min_evidence: low_evidence; more than the shifted share: unlike_training_data (first)."""
     policy = StudyPolicy(StudyRule(2, 0.5), SOURCE_CARD, min_evidence=0.6, max_shifted_fraction=0.25)
-    assert _decide(policy, mean_tumor=0.7) == ("Tumor", None)
-    assert _decide(policy, mean_tumor=0.5) == ("Tumor", REASON_LOW_EVIDENCE)
-    assert _decide(policy, mean_tumor=0.9, n_shifted=3) == ("Tumor", REASON_SHIFT)
-    assert _decide(policy, mean_tumor=0.9, n_shifted=2) == ("Tumor", None)
+    assert _decide(policy, tumor=0.7) == ("Tumor", None)
+    assert _decide(policy, tumor=0.55) == ("Tumor", REASON_LOW_EVIDENCE)
+    assert _decide(policy, tumor=0.9, n_shifted=3) == ("Tumor", REASON_SHIFT)
+    assert _decide(policy, tumor=0.9, n_shifted=2) == ("Tumor", None)
+
+
+def _focal_stone() -> dict[str, list[float]]:
+    """Six slices: a stone the model is sure of on two (0.95, 0.9), plainly normal on four."""
+    stone = [0.95, 0.9, 0.02, 0.02, 0.02, 0.02]
+    return {"Stone": stone, "Normal": [1 - v - 0.02 for v in stone], "Cyst": [0.01] * 6, "Tumor": [0.01] * 6}
+
+
+def test_a_focal_stone_sure_on_two_of_six_slices_is_decided_on_the_slices_that_decided_it() -> None:
+    """k = 2, t = 0.5, min_evidence 0.8: the evidence is the mean over the 2 deciding slices (0.925), so the
+    study is a Stone; over all six slices (0.32, what an old card means) it would be indeterminate."""
+    new = StudyPolicy(StudyRule(2, 0.5), SOURCE_CARD, min_evidence=0.8, evidence=DECIDING_SLICES)
+    d = decide(slice_probabilities=_focal_stone(), n_shifted=0, policy=new)
+    assert (d.label, d.indeterminate_reason) == ("Stone", None)
+    assert d.evidence == pytest.approx(0.925)
+    old = StudyPolicy(StudyRule(2, 0.5), SOURCE_CARD, min_evidence=0.8, evidence=ALL_SLICES)
+    d = decide(slice_probabilities=_focal_stone(), n_shifted=0, policy=old)
+    assert (d.label, d.indeterminate_reason) == ("Stone", REASON_LOW_EVIDENCE)
+    assert d.evidence == pytest.approx((0.95 + 0.9 + 4 * 0.02) / 6)
+
+
+def test_normal_evidence_is_over_every_slice_so_a_study_leaning_abnormal_is_not_a_sure_normal() -> None:
+    """Normal is about every slice: with k = 3 the two stone slices do not make a Stone, and they pull the
+    Normal evidence (mean over all six) below the threshold: indeterminate, not a confident Normal."""
+    policy = StudyPolicy(StudyRule(3, 0.5), SOURCE_CARD, min_evidence=0.8, evidence=DECIDING_SLICES)
+    d = decide(slice_probabilities=_focal_stone(), n_shifted=0, policy=policy)
+    assert (d.label, d.indeterminate_reason) == ("Normal", REASON_LOW_EVIDENCE)
+    assert d.evidence == pytest.approx(sum(_focal_stone()["Normal"]) / 6)
+    assert study_evidence("Normal", [0.9, 0.8], StudyRule(1, 0.5), DECIDING_SLICES) == pytest.approx(0.85)
+
+
+def test_a_card_keeps_the_evidence_definition_it_was_chosen_on_and_an_unknown_one_is_refused() -> None:
+    """No `evidence` in the card (registered before it existed): all slices, as then; a new card's field
+    is taken; a definition this version does not know is refused, by the policy and at artifact load."""
+    old = {"study_rule": {"k": 2, "t": 0.5}, "abstention": {"min_evidence": 0.8, "target_accuracy": 0.9}}
+    assert PolicySettings().policy(old).evidence == ALL_SLICES
+    assert PolicySettings().policy({}).evidence == ALL_SLICES
+    new = {**old, "abstention": {**old["abstention"], "evidence": DECIDING_SLICES}}
+    assert PolicySettings().policy(new).evidence == DECIDING_SLICES
+    # The old card answers the focal stone as it always did: indeterminate.
+    d = decide(slice_probabilities=_focal_stone(), n_shifted=0, policy=PolicySettings().policy(old))
+    assert d.indeterminate_reason == REASON_LOW_EVIDENCE
+    d = decide(slice_probabilities=_focal_stone(), n_shifted=0, policy=PolicySettings().policy(new))
+    assert d.indeterminate_reason is None
+    newer = {**old, "abstention": {**old["abstention"], "evidence": "median_of_something"}}
+    with pytest.raises(ValueError, match="median_of_something"):
+        PolicySettings().policy(newer)
+
+
+def test_the_abstention_text_says_which_evidence_the_threshold_applies_to() -> None:
+    """The SR's KCT-ABSTENTION text names the definition (and k) its threshold was chosen on."""
+    new = StudyPolicy(
+        StudyRule(3, 0.7), SOURCE_CARD, min_evidence=0.8, target_accuracy=0.9, evidence=DECIDING_SLICES
+    )
+    assert "over the k=3 slices that decided it (over all slices for Normal)" in describe_abstention(new)
+    old = StudyPolicy(StudyRule(3, 0.7), SOURCE_CARD, min_evidence=0.8, evidence=ALL_SLICES)
+    assert "over all slices" in describe_abstention(old) and "decided" not in describe_abstention(old)
 
 
 def test_policy_takes_the_cards_rule_unless_the_settings_override_it() -> None:
@@ -124,3 +182,11 @@ def test_shift_statistics_that_are_missing_or_altered_refuse_the_artifact(tmp_pa
     assert load_shift_stats(tmp_path, _card({"shift": {"file": SHIFT_FILE, "sha256": right}})) is not None
     with pytest.raises(ArtifactError, match="sha256"):
         load_shift_stats(tmp_path, _card({"shift": {"file": SHIFT_FILE, "sha256": "0" * 64}}))
+
+
+def test_an_artifact_whose_card_names_an_unknown_evidence_definition_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Refused at load (ArtifactError), before the worker would serve it with a misread threshold."""
+    card = _card({"abstention": {"min_evidence": 0.7, "evidence": "median_of_something"}})
+    (tmp_path / CARD_FILE).write_text(card.to_json())
+    with pytest.raises(ArtifactError, match="evidence definition 'median_of_something'"):
+        load_artifact(tmp_path)

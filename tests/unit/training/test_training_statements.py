@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.model.calibration import apply_temperature
+from classifier.study.evidence import ALL_SLICES, DECIDING_SLICES
 from classifier.study.rule import StudyRule
 from training.calibrate import fit_temperature, negative_log_likelihood
 from training.evaluate import calibration
@@ -87,3 +88,29 @@ def test_a_scan_whose_few_slices_show_a_stone_is_a_stone_scan() -> None:
     p[:3] = [0.02, 0.03, 0.93, 0.02]
     scans = scans_of(p, ["s"] * 12, labels, CLASSES, StudyRule(2, 0.5))
     assert CLASSES[int(scans.truth[0])] == "Stone" and CLASSES[int(scans.answer[0])] == "Stone"
+
+
+def test_scan_evidence_and_the_chosen_threshold_use_the_slices_that_decided_and_say_so() -> None:
+    """Validation: two focal-stone scans (sure on 2 of 6 slices) and one plain Normal scan. Under the
+    current definition their evidence is the 2 deciding slices' mean, the threshold is chosen on it, and
+    the card's abstention names the definition; under the old one the same scans score ~0.3."""
+    stone = [0.95, 0.9, 0.02, 0.02, 0.02, 0.02]
+    p = np.zeros((18, 4))
+    p[:12, 2] = stone * 2
+    p[:12, 1] = 1 - p[:12, 2] - 0.02
+    p[:12, 0] = 0.02
+    p[12:, 1] = 0.9
+    p[12:, 0] = 0.1
+    labels = np.array(([2, 2, 1, 1, 1, 1] * 2) + [1] * 6)
+    groups = ["a"] * 6 + ["b"] * 6 + ["c"] * 6
+    scans = scans_of(p, groups, labels, CLASSES, StudyRule(2, 0.5))
+    np.testing.assert_allclose(scans.evidence, [0.925, 0.925, 0.9])
+    chosen = choose_min_evidence(scans, 0.9)
+    assert chosen["evidence"] == DECIDING_SLICES and chosen["val_coverage"] == 1.0
+    old = scans_of(p, groups, labels, CLASSES, StudyRule(2, 0.5), ALL_SLICES)
+    assert old.evidence[0] < 0.35 and choose_min_evidence(old, 0.9)["evidence"] == ALL_SLICES
+    out = held_out_statements(
+        p, labels, groups, CLASSES, temperature=1.0, rule=StudyRule(2, 0.5), min_evidence=0.9
+    )
+    assert out["scan"]["at_chosen_threshold"]["answered"] == 3
+    assert out["scan"]["at_chosen_threshold"]["evidence"] == DECIDING_SLICES
