@@ -170,7 +170,7 @@ def demo(
         with steps.step("worker started; sending the test part and waiting for its study results"):
             sql, results = _classify_test_part(steps, cfg, sessions, port, root, test_rows, version, slices)
     with steps.step("results"):
-        _report(steps, root, sql, version, slices, results, test_rows, PROTOCOLS[protocol])
+        _report(steps, root, sql, version, slices, results, test_rows, scan)
     click.secho(f"demo finished in {steps.elapsed:.0f} s", bold=True)
 
 
@@ -408,7 +408,7 @@ def _say_study_rule(steps: Steps, cfg: Settings, version: str) -> None:
         f"study rule tuned on {rule['val_studies']} validation studies: k = {rule['k']}, t = {rule['t']} "
         "(in the model card; the worker applies it)"
     )
-    for line in _abstention_lines(grouped.get("statements") or {}):
+    for line in _abstention_lines(grouped.get("statements") or {}, rule.get("k")):
         steps.note(line)
     steps.note(
         "demo-only training choices: the tiny model, and no refit on train + validation (`--no-refit`), so "
@@ -416,8 +416,12 @@ def _say_study_rule(steps: Steps, cfg: Settings, version: str) -> None:
     )
 
 
-def _abstention_lines(statements: dict[str, Any]) -> list[str]:
-    """When the served model withholds an answer, as its training chose (the card's `decision`)."""
+def _abstention_lines(statements: dict[str, Any], k: int | None = None) -> list[str]:
+    """When the served model withholds an answer, as its training chose (the card's `decision`), and
+    what its evidence is: the threshold means something only under the definition it was chosen on."""
+    from classifier.study.evidence import LEGACY, describe_evidence
+    from classifier.study.rule import StudyRule
+
     lines = []
     abstention = statements.get("abstention") or {}
     if abstention:
@@ -437,6 +441,9 @@ def _abstention_lines(statements: dict[str, Any]) -> list[str]:
             f"and when over a quarter of a study's slices are unlike the training images (held-out test "
             f"slices flagged: {test['flagged']:.0%}; noise and non-CT images: all)"
         )
+    if abstention:  # last, so the shift line still follows the threshold it adds to
+        rule = StudyRule(int(k), 0.5) if k else None  # only k matters to the description
+        lines.append(f"evidence: {describe_evidence(abstention.get('evidence', LEGACY), rule)}")
     return lines
 
 
@@ -575,7 +582,7 @@ def _report(
     slices: int,
     results: list,
     test_rows: list,
-    protocol: ScanProtocol,
+    scan: Synthesis,
 ) -> None:
     truth = {r.study_instance_uid: r.study_class for r in test_rows}
     click.echo(f"\n-- the SQL a reporting system would run (here :version = {version!r}, :slices = {slices})")
@@ -606,7 +613,13 @@ def _report(
     _plot_confusion(plots / "demo-confusion.png", pairs)
     from training.synth.montage import save_montage
 
-    save_montage(plots / "synthetic-examples.png", seed=0, protocol=protocol)
+    # Phantoms as this run made them: its seed, protocol and lesion size (the lesions the model learned).
+    save_montage(
+        plots / "synthetic-examples.png",
+        seed=scan.seed,
+        protocol=scan.protocol,
+        lesion_scale=scan.lesion_scale,
+    )
     for line in _made_files(plots, root / "data" / "runs" / version):
         steps.note(line)
     log.info(

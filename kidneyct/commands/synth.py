@@ -128,5 +128,5 @@ def synth(
         f"{len({r.sop_instance_uid for r in rows})} instances of {studies} studies in {out}; truth in {out / TRUTH_FILE}"
     )
     if montage is not None:
-        save_montage(montage, seed=seed, protocol=PROTOCOLS[protocol])
+        save_montage(montage, seed=seed, protocol=PROTOCOLS[protocol], lesion_scale=lesion_scale)
         click.echo(f"montage in {montage}")

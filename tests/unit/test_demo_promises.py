@@ -121,8 +121,22 @@ def test_when_the_model_abstains_is_said_with_the_validation_figures(
 
 def test_a_target_no_threshold_reached_is_said_plainly() -> None:
     lines = _abstention_lines({"abstention": {"target_accuracy": 0.9, "reached": False}})
-    assert lines == ["indeterminate always: no evidence threshold reached 90% on validation"]
+    assert lines[0] == "indeterminate always: no evidence threshold reached 90% on validation"
     assert _abstention_lines({}) == []
+
+
+def test_the_evidence_is_said_as_the_card_defines_it() -> None:
+    """The threshold is named with its definition: the deciding slices (with the rule's k) for a new
+    card, all slices for a card written before the definition was recorded."""
+    abstention = {"min_evidence": 0.7, "target_accuracy": 0.9, "reached": True}
+    abstention |= {"val_coverage": 0.8, "val_accuracy_answered": 0.95}
+    new = _abstention_lines({"abstention": abstention | {"evidence": "deciding_slices"}}, k=1)
+    assert new[-1] == (
+        "evidence: the label's mean calibrated probability over the k=1 slices that decided it "
+        "(over all slices for Normal)"
+    )
+    old = _abstention_lines({"abstention": abstention})
+    assert old[-1] == "evidence: the label's mean calibrated probability over all slices"
 
 
 def test_every_step_says_it_is_still_working(

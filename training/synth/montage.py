@@ -27,12 +27,23 @@ def _pick(n: int, visible: list[int], per_row: int) -> list[int]:
 
 
 def montage(
-    *, seed: int, size: int = 256, per_row: int = 4, slices: int = 24, protocol: ScanProtocol = ABDOMEN
+    *,
+    seed: int,
+    size: int = 256,
+    per_row: int = 4,
+    slices: int = 24,
+    protocol: ScanProtocol = ABDOMEN,
+    lesion_scale: float = 1.0,
 ) -> Image.Image:
+    """A row per class; lesions at `lesion_scale`, as the studies it illustrates were made."""
     rows = []
     for number, cls in enumerate(CLASS_NAMES, start=1):
         phantom = make_phantom(
-            study_class=cls, seed=study_seed(seed, number), n_slices=slices, protocol=protocol
+            study_class=cls,
+            seed=study_seed(seed, number),
+            n_slices=slices,
+            protocol=protocol,
+            lesion_scale=lesion_scale,
         )
         lesion = phantom.lesion
         visible = []
@@ -49,10 +60,14 @@ def montage(
     draw = ImageDraw.Draw(image)
     for r, cls in enumerate(CLASS_NAMES):
         draw.text((6, r * size + 6), cls, fill=255)
-    draw.text((6, image.height - 16), f"synthetic phantom, {protocol.name} protocol, window 40/400", fill=200)
+    scale = "" if lesion_scale == 1.0 else f", lesions x{lesion_scale:g}"
+    caption = f"synthetic phantom, {protocol.name} protocol{scale}, window 40/400"
+    draw.text((6, image.height - 16), caption, fill=200)
     return image
 
 
-def save_montage(path: Path, *, seed: int, size: int = 256, protocol: ScanProtocol = ABDOMEN) -> None:
+def save_montage(
+    path: Path, *, seed: int, size: int = 256, protocol: ScanProtocol = ABDOMEN, lesion_scale: float = 1.0
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    montage(seed=seed, size=size, protocol=protocol).save(path)
+    montage(seed=seed, size=size, protocol=protocol, lesion_scale=lesion_scale).save(path)

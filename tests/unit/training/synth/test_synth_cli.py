@@ -101,6 +101,27 @@ def test_synth_montage_is_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_montage_shows_lesions_at_the_studies_scale(tmp_path: Path) -> None:
+    """--lesion-scale reaches the montage (the demo's examples show the lesions its model learned);
+    Normal has no lesion, so only the abnormal rows change."""
+    import numpy as np
+
+    from training.synth.montage import montage
+    from training.synth.phantom import KIDNEY
+
+    size = 64
+    plain = np.asarray(montage(seed=3, size=size, protocol=KIDNEY))
+    large = np.asarray(montage(seed=3, size=size, protocol=KIDNEY, lesion_scale=1.8))
+    # Each row below its class name and above the caption (which names the scale).
+    rows = {
+        c: slice(r * size + 20, (r + 1) * size - 16)
+        for r, c in enumerate(["Cyst", "Normal", "Stone", "Tumor"])
+    }
+    assert np.array_equal(plain[rows["Normal"]], large[rows["Normal"]])
+    assert not np.array_equal(plain[rows["Tumor"]], large[rows["Tumor"]])
+    assert not np.array_equal(plain[rows["Cyst"]], large[rows["Cyst"]])
+
+
 def test_synth_refuses_unknown_classes(tmp_path: Path) -> None:
     """An unknown class is a usage error that names the valid ones; nothing is written."""
     result = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "x"), "--classes", "Cyst,Polyp"])
