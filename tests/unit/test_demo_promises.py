@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from kidneyct.demo import (
     Steps,
@@ -17,6 +20,7 @@ from kidneyct.demo import (
     _made_files,
     _quiet_tensorflow,
     _say_study_rule,
+    _wait_for_results,
 )
 from kidneyct.settings import Settings
 
@@ -154,3 +158,38 @@ def test_every_step_says_it_is_still_working(
     out = capsys.readouterr().out
     assert "still on step 1:" in out and "still training:" in out
     assert out.index("[2/2] training") > out.rindex("still on step 1:")  # it stops with its step
+
+
+def _results_table(tmp_path: Path) -> tuple[sessionmaker[Session], str]:
+    """A stand-in for `study_results`: the demo's wait only runs the SQL it is given."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE r (accession TEXT, complete BOOLEAN)"))
+        conn.execute(text("INSERT INTO r VALUES ('A1', 0), ('A2', 1)"))
+    return sessionmaker(engine), "SELECT accession, complete FROM r ORDER BY accession"
+
+
+def test_the_results_wait_for_the_sweep_to_mark_studies_complete(tmp_path: Path) -> None:
+    """Every slice classified is not the end: the rows come back once the worker's sweep has marked
+    each study complete, so the table does not read as unfinished."""
+    sessions, sql = _results_table(tmp_path)
+
+    def sweep() -> None:
+        time.sleep(0.5)
+        with sessions.begin() as session:
+            session.execute(text("UPDATE r SET complete = 1"))
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    rows = _wait_for_results(sessions, sql, {}, 2, [], timeout_s=10, complete_within_s=10)
+    sweeper.join()
+    assert [bool(r.complete) for r in rows] == [True, True]
+
+
+def test_a_study_never_marked_complete_does_not_hold_the_demo(tmp_path: Path) -> None:
+    """After `complete_within_s` the rows are shown as they are (the COMPLETE column says which)."""
+    sessions, sql = _results_table(tmp_path)
+    begun = time.monotonic()
+    rows = _wait_for_results(sessions, sql, {}, 2, [], timeout_s=10, complete_within_s=0.5)
+    assert time.monotonic() - begun < 3
+    assert [bool(r.complete) for r in rows] == [False, True]
