@@ -160,7 +160,7 @@ def demo(
             _label(cfg, sessions, root / "labels.csv", train_rows)
         with steps.step(
             f"training at {image_size}x{image_size} for up to {epochs} epochs (kidneyct train)",
-            doing="training (Keras prints a line per epoch; the first also builds the graph)",
+            doing="training, then evaluating (Keras prints a line per epoch; the first also builds the graph)",
         ):
             steps.note(
                 f"a tiny model, to be quick: four conv blocks (~0.1 M weights, not the served ResNet50) from "
