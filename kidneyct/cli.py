@@ -7,6 +7,8 @@ Subcommands live in `kidneyct/commands/` (one module per command group), are reg
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -91,10 +93,19 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attribute)
         return command
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        """A wrong option of `kidneyct` itself (or an unknown command) is one line too."""
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
-        """Setup problems end the command with one clear line instead of a traceback."""
+        """Setup problems end the command with one clear line instead of a traceback; so do wrong
+        arguments of any subcommand (`OneLineUsageError`)."""
         try:
-            return super().invoke(ctx)
+            with _one_line_usage_errors():
+                return super().invoke(ctx)
         except SetupError as exc:
             raise click.ClickException(str(exc)) from None
         except (OperationalError, ProgrammingError) as exc:
@@ -106,6 +117,28 @@ class LazyGroup(click.Group):
         for title, names in SECTIONS.items():
             with formatter.section(f"{title} commands"):
                 formatter.write_dl([(name, HELP.get(name, "")) for name in names])
+
+
+class OneLineUsageError(click.UsageError):
+    """A wrong argument answered in one line: click's own shows the usage line, a hint and a blank
+    line before the message, four lines for one mistake. Same exit status (2), same message."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see '{self.ctx.command_path} -h')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{where}", file=file, err=file is None)
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
+        raise  # already one line, or a bare group name: its help is the answer
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc) from None
 
 
 def _unavailable(name: str, reason: str) -> click.Command:
