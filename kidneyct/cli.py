@@ -127,7 +127,7 @@ class OneLineUsageError(click.UsageError):
         super().__init__(error.format_message(), error.ctx)
 
     def show(self, file: Any = None) -> None:
-        where = f" (see '{self.ctx.command_path} -h')" if self.ctx is not None else ""
+        where = f" (see `{self.ctx.command_path} -h`)" if self.ctx is not None else ""
         click.echo(f"Error: {self.format_message()}{where}", file=file, err=file is None)
 
 

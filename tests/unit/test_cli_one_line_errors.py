@@ -31,7 +31,7 @@ def test_a_usage_error_is_one_line_naming_the_help(
     assert result.exit_code == 2
     assert result.output.splitlines() == [result.output.strip()]  # one line
     assert result.output.startswith(f"Error: {message}")
-    assert "-h')" in result.output  # where the help is
+    assert "-h`)" in result.output  # where the help is
 
 
 def test_a_bare_group_still_shows_its_help() -> None:
