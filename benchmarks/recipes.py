@@ -34,7 +34,12 @@ from benchmarks.training_choices import folder_sources  # noqa: E402
 from classifier.model.network import build_model  # noqa: E402
 from classifier.model.preprocess import Window  # noqa: E402
 from common.vocabulary import CLASS_NAMES  # noqa: E402
-from training.baseline import baseline_probabilities  # noqa: E402
+from training.baseline import (  # noqa: E402
+    FROZEN_LITE0,
+    FROZEN_SIZE,
+    baseline_probabilities,
+    logistic_frozen_lite0_predict,
+)
 from training.bootstrap import metric_intervals  # noqa: E402
 from training.dedup import GroupingParams  # noqa: E402
 from training.evaluate import classification_metrics  # noqa: E402
@@ -44,7 +49,7 @@ from training.linear_head import fit_linear_head  # noqa: E402
 from training.split import SplitFractions  # noqa: E402
 from training.trainset import TrainingSet, build_training_set, load_model_inputs  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kidney-ct-sample"
+DEFAULT_DATA = Path("/work/shared/data/kidney-ct-sample")
 HELD_OUT = ("test", "latest")
 SEEDS = (0, 1, 2)
 MLP_EPOCHS = 40
@@ -160,19 +165,27 @@ def features_for(
 ) -> tuple[np.ndarray, float]:
     extractor = Extractor(args.backbone, args.weights, lever.size, lever.flip)
     weights = None if args.weights == "none" else args.weights
-    model = build_model(image_size=lever.size, weights=weights, backbone=args.backbone)
     started = time.perf_counter()
-    f = feature_store(extractor, model, args.cache)(images(lever.size))
+    store = feature_store(
+        extractor,
+        lambda: build_model(image_size=lever.size, weights=weights, backbone=args.backbone),
+        args.cache,
+    )
+    f = store(images(lever.size))
     return f, time.perf_counter() - started
 
 
-def measure(lever: Lever, d: Data, args: argparse.Namespace, images: Callable[[int], np.ndarray]) -> dict[str, Any]:
+def measure(
+    lever: Lever, d: Data, args: argparse.Namespace, images: Callable[[int], np.ndarray]
+) -> dict[str, Any]:
     f, feature_seconds = features_for(lever, d, args, images)
     runs = []
     for seed in SEEDS:
         started = time.perf_counter()
         probs, info = lever_probs(lever, f, d, seed)
-        runs.append({"seed": seed, "seconds": time.perf_counter() - started, **info, **score(probs, d, seed == 0)})
+        runs.append(
+            {"seed": seed, "seconds": time.perf_counter() - started, **info, **score(probs, d, seed == 0)}
+        )
     row: dict[str, Any] = {"lever": lever.name, "feature_seconds": feature_seconds, "runs": runs}
     for name in HELD_OUT:
         values = [r[name]["macro_f1"] for r in runs]
@@ -181,22 +194,31 @@ def measure(lever: Lever, d: Data, args: argparse.Namespace, images: Callable[[i
 
 
 def baselines(d: Data, args: argparse.Namespace, images: Callable[[int], np.ndarray]) -> dict[str, Any]:
-    """The panel's baselines, fitted on train + val like the served model, on the same slices."""
+    """The panel's baselines, fitted on train + val like the served model, on the same slices (pixels
+    at 64 px as `models promote` loads them, the frozen Lite0 baseline at its 224 px)."""
     fit = d.idx["fit"]
     out: dict[str, Any] = {}
-    px = images(64)
-    started = time.perf_counter()
+    px, full = images(64), images(FROZEN_SIZE)
     for name in HELD_OUT:
         idx = d.idx[name]
-        probs = baseline_probabilities(px[fit], d.labels[fit], px[idx], len(CLASS_NAMES))
+        started = time.perf_counter()
+        probs = baseline_probabilities(px[fit], d.labels[fit], px[idx], len(CLASS_NAMES), frozen=False)
+        pixel_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        probs[FROZEN_LITE0] = logistic_frozen_lite0_predict(
+            full[fit], d.labels[fit], full[idx], len(CLASS_NAMES), feature_cache=args.cache
+        )
+        frozen_seconds = time.perf_counter() - started
         for b, p in probs.items():
             m = classification_metrics(d.labels[idx], p, CLASS_NAMES)
-            out.setdefault(b, {})[name] = {
+            entry = out.setdefault(b, {"seconds": 0.0})
+            entry["seconds"] += frozen_seconds if b == FROZEN_LITE0 else pixel_seconds / 3
+            entry[name] = {
                 "macro_f1": m["macro_f1"],
-                "interval": metric_intervals(d.labels[idx], p, [d.groups[i] for i in idx], CLASS_NAMES)["macro_f1"],
+                "interval": metric_intervals(d.labels[idx], p, [d.groups[i] for i in idx], CLASS_NAMES)[
+                    "macro_f1"
+                ],
             }
-    for b in out:
-        out[b]["seconds"] = (time.perf_counter() - started) / len(out)
     return out
 
 
@@ -244,12 +266,18 @@ def load_data(args: argparse.Namespace) -> Data:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many files per class (smoke tests)")
-    parser.add_argument("--levers", nargs="*", type=int, default=None, help="indices into LEVERS (default all)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most this many files per class (smoke tests)"
+    )
+    parser.add_argument(
+        "--levers", nargs="*", type=int, default=None, help="indices into LEVERS (default all)"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/kidneyct-feature-cache"))
     parser.add_argument("--out", type=Path, default=Path("recipes"))
     args = parser.parse_args()
@@ -260,7 +288,9 @@ def main() -> None:
 
     def images(size: int) -> np.ndarray:
         if size not in cache:
-            cache[size] = load_model_inputs(d.ts.manifest.items, image_size=size, window=Window(40.0, 400.0))[..., :1]
+            cache[size] = load_model_inputs(d.ts.manifest.items, image_size=size, window=Window(40.0, 400.0))[
+                ..., :1
+            ]
         return cache[size]
 
     result: dict[str, Any] = {
@@ -269,7 +299,10 @@ def main() -> None:
         "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "backbone": args.backbone,
         "weights": args.weights,
-        "sets": {n: {"images": len(d.idx[n]), "groups": len({d.groups[i] for i in d.idx[n]})} for n in ("fit", *HELD_OUT)},
+        "sets": {
+            n: {"images": len(d.idx[n]), "groups": len({d.groups[i] for i in d.idx[n]})}
+            for n in ("fit", *HELD_OUT)
+        },
         "baselines": baselines(d, args, images),
         "rows": [],
     }

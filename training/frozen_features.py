@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 POOLED_LAYER = "avg_pool"
 EXTRACT_BATCH = 64
 CHUNK = 512
+FEATURE_CACHE_DIR = "feature-cache"  # under the trainer's run folder (KIDNEYCT_TRAIN_DIR)
 _STORES: dict[str, FeatureStore] = {}  # one store per extractor key in this process
 
 
@@ -104,17 +105,24 @@ class FeatureStore:
         tmp.replace(self._path)
 
 
-def feature_store(extractor: Extractor, model: Any, cache_dir: Path | None) -> FeatureStore:
-    """The process's store for `extractor` (created on first use); `model` is the graph whose
-    `avg_pool` it reads. Random weights are never cached on disk (they differ per seed)."""
+def feature_store(extractor: Extractor, build: Callable[[], Any], cache_dir: Path | None) -> FeatureStore:
+    """The process's store for `extractor` (created on first use); `build()` makes the graph whose
+    `avg_pool` it reads, only when an image is missing. Random weights are never cached on disk, nor
+    kept between calls (they differ per seed)."""
     store = _STORES.get(extractor.key)
-    if store is None or extractor.weights == "none":
-        path = (
-            cache_dir / f"{extractor.key}.npz"
-            if cache_dir is not None and extractor.weights != "none"
-            else None
-        )
-        store = FeatureStore(extractor, lambda x: pooled_features(model, x, flip=extractor.flip), path)
-        if extractor.weights != "none":
-            _STORES[extractor.key] = store
+    if store is not None and extractor.weights != "none":
+        return store
+    path = (
+        cache_dir / f"{extractor.key}.npz" if cache_dir is not None and extractor.weights != "none" else None
+    )
+    models: list[Any] = []
+
+    def compute(images: np.ndarray) -> np.ndarray:
+        if not models:
+            models.append(build())
+        return pooled_features(models[0], images, flip=extractor.flip)
+
+    store = FeatureStore(extractor, compute, path)
+    if extractor.weights != "none":
+        _STORES[extractor.key] = store
     return store

@@ -147,7 +147,7 @@ def fit_frozen(
 ) -> FrozenFit:
     """Extract (or read) every image's features, choose L2 on val, fit the served head, assemble the model."""
     model = build()
-    store: FeatureStore = feature_store(extractor, model, config.cache_dir)
+    store: FeatureStore = feature_store(extractor, lambda: model, config.cache_dir)
     started = time.perf_counter()
     features = store(images)
     extract_seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from training import plots
-from training.baseline import BASELINE_LABELS
+from training.baseline import BASELINE_LABELS, unavailable_baselines
 from training.manifest import Manifest
 from training.report_statements import statements_section
 
@@ -136,7 +136,13 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             for _, e in cols
         ]
         lines.append("| network trained on train only (selection run) | " + " | ".join(cells) + " |")
-    for name, label in BASELINE_LABELS.items():
+    missing = {n: why for n, why in unavailable_baselines().items() if n not in cols[0][1]["baselines"]}
+    for name, why in missing.items():  # said, not silently dropped
+        lines.append(
+            f"| {BASELINE_LABELS[name]}: unavailable ({why}) | " + " | ".join("-" for _ in cols) + " |"
+        )
+    present = {n: lab for n, lab in BASELINE_LABELS.items() if n in cols[0][1]["baselines"]}
+    for name, label in present.items():
         lines.append(
             f"| {label} | "
             + " | ".join(
@@ -147,7 +153,7 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             )
             + " |"
         )
-    for name, label in ((n, lab.split(",")[0]) for n, lab in BASELINE_LABELS.items()):
+    for name, label in ((n, lab.split(",")[0]) for n, lab in present.items()):
         lines.append(
             f"| network minus {label} (paired) | "
             + " | ".join(
@@ -344,7 +350,10 @@ def _figures(
             figures[calibrated] = FIGURES[calibrated]
     if grouped.fit.phases:  # the frozen-features recipe has no epochs to draw
         plots.learning_curves(
-            grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
+            grouped.fit.to_json(),
+            run_dir / FIGURES["curves_grouped"],
+            "grouped split",
+            grouped.selected_epochs,
         )
         figures["curves_grouped"] = FIGURES["curves_grouped"]
     if random is not None:
@@ -357,7 +366,10 @@ def _figures(
         figures["confusion_random"] = FIGURES["confusion_random"]
         if random.fit.phases:
             plots.learning_curves(
-                random.fit.to_json(), run_dir / FIGURES["curves_random"], "random split", random.selected_epochs
+                random.fit.to_json(),
+                run_dir / FIGURES["curves_random"],
+                "random split",
+                random.selected_epochs,
             )
             figures["curves_random"] = FIGURES["curves_random"]
     if len(gradcam["captions"]):

@@ -296,6 +296,7 @@ def evaluate_set(
     baseline_train: np.ndarray,
     *,
     seed: int,
+    feature_cache: Path | None = None,
 ) -> SetEvaluation:
     """The served model's metrics, intervals and calibration on one held-out set, beside the baselines
     fitted on the same training images."""
@@ -304,7 +305,11 @@ def evaluate_set(
     truth = labels[indices]
     groups = [ts.manifest.items[int(i)].group for i in indices]
     base = baseline_probabilities(
-        ts.images[baseline_train], labels[baseline_train], ts.images[indices], len(classes)
+        ts.images[baseline_train],
+        labels[baseline_train],
+        ts.images[indices],
+        len(classes),
+        feature_cache=feature_cache,
     )
     return SetEvaluation(
         name=name,
@@ -411,7 +416,15 @@ def _train_and_evaluate(
         val_probs = fitted.selection(val_idx)
         val_metrics = classification_metrics(labels[val_idx], val_probs, ts.manifest.classes)
     evaluations = {
-        k: evaluate_set(ts, k, v, fitted.served(v), fitted.served_train, seed=options.seed)
+        k: evaluate_set(
+            ts,
+            k,
+            v,
+            fitted.served(v),
+            fitted.served_train,
+            seed=options.seed,
+            feature_cache=options.frozen.cache_dir,
+        )
         for k, v in held_out.items()
     }
     for k, evaluation in evaluations.items():
@@ -520,6 +533,7 @@ def _frozen(
 ) -> _Fitted:
     """The `frozen-features` recipe (`training.frozen_recipe`): no epochs, no checkpoints."""
     weights = None if options.weights == "none" else options.weights
+    keras.utils.set_random_seed(options.seed)  # random base weights (`--weights none`) repeat too
     frozen = fit_frozen(
         images=ts.images,
         labels=ts.label_indices(),

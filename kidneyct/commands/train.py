@@ -236,6 +236,7 @@ def train(
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
     from training.fit import FitConfig
+    from training.frozen_features import FEATURE_CACHE_DIR
     from training.frozen_recipe import FrozenConfig
     from training.registry import make_version, register_candidate
     from training.run import TrainingError, TrainOptions, run_training
@@ -269,7 +270,7 @@ def train(
         refit=refit,
         backbone=backbone,
         recipe=recipe,
-        frozen=FrozenConfig(cache_dir=settings.resolved_train_dir() / "feature-cache"),
+        frozen=FrozenConfig(cache_dir=settings.resolved_train_dir() / FEATURE_CACHE_DIR),
         determinism=determinism_status(os.environ),
         keep_checkpoints=keep_checkpoints,
     )
