@@ -96,7 +96,7 @@ def linear_probs(lever: Lever, f: np.ndarray, d: Data, seed: int) -> tuple[np.nd
     l2 = lever.l2
     if l2 is None:  # deterministic: chosen once per lever, whatever the seed
         if lever not in _CHOSEN:
-            _CHOSEN[lever] = choose_l2(f, d.labels, d.idx["train"], d.idx["val"], CLASS_NAMES, config)
+            _CHOSEN[lever] = choose_l2(f, d.labels, d.idx["train"], d.idx["val"], list(CLASS_NAMES), config)
         l2, scores = _CHOSEN[lever]
         info["val_scores"] = scores
     info["l2"] = l2
