@@ -63,20 +63,6 @@ class FrozenFit:
     head: dict[str, Any] = field(default_factory=dict)
 
 
-def pretrained_problem(backbone: str, weights: str) -> str | None:
-    """Why `--weights imagenet` cannot load for `backbone` here (one line), or None. No Keras: the
-    trainer refuses before it loads any image."""
-    if backbone != "efficientnet_lite0" or weights != "imagenet":
-        return None
-    from classifier.model.lite0_weights import PretrainedWeightsMissing, imagenet_weights_path
-
-    try:
-        imagenet_weights_path()
-    except PretrainedWeightsMissing as exc:
-        return str(exc)
-    return None
-
-
 def choose_l2(
     features: np.ndarray,
     labels: np.ndarray,

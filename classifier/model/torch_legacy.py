@@ -155,6 +155,8 @@ def _tensor(name: str, ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if 0 not in ref.size and last >= len(storage):
         raise TorchFileError(f"{name} reaches element {last} of a storage of {len(storage)}")
+    if int(np.prod(ref.size)) > len(storage):  # a zero stride could otherwise ask for any amount of memory
+        raise TorchFileError(f"{name} has more elements than its storage ({ref.size}, {len(storage)})")
     if 0 in ref.size:
         return np.zeros(ref.size, dtype=storage.dtype)
     view = np.lib.stride_tricks.as_strided(

