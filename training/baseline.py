@@ -1,5 +1,6 @@
-"""Learning-free and linear yardsticks on downsampled pixels: 1-nearest-neighbour, a ridge classifier, and
-logistic regression on principal components.
+"""Learning-free and linear yardsticks: on downsampled pixels 1-nearest-neighbour, a ridge classifier and
+logistic regression on principal components; and logistic regression on frozen pretrained
+(ImageNet EfficientNet-Lite0) features, where its weights are installed.
 
 If one of these scores as well as the network on a split, the network has learnt nothing the pixels
 did not already give away (on a random split, matching near-duplicates; on a grouped one, acquisition
@@ -12,6 +13,7 @@ contrast change of a whole scan does not decide the answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -20,11 +22,13 @@ THUMB = 32
 RIDGE_ALPHA = (
     1.0  # measured on the real sample's latest-IDs block: 0.1 -> 0.37, 1 -> 0.47, 10 -> 0.33 macro-F1
 )
-BASELINES: tuple[str, ...] = ("nearest_neighbour", "ridge", "logistic_pca")
+FROZEN_LITE0 = "logistic_frozen_lite0"
+BASELINES: tuple[str, ...] = ("nearest_neighbour", "ridge", "logistic_pca", FROZEN_LITE0)
 BASELINE_LABELS = {  # how the report names each (short name before the comma)
     "nearest_neighbour": "1-NN, 32x32 pixels",
     "ridge": "ridge, 32x32 pixels",
     "logistic_pca": "logistic, 32 principal components of 32x32 pixels",
+    FROZEN_LITE0: "logistic on frozen Lite0, ImageNet EfficientNet-Lite0 features at 224 px",
 }
 # Logistic regression on the leading principal components of 32x32 thumbnails: a convex fit (no
 # training noise, the same answer for the same data), so it measures what the pixels support.
@@ -35,6 +39,60 @@ PCA_THUMB = 32
 PCA_COMPONENTS = 32
 LOGISTIC_L2 = 1e-2
 LOGISTIC_STEPS = 300
+
+
+# Logistic regression on frozen ImageNet EfficientNet-Lite0 features (`training.frozen_recipe`'s head,
+# fixed settings, so that every candidate meets the same yardstick): what a pretrained extractor with
+# no training noise gets from the data. Settings from benchmarks/recipes.py (docs/training.md).
+FROZEN_SIZE = 224
+FROZEN_L2 = 0.1
+
+
+def unavailable_baselines() -> dict[str, str]:
+    """Baselines that cannot run here, each with the one-line reason (the panel prints it)."""
+    from classifier.model.lite0_weights import PretrainedWeightsMissing, imagenet_weights_path
+
+    try:
+        imagenet_weights_path()
+    except PretrainedWeightsMissing as exc:
+        return {FROZEN_LITE0: str(exc)}
+    return {}
+
+
+def resized(images: np.ndarray, size: int) -> np.ndarray:
+    """[N, S, S, 1] -> [N, size, size, 1] (bilinear), unchanged when already that size."""
+    if images.shape[1] == size:
+        return images
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(img[..., 0], mode="F").resize((size, size), Image.Resampling.BILINEAR))
+            for img in images.astype(np.float32)
+        ]
+    )[..., None]
+
+
+def logistic_frozen_lite0_predict(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    num_classes: int,
+    *,
+    feature_cache: Path | None = None,
+) -> np.ndarray:
+    """Class-balanced logistic regression (L2 `FROZEN_L2`) on frozen ImageNet Lite0 features at 224 px."""
+    from classifier.model.network import build_model
+    from training.frozen_features import Extractor, feature_store
+    from training.linear_head import fit_linear_head
+
+    store = feature_store(
+        Extractor("efficientnet_lite0", "imagenet", FROZEN_SIZE),
+        lambda: build_model(image_size=FROZEN_SIZE, weights="imagenet", backbone="efficientnet_lite0"),
+        feature_cache,
+    )
+    head = fit_linear_head(
+        store(resized(train, FROZEN_SIZE)), np.asarray(train_labels), num_classes, l2=FROZEN_L2, balanced=True
+    )
+    return head.probabilities(store(resized(test, FROZEN_SIZE)))
 
 
 def thumbnails(images: np.ndarray, size: int = THUMB) -> np.ndarray:
@@ -170,12 +228,25 @@ def logistic_pca_predict(
 
 
 def baseline_probabilities(
-    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, num_classes: int
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    num_classes: int,
+    *,
+    feature_cache: Path | None = None,
+    frozen: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Each baseline's [N, classes] probabilities on `test` (1-NN: one-hot)."""
+    """Each available baseline's [N, classes] probabilities on `test` (1-NN: one-hot). The frozen Lite0
+    baseline only where its weights are installed (`unavailable_baselines` says why not) and `frozen`;
+    its features are cached under `feature_cache`."""
     nn = nearest_neighbour_predict(train, train_labels, test)
-    return {
+    out = {
         "nearest_neighbour": np.eye(num_classes)[nn],
         "ridge": ridge_predict(train, train_labels, test, num_classes),
         "logistic_pca": logistic_pca_predict(train, train_labels, test, num_classes),
     }
+    if frozen and not unavailable_baselines():
+        out[FROZEN_LITE0] = logistic_frozen_lite0_predict(
+            train, train_labels, test, num_classes, feature_cache=feature_cache
+        )
+    return out

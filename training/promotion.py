@@ -48,7 +48,13 @@ from training.admission import (
     manifest_path,
     record_decision,
 )
-from training.baseline import baseline_probabilities
+from training.baseline import (
+    FROZEN_LITE0,
+    FROZEN_SIZE,
+    baseline_probabilities,
+    logistic_frozen_lite0_predict,
+    unavailable_baselines,
+)
 from training.bootstrap import paired_macro_f1_difference
 from training.manifest import Manifest, ManifestItem
 from training.trainset import load_model_inputs, path_from_uri
@@ -71,7 +77,11 @@ def _describe(name: str, c: dict[str, Any]) -> str:
 
 
 def decide_promotion(
-    *, comparisons: dict[str, dict[str, Any]], force: bool, force_reason: str | None = None
+    *,
+    comparisons: dict[str, dict[str, Any]],
+    force: bool,
+    force_reason: str | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> PromotionDecision:
     """Promote when, against every other model (baselines and the active one), the lower end of the paired
     macro-F1 difference's interval is above zero; `force` overrides and says so.
@@ -83,6 +93,8 @@ def decide_promotion(
     candidate = next(iter(comparisons.values()))["candidate_macro_f1"]
     losing = [n for n, c in comparisons.items() if not c["interval"][0] > 0.0]
     detail = "; ".join(_describe(n, c) for n, c in comparisons.items())
+    # A baseline that could not run is said, never silently dropped from the panel.
+    detail += "".join(f"; {n} unavailable ({why})" for n, why in (unavailable or {}).items())
     head = f"candidate macro-F1 {candidate:.3f} vs {detail}"
     if not losing:
         return PromotionDecision(True, False, f"beats all by more than the uncertainty: {head}", comparisons)
@@ -135,17 +147,29 @@ def probabilities_on(
 
 
 def baselines_on(
-    manifest: Manifest, items: list[ManifestItem], window: Window, reader: ArchiveReader | None = None
+    manifest: Manifest,
+    items: list[ManifestItem],
+    window: Window,
+    reader: ArchiveReader | None = None,
+    feature_cache: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """The baselines fitted on the manifest's train + val items, predicting `items`."""
+    """The baselines fitted on the manifest's train + val items, predicting `items` (pixels at 64 px;
+    the frozen Lite0 baseline, where installed, at its own 224 px, features cached under `feature_cache`)."""
     train = [i for i in manifest.items if i.split in ("train", "val")]
     if not train:
         raise PromotionError("the manifest has no train/val items to fit the baselines on")
-    size = BASELINE_IMAGE_SIZE
-    train_images = load_model_inputs(train, image_size=size, window=window, reader=reader)[..., :1]
-    test_images = load_model_inputs(items, image_size=size, window=window, reader=reader)[..., :1]
     labels = np.asarray([manifest.classes.index(i.label) for i in train])
-    return baseline_probabilities(train_images, labels, test_images, len(manifest.classes))
+
+    def load(chosen: list[ManifestItem], size: int) -> np.ndarray:
+        return load_model_inputs(chosen, image_size=size, window=window, reader=reader)[..., :1]
+
+    size, k = BASELINE_IMAGE_SIZE, len(manifest.classes)
+    out = baseline_probabilities(load(train, size), labels, load(items, size), k, frozen=False)
+    if not unavailable_baselines():
+        out[FROZEN_LITE0] = logistic_frozen_lite0_predict(
+            load(train, FROZEN_SIZE), labels, load(items, FROZEN_SIZE), k, feature_cache=feature_cache
+        )
+    return out
 
 
 def promote(
@@ -156,10 +180,12 @@ def promote(
     now: dt.datetime,
     force_reason: str | None = None,
     reader: ArchiveReader | None = None,
+    feature_cache: Path | None = None,
 ) -> PromotionDecision:
     """Evaluate and, if allowed, make `version` active (retiring the active one); the caller commits.
 
-    `reader` opens the evaluation set's DICOM items wherever the archive keeps them (local or S3).
+    `reader` opens the evaluation set's DICOM items wherever the archive keeps them (local or S3);
+    `feature_cache` is where the frozen-feature baseline keeps its features (the trainer's cache).
     """
     candidate = get_model_version(session, version=version)
     if candidate is None:
@@ -184,13 +210,15 @@ def promote(
     groups = [i.group for i in items]
     # The window the trainer decoded DICOM with (recorded in the manifest); images ignore it.
     window = Window(**manifest.grouping.get("window", KIDNEY_WINDOW.as_dict()))
-    others = baselines_on(manifest, items, window, reader)
+    others = baselines_on(manifest, items, window, reader, feature_cache)
     if active is not None:
         others[f"active {active.version}"] = probabilities_on(active, items, reader)
     comparisons = paired_macro_f1_difference(
         truth, probabilities_on(candidate, items, reader), others, groups, len(manifest.classes)
     )
-    decision = decide_promotion(comparisons=comparisons, force=force, force_reason=force_reason)
+    decision = decide_promotion(
+        comparisons=comparisons, force=force, force_reason=force_reason, unavailable=unavailable_baselines()
+    )
     log.info(
         "promotion_decided",
         version=version,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from training import plots
-from training.baseline import BASELINE_LABELS
+from training.baseline import BASELINE_LABELS, unavailable_baselines
 from training.manifest import Manifest
 from training.report_statements import statements_section
 
@@ -96,6 +96,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "study_rule": outcome.study_rule,
         "statements": outcome.statements,
         "from_scratch": outcome.from_scratch,
+        "head": outcome.head,
     }
 
 
@@ -135,7 +136,13 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             for _, e in cols
         ]
         lines.append("| network trained on train only (selection run) | " + " | ".join(cells) + " |")
-    for name, label in BASELINE_LABELS.items():
+    missing = {n: why for n, why in unavailable_baselines().items() if n not in cols[0][1]["baselines"]}
+    for name, why in missing.items():  # said, not silently dropped
+        lines.append(
+            f"| {BASELINE_LABELS[name]}: unavailable ({why}) | " + " | ".join("-" for _ in cols) + " |"
+        )
+    present = {n: lab for n, lab in BASELINE_LABELS.items() if n in cols[0][1]["baselines"]}
+    for name, label in present.items():
         lines.append(
             f"| {label} | "
             + " | ".join(
@@ -146,7 +153,7 @@ def _side_by_side(report: dict[str, Any]) -> list[str]:
             )
             + " |"
         )
-    for name, label in ((n, lab.split(",")[0]) for n, lab in BASELINE_LABELS.items()):
+    for name, label in ((n, lab.split(",")[0]) for n, lab in present.items()):
         lines.append(
             f"| network minus {label} (paired) | "
             + " | ".join(
@@ -216,6 +223,28 @@ def _study_rule_line(rule: dict[str, Any] | None) -> str:
     )
 
 
+def _selection_line(g: dict[str, Any]) -> str:
+    head = g.get("head")
+    if head:  # the frozen-features recipe: no epochs, an L2 strength chosen on validation
+        scores = ", ".join(f"{s['l2']:g}: {s['val_macro_f1']:.3f}" for s in head["l2_scores"])
+        return (
+            f"Recipe frozen-features: {head['head']} on frozen `{head['extractor']}` features "
+            f"({'class-balanced' if head['balanced'] else 'unweighted'}, {head['steps']} steps); L2 "
+            f"{head['l2']:g} chosen on {head['chosen_on']} (validation macro-F1 per L2: {scores or 'none'}); "
+            f"the served head was fitted on {head['refitted_on']}. Features {head['feature_seconds']:.0f} s "
+            f"(cached per image), head {head['head_seconds']:.1f} s."
+        )
+    return (
+        f"Model selection: the epoch with the best class-balanced validation accuracy, "
+        f"{g['selected_epochs']} (of {sum(p['epochs_run'] for p in g['training'].values())} run); "
+        + (
+            f"the served model was refitted on train + val for {g['selected_epochs']} epoch(s)."
+            if g.get("refit")
+            else "no refit (the served model is the selection run's)."
+        )
+    )
+
+
 def _markdown(report: dict[str, Any]) -> str:
     g = report["grouped"]
     ds = report["dataset"]
@@ -243,13 +272,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *_side_by_side(report),
         "",
-        f"Model selection: the epoch with the best class-balanced validation accuracy, "
-        f"{g['selected_epochs']} (of {sum(p['epochs_run'] for p in g['training'].values())} run); "
-        + (
-            f"the served model was refitted on train + val for {g['selected_epochs']} epoch(s)."
-            if g.get("refit")
-            else "no refit (the served model is the selection run's)."
-        ),
+        _selection_line(g),
         "",
         _study_rule_line(g.get("study_rule")),
         "",
@@ -325,10 +348,14 @@ def _figures(
                 after["ece"],
             )
             figures[calibrated] = FIGURES[calibrated]
-    plots.learning_curves(
-        grouped.fit.to_json(), run_dir / FIGURES["curves_grouped"], "grouped split", grouped.selected_epochs
-    )
-    figures["curves_grouped"] = FIGURES["curves_grouped"]
+    if grouped.fit.phases:  # the frozen-features recipe has no epochs to draw
+        plots.learning_curves(
+            grouped.fit.to_json(),
+            run_dir / FIGURES["curves_grouped"],
+            "grouped split",
+            grouped.selected_epochs,
+        )
+        figures["curves_grouped"] = FIGURES["curves_grouped"]
     if random is not None:
         plots.confusion(
             random.test_metrics["confusion_matrix"],
@@ -336,11 +363,15 @@ def _figures(
             run_dir / FIGURES["confusion_random"],
             "random split",
         )
-        plots.learning_curves(
-            random.fit.to_json(), run_dir / FIGURES["curves_random"], "random split", random.selected_epochs
-        )
         figures["confusion_random"] = FIGURES["confusion_random"]
-        figures["curves_random"] = FIGURES["curves_random"]
+        if random.fit.phases:
+            plots.learning_curves(
+                random.fit.to_json(),
+                run_dir / FIGURES["curves_random"],
+                "random split",
+                random.selected_epochs,
+            )
+            figures["curves_random"] = FIGURES["curves_random"]
     if len(gradcam["captions"]):
         plots.gradcam_grid(
             gradcam["images"],
@@ -387,6 +418,7 @@ def write_report(
             "image_size": options.image_size,
             "backbone": options.backbone,
             "weights": options.weights,
+            "recipe": options.recipe,
             "seed": options.seed,
             "fractions": manifest.fractions,
             "refit": options.refit,

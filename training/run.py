@@ -34,6 +34,8 @@ from training.data import AugmentConfig, Augmenter, ImageSequence, to_three_chan
 from training.dedup import GroupingParams
 from training.evaluate import calibration, classification_metrics, normal_vs_abnormal
 from training.fit import FitConfig, FitResult, class_weights, fit_two_phase
+from training.frozen_features import Extractor
+from training.frozen_recipe import FINE_TUNE, FROZEN, FrozenConfig, fit_frozen
 from training.report import git_commit, write_report
 from training.shift_fit import fit_shift_detector
 from training.split import SplitFractions
@@ -73,6 +75,8 @@ class TrainOptions:
     keep_checkpoints: bool = False  # the per-phase best-weights files; removed after a finished run otherwise
     target_accuracy: float = 0.90  # accuracy among answered validation scans that sets the evidence threshold
     shift_quantile: float = 0.99  # the validation shift scores' quantile above which a slice is flagged
+    recipe: str = FINE_TUNE  # or FROZEN: a frozen pretrained backbone and a deterministic head
+    frozen: FrozenConfig = field(default_factory=FrozenConfig)
 
 
 @dataclass
@@ -105,6 +109,9 @@ class SplitOutcome:
     study_rule: dict[str, Any] | None = None  # (k, t) chosen on val scans, accuracy on test scans
     # Temperature, abstention threshold and the held-out figures of the statements (`training.statements`).
     statements: dict[str, Any] | None = None
+    head: dict[str, Any] | None = None  # the frozen-features recipe's head and how it was chosen
+    # images -> the served model's `dense_512` activations, from cached features (frozen-features recipe)
+    dense_features: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def test_metrics(self) -> dict[str, Any]:
@@ -289,6 +296,7 @@ def evaluate_set(
     baseline_train: np.ndarray,
     *,
     seed: int,
+    feature_cache: Path | None = None,
 ) -> SetEvaluation:
     """The served model's metrics, intervals and calibration on one held-out set, beside the baselines
     fitted on the same training images."""
@@ -297,7 +305,11 @@ def evaluate_set(
     truth = labels[indices]
     groups = [ts.manifest.items[int(i)].group for i in indices]
     base = baseline_probabilities(
-        ts.images[baseline_train], labels[baseline_train], ts.images[indices], len(classes)
+        ts.images[baseline_train],
+        labels[baseline_train],
+        ts.images[indices],
+        len(classes),
+        feature_cache=feature_cache,
     )
     return SetEvaluation(
         name=name,
@@ -393,17 +405,97 @@ def _train_and_evaluate(
         val=len(val_idx),
         **{k: len(v) for k, v in held_out.items()},
     )
+    fitted = (
+        _frozen(ts, train_idx, val_idx, options=options, refit=not random)
+        if options.recipe == FROZEN
+        else _fine_tune(ts, train_idx, val_idx, options=options, random=random, checkpoint_dir=checkpoint_dir)
+    )
+    model, fit = fitted.model, fitted.fit
+    val_metrics, val_probs = None, np.zeros((0, len(ts.manifest.classes)))
+    if len(val_idx):
+        val_probs = fitted.selection(val_idx)
+        val_metrics = classification_metrics(labels[val_idx], val_probs, ts.manifest.classes)
+    evaluations = {
+        k: evaluate_set(
+            ts,
+            k,
+            v,
+            fitted.served(v),
+            fitted.served_train,
+            seed=options.seed,
+            feature_cache=options.frozen.cache_dir,
+        )
+        for k, v in held_out.items()
+    }
+    for k, evaluation in evaluations.items():
+        evaluation.selection_metrics = classification_metrics(
+            labels[held_out[k]], fitted.selection(held_out[k]), ts.manifest.classes
+        )
+    study_rule, statements = _statements(ts, (val_idx, val_probs), evaluations, options)
+    outcome = SplitOutcome(
+        name=name,
+        fit=fit,
+        evaluations=evaluations,
+        val_metrics=val_metrics,
+        counts=_counts(ts, random=random),
+        groups=group_counts(ts, random=random),
+        from_scratch=fitted.from_scratch,
+        selected_epochs=fit.selected_epochs() if len(val_idx) and options.recipe != FROZEN else None,
+        refit=fitted.refit,
+        head=fitted.head,
+        dense_features=fitted.dense_features,
+        study_rule=study_rule,
+        statements=statements,
+    )
+    for k, evaluation in evaluations.items():
+        log.info(
+            "training_split_evaluated",
+            split=name,
+            held_out=k,
+            accuracy=round(evaluation.metrics["accuracy"], 4),
+            macro_f1=round(evaluation.metrics["macro_f1"], 4),
+        )
+    return model, outcome
+
+
+@dataclass
+class _Fitted:
+    """A fitted split: the served model, and the probabilities of any manifest item under it and under
+    the selection run (trained on train only: what validation, calibration and the rule see)."""
+
+    model: keras.Model
+    fit: FitResult
+    from_scratch: bool
+    served: Callable[[np.ndarray], np.ndarray]
+    selection: Callable[[np.ndarray], np.ndarray]
+    served_train: np.ndarray
+    refit: FitResult | None = None
+    head: dict[str, Any] | None = None  # the frozen-features recipe's head and its choice
+    dense_features: Callable[[np.ndarray], np.ndarray] | None = None  # images -> `dense_512` (frozen)
+
+
+def _fine_tune(
+    ts: TrainingSet,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    options: TrainOptions,
+    random: bool,
+    checkpoint_dir: Path,
+) -> _Fitted:
+    """The `fine-tune` recipe: fit with selection on val, then (grouped split) refit on train + val."""
+    name = "random" if random else "grouped"
     bs = options.fit.batch_size
     model, fit, from_scratch = _fit(
         ts, train_idx, val_idx, options=options, fit_config=options.fit, checkpoint_dir=checkpoint_dir / name
     )
-    val_metrics, val_probs = None, np.zeros((0, len(ts.manifest.classes)))
-    if len(val_idx):
-        val_probs = _predict(model, ts, val_idx, bs)
-        val_metrics = classification_metrics(labels[val_idx], val_probs, ts.manifest.classes)
-    selection = {
-        k: classification_metrics(labels[v], _predict(model, ts, v, bs), ts.manifest.classes)
-        for k, v in held_out.items()
+    cached = {
+        "selection": {
+            int(i): p
+            for idx in (val_idx, *(ts.indices(s, random=random) for s in ("test", "latest")))
+            if len(idx)
+            for i, p in zip(idx, _predict(model, ts, idx, bs), strict=True)
+        }
     }
     refit, served_train = None, train_idx
     if options.refit and not random and len(val_idx):
@@ -424,35 +516,50 @@ def _train_and_evaluate(
             fit_config=config,
             checkpoint_dir=checkpoint_dir / f"{name}-refit",
         )
-    evaluations = {
-        k: evaluate_set(ts, k, v, _predict(model, ts, v, bs), served_train, seed=options.seed)
-        for k, v in held_out.items()
-    }
-    for k, evaluation in evaluations.items():
-        evaluation.selection_metrics = selection[k]
-    study_rule, statements = _statements(ts, (val_idx, val_probs), evaluations, options)
-    outcome = SplitOutcome(
-        name=name,
+    served_model = model
+    return _Fitted(
+        model=model,
         fit=fit,
-        evaluations=evaluations,
-        val_metrics=val_metrics,
-        counts=_counts(ts, random=random),
-        groups=group_counts(ts, random=random),
         from_scratch=from_scratch,
-        selected_epochs=fit.selected_epochs() if len(val_idx) else None,
+        served=lambda idx: _predict(served_model, ts, idx, bs),
+        selection=lambda idx: np.stack([cached["selection"][int(i)] for i in idx]),
+        served_train=served_train,
         refit=refit,
-        study_rule=study_rule,
-        statements=statements,
     )
-    for k, evaluation in evaluations.items():
-        log.info(
-            "training_split_evaluated",
-            split=name,
-            held_out=k,
-            accuracy=round(evaluation.metrics["accuracy"], 4),
-            macro_f1=round(evaluation.metrics["macro_f1"], 4),
-        )
-    return model, outcome
+
+
+def _frozen(
+    ts: TrainingSet, train_idx: np.ndarray, val_idx: np.ndarray, *, options: TrainOptions, refit: bool
+) -> _Fitted:
+    """The `frozen-features` recipe (`training.frozen_recipe`): no epochs, no checkpoints."""
+    weights = None if options.weights == "none" else options.weights
+    keras.utils.set_random_seed(options.seed)  # random base weights (`--weights none`) repeat too
+    frozen = fit_frozen(
+        images=ts.images,
+        labels=ts.label_indices(),
+        train_idx=train_idx,
+        val_idx=val_idx,
+        classes=ts.manifest.classes,
+        build=lambda: build_model(image_size=options.image_size, weights=weights, backbone=options.backbone),
+        extractor=Extractor(options.backbone, options.weights, options.image_size, options.frozen.flip),
+        config=options.frozen,
+        refit=refit and options.refit,
+    )
+    served_train = (
+        np.sort(np.concatenate([train_idx, val_idx]))
+        if refit and options.refit and len(val_idx)
+        else train_idx
+    )
+    return _Fitted(
+        model=frozen.model,
+        fit=FitResult(),
+        from_scratch=False,
+        served=frozen.served,
+        selection=frozen.selection,
+        served_train=served_train,
+        head=frozen.head,
+        dense_features=frozen.dense_features,
+    )
 
 
 def _gradcam_examples(
@@ -524,6 +631,7 @@ def _card_statements(
         quantile=options.shift_quantile,
         directory=artifact_dir,
         batch_size=options.fit.batch_size,
+        features=outcome.dense_features,
     )
     decision: dict[str, Any] = {"shift": shift}
     statements = outcome.statements or {}
@@ -547,6 +655,14 @@ def _card_statements(
         shift_threshold=round(shift["threshold"], 3),
     )
     return calibration, decision
+
+
+def _recipe_card(options: TrainOptions, outcome: SplitOutcome) -> dict[str, Any]:
+    """What made this version: the recipe, and for frozen features the head and its chosen L2."""
+    if options.recipe != FROZEN or outcome.head is None:
+        return {"name": options.recipe}
+    keep = ("extractor", "head", "balanced", "label_smoothing", "steps", "l2", "chosen_on", "refitted_on")
+    return {"name": FROZEN, **{k: outcome.head[k] for k in keep}}
 
 
 def summary_metrics(outcome: SplitOutcome, held_out: str = "test") -> dict[str, Any] | None:
@@ -639,6 +755,7 @@ def run_training(
                 "manifest_file": MANIFEST_FILE,
                 "run_dir": str(run_dir.resolve()),
                 "weights_init": options.weights,
+                "recipe": _recipe_card(options, grouped),
                 "seed": options.seed,
                 "determinism": options.determinism,
                 "fit": {

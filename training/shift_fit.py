@@ -9,6 +9,7 @@ held-out set that it flags beside noise and synthetic non-CT images, which it sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,13 @@ def fit_shift_detector(
     quantile: float,
     directory: Path,
     batch_size: int,
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the card's `decision["shift"]`, the report's figures); writes `SHIFT_FILE` into `directory`."""
-    features = FeatureReader(model, batch_size)
+    """(the card's `decision["shift"]`, the report's figures); writes `SHIFT_FILE` into `directory`.
+
+    `features` reads the model's `FEATURE_LAYER` activations another way (the frozen-features recipe:
+    from cached backbone features, the same numbers without a second pass over every image)."""
+    features = features or FeatureReader(model, batch_size)
     stats: ShiftStats = fit_shift_stats(features(train[0]), train[1], num_classes)
     reference = val if len(val) else train[0]
     threshold = float(np.quantile(stats.scores(features(reference)), quantile))

@@ -87,6 +87,7 @@ def _promote_on_the_gate(  # type: ignore[no-untyped-def]
     from kidneyct.archives import build_archive_reader
     from storage.archive.reader import ArchiveUnavailable
     from storage.db.shadow_models import set_shadow
+    from training.frozen_features import FEATURE_CACHE_DIR
     from training.promotion import PromotionError, promote
 
     try:
@@ -98,6 +99,7 @@ def _promote_on_the_gate(  # type: ignore[no-untyped-def]
                 now=dt.datetime.now(dt.UTC),
                 force_reason=reason,
                 reader=build_archive_reader(settings),
+                feature_cache=settings.resolved_train_dir() / FEATURE_CACHE_DIR,
             )
             if decision.promote:
                 set_shadow(session, version=version, on=False)  # the active model is nobody's shadow

@@ -82,7 +82,15 @@ def _require_imagenet_weights(weights: str, backbone: str) -> None:
     show_default=True,
     help="keras.applications base; ResNet50 is the served architecture, the others are lighter options "
     "(tiny: four conv blocks from scratch, the demo's; efficientnet_lite0: its ImageNet weights from "
-    "the 'pretrained' extra, no download).",
+    "the 'pretrained' extra, no download; the frozen-features extractor).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["fine-tune", "frozen-features"]),
+    default="fine-tune",
+    show_default=True,
+    help="fine-tune: train the network (two phases, or from scratch); frozen-features: keep the pretrained "
+    "backbone frozen and fit a deterministic logistic head on its features (docs/training.md).",
 )
 @click.option(
     "--val-fraction",
@@ -177,6 +185,7 @@ def train(
     patience: int,
     unfreeze_from: str | None,
     backbone: str,
+    recipe: str,
     val_fraction: float,
     test_fraction: float,
     seed: int,
@@ -238,6 +247,8 @@ def train(
     from training.data import AugmentConfig
     from training.dedup import GroupingParams
     from training.fit import FitConfig
+    from training.frozen_features import FEATURE_CACHE_DIR
+    from training.frozen_recipe import FrozenConfig
     from training.registry import make_version, register_candidate
     from training.run import TrainingError, TrainOptions, run_training
 
@@ -269,6 +280,8 @@ def train(
         latest_fraction=latest_fraction,
         refit=refit,
         backbone=backbone,
+        recipe=recipe,
+        frozen=FrozenConfig(cache_dir=settings.resolved_train_dir() / FEATURE_CACHE_DIR),
         determinism=determinism_status(os.environ),
         keep_checkpoints=keep_checkpoints,
     )

@@ -24,11 +24,11 @@ def test_baselines_learn_a_pixel_pattern_and_ignore_brightness() -> None:
     labels = np.repeat([0, 1], 20)
     test = np.concatenate([_images(rng, 10, 0), _images(rng, 10, 1)])
     truth = np.repeat([0, 1], 10)
-    probs = baseline_probabilities(train, labels, test, 2)
+    probs = baseline_probabilities(train, labels, test, 2, frozen=False)
     for name, p in probs.items():
         assert p.shape == (20, 2) and np.allclose(p.sum(axis=1), 1.0), name
         assert (p.argmax(axis=1) == truth).mean() >= 0.95, name
-    brighter = baseline_probabilities(train, labels, np.clip(test * 0.8 + 30, 0, 255), 2)
+    brighter = baseline_probabilities(train, labels, np.clip(test * 0.8 + 30, 0, 255), 2, frozen=False)
     for name in probs:
         assert (brighter[name].argmax(axis=1) == probs[name].argmax(axis=1)).all(), name
 
