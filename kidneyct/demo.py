@@ -40,6 +40,7 @@ from common.vocabulary import CLASS_NAMES
 from kidneyct.commands.options import option
 from kidneyct.commands.synth import lesion_scale_option, protocol_option
 from kidneyct.settings import Settings
+from training.determinism import prefer_determinism
 from training.synth.phantom import KIDNEY, PROTOCOLS, ScanProtocol
 from training.synth.truth import TruthRow
 
@@ -191,6 +192,7 @@ class Synthesis:
 def _demo_settings(settings: Settings, root: Path, image_size: int) -> Settings:
     """The settings the demo runs on: local, fast to react, its data under `root` unless set."""
     prefer_onednn(os.environ)  # fast CPU training and inference kernels; before Keras is imported
+    prefer_determinism(os.environ)  # the same seed gives the same model (`kidneyct train` is too late here)
     _quiet_tensorflow(settings)
     if "log_level" not in settings.model_fields_set:
         # The numbered steps are the demo's progress; a log line per received instance would bury them.
@@ -290,6 +292,8 @@ def _synthesize(steps: Steps, root: Path, scan: Synthesis) -> tuple[list[TruthRo
             size=scan.size,
             protocol=scan.protocol,
             lesion_scale=scan.lesion_scale,
+            # UIDs from the seed: the split follows them, so the same seed trains the same model
+            uid_entropy=f"kidneyct-demo:{scan.seed}",
             **extra,
         )
 

@@ -54,11 +54,23 @@ class StudyIdentity:
     acquired_at: dt.datetime
 
     @classmethod
-    def new(cls, *, number: int, seed: int, acquired_at: dt.datetime) -> StudyIdentity:
+    def new(
+        cls, *, number: int, seed: int, acquired_at: dt.datetime, uid_entropy: str | None = None
+    ) -> StudyIdentity:
+        """`uid_entropy` makes the UIDs a function of it and `number` (the same set twice is the same
+        data, so a seeded run can repeat itself); without it they are unique."""
+
+        def uid(kind: str) -> str:
+            return (
+                generate_uid()
+                if uid_entropy is None
+                else generate_uid(entropy_srcs=[uid_entropy, str(number), kind])
+            )
+
         return cls(
-            study_instance_uid=generate_uid(),
-            series_instance_uid=generate_uid(),
-            frame_of_reference_uid=generate_uid(),
+            study_instance_uid=uid("study"),
+            series_instance_uid=uid("series"),
+            frame_of_reference_uid=uid("frame-of-reference"),
             accession_number=f"SYN{seed % 10_000:04d}{number:06d}"[:16],
             patient_id=f"SYNTH-{seed}-{number:05d}",
             patient_name=f"SYNTHETIC^PHANTOM^{number:05d}",
@@ -96,12 +108,17 @@ def hu_to_stored(hu: np.ndarray) -> np.ndarray:
     return np.clip(stored, -32768, 32767).astype(np.int16)
 
 
-def _common(ds: Dataset, ident: StudyIdentity, sop_class: UID) -> None:
+def _derived_uid(ident: StudyIdentity, *parts: str) -> str:
+    """A UID of this study's: unique when the study's UID is, repeatable when it is."""
+    return generate_uid(entropy_srcs=[ident.study_instance_uid, *parts])
+
+
+def _common(ds: Dataset, ident: StudyIdentity, sop_class: UID, instance: str) -> None:
     """Patient, study, series, equipment and SOP common attributes shared by both IODs."""
     when = ident.acquired_at
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = _derived_uid(ident, sop_class, instance)
     ds.InstanceCreationDate = when.strftime("%Y%m%d")
     ds.InstanceCreationTime = when.strftime("%H%M%S")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = when.strftime("%Y%m%d")
@@ -150,7 +167,7 @@ def _file_meta(ds: Dataset) -> None:
 def ct_slice(hu: np.ndarray, *, ident: StudyIdentity, geometry: Geometry, index: int) -> Dataset:
     """One CT Image Storage instance: slice `index` (0 is the most cranial) of the series."""
     ds = Dataset()
-    _common(ds, ident, CTImageStorage)
+    _common(ds, ident, CTImageStorage, str(index))
     x0, y0 = geometry.origin_xy
     z = geometry.z_positions[index]
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -187,10 +204,10 @@ def enhanced_ct(volume_hu: np.ndarray, *, ident: StudyIdentity, geometry: Geomet
     """One Enhanced CT Image Storage instance holding every slice as a frame (frame 1 most cranial)."""
     n = volume_hu.shape[0]
     ds = Dataset()
-    _common(ds, ident, EnhancedCTImageStorage)
+    _common(ds, ident, EnhancedCTImageStorage, "enhanced")
     x0, y0 = geometry.origin_xy
     ds.SeriesNumber = 3
-    ds.SeriesInstanceUID = generate_uid()  # its own series within the same study
+    ds.SeriesInstanceUID = _derived_uid(ident, "enhanced-series")  # its own series within the same study
     del ds.AcquisitionDate, ds.AcquisitionTime
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.PixelPresentation = "MONOCHROME"
@@ -212,7 +229,7 @@ def enhanced_ct(volume_hu: np.ndarray, *, ident: StudyIdentity, geometry: Geomet
     ds.StationName = "SYNTH"
     ds.InstitutionalDepartmentName = "Synthetic"
 
-    dimension_org = generate_uid()
+    dimension_org = _derived_uid(ident, "dimension-organization")
     ds.DimensionOrganizationSequence = Sequence([_item(DimensionOrganizationUID=dimension_org)])
     ds.DimensionOrganizationType = "3D"
     ds.DimensionIndexSequence = Sequence(
@@ -322,7 +339,9 @@ def enhanced_ct(volume_hu: np.ndarray, *, ident: StudyIdentity, geometry: Geomet
                         )
                     ]
                 ),
-                IrradiationEventIdentificationSequence=Sequence([_item(IrradiationEventUID=generate_uid())]),
+                IrradiationEventIdentificationSequence=Sequence(
+                    [_item(IrradiationEventUID=_derived_uid(ident, "irradiation-event"))]
+                ),
             )
         ]
     )

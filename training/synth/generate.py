@@ -16,7 +16,8 @@ from training.synth.truth import TRUTH_FILE, TruthRow, write_truth
 
 log = structlog.get_logger(__name__)
 
-# Studies are dated from here, one hour apart, so a set is reproducible apart from its UIDs.
+# Studies are dated from here, one hour apart, so a set is reproducible
+# (its UIDs too when `uid_entropy` is given).
 FIRST_STUDY_AT = dt.datetime(2024, 1, 1, 8, 0, 0)
 
 
@@ -37,6 +38,7 @@ def write_study(
     enhanced: bool = False,
     protocol: ScanProtocol = ABDOMEN,
     lesion_scale: float = 1.0,
+    uid_entropy: str | None = None,
 ) -> list[TruthRow]:
     """Write study `number` under `out/study-NNNN/` and return its truth rows (paths relative to `out`)."""
     s = study_seed(seed, number)
@@ -45,7 +47,10 @@ def write_study(
     )
     volume, classes = render_study(phantom, size)
     ident = StudyIdentity.new(
-        number=number, seed=seed, acquired_at=FIRST_STUDY_AT + dt.timedelta(hours=number)
+        number=number,
+        seed=seed,
+        acquired_at=FIRST_STUDY_AT + dt.timedelta(hours=number),
+        uid_entropy=uid_entropy,
     )
     geometry = Geometry(
         size, phantom.fov_mm / size, phantom.slice_spacing_mm, phantom.z_positions, phantom.center_xy
@@ -95,6 +100,7 @@ def generate(
     lesion_scale: float = 1.0,
     first_number: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
+    uid_entropy: str | None = None,
 ) -> list[TruthRow]:
     """Write `studies` studies cycling through `classes`, then `out/truth.csv`; return all truth rows."""
     if not classes:
@@ -115,6 +121,7 @@ def generate(
             enhanced=enhanced,
             protocol=protocol,
             lesion_scale=lesion_scale,
+            uid_entropy=uid_entropy,
         )
         log.debug("synthetic_study_written", number=number, study_class=study_class, slices=slices)
         if progress is not None:
