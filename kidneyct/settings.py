@@ -226,7 +226,9 @@ class Settings(BaseSettings):
     # --- classifier worker -----------------------------------------------------------------
     device: str = Field("cpu", description="`cpu` or `gpu:N`: the one device a worker uses.")
     batch_size: PositiveInt = Field(32, description="Most images predicted in one batch.")
-    batch_max_wait_ms: NonNegativeInt = Field(50, description="Longest wait to fill a batch.")
+    batch_max_wait_ms: NonNegativeInt = Field(
+        50, description="Longest time spent filling a batch; it closes sooner when nothing more is waiting."
+    )
     decode_workers: PositiveInt = Field(2, description="Threads that decode DICOM beside inference.")
     mixed_precision: bool = Field(False, description="Run inference in mixed float16.")
     window_center: float = Field(40.0, description="Default window centre (HU) for training from DICOM.")

@@ -1,8 +1,11 @@
 """When a batch is full enough: a pure decision over the records in hand and the clock.
 
-A batch closes when it holds `max_size` records or when `max_wait_s` has passed since its first
-record arrived; with nothing in hand the worker waits up to `idle_wait_s` for a first record, so
-that it can look at its stop flag and at the model registry in between.
+A batch closes when it holds `max_size` records, when the stream has nothing more waiting (a poll
+after the first record came back empty: waiting for instances that have not arrived only adds
+latency, and while this batch predicts the next one fills), or when `max_wait_s` has passed since
+its first record. With nothing in hand the worker waits up to `idle_wait_s` for a first record, so
+that it can look at its stop flag and at the model registry in between; with a batch already in
+hand (`wait=False`) it only takes what is waiting.
 """
 
 from __future__ import annotations
@@ -32,13 +35,24 @@ class NextPoll:
     timeout_s: float = 0.0
 
 
-def next_poll(policy: BatchPolicy, *, n_pending: int, first_at: float | None, now: float) -> NextPoll:
-    """What to do next while filling a batch that holds `n_pending` records, the first at `first_at`."""
+def next_poll(
+    policy: BatchPolicy,
+    *,
+    n_pending: int,
+    first_at: float | None,
+    now: float,
+    drained: bool = False,
+    wait: bool = True,
+) -> NextPoll:
+    """What to do next while filling a batch that holds `n_pending` records, the first at `first_at`;
+    `drained`: the last poll found nothing; `wait`: nothing else is in hand, so an idle wait is fine."""
     if n_pending >= policy.max_size:
         return NextPoll(done=True)
     if n_pending == 0 or first_at is None:
-        return NextPoll(done=False, max_records=policy.max_size, timeout_s=policy.idle_wait_s)
-    remaining = policy.max_wait_s - (now - first_at)
-    if remaining <= 0:
+        return NextPoll(
+            done=False, max_records=policy.max_size, timeout_s=policy.idle_wait_s if wait else 0.0
+        )
+    if drained or now - first_at >= policy.max_wait_s:
         return NextPoll(done=True)
-    return NextPoll(done=False, max_records=policy.max_size - n_pending, timeout_s=remaining)
+    # Only what is already waiting: the batch is not held back for instances still to come.
+    return NextPoll(done=False, max_records=policy.max_size - n_pending, timeout_s=0.0)

@@ -1,4 +1,5 @@
-"""The collect step: poll the consumer until a batch is full or its time is up (`batching.next_poll`)."""
+"""The collect step: poll the consumer until a batch is full, the stream has nothing more waiting, or its
+time is up (`batching.next_poll`)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,20 @@ class Collect:
     clock: Callable[[], float]
     retry_s: float
 
-    def __call__(self) -> list[Record]:
+    def __call__(self, *, wait: bool = True) -> list[Record]:
+        """`wait=False` when a batch is already in hand: take only what is waiting, never idle."""
         records: list[Record] = []
         first_at: float | None = None
+        drained = False
         while not self.stop.is_set():
-            plan = next_poll(self.policy, n_pending=len(records), first_at=first_at, now=self.clock())
+            plan = next_poll(
+                self.policy,
+                n_pending=len(records),
+                first_at=first_at,
+                now=self.clock(),
+                drained=drained,
+                wait=wait,
+            )
             if plan.done:
                 break
             try:
@@ -40,6 +50,7 @@ class Collect:
             if got and first_at is None:
                 first_at = self.clock()
             records.extend(got)
+            drained = not got
             if not records:
                 break  # idle: let the loop sweep studies, look for a new model and check for stop
         return records

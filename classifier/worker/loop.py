@@ -5,8 +5,11 @@ One batch goes through these steps, each its own module, in this order (commit l
     collect -> intake -> decode -> predict (active model, then shadow/reprocess models)
             -> write (one transaction; one by one when refused on the data) -> publish -> commit
 
-`run` overlaps two batches: it collects the next batch and hands it to the decode threads, then
-finishes the previous one while the new one decodes, so inference does not wait for decoding.
+`run` overlaps three batches so that the model is not kept waiting: while batch k predicts in the
+worker thread, batch k+1 decodes in the decode threads and batch k-1's rows and results are written
+in the writer thread (one batch at a time, in order); batch k-1's offsets are committed, from the
+worker thread, once its write and publish are done. With a batch in hand the collect step takes
+only what is waiting, so at low arrival rates a batch never waits for the next instance.
 Between batches, beside the pipeline: the study-completion sweep (`study_completion`), the active
 model's switch (`active_model`) and the other models' poll (`shadow`).
 
@@ -23,6 +26,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -46,7 +50,7 @@ from classifier.worker.metrics import WorkerMetrics
 from classifier.worker.predict import ActivePredict, Predicted
 from classifier.worker.publish import PublishResults
 from classifier.worker.retrying import Retry
-from classifier.worker.shadow import OtherModels
+from classifier.worker.shadow import OtherModels, VersionBatch
 from classifier.worker.study_completion import CompletionOptions, StudyCompletion
 from classifier.worker.write_step import WriteBatch, Written
 from storage.archive.reader import ArchiveReader
@@ -85,6 +89,25 @@ class WorkerConfig:
             override=self.rule_from_settings,
             max_shifted_fraction=self.max_shifted_fraction,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedBatch:
+    """What a batch's predict step hands the writer."""
+
+    predicted: list[Predicted]
+    poisoned: list[PoisonInstance]
+    others: list[VersionBatch]
+    predict_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Writing:
+    """A predicted batch whose rows and results the writer thread is writing."""
+
+    batch: InFlight
+    future: Future[tuple[Written, float]]
+    predict_s: float
 
 
 def _utcnow() -> dt.datetime:
@@ -157,6 +180,8 @@ class Worker:
             retry=retry,
         )
         self._commit = CommitOffsets(consumer)
+        # Writes one batch's rows and results while the worker thread predicts the next batch.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
         # Beside the pipeline, between batches.
         self._active = ActiveModel(
             sessions=session_factory,
@@ -210,45 +235,60 @@ class Worker:
         """Consume until `request_stop`; returns after the batches in hand are committed."""
         if not self._active.loaded:
             self.start()
-        pending: InFlight | None = None
+        pending: InFlight | None = None  # collected, decoding
+        writing: Writing | None = None  # predicted, its rows being written in the writer thread
         try:
             while True:
-                records = [] if self._stop.is_set() else self._collect()
+                # With a batch in hand, take only what is waiting: never hold a batch for an idle wait.
+                in_hand = pending is not None or writing is not None
+                records = [] if self._stop.is_set() else self._collect(wait=not in_hand)
                 incoming = (
                     self._decode.submit(parse_records(records), self.serving.preprocessing)
                     if records
                     else None
                 )
                 if pending is not None:
-                    self._finish(pending)
+                    writing = self._finish(pending, writing)
+                elif writing is not None:
+                    self._complete(writing)
+                    writing = None
                 pending = incoming
-                if pending is None:
+                if pending is None and writing is None:
                     self._commit()  # idle: retry a commit that failed
                     if self._stop.is_set():
                         break
                 self._between_batches()
         except Abandoned:
-            log.warning(
-                "worker_stopped_during_outage", uncommitted_records=len(pending.records) if pending else 0
-            )
+            held = [b for b in (pending, writing.batch if writing else None) if b is not None]
+            uncommitted = sum(len(b.records) for b in held)
+            log.warning("worker_stopped_during_outage", uncommitted_records=uncommitted)
         finally:
+            self._stop.set()  # a write retrying through an outage gives up: its offsets stay uncommitted
+            self._writer.shutdown(wait=True, cancel_futures=True)
             self._decode.shutdown()
         log.info("worker_stopped", batches=self.batches_done)
 
     # --- one batch ---------------------------------------------------------------------------
-    def _finish(self, batch: InFlight) -> None:
-        # A hint's offset is committed with the batch's rows (or alone), and noted only after them.
-        self._commit.add([r for r, _ in batch.intake.hints])
-        if batch.records:
-            with structlog.contextvars.bound_contextvars(model_version=self.serving.version):
-                self._process(batch)
-        else:
+    def _finish(self, batch: InFlight, writing: Writing | None) -> Writing | None:
+        """Predict `batch` while the previous batch's rows are written, then hand its rows to the writer."""
+        if not batch.records:  # release hints only: noted after every row before them is written
+            if writing is not None:
+                self._complete(writing)
+            self._commit.add([r for r, _ in batch.intake.hints])
             self._commit()
-        self._completion.note_released([h for _, h in batch.intake.hints])
-
-    def _process(self, batch: InFlight) -> None:
-        """The pipeline, one step after the other; each raises `Abandoned` when stopped during an outage."""
+            self._completion.note_released([h for _, h in batch.intake.hints])
+            return None
         serving = self.serving
+        with structlog.contextvars.bound_contextvars(model_version=serving.version):
+            predicted = self._predict_batch(serving, batch)
+            if writing is not None:
+                self._complete(writing)
+            future = self._writer.submit(self._write_and_publish, serving, predicted)
+            return Writing(batch, future, predicted.predict_s)
+
+    def _predict_batch(self, serving: ServingModel, batch: InFlight) -> PredictedBatch:
+        """Decode join, the active model's predictions and the other models' (each raises `Abandoned`
+        when stopped during an outage)."""
         outcomes = [*batch.intake.invalid, *self._decode.join(batch, serving.preprocessing)]
         stop_if_archive_unreadable(self._dead_letters, outcomes, archive=self._config.archive.describe())
         decoded = [o for o in outcomes if isinstance(o, DecodedInstance)]
@@ -262,15 +302,27 @@ class Worker:
         others, unavailable = self._retry(
             "predict_other_models", lambda: self._others.predict(live, for_other_versions)
         )
+        return PredictedBatch(predicted, [*poisoned, *unavailable], others, predict_s)
 
-        started = self._clock()
-        written = self._write(serving, predicted, [*poisoned, *unavailable], others)
-        write_s = self._clock() - started
-        self._publish(serving.version, written.predicted, written.poisoned)
+    def _write_and_publish(self, serving: ServingModel, batch: PredictedBatch) -> tuple[Written, float]:
+        """In the writer thread, one batch at a time and in order: its rows, then its results."""
+        with structlog.contextvars.bound_contextvars(model_version=serving.version):
+            started = self._clock()
+            written = self._write(serving, batch.predicted, batch.poisoned, batch.others)
+            write_s = self._clock() - started
+            self._publish(serving.version, written.predicted, written.poisoned)
+        return written, write_s
+
+    def _complete(self, writing: Writing) -> None:
+        """Wait for a batch's rows and results, then commit its offsets (hints' with them) and note its hints."""
+        written, write_s = writing.future.result()  # re-raises what the writer raised (`Abandoned`)
+        batch = writing.batch
+        self._commit.add([r for r, _ in batch.intake.hints])
         self._commit.add(batch.records)
         self._commit()
         self.batches_done += 1
-        self._report(batch, written, predict_s=predict_s, write_s=write_s)
+        self._report(batch, written, predict_s=writing.predict_s, write_s=write_s)
+        self._completion.note_released([h for _, h in batch.intake.hints])
 
     def _report(self, batch: InFlight, written: Written, *, predict_s: float, write_s: float) -> None:
         m = self._metrics

@@ -43,6 +43,31 @@ def test_a_partial_batch_is_collected_when_its_time_is_up_and_idle_is_empty() ->
     assert collect() == []
 
 
+def test_with_a_batch_in_hand_collect_does_not_wait_for_a_first_record() -> None:
+    """`wait=False` returns at once when nothing is waiting (a long idle wait would hold the batch in hand)."""
+    policy = BatchPolicy(max_size=8, max_wait_s=5.0, idle_wait_s=5.0)
+    collect = Collect(
+        consumer=MemoryConsumer(), policy=policy, stop=threading.Event(), clock=time.monotonic, retry_s=0.01
+    )
+    started = time.monotonic()
+    assert collect(wait=False) == []
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_partial_batch_closes_when_nothing_more_is_waiting() -> None:
+    """Two waiting and a 5 s max wait: the batch is those two at once, not after 5 s."""
+    consumer = MemoryConsumer()
+    consumer.append(b"a")
+    consumer.append(b"b")
+    policy = BatchPolicy(max_size=8, max_wait_s=5.0, idle_wait_s=5.0)
+    collect = Collect(
+        consumer=consumer, policy=policy, stop=threading.Event(), clock=time.monotonic, retry_s=0.01
+    )
+    started = time.monotonic()
+    assert [r.value for r in collect()] == [b"a", b"b"]
+    assert time.monotonic() - started < 1.0
+
+
 class DownConsumer(MemoryConsumer):
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         raise StreamUnavailable("broker down")

@@ -623,3 +623,58 @@ def test_an_instance_whose_uid_another_study_has_is_skipped_entirely(harness: Ha
     assert harness.count(Prediction) == 1
     with harness.sessions() as s:
         assert s.scalars(select(Instance.sha256)).one() == first.sha256
+
+
+def test_the_next_batch_predicts_while_the_previous_one_is_written_and_offsets_wait_for_the_rows(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread writes batch 1 while the worker thread predicts batch 2; nothing is committed
+    until batch 1's rows are in, and then every offset is, each instance with one prediction."""
+    from classifier.worker import write_step
+
+    release = threading.Event()
+    real = write_step.write_batch
+
+    def slow_first_write(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - write_batch's signature
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(write_step, "write_batch", slow_first_write)
+    predicts: list[int] = []
+    active_predict = harness.worker._predict
+    harness.worker._predict = lambda serving, live: (
+        predicts.append(len(live)) or active_predict(serving, live)
+    )  # type: ignore[method-assign]
+    for _ in range(8):
+        harness.consumer.append(write_instance(harness.archive).to_json())
+    harness.start()
+    wait_for(lambda: len(predicts) >= 2)  # batch 2 predicted while batch 1's write is held
+    assert harness.committed() == 0 and harness.count(Prediction) == 0
+    release.set()
+    wait_for(lambda: harness.committed() == 8)
+    harness.stop()
+    assert harness.count(Prediction) == 8
+
+
+def test_a_stop_during_a_database_outage_in_the_writer_commits_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write retries through the outage in the writer thread; a stop then returns at once, the
+    batch's offsets uncommitted (re-delivered to the next worker), and says how many records it left."""
+    from sqlalchemy.exc import OperationalError
+
+    from classifier.worker import write_step
+
+    def database_down(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - write_batch's signature
+        raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(write_step, "write_batch", database_down)
+    for _ in range(2):
+        harness.consumer.append(write_instance(harness.archive).to_json())
+    with capture_logs() as logs:
+        harness.start()
+        wait_for(lambda: any(e["event"] == "dependency_unavailable" for e in logs))
+        harness.stop()
+    assert harness.committed() == 0
+    stopped = [e for e in logs if e["event"] == "worker_stopped_during_outage"]
+    assert stopped and stopped[0]["uncommitted_records"] == 2
