@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training.linear_head import sample_weights, softmax
+
 THUMB = 32
 RIDGE_ALPHA = (
     1.0  # measured on the real sample's latest-IDs block: 0.1 -> 0.37, 1 -> 0.47, 10 -> 0.33 macro-F1
@@ -131,9 +133,7 @@ class RidgeClassifier:
         if len(features) == 0:
             raise ValueError("no training images")
         labels = np.asarray(labels, dtype=np.int64)
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        present = max(1, int((counts > 0).sum()))
-        sample_weight = (len(labels) / (present * np.maximum(counts, 1.0)))[labels]
+        sample_weight = sample_weights(labels, num_classes, balanced=True) * len(labels)  # mean 1
         mean = features.mean(axis=0)
         centred = (features - mean).astype(np.float64)
         targets = np.eye(num_classes)[labels] * 2.0 - 1.0
@@ -187,19 +187,17 @@ class LogisticPCA:
         keep = max(1, min(components, int((variance > variance[0] * 1e-10).sum())))
         projection = vectors[:, :keep] / np.sqrt(np.maximum(variance[:keep], 1e-12))
         z = centred @ projection
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        present = max(1, int((counts > 0).sum()))
-        sample_weight = (len(labels) / (present * np.maximum(counts, 1.0)))[labels] / len(labels)
+        sample_weight = sample_weights(labels, num_classes, balanced=True)
         onehot = np.eye(num_classes)[labels]
         weights, bias = np.zeros((keep, num_classes)), np.zeros(num_classes)
         for _ in range(steps):  # unit-variance inputs: a step of 1 is stable for this loss
-            error = (_softmax(z @ weights + bias) - onehot) * sample_weight[:, None]
+            error = (softmax(z @ weights + bias) - onehot) * sample_weight[:, None]
             weights -= z.T @ error + l2 * weights
             bias -= error.sum(axis=0)
         return cls(mean=mean, projection=projection, weights=weights, bias=bias)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return _softmax(((features - self.mean) @ self.projection) @ self.weights + self.bias)
+        return softmax(((features - self.mean) @ self.projection) @ self.weights + self.bias)
 
 
 def _principal_axes(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,11 +210,6 @@ def _principal_axes(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         variance, left = np.linalg.eigh(centred @ centred.T / n)
         axes = centred.T @ left / np.sqrt(np.maximum(variance * n, 1e-12))
     return variance[::-1], axes[:, ::-1]
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    e = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def logistic_pca_predict(
