@@ -86,13 +86,14 @@ class FeatureStore:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         keys = image_keys(images)
-        missing = sorted(
-            {k: i for i, k in enumerate(keys) if k not in self._rows}.items(), key=lambda kv: kv[1]
-        )
+        missing: dict[str, int] = {}  # each unseen image once, at its first position
+        for i, k in enumerate(keys):
+            if k not in self._rows:
+                missing.setdefault(k, i)
         if missing:
             log.info("features_extracting", extractor=self.extractor.key, images=len(missing))
-            computed = self._compute(np.asarray(images)[[i for _, i in missing]])
-            self._rows.update({k: row for (k, _), row in zip(missing, computed, strict=True)})
+            computed = self._compute(np.asarray(images)[list(missing.values())])
+            self._rows.update(zip(missing, computed, strict=True))
             self._save()
         return np.stack([self._rows[k] for k in keys]) if keys else np.zeros((0, 0))
 
