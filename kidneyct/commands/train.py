@@ -80,9 +80,10 @@ def _require_imagenet_weights(weights: str, backbone: str) -> None:
     type=click.Choice(["resnet50", "efficientnetb0", "densenet121", "tiny", "efficientnet_lite0"]),
     default="resnet50",
     show_default=True,
-    help="keras.applications base; ResNet50 is the served architecture, the others are lighter options "
-    "(tiny: four conv blocks from scratch, the demo's; efficientnet_lite0: its ImageNet weights from "
-    "the 'pretrained' extra, no download; the frozen-features extractor).",
+    help="The base network: ResNet50 is the served architecture; efficientnetb0 and densenet121 "
+    "(keras.applications) are lighter options; tiny: four conv blocks from scratch, the demo's; "
+    "efficientnet_lite0: this project's port, its ImageNet weights from the 'pretrained' extra (no "
+    "download), the frozen-features recipe's extractor.",
 )
 @click.option(
     "--recipe",
