@@ -348,14 +348,7 @@ def _figures(
                 after["ece"],
             )
             figures[calibrated] = FIGURES[calibrated]
-    if grouped.fit.phases:  # the frozen-features recipe has no epochs to draw
-        plots.learning_curves(
-            grouped.fit.to_json(),
-            run_dir / FIGURES["curves_grouped"],
-            "grouped split",
-            grouped.selected_epochs,
-        )
-        figures["curves_grouped"] = FIGURES["curves_grouped"]
+    _learning_curves(grouped, "curves_grouped", "grouped split", run_dir, figures)
     if random is not None:
         plots.confusion(
             random.test_metrics["confusion_matrix"],
@@ -364,14 +357,7 @@ def _figures(
             "random split",
         )
         figures["confusion_random"] = FIGURES["confusion_random"]
-        if random.fit.phases:
-            plots.learning_curves(
-                random.fit.to_json(),
-                run_dir / FIGURES["curves_random"],
-                "random split",
-                random.selected_epochs,
-            )
-            figures["curves_random"] = FIGURES["curves_random"]
+        _learning_curves(random, "curves_random", "random split", run_dir, figures)
     if len(gradcam["captions"]):
         plots.gradcam_grid(
             gradcam["images"],
@@ -382,6 +368,15 @@ def _figures(
         )
         figures["gradcam"] = FIGURES["gradcam"]
     return figures
+
+
+def _learning_curves(
+    outcome: SplitOutcome, name: str, title: str, run_dir: Path, figures: dict[str, str]
+) -> None:
+    """The split's learning curves, when it has epochs to draw (the frozen-features recipe has none)."""
+    if outcome.fit.phases:
+        plots.learning_curves(outcome.fit.to_json(), run_dir / FIGURES[name], title, outcome.selected_epochs)
+        figures[name] = FIGURES[name]
 
 
 def write_report(

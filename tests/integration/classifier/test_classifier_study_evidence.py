@@ -16,17 +16,14 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from worker_steps_kit import T0, decoded
 
 from classifier.study.evidence import DECIDING_SLICES
 from classifier.study.policy import PolicySettings
-from classifier.worker.decoding import DecodedInstance
 from classifier.worker.writer import Predicted, write_batch
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import register_model_version
-from storage.stream.contract import Record
-from storage.stream.events import InstanceEvent
 
-T0 = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
 STUDY = "1.2.826.0.1.3680043.99.27.1"
 # Cyst, Normal, Stone, Tumor on six slices: a stone the model is sure of on two.
 STONE = (0.95, 0.9, 0.02, 0.02, 0.02, 0.02)
@@ -49,32 +46,7 @@ def sessions(migrated_database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 def _predicted(i: int, probabilities: np.ndarray) -> Predicted:
-    sop = f"{STUDY}.1.{i}"
-    event = InstanceEvent(
-        study_instance_uid=STUDY,
-        series_instance_uid=f"{STUDY}.1",
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="CT",
-        archive_uri=f"file:///archive/{sop}.dcm",
-        sha256=f"{i:064d}",
-        size_bytes=100,
-        calling_ae="SCU",
-        received_at=T0,
-        instance_number=i,
-        number_of_frames=1,
-    )
-    record = Record(topic="instances", partition=0, offset=i, key=event.key, value=event.to_json())
-    instance = DecodedInstance(
-        record=record,
-        event=event,
-        accession_number=None,
-        modality="CT",
-        tensors=np.zeros((1, 1, 1, 3), dtype=np.float32),
-        preprocessing=None,  # type: ignore[arg-type]  # not read by the writer
-    )
-    return Predicted(instance, probabilities)
+    return Predicted(decoded(i, study=STUDY), probabilities)
 
 
 def _write(sessions: sessionmaker[Session], version: str, card: dict[str, Any]) -> None:
