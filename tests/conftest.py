@@ -193,7 +193,7 @@ def s3_server() -> Iterator[SeaweedProcess]:
 def s3_archive_url(s3_server: SeaweedProcess) -> str:
     """`s3://<fresh bucket>/archive`: no other test writes to this bucket."""
     bucket = f"t-{uuid.uuid4().hex[:12]}"
-    s3_server.client().create_bucket(Bucket=bucket)
+    s3_server.create_writable_bucket(bucket)
     return f"s3://{bucket}/archive"
 
 

@@ -95,7 +95,7 @@ def test_object_store_stopped_during_c_store_answers_a700_and_loses_nothing(
 ) -> None:
     """Stored before the outage, refused during it (0xA700), re-sent after it: each instance ends
     with exactly one prediction."""
-    private_s3.client().create_bucket(Bucket="outage-test")
+    private_s3.create_writable_bucket("outage-test")
     data = tmp_path / "data"
     data.mkdir()
     url = f"sqlite:///{data / 'kidneyct.db'}"

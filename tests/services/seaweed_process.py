@@ -5,10 +5,13 @@ Minimal working invocation, every port on loopback and chosen free (each gRPC po
 
     weed server -dir=D -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=M -volume.port=V \
         -filer -filer.port=F -s3 -s3.port=S -s3.port.iceberg=0 -s3.port.lance=0 \
-        -master.volumeSizeLimitMB=128 -volume.max=0
+        -master.volumeSizeLimitMB=128 -volume.max=2000
 
-`-volume.max=0` (volumes as the disk allows) matters: each bucket is a collection with its own
-volumes, and the default maximum leaves no room for the second bucket (InternalError on PUT).
+`-volume.max` matters: each bucket is a collection that grows its own volumes (7 at a time), and a
+session creates a bucket per test. The default (8) leaves no room for the second bucket, and 0
+("free disk / volume size": about 170 on a disk with 22 GB free) ran out after about 24 buckets,
+failing a later test's first PUT with InternalError ("no free volumes left"). A count this high
+costs nothing: volumes are files that grow as written.
 
 With no identities configured the S3 API accepts any credentials. `stop()` and `start()` again
 keep the data and the ports, so a test can take the object store away and bring it back.
@@ -86,7 +89,7 @@ class SeaweedProcess:
             self.binary, "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
             "-s3", f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=128", "-volume.max=0",
+            "-master.volumeSizeLimitMB=128", "-volume.max=2000",
         ]  # fmt: skip
         log = (self.data_dir / "weed.log").open("ab")
         self._process = subprocess.Popen(
@@ -117,8 +120,24 @@ class SeaweedProcess:
 
         return make_s3_client(S3ClientOptions(endpoint_url=self.endpoint_url, max_attempts=2))
 
+    def create_writable_bucket(self, bucket: str) -> None:
+        """Create `bucket` and return once an object can be written to it.
+
+        Each bucket is a collection whose first volumes SeaweedFS grows on the first PUT; on a busy
+        machine that PUT can fail with InternalError (a listener would answer A700). A test that
+        means to exercise the store, not its warm-up, gets a bucket past that point.
+        """
+        self._until_writable(bucket, on_timeout="bucket {bucket} did not accept a write")
+
     def _wait_ready(self) -> None:
         """Until a probe object can be written: the S3 port answers before the volume is ready."""
+        try:
+            self._until_writable("kidneyct-probe", on_timeout="weed did not get ready")
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def _until_writable(self, bucket: str, *, on_timeout: str) -> None:
         client = self.client()
         deadline = time.monotonic() + _READY_TIMEOUT_S
         last: Exception | None = None
@@ -129,11 +148,11 @@ class SeaweedProcess:
                 )
             try:
                 with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                    client.create_bucket(Bucket="kidneyct-probe")
-                client.put_object(Bucket="kidneyct-probe", Key="probe", Body=b"ok")
+                    client.create_bucket(Bucket=bucket)
+                client.put_object(Bucket=bucket, Key=".kidneyct-probe", Body=b"ok")
+                client.delete_object(Bucket=bucket, Key=".kidneyct-probe")
                 return
             except Exception as exc:  # noqa: BLE001 - not ready yet, whatever the reason
                 last = exc
                 time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"weed did not get ready in {_READY_TIMEOUT_S:.0f} s: {last}")
+        raise RuntimeError(f"{on_timeout.format(bucket=bucket)} in {_READY_TIMEOUT_S:.0f} s: {last}")
