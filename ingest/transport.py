@@ -19,7 +19,9 @@ command). Here:
   association ends, however it ended;
 - a DIMSE message pynetdicom cannot decode (a C-STORE command whose SOP Instance UID is empty or
   NUL makes pydicom refuse the file meta it writes) is answered with A-ABORT and one log line,
-  instead of an exception that ends the reading thread.
+  instead of an exception that ends the reading thread;
+- both reactor threads wait for their input instead of polling it every millisecond
+  (`reactor_wakeups`): the CPU an idle or waiting association burned goes to storing instances.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,8 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
+
+from ingest.reactor_wakeups import REACTOR_IDLE_WAIT_S, SignallingQueue, Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +90,14 @@ def harden(assoc: Association, limits: ConnectionLimits) -> None:
     assoc.dul._limits = limits  # type: ignore[attr-defined]
     assoc.dul._last_pdu_at = time.monotonic()  # type: ignore[attr-defined]
     assoc.dul._stall_logged = False  # type: ignore[attr-defined]
+    # The DUL waits in select (socket or wake-up) instead of sleeping between polls.
+    assoc.dul._wakeup = Wakeup()  # type: ignore[attr-defined]
+    assoc.dul._run_loop_delay = 0
+    # The association waits for anything put into the queues it reads.
+    incoming = threading.Event()
+    assoc.dimse._incoming = incoming  # type: ignore[attr-defined]
+    assoc.dimse.msg_queue = SignallingQueue(incoming, assoc.dimse.msg_queue)
+    assoc.dul.to_user_queue = SignallingQueue(incoming, assoc.dul.to_user_queue)
     sock._limits = limits  # type: ignore[attr-defined]
     sock._pdu = None  # type: ignore[attr-defined]
     sock._refused = False  # type: ignore[attr-defined]
@@ -201,11 +214,46 @@ def shut(sock: socket.socket) -> None:
 
 
 class DeadlineDUL(DULServiceProvider):
-    """Starts each PDU's read deadline, and aborts an association whose DIMSE message stalls."""
+    """Starts each PDU's read deadline, aborts an association whose DIMSE message stalls, and
+    waits for input instead of polling for it."""
 
     _limits: ConnectionLimits
     _last_pdu_at: float
     _stall_logged: bool
+    _wakeup: Wakeup
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._wakeup.close()
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self._wakeup.ring()
+
+    def stop_dul(self) -> bool:
+        """pynetdicom's, with the reactor woken to see its stop flag, and joined instead of spun on."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self._wakeup.ring()
+        if threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def _is_transport_event(self) -> bool:
+        if self._nothing_to_do():
+            self._wakeup.wait_readable(self.socket.socket if self.socket else None, REACTOR_IDLE_WAIT_S)
+        return super()._is_transport_event()
+
+    def _nothing_to_do(self) -> bool:
+        return (
+            not self._kill_thread
+            and self.state_machine.current_state != "Sta13"  # closing: pynetdicom's own handling
+            and self.to_provider_queue.empty()
+            and self.event_queue.empty()
+        )
 
     def _read_pdu_data(self) -> None:
         sock = self.socket
@@ -237,7 +285,20 @@ class DeadlineDUL(DULServiceProvider):
 
 
 class GuardedDIMSE(DIMSEServiceProvider):
-    """A P-DATA whose DIMSE message cannot be decoded aborts the association in order."""
+    """A P-DATA whose DIMSE message cannot be decoded aborts the association in order; the
+    association's reactor waits for a message (or a release, an abort) instead of polling."""
+
+    _incoming: threading.Event
+
+    def get_msg(self, block: bool = False) -> Any:
+        if block:
+            return super().get_msg(block=True)
+        self._incoming.clear()  # before looking: a put after this wakes the wait below
+        item = super().get_msg(block=False)
+        if item[1] is None and self.dul.to_user_queue.empty():
+            self._incoming.wait(REACTOR_IDLE_WAIT_S)
+            item = super().get_msg(block=False)
+        return item
 
     def receive_primitive(self, primitive: Any) -> None:
         try:
