@@ -49,7 +49,7 @@ from common.log import configure_logging
 from storage.archive.reader import ArchiveReader
 from storage.db.engine import make_engine, make_session_factory
 from storage.db.model_versions import activate_model_version, register_model_version
-from storage.db.tables import ModelVersion, QueueMessage, QueueOffset
+from storage.db.tables import ModelVersion, QueueMessage
 from storage.stream.contract import TopicPartition
 from storage.stream.db_queue import DatabaseQueueConsumer, DatabaseQueuePublisher
 from storage.stream.events import InstanceEvent
@@ -147,14 +147,12 @@ def run_worker(
     for e in events:
         publisher.publish(TOPIC, e.key, e.to_json())
     card = read_card(artifact)
-    consumer = WatchedConsumer(sessions, group_id="bench", topics=[TOPIC])
-    worker = bench_worker(
+    worker, consumer = bench_worker(
         sessions,
         root,
         batch=batch,
         load_model=lambda row: ServingModel(row.id, row.version, model, card),
         decode_workers=decode_workers,
-        consumer=consumer,
     )
     elapsed = drain(worker, sessions, consumer)
     engine.dispose()
@@ -169,12 +167,12 @@ def bench_worker(
     load_model: Callable[[ModelVersion], ServingModel],
     metrics: WorkerMetrics | None = None,
     decode_workers: int = 2,
-    consumer: DatabaseQueueConsumer | None = None,
-) -> Worker:
+) -> tuple[Worker, WatchedConsumer]:
     """A worker on the embedded queue's TOPIC (group "bench") that publishes nowhere and never
-    sweeps or polls for models during a run."""
-    return Worker(
-        consumer=consumer or DatabaseQueueConsumer(sessions, group_id="bench", topics=[TOPIC]),
+    sweeps or polls for models during a run, and its consumer (for `drain`)."""
+    consumer = WatchedConsumer(sessions, group_id="bench", topics=[TOPIC])
+    worker = Worker(
+        consumer=consumer,
         publisher=NullPublisher(),
         session_factory=sessions,
         config=WorkerConfig(
@@ -190,34 +188,23 @@ def bench_worker(
         metrics=metrics,
         load_model=load_model,
     )
+    return worker, consumer
 
 
-def drain(worker: Worker, sessions: sessionmaker[Session], consumer: WatchedConsumer | None = None) -> float:
-    """Start `worker`, run it in a thread until group "bench" committed the queue's last message; seconds.
-    With `consumer` (the worker's), wait for its signal; without, poll the committed offset."""
+def drain(worker: Worker, sessions: sessionmaker[Session], consumer: WatchedConsumer) -> float:
+    """Start `worker`, run it in a thread until its `consumer` committed the queue's last message; seconds."""
     worker.start()
     with sessions() as s:
         last = int(s.scalar(select(QueueMessage.id).order_by(QueueMessage.id.desc()).limit(1)) or 0)
-    if consumer is not None:
-        consumer.target = last
+    consumer.target = last
     thread = threading.Thread(target=worker.run, daemon=True)
     started = time.perf_counter()
     thread.start()
-    if consumer is not None:
-        consumer.done.wait()
-    else:
-        while not _committed_past(sessions, last):
-            time.sleep(0.01)
+    consumer.done.wait()
     elapsed = time.perf_counter() - started
     worker.request_stop()
     thread.join()
     return elapsed
-
-
-def _committed_past(sessions: sessionmaker[Session], last: int) -> bool:
-    with sessions() as s:
-        committed = s.scalar(select(QueueOffset.next_offset).where(QueueOffset.group_id == "bench"))
-    return committed is not None and committed > last
 
 
 def bare_batched(model: keras.Model, tensors: np.ndarray, batch: int) -> float:

@@ -74,7 +74,7 @@ def run_worker(
     for e in events:
         publisher.publish(TOPIC, e.key, e.to_json())
     metrics = WorkerMetrics(CollectorRegistry())
-    worker = bench_worker(
+    worker, consumer = bench_worker(
         sessions,
         root,
         batch=batch,
@@ -83,7 +83,7 @@ def run_worker(
             row.id, row.version, models[row.version][0], read_card(models[row.version][1])
         ),
     )
-    elapsed = drain(worker, sessions)
+    elapsed = drain(worker, sessions, consumer)
     engine.dispose()
     decodes = metrics.registry.get_sample_value("kidneyct_worker_decodes_total") or 0.0
     return elapsed, decodes / len(events)
