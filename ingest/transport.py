@@ -238,8 +238,8 @@ class DeadlineDUL(DULServiceProvider):
             return False
         self._kill_thread = True
         self._wakeup.ring()
-        if threading.current_thread() is not self:
-            self.join()
+        if threading.current_thread() is not self and self.is_alive():
+            self.join()  # a thread never started cannot be joined (pynetdicom's loop only waits while alive)
         return True
 
     def _is_transport_event(self) -> bool:

@@ -95,6 +95,8 @@ def test_an_idle_association_waits_instead_of_polling_and_still_stores_at_once(
     counts: dict[str, int] = {}
     _count_calls(monkeypatch, transport.DeadlineDUL, "_is_transport_event", counts)
     _count_calls(monkeypatch, transport.GuardedDIMSE, "get_msg", counts)
+    rings: dict[str, int] = {}
+    _count_calls(monkeypatch, Wakeup, "ring", rings)
     path = synthetic_ct(tmp_path / "ct.dcm", study_uid=generate_uid(), series_uid=generate_uid(), number=1)
     with running_listener(listener_settings(tmp_path / "archive"), MemoryPublisher()) as (listener, _):
         ae = AE(ae_title="TESTSCU")
@@ -106,8 +108,10 @@ def test_an_idle_association_waits_instead_of_polling_and_still_stores_at_once(
             before = dict(counts)
             time.sleep(IDLE_S)
             idle_loops = {name: counts[name] - before[name] for name in counts}
+            rings_before_store = rings["ring"]
             with chunked_send():
                 status = assoc.send_c_store(path)
+            rings_for_store = rings["ring"] - rings_before_store
         finally:
             assoc.release()
     # Polling looped about once a millisecond (up to 1,000 per second per thread); waiting loops
@@ -115,3 +119,5 @@ def test_an_idle_association_waits_instead_of_polling_and_still_stores_at_once(
     most = 3 * IDLE_S / REACTOR_IDLE_WAIT_S
     assert all(0 < loops <= most for loops in idle_loops.values()), idle_loops
     assert status.Status == statuses.SUCCESS
+    # The response was handed to a waiting DUL: it was woken, not left to its next 50 ms look.
+    assert rings_for_store >= 1
